@@ -1,0 +1,27 @@
+"""rislayers: plug-in layers for referring image segmentation.
+
+Standalone :class:`torch.nn.Module` s from three papers (SADLR, ASDA, S2RM), with the
+shape checks, pooling helpers, losses and metrics they share. Depends on torch and einops
+only.
+"""
+
+from . import functional, losses, metrics
+from .losses import DeepSupervisionLoss, dice_loss, sigmoid_focal_loss
+from .metrics import GRESMetrics, RISMetrics
+from .shapes import ShapeError, check_shape, set_shape_checks
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ShapeError",
+    "check_shape",
+    "set_shape_checks",
+    "functional",
+    "losses",
+    "metrics",
+    "dice_loss",
+    "sigmoid_focal_loss",
+    "DeepSupervisionLoss",
+    "RISMetrics",
+    "GRESMetrics",
+]

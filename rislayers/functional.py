@@ -1,0 +1,192 @@
+"""Stateless helpers shared by the layers: masked pooling and position features."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from einops import rearrange
+
+from .shapes import check_mask, check_shape
+
+__all__ = ["masked_mean", "masked_avg_pool2d", "coord_features", "sine_position_encoding_2d"]
+
+# Large enough that an empty mask divides 0 by it (giving 0), small enough never to bias a
+# real average: weights are probabilities or 0/1, so any non-empty sum is >= ~1e-6.
+_EPS = 1e-6
+
+
+def masked_mean(words: torch.Tensor, word_mask: torch.Tensor | None = None, *, eps: float = _EPS) -> torch.Tensor:
+    """Mean of the real (unpadded) words of each sentence.
+
+    A sentence with no real word averages to a zero vector, never NaN.
+
+    Args:
+        words: word features.
+        word_mask: bool, True for real tokens; ``None`` means every token is real.
+        eps: lower bound of the divisor.
+
+    Shape:
+        - words: ``(b, l, d)``
+        - word_mask: ``(b, l)``
+        - output: ``(b, d)``
+
+    Example:
+        >>> import torch
+        >>> words = torch.randn(2, 5, 16)
+        >>> mask = torch.tensor([[1, 1, 0, 0, 0], [1, 1, 1, 1, 1]], dtype=torch.bool)
+        >>> masked_mean(words, mask).shape
+        torch.Size([2, 16])
+    """
+    axes = check_shape(words, "b l d", name="words")
+    check_mask(word_mask, name="word_mask", bound=axes)
+    if word_mask is None:
+        return words.mean(dim=1)
+    weights = word_mask.to(words.dtype).unsqueeze(-1)
+    total = (words * weights).sum(dim=1)
+    count = weights.sum(dim=1).clamp_min(eps)
+    return total / count
+
+
+def masked_avg_pool2d(feats: torch.Tensor, weights: torch.Tensor, *, eps: float = _EPS) -> torch.Tensor:
+    """Weighted spatial average of a feature map: ``sum(w * x) / sum(w)`` over ``h, w``.
+
+    Used to pool features under a (hard or soft) mask. An all-zero mask pools to a zero
+    vector, never NaN, and its gradient stays finite.
+
+    Args:
+        feats: feature map.
+        weights: non-negative weights per position (a 0/1 mask or probabilities); a
+            ``(b, 1, h, w)`` tensor is accepted too.
+        eps: lower bound of the divisor.
+
+    Shape:
+        - feats: ``(b, c, h, w)``
+        - weights: ``(b, h, w)`` or ``(b, 1, h, w)``
+        - output: ``(b, c)``
+
+    Example:
+        >>> import torch
+        >>> feats = torch.randn(2, 8, 4, 4)
+        >>> masked_avg_pool2d(feats, torch.zeros(2, 4, 4)).shape
+        torch.Size([2, 8])
+    """
+    axes = check_shape(feats, "b c h w", name="feats")
+    if isinstance(weights, torch.Tensor) and weights.dim() == 4:
+        check_shape(weights, "b 1 h w", name="weights", bound=axes)
+        weights = weights[:, 0]
+    else:
+        check_shape(weights, "b h w", name="weights", bound=axes)
+    weights = weights.to(feats.dtype)
+    total = torch.einsum("bchw,bhw->bc", feats, weights)
+    count = rearrange(weights, "b h w -> b (h w)").sum(dim=1, keepdim=True).clamp_min(eps)
+    return total / count
+
+
+def coord_features(
+    batch: int,
+    height: int,
+    width: int,
+    *,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """The 8-channel spatial coordinate map used throughout the RIS literature.
+
+    For each cell the channels are ``x_min, y_min, x_max, y_max, x_center, y_center,
+    1/w, 1/h`` with coordinates normalised to ``[-1, 1]`` (the cell's left/top edge, its
+    right/bottom edge and its centre), as concatenated to visual features by RMI, CMSA,
+    LTS and S2RM's CASG ("Coord").
+
+    Args:
+        batch: batch size ``b`` of the output (the map is the same for every sample).
+        height: ``h``.
+        width: ``w``.
+        device: device of the output.
+        dtype: dtype of the output (default: torch's default float dtype).
+
+    Shape:
+        - output: ``(b, 8, h, w)``
+
+    Example:
+        >>> coord_features(2, 3, 5).shape
+        torch.Size([2, 8, 3, 5])
+    """
+    for arg, value in (("batch", batch), ("height", height), ("width", width)):
+        if int(value) < 1:
+            raise ValueError(f"{arg}: expected a positive integer; got {value}")
+    dtype = dtype or torch.get_default_dtype()
+    xs = torch.arange(width, device=device, dtype=dtype)
+    ys = torch.arange(height, device=device, dtype=dtype)
+    x_min = xs / width * 2 - 1
+    x_max = (xs + 1) / width * 2 - 1
+    y_min = ys / height * 2 - 1
+    y_max = (ys + 1) / height * 2 - 1
+    row = lambda v: v.view(1, width).expand(height, width)  # noqa: E731
+    col = lambda v: v.view(height, 1).expand(height, width)  # noqa: E731
+    planes = [
+        row(x_min),
+        col(y_min),
+        row(x_max),
+        col(y_max),
+        row((x_min + x_max) / 2),
+        col((y_min + y_max) / 2),
+        torch.full((height, width), 1.0 / width, device=device, dtype=dtype),
+        torch.full((height, width), 1.0 / height, device=device, dtype=dtype),
+    ]
+    coords = torch.stack(planes, dim=0)
+    return coords.unsqueeze(0).expand(batch, -1, -1, -1).contiguous()
+
+
+def sine_position_encoding_2d(
+    height: int,
+    width: int,
+    dim: int,
+    *,
+    temperature: float = 10000.0,
+    normalize: bool = True,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """Fixed 2-D sine/cosine position encoding (the DETR form).
+
+    The first ``dim/2`` channels encode the row (y), the last ``dim/2`` the column (x);
+    within each half, sines and cosines of geometrically spaced frequencies alternate.
+
+    Args:
+        height: ``h``.
+        width: ``w``.
+        dim: number of channels ``c``; must be divisible by 4.
+        temperature: the base of the frequency progression.
+        normalize: scale positions to ``[0, 2*pi]`` so the encoding does not depend on the
+            map size (useful when a layer runs at several resolutions).
+        device: device of the output.
+        dtype: dtype of the output (computed in float32, then cast).
+
+    Shape:
+        - output: ``(c, h, w)``
+
+    Example:
+        >>> sine_position_encoding_2d(4, 6, 32).shape
+        torch.Size([32, 4, 6])
+    """
+    if dim <= 0 or dim % 4 != 0:
+        raise ValueError(f"dim: expected a positive multiple of 4; got {dim}")
+    if height < 1 or width < 1:
+        raise ValueError(f"height, width: expected positive integers; got {height}, {width}")
+    half = dim // 2
+    ys = torch.arange(1, height + 1, device=device, dtype=torch.float32)
+    xs = torch.arange(1, width + 1, device=device, dtype=torch.float32)
+    if normalize:
+        ys = ys / height * 2 * math.pi
+        xs = xs / width * 2 * math.pi
+    steps = torch.arange(half, device=device, dtype=torch.float32)
+    freqs = temperature ** (2 * torch.div(steps, 2, rounding_mode="floor") / half)
+
+    def encode(pos: torch.Tensor) -> torch.Tensor:
+        angles = pos[:, None] / freqs  # (len, half)
+        return torch.stack((angles[:, 0::2].sin(), angles[:, 1::2].cos()), dim=2).flatten(1)
+
+    pos_y = rearrange(encode(ys), "h c -> c h 1").expand(half, height, width)
+    pos_x = rearrange(encode(xs), "w c -> c 1 w").expand(half, height, width)
+    return torch.cat((pos_y, pos_x), dim=0).to(dtype or torch.get_default_dtype())

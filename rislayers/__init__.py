@@ -8,11 +8,14 @@ only.
 from . import functional, losses, metrics
 from .losses import DeepSupervisionLoss, dice_loss, sigmoid_focal_loss
 from .metrics import GRESMetrics, RISMetrics
+from .refiner import DynamicQueryRefiner, RefinerOutput
 from .shapes import ShapeError, check_shape, set_shape_checks
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "DynamicQueryRefiner",
+    "RefinerOutput",
     "ShapeError",
     "check_shape",
     "set_shape_checks",

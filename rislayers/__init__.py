@@ -6,8 +6,10 @@ only.
 """
 
 from . import functional, losses, metrics
+from .casg import CASGDecoder, CASGStage
 from .losses import DeepSupervisionLoss, dice_loss, sigmoid_focal_loss
 from .metrics import GRESMetrics, RISMetrics
+from .pixel_word import LanguageGate, PixelWordAttention
 from .refiner import DynamicQueryRefiner, RefinerOutput
 from .shapes import ShapeError, check_shape, set_shape_checks
 
@@ -16,6 +18,10 @@ __version__ = "0.1.0"
 __all__ = [
     "DynamicQueryRefiner",
     "RefinerOutput",
+    "PixelWordAttention",
+    "LanguageGate",
+    "CASGStage",
+    "CASGDecoder",
     "ShapeError",
     "check_shape",
     "set_shape_checks",

@@ -95,8 +95,8 @@ def coord_features(
 
     For each cell the channels are ``x_min, y_min, x_max, y_max, x_center, y_center,
     1/w, 1/h`` with coordinates normalised to ``[-1, 1]`` (the cell's left/top edge, its
-    right/bottom edge and its centre), as concatenated to visual features by RMI, CMSA,
-    LTS and S2RM's CASG ("Coord").
+    right/bottom edge and its centre), as concatenated to visual features by RMI, CMSA
+    and LTS (and by :class:`~rislayers.CASGStage` with ``coord="recombine"``).
 
     Args:
         batch: batch size ``b`` of the output (the map is the same for every sample).

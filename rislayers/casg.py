@@ -1,0 +1,414 @@
+"""S2RM's cross-scale abstract semantic guided decoder (CASG).
+
+Yang et al., "Spatial Semantic Recurrent Mining for Referring Image Segmentation", Sec. III-C,
+Eq. 11-15 and Fig. 3. The decoder walks the pyramid from coarse to fine. At each stage the
+outputs of all coarser stages are upsampled to the current size and re-combined by a conv
+(``I_{i,1}``, Eq. 13-15); from that tensor and the sentence vector it derives a channel gate
+``C_i`` (Eq. 11, applied to the stage's pure vision feature ``V_i``) and a spatial gate ``S_i``
+(a sentence-generated dynamic 1x1 conv, Eq. 11, applied to the fused result), with
+``I_{i,1}`` concatenated twice as a skip (Eq. 12).
+
+Choices where the paper is silent or ambiguous are keyword options whose default is the
+paper's reading (see each class's ``Args``). In particular, the paper's "Coord" in Eq. 11 is
+*defined* in its text as "re-combine the feature maps from the previous decoding stages,
+detailed in Eq. (13)-(15)", and those equations contain no coordinate map, so by default no
+coordinate channels are added; ``coord="recombine"`` reads "Coord" the CoordConv way instead
+and concatenates :func:`rislayers.functional.coord_features` to the re-combined input.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange, reduce
+from torch import nn
+
+from .functional import coord_features
+from .shapes import ShapeError, check_shape
+
+__all__ = ["CASGStage", "CASGDecoder"]
+
+_NORMS = ("batch", "group", "none")
+_GATES = ("tanh", "sigmoid")
+_COORDS = ("none", "recombine")
+_COORD_CHANNELS = 8
+# GroupNorm groups: the largest divisor of the channel count not above 32 (GroupNorm's usual 32).
+_MAX_GROUPS = 32
+
+
+def _positive_int(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name}: expected a positive integer; got {value!r}")
+    return value
+
+
+def _choice(name: str, value: object, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise ValueError(f"{name}: expected one of {choices}; got {value!r}")
+    return value  # type: ignore[return-value]
+
+
+def _dims_tuple(name: str, value: object, length: int | None = None) -> tuple[int, ...]:
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+        raise ValueError(f"{name}: expected a sequence of positive integers; got {value!r}")
+    dims = tuple(value)
+    if length is not None and len(dims) != length:
+        raise ValueError(f"{name}: expected {length} positive integers; got {value!r}")
+    if not dims or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in dims):
+        raise ValueError(f"{name}: expected a non-empty sequence of positive integers; got {value!r}")
+    return dims
+
+
+class _ConvNormAct(nn.Sequential):
+    """Conv2d -> norm -> ReLU, the paper's ``Conv`` (it writes ``Conv_BN_ReLU`` in S2RM)."""
+
+    def __init__(self, in_dim: int, out_dim: int, kernel_size: int, norm: str, *, device=None, dtype=None):
+        factory = {"device": device, "dtype": dtype}
+        layers: list[nn.Module] = [
+            nn.Conv2d(in_dim, out_dim, kernel_size, padding=kernel_size // 2, bias=norm == "none", **factory)
+        ]
+        if norm == "batch":
+            layers.append(nn.BatchNorm2d(out_dim, **factory))
+        elif norm == "group":
+            layers.append(nn.GroupNorm(math.gcd(out_dim, _MAX_GROUPS), out_dim, **factory))
+        layers.append(nn.ReLU(inplace=True))
+        super().__init__(*layers)
+
+
+class CASGStage(nn.Module):
+    """One attention-guided decoding stage of CASG (S2RM Eq. 11-15, Fig. 3).
+
+    With ``I`` the re-combination of the coarser stages' outputs, ``V`` this stage's pure
+    vision feature and ``t`` the sentence vector (the paper's ``AvgP(T)``)::
+
+        I  = Conv(Cat(Up(F_coarsest), ..., Up(F_previous)))    # Eq. 13-15 ("Coord")
+        C  = tanh(MLP(Cat(t, AvgPool(I))))                      # Eq. 11, channel gate (b, c)
+        S  = tanh(sum_c I * Linear(t))                          # Eq. 11, dynamic 1x1 conv (b, 1, h, w)
+        I2 = Conv(Cat(V * C, I))                                # Eq. 12
+        F  = Conv(Cat(I2 * S, I))                               # Eq. 12, the stage's output
+
+    Every ``Conv`` is conv -> norm -> ReLU. Previous maps are resized (bilinear) to the exact
+    size of ``vis``, so pyramids whose sizes do not halve exactly (e.g. 13, 7, 4, 2) work.
+
+    Args:
+        dim: channels ``c`` of the stage (of ``I``, the gates and the output); the paper uses
+            the channel count ``C_i^vis`` of the stage's vision feature.
+        prev_dims: channels of the coarser stages' outputs, in the order ``prev`` is passed
+            (the paper: coarsest first, ``F_4^cross, ..., F_{i+1}^cross``). At least one.
+        text_dim: channels ``d`` of the sentence vector.
+        vis_dim: channels of ``vis`` when they differ from ``dim``; ``vis`` is then first
+            projected to ``dim`` by a 1x1 conv -> norm -> ReLU (not in the paper, whose
+            widths always agree). ``None`` means ``dim``.
+        mlp_ratio: hidden width of the channel gate's two-layer perceptron, as a multiple of
+            ``dim`` (the paper does not give it; 1.0 keeps the MLP ``(d + c) -> c -> c``).
+        kernel_size: kernel of the three convs (odd; the paper does not give it).
+        norm: ``"batch"`` (the paper's ``Conv_BN_ReLU``; samples of a batch interact in
+            training mode, so use eval mode where batch independence matters), ``"group"``
+            (GroupNorm with gcd(c, 32) groups, batch-independent in training mode too) or
+            ``"none"`` (conv bias instead).
+        gate: ``"tanh"`` (the paper) or ``"sigmoid"`` (its ablation "Sig." in Table V).
+        channel_attention: apply the channel gate ``C`` (``False`` = Table V's "-Cha.":
+            ``V`` enters unscaled).
+        spatial_attention: apply the spatial gate ``S`` (``False`` = Table V's "-Spa.").
+        language: use the sentence (``False`` = Table V's "-Lang.": the MLP sees only
+            ``AvgPool(I)`` and ``S`` comes from a learned static 1x1 conv; ``sentence`` is
+            still validated but otherwise ignored).
+        spatial_scaling: divide the dynamic-conv response by ``sqrt(dim)`` before the gate,
+            as scaled dot-product attention does, so wide stages saturate tanh less. The
+            paper uses the raw response (``False``).
+        coord: where the 8 coordinate channels of
+            :func:`~rislayers.functional.coord_features` are concatenated: ``"none"`` (the
+            paper defines its "Coord" as the re-combination of Eq. 13-15, which has no
+            coordinates) or ``"recombine"`` (appended to the upsampled maps entering the
+            re-combining conv, the CoordConv reading of "Coord").
+        align_corners: passed to the bilinear resizing of ``prev``.
+        device: device of the parameters.
+        dtype: dtype of the parameters.
+
+    Shape:
+        - vis: ``(b, c, h, w)`` (``c = vis_dim`` when given)
+        - prev: a sequence of ``len(prev_dims)`` maps ``(b, c_k, h_k, w_k)``, any sizes
+        - sentence: ``(b, d)``
+        - output: ``(b, c, h, w)`` with ``c = dim``
+
+    Example:
+        >>> import torch
+        >>> stage = CASGStage(32, prev_dims=(64, 48), text_dim=16)
+        >>> vis = torch.randn(2, 32, 13, 13)
+        >>> prev = [torch.randn(2, 64, 4, 4), torch.randn(2, 48, 7, 7)]
+        >>> stage(vis, prev, torch.randn(2, 16)).shape
+        torch.Size([2, 32, 13, 13])
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        prev_dims: Sequence[int],
+        text_dim: int,
+        *,
+        vis_dim: int | None = None,
+        mlp_ratio: float = 1.0,
+        kernel_size: int = 3,
+        norm: Literal["batch", "group", "none"] = "batch",
+        gate: Literal["tanh", "sigmoid"] = "tanh",
+        channel_attention: bool = True,
+        spatial_attention: bool = True,
+        language: bool = True,
+        spatial_scaling: bool = False,
+        coord: Literal["none", "recombine"] = "none",
+        align_corners: bool = False,
+        device=None,
+        dtype=None,
+    ) -> None:
+        super().__init__()
+        self.dim = _positive_int("dim", dim)
+        self.prev_dims = _dims_tuple("prev_dims", prev_dims)
+        self.text_dim = _positive_int("text_dim", text_dim)
+        self.vis_dim = dim if vis_dim is None else _positive_int("vis_dim", vis_dim)
+        kernel_size = _positive_int("kernel_size", kernel_size)
+        if kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size: expected an odd positive integer; got {kernel_size!r}")
+        if isinstance(mlp_ratio, bool) or not isinstance(mlp_ratio, (int, float)) or not mlp_ratio > 0:
+            raise ValueError(f"mlp_ratio: expected a positive number; got {mlp_ratio!r}")
+        self.norm = _choice("norm", norm, _NORMS)
+        self.gate = _choice("gate", gate, _GATES)
+        self.coord = _choice("coord", coord, _COORDS)
+        self.channel_attention = bool(channel_attention)
+        self.spatial_attention = bool(spatial_attention)
+        self.language = bool(language)
+        self.spatial_scaling = bool(spatial_scaling)
+        self.align_corners = bool(align_corners)
+        factory = {"device": device, "dtype": dtype}
+
+        recombine_in = sum(self.prev_dims) + (_COORD_CHANNELS if self.coord == "recombine" else 0)
+        self.recombine = _ConvNormAct(recombine_in, dim, kernel_size, self.norm, **factory)
+        self.vis_proj = (
+            _ConvNormAct(self.vis_dim, dim, 1, self.norm, **factory) if self.vis_dim != dim else None
+        )
+        if self.channel_attention:
+            hidden = max(1, round(dim * mlp_ratio))
+            mlp_in = dim + (text_dim if self.language else 0)
+            self.channel_mlp: nn.Module | None = nn.Sequential(
+                nn.Linear(mlp_in, hidden, **factory), nn.ReLU(inplace=True), nn.Linear(hidden, dim, **factory)
+            )
+        else:
+            self.channel_mlp = None
+        if not self.spatial_attention:
+            self.spatial_kernel: nn.Module | None = None
+        elif self.language:
+            # "Insert(AvgP(T))": the sentence becomes the weights of a 1x1 conv c -> 1; a
+            # projection is needed because d != c in general.
+            self.spatial_kernel = nn.Linear(text_dim, dim, **factory)
+        else:
+            self.spatial_kernel = nn.Conv2d(dim, 1, 1, **factory)
+        self.fuse_vis = _ConvNormAct(2 * dim, dim, kernel_size, self.norm, **factory)
+        self.fuse_out = _ConvNormAct(2 * dim, dim, kernel_size, self.norm, **factory)
+
+    def extra_repr(self) -> str:
+        return (
+            f"dim={self.dim}, prev_dims={self.prev_dims}, text_dim={self.text_dim}, vis_dim={self.vis_dim}, "
+            f"gate={self.gate!r}, coord={self.coord!r}, language={self.language}"
+        )
+
+    def _gate(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(x) if self.gate == "tanh" else torch.sigmoid(x)
+
+    def forward(self, vis: torch.Tensor, prev: Sequence[torch.Tensor], sentence: torch.Tensor) -> torch.Tensor:
+        """Fuse ``vis`` with the coarser stages' outputs under sentence-driven gates.
+
+        Args:
+            vis: the stage's pure vision feature ``V_i``.
+            prev: the outputs of all coarser stages, in the order of ``prev_dims``.
+            sentence: the sentence vector (the paper's average-pooled words ``AvgP(T)``).
+
+        Returns:
+            The stage's output ``F_i^cross``, at the size of ``vis``.
+        """
+        check_shape(vis, "b c h w", name="vis", c=self.vis_dim)
+        # Sizes come from the tensor, not the binding: checks may be switched off.
+        batch, height, width = vis.shape[0], vis.shape[-2], vis.shape[-1]
+        check_shape(sentence, "b d", name="sentence", bound={"b": batch}, d=self.text_dim)
+        if isinstance(prev, torch.Tensor) or not isinstance(prev, Sequence) or len(prev) != len(self.prev_dims):
+            got = f"length {len(prev)}" if isinstance(prev, Sequence) else type(prev).__name__
+            raise ShapeError(
+                f"prev: expected a sequence of {len(self.prev_dims)} maps (b, c_k, h_k, w_k) with "
+                f"c_k = {self.prev_dims}; got {got}"
+            )
+        for k, (feat, channels) in enumerate(zip(prev, self.prev_dims)):
+            check_shape(feat, "b c h w", name=f"prev[{k}]", bound={"b": batch}, c=channels)
+
+        resized = [
+            feat
+            if feat.shape[-2:] == (height, width)
+            else F.interpolate(feat, size=(height, width), mode="bilinear", align_corners=self.align_corners)
+            for feat in prev
+        ]
+        if self.coord == "recombine":
+            resized.append(coord_features(batch, height, width, device=vis.device, dtype=vis.dtype))
+        recombined = self.recombine(torch.cat(resized, dim=1))  # I_{i,1}, Eq. 13-15
+
+        if self.vis_proj is not None:
+            vis = self.vis_proj(vis)
+        if self.channel_mlp is not None:
+            pooled = reduce(recombined, "b c h w -> b c", "mean")
+            summary = torch.cat((sentence, pooled), dim=1) if self.language else pooled
+            channel_gate = self._gate(self.channel_mlp(summary))  # C_i, Eq. 11
+            vis = vis * rearrange(channel_gate, "b c -> b c 1 1")
+        fused = self.fuse_vis(torch.cat((vis, recombined), dim=1))  # I_{i,2}, Eq. 12
+
+        if self.spatial_kernel is not None:
+            if self.language:
+                kernel = self.spatial_kernel(sentence)  # dynamic 1x1 conv weights, (b, c)
+                response = torch.einsum("bchw,bc->bhw", recombined, kernel)
+                response = rearrange(response, "b h w -> b 1 h w")
+            else:
+                response = self.spatial_kernel(recombined)
+            if self.spatial_scaling:
+                response = response * self.dim**-0.5
+            fused = fused * self._gate(response)  # S_i, Eq. 11
+        return self.fuse_out(torch.cat((fused, recombined), dim=1))  # F_i^cross, Eq. 12
+
+
+class CASGDecoder(nn.Module):
+    """S2RM's CASG decoder: three :class:`CASGStage` s from coarse to fine, then a classifier.
+
+    ``F_4^cross`` (the fused coarsest map, e.g. from
+    :class:`~rislayers.SpatialRecurrentCoparser`) seeds the decoder; the stage of ``V_3``
+    sees ``[F_4]``, the stage of ``V_2`` sees ``[F_4, F_3]`` and the stage of ``V_1`` sees
+    ``[F_4, F_3, F_2]`` (Eq. 13-15). ``F_1`` goes through "another 2D convolution" to
+    ``num_classes`` logits, which are bilinearly upsampled x4 (V1 is at stride 4 of the
+    image). The paper's final sigmoid is left to the loss: the decoder returns logits.
+
+    Args:
+        in_dims: channels ``(c1, c2, c3, c4)`` of ``V1, V2, V3, F4cross``.
+        text_dim: channels ``d`` of the sentence vector.
+        num_classes: output channels (1 = one foreground logit).
+        dims: widths of the stages of ``V1, V2, V3`` (high-res first). ``None`` (the paper:
+            "F_i^cross of size H/2^{i+1} x W/2^{i+1} x C_i^vis") uses ``in_dims[:3]``; other
+            widths add a 1x1 projection of each ``V_i`` (see ``CASGStage(vis_dim=...)``).
+        head_kernel_size: kernel of the final classifier conv (odd; the paper does not say;
+            1 is a plain per-pixel classifier).
+        mlp_ratio: see :class:`CASGStage`.
+        kernel_size: see :class:`CASGStage`.
+        norm: see :class:`CASGStage` (``"batch"``, the default, couples the samples of a
+            batch in training mode; use eval mode for per-sample results).
+        gate: see :class:`CASGStage`.
+        channel_attention: see :class:`CASGStage`.
+        spatial_attention: see :class:`CASGStage`.
+        language: see :class:`CASGStage`.
+        spatial_scaling: see :class:`CASGStage`.
+        coord: see :class:`CASGStage`.
+        align_corners: bilinear resizing inside the stages and of the final logits.
+        device: device of the parameters.
+        dtype: dtype of the parameters.
+
+    Shape:
+        - features: ``[V1 (b, c1, h1, w1), V2 (b, c2, h2, w2), V3 (b, c3, h3, w3),
+          F4cross (b, c4, h4, w4)]``; the sizes need not halve exactly (each stage resizes
+          to its own map)
+        - sentence: ``(b, d)``
+        - output: ``(b, num_classes, 4*h1, 4*w1)``
+
+    Example:
+        >>> import torch
+        >>> decoder = CASGDecoder((16, 32, 64, 128), text_dim=24)
+        >>> features = [torch.randn(2, c, 32 // 2**i, 32 // 2**i) for i, c in enumerate((16, 32, 64, 128))]
+        >>> decoder(features, torch.randn(2, 24)).shape
+        torch.Size([2, 1, 128, 128])
+    """
+
+    def __init__(
+        self,
+        in_dims: Sequence[int],
+        text_dim: int,
+        *,
+        num_classes: int = 1,
+        dims: Sequence[int] | None = None,
+        head_kernel_size: int = 1,
+        mlp_ratio: float = 1.0,
+        kernel_size: int = 3,
+        norm: Literal["batch", "group", "none"] = "batch",
+        gate: Literal["tanh", "sigmoid"] = "tanh",
+        channel_attention: bool = True,
+        spatial_attention: bool = True,
+        language: bool = True,
+        spatial_scaling: bool = False,
+        coord: Literal["none", "recombine"] = "none",
+        align_corners: bool = False,
+        device=None,
+        dtype=None,
+    ) -> None:
+        super().__init__()
+        self.in_dims = _dims_tuple("in_dims", in_dims, 4)
+        self.text_dim = _positive_int("text_dim", text_dim)
+        self.num_classes = _positive_int("num_classes", num_classes)
+        self.dims = self.in_dims[:3] if dims is None else _dims_tuple("dims", dims, 3)
+        head_kernel_size = _positive_int("head_kernel_size", head_kernel_size)
+        if head_kernel_size % 2 == 0:
+            raise ValueError(f"head_kernel_size: expected an odd positive integer; got {head_kernel_size!r}")
+        self.align_corners = bool(align_corners)
+        factory = {"device": device, "dtype": dtype}
+
+        # Run order: V3's stage first. Each sees F4 and every finer output produced so far.
+        stages = []
+        prev_dims = [self.in_dims[3]]
+        for level in (2, 1, 0):
+            stages.append(
+                CASGStage(
+                    self.dims[level],
+                    tuple(prev_dims),
+                    text_dim,
+                    vis_dim=self.in_dims[level],
+                    mlp_ratio=mlp_ratio,
+                    kernel_size=kernel_size,
+                    norm=norm,
+                    gate=gate,
+                    channel_attention=channel_attention,
+                    spatial_attention=spatial_attention,
+                    language=language,
+                    spatial_scaling=spatial_scaling,
+                    coord=coord,
+                    align_corners=align_corners,
+                    **factory,
+                )
+            )
+            prev_dims.append(self.dims[level])
+        self.stages = nn.ModuleList(stages)
+        self.head = nn.Conv2d(
+            self.dims[0], num_classes, head_kernel_size, padding=head_kernel_size // 2, **factory
+        )
+
+    def extra_repr(self) -> str:
+        return f"in_dims={self.in_dims}, text_dim={self.text_dim}, num_classes={self.num_classes}, dims={self.dims}"
+
+    def forward(self, features: Sequence[torch.Tensor], sentence: torch.Tensor) -> torch.Tensor:
+        """Decode the pyramid into mask logits at 4x the resolution of ``V1``.
+
+        Args:
+            features: ``[V1, V2, V3, F4cross]``, high resolution first.
+            sentence: the sentence vector (the paper's ``AvgP(T)``).
+
+        Returns:
+            Logits ``(b, num_classes, 4*h1, 4*w1)``.
+        """
+        if isinstance(features, torch.Tensor) or not isinstance(features, Sequence) or len(features) != 4:
+            got = f"length {len(features)}" if isinstance(features, Sequence) else type(features).__name__
+            raise ShapeError(
+                f"features: expected a sequence of 4 maps [V1, V2, V3, F4cross] (b, c_k, h_k, w_k) with "
+                f"c_k = {self.in_dims}; got {got}"
+            )
+        check_shape(features[0], "b c h w", name="features[0]", c=self.in_dims[0])
+        batch, height, width = features[0].shape[0], features[0].shape[-2], features[0].shape[-1]
+        for k in (1, 2, 3):
+            check_shape(features[k], "b c h w", name=f"features[{k}]", bound={"b": batch}, c=self.in_dims[k])
+        check_shape(sentence, "b d", name="sentence", bound={"b": batch}, d=self.text_dim)
+
+        decoded = [features[3]]
+        for stage, vis in zip(self.stages, (features[2], features[1], features[0])):
+            decoded.append(stage(vis, tuple(decoded), sentence))
+        logits = self.head(decoded[-1])
+        return F.interpolate(logits, size=(4 * height, 4 * width), mode="bilinear", align_corners=self.align_corners)

@@ -6,11 +6,14 @@ only.
 """
 
 from . import functional, losses, metrics
+from .aggregator import ScaleWiseAggregator
+from .aligner import AlignerOutput, DualBranchAligner
 from .casg import CASGDecoder, CASGStage
 from .losses import DeepSupervisionLoss, dice_loss, sigmoid_focal_loss
 from .metrics import GRESMetrics, RISMetrics
 from .pixel_word import LanguageGate, PixelWordAttention
 from .refiner import DynamicQueryRefiner, RefinerOutput
+from .selector import AdaptiveLayerSelector, SelectionOutput
 from .shapes import ShapeError, check_shape, set_shape_checks
 
 __version__ = "0.1.0"
@@ -20,6 +23,11 @@ __all__ = [
     "RefinerOutput",
     "PixelWordAttention",
     "LanguageGate",
+    "AdaptiveLayerSelector",
+    "SelectionOutput",
+    "ScaleWiseAggregator",
+    "DualBranchAligner",
+    "AlignerOutput",
     "CASGStage",
     "CASGDecoder",
     "ShapeError",

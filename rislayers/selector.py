@@ -1,0 +1,183 @@
+"""ASDA's Adaptive Feature Selection (AFS): pick one encoder layer per sentence.
+
+Implements Eq. 1-3 of "Adaptive Selection based Referring Image Segmentation" (ASDA,
+ACM MM 2024). The sentence vector ``f_E`` scores each candidate layer through its class
+token ``f_C^k``, a linear layer and a softmax over the candidates turn the scores into
+probabilities, and the map of the most probable layer is passed on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal, NamedTuple
+
+import torch
+from einops import rearrange
+from torch import nn
+
+from .shapes import ShapeError, check_shape
+
+__all__ = ["AdaptiveLayerSelector", "SelectionOutput"]
+
+GradientMode = Literal["straight_through", "soft", "none"]
+_GRADIENT_MODES = ("straight_through", "soft", "none")
+
+
+class SelectionOutput(NamedTuple):
+    """Result of :class:`AdaptiveLayerSelector`: the chosen map, the probabilities, the choice."""
+
+    features: torch.Tensor
+    """The selected map ``(b, c, h, w)`` (for ``gradient="soft"`` the probability-weighted blend)."""
+    probs: torch.Tensor
+    """Selection probabilities over the candidates, ``(b, k)``."""
+    index: torch.Tensor
+    """The most probable candidate of each sample, ``(b,)`` int64."""
+
+
+class AdaptiveLayerSelector(nn.Module):
+    """Select the encoder layer whose class token best matches the sentence (ASDA AFS).
+
+    For each candidate ``k`` (e.g. ViT layers 4-6 for the low level, 7-9 for the middle
+    level) the score token is ``score_k = proj_text(f_E) * proj_vis(f_C^k)`` (Eq. 1, ``*``
+    element-wise); a Linear shared across candidates maps it to one logit and a softmax
+    over ``k`` gives ``probs`` (the paper's ``Phi_as``, Eq. 2); ``index = argmax(probs)``
+    and the output is that candidate's map (Eq. 2-3).
+
+    The published code applies a hard argmax, so the selector's parameters never receive a
+    gradient and stay at their initialisation. ``gradient`` chooses what to do about that:
+
+    - ``"straight_through"`` (default): the forward value is still exactly the hard pick,
+      but the backward pass treats it as the probability-weighted sum (straight-through
+      estimator, ``one_hot - probs.detach() + probs``), so the selector learns from the
+      segmentation loss. This is the library default because the design notes count the
+      published code's missing gradient as a defect and the paper describes a trained
+      selection network (its Table 5 compares Linear, Conv and MLP selectors).
+    - ``"none"``: the published behaviour. Hard pick; ``probs`` is returned detached, so
+      nothing (not even a loss on ``probs``) reaches the selector's parameters.
+    - ``"soft"``: ``features = sum_k probs_k * candidates_k``. Fully differentiable, but its
+      forward value is a blend, NOT the hard pick; ``index`` still reports the argmax.
+
+    Ties between equal probabilities resolve to the lowest index (``torch.argmax``).
+
+    The two projections and the scoring Linear have no bias: a bias of ``proj_vis`` or of
+    the scorer adds the same logit to every candidate, which the softmax cancels, so it
+    could never learn. The paper projects only the class token (into ``f_E``'s space);
+    ``proj_text`` is the design's extra adapter, needed when the sentence and the visual
+    tokens come from encoders of different widths.
+
+    Args:
+        dim: visual channels ``c`` of the candidate maps and class tokens.
+        text_dim: channels ``d`` of the sentence vector.
+        num_candidates: number of candidate layers ``k``.
+        gradient: ``"straight_through"``, ``"soft"`` or ``"none"`` (see above).
+        score_dim: width of the score tokens; default ``text_dim`` (the paper scores in
+            the sentence's space).
+        device: device of the parameters.
+        dtype: dtype of the parameters.
+
+    Shape:
+        - candidates: ``(b, k, c, h, w)`` or a sequence of ``k`` tensors ``(b, c, h, w)``
+        - cls_tokens: ``(b, k, c)``
+        - sentence: ``(b, d)``
+        - output: :class:`SelectionOutput` with features ``(b, c, h, w)``, probs
+          ``(b, k)`` and index ``(b,)``
+
+    Example:
+        >>> import torch
+        >>> selector = AdaptiveLayerSelector(32, 16, num_candidates=3)
+        >>> layers = [torch.randn(2, 32, 5, 5) for _ in range(3)]
+        >>> out = selector(layers, torch.randn(2, 3, 32), torch.randn(2, 16))
+        >>> out.features.shape, out.probs.shape, out.index.shape
+        (torch.Size([2, 32, 5, 5]), torch.Size([2, 3]), torch.Size([2]))
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        text_dim: int,
+        *,
+        num_candidates: int,
+        gradient: GradientMode = "straight_through",
+        score_dim: int | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        for name, value in (("dim", dim), ("text_dim", text_dim), ("num_candidates", num_candidates)):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name}: expected a positive integer; got {value!r}")
+        if gradient not in _GRADIENT_MODES:
+            raise ValueError(f"gradient: expected one of {_GRADIENT_MODES}; got {gradient!r}")
+        score_dim = text_dim if score_dim is None else score_dim
+        if not isinstance(score_dim, int) or score_dim < 1:
+            raise ValueError(f"score_dim: expected a positive integer or None; got {score_dim!r}")
+        factory = {"device": device, "dtype": dtype}
+        self.dim = dim
+        self.text_dim = text_dim
+        self.num_candidates = num_candidates
+        self.gradient = gradient
+        self.proj_text = nn.Linear(text_dim, score_dim, bias=False, **factory)
+        self.proj_vis = nn.Linear(dim, score_dim, bias=False, **factory)
+        self.scorer = nn.Linear(score_dim, 1, bias=False, **factory)
+
+    def extra_repr(self) -> str:
+        return f"num_candidates={self.num_candidates}, gradient={self.gradient!r}"
+
+    def _stack(self, candidates: torch.Tensor | Sequence[torch.Tensor]) -> tuple[torch.Tensor, dict[str, int]]:
+        if isinstance(candidates, torch.Tensor):
+            axes = check_shape(candidates, "b k c h w", name="candidates", k=self.num_candidates, c=self.dim)
+            return candidates, axes
+        if not isinstance(candidates, Sequence) or isinstance(candidates, (str, bytes)):
+            raise ShapeError(
+                f"candidates: expected a tensor (b, k, c, h, w) or a sequence of k={self.num_candidates} "
+                f"tensors (b, c, h, w); got {type(candidates).__name__}"
+            )
+        if len(candidates) != self.num_candidates:
+            raise ShapeError(
+                f"candidates: expected a sequence of k={self.num_candidates} tensors (b, c, h, w); "
+                f"got {len(candidates)} (k: {len(candidates)} != {self.num_candidates})"
+            )
+        axes: dict[str, int] = {"k": self.num_candidates, "c": self.dim}
+        for i, candidate in enumerate(candidates):
+            check_shape(candidate, "b c h w", name=f"candidates[{i}]", bound=axes)
+        return torch.stack(list(candidates), dim=1), axes
+
+    def forward(
+        self,
+        candidates: torch.Tensor | Sequence[torch.Tensor],
+        cls_tokens: torch.Tensor,
+        sentence: torch.Tensor,
+    ) -> SelectionOutput:
+        """Score the candidates against the sentence and return the selected map.
+
+        Args:
+            candidates: the candidate layers' maps, stacked or as a sequence.
+            cls_tokens: each candidate layer's class token ``f_C^k``.
+            sentence: the sentence vector ``f_E`` (e.g. CLIP's [EOS] activation).
+
+        Returns:
+            :class:`SelectionOutput` ``(features, probs, index)``.
+        """
+        stacked, axes = self._stack(candidates)
+        check_shape(cls_tokens, "b k c", name="cls_tokens", bound=axes)
+        check_shape(sentence, "b d", name="sentence", bound=axes, d=self.text_dim)
+
+        text = rearrange(self.proj_text(sentence), "b s -> b 1 s")
+        scores = text * self.proj_vis(cls_tokens)  # Eq. 1, one score token per candidate
+        logits = rearrange(self.scorer(scores), "b k 1 -> b k", k=self.num_candidates)
+        probs = logits.softmax(dim=-1)  # Eq. 2 (Phi_as = Linear + softmax)
+        index = probs.argmax(dim=-1)
+
+        if self.gradient == "soft":
+            features = torch.einsum("bk,bkchw->bchw", probs, stacked)
+            return SelectionOutput(features, probs, index)
+
+        batch = torch.arange(stacked.shape[0], device=stacked.device)
+        picked = stacked[batch, index]  # Eq. 2-3: F = F_V^(argmax)
+        if self.gradient == "none":
+            return SelectionOutput(picked, probs.detach(), index)
+        # Straight-through: (probs - probs.detach()) is exactly zero in value, so the output
+        # equals the hard pick bit for bit, while its gradient is that of the soft blend.
+        zero_valued = probs - probs.detach()
+        features = picked + torch.einsum("bk,bkchw->bchw", zero_valued, stacked)
+        return SelectionOutput(features, probs, index)

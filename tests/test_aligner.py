@@ -1,0 +1,200 @@
+"""rislayers.DualBranchAligner: ASDA's word-guided dual-branch aligner (Eq. 6-10)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from rislayers.aligner import AlignerOutput, DualBranchAligner
+from rislayers.shapes import ShapeError
+from tests.layer_checks import (
+    assert_batch_independent,
+    assert_close_outputs,
+    assert_finite,
+    assert_inputs_grads_finite,
+    assert_param_grads,
+    backward_sum,
+    pad_words,
+)
+
+
+def small(c=16, d=12, **options):
+    options = {"num_masks": 4, "num_heads": 4, "upsample_steps": 2, **options}
+    return DualBranchAligner(c, d, **options)
+
+
+def make_inputs(b=2, c=16, h=3, w=4, l=5, d=12, *, dtype=torch.float32, requires_grad=False, lengths=None):
+    coarse = torch.randn(b, c, h, w, dtype=dtype, requires_grad=requires_grad)
+    words = torch.randn(b, l, d, dtype=dtype, requires_grad=requires_grad)
+    word_mask = None
+    if lengths is not None:
+        word_mask = torch.arange(l)[None, :] < torch.tensor(lengths)[:, None]
+    return {"coarse": coarse, "words": words, "word_mask": word_mask}
+
+
+def check_output_contract(out, b, num_masks, height, width):
+    assert isinstance(out, AlignerOutput)
+    assert out.logits.shape == (b, 1, height, width)
+    assert out.masks.shape == (b, num_masks, height, width)
+    assert out.coefficients.shape == (b, num_masks)
+    assert_finite(out)
+    assert ((out.masks >= 0) & (out.masks <= 1)).all()
+    assert ((out.coefficients >= -1) & (out.coefficients <= 1)).all()
+    expected = (out.coefficients[:, :, None, None] * out.masks).sum(dim=1, keepdim=True)
+    torch.testing.assert_close(out.logits, expected)
+
+
+@given(
+    b=st.integers(1, 3),
+    heads=st.sampled_from([1, 2, 4]),
+    c=st.sampled_from([4, 8, 16]),
+    h=st.integers(1, 5),
+    w=st.integers(1, 5),
+    l=st.integers(1, 6),
+    d=st.integers(1, 10),
+    steps=st.integers(0, 2),
+    num_masks=st.integers(1, 5),
+    layers=st.integers(1, 2),
+    norm=st.sampled_from(["batch", "group", "none"]),
+    data=st.data(),
+)
+def test_output_contract_over_sizes(b, heads, c, h, w, l, d, steps, num_masks, layers, norm, data):
+    heads = min(heads, c // 4)
+    aligner = DualBranchAligner(
+        c, d, num_masks=num_masks, num_layers=layers, num_heads=heads, upsample_steps=steps, norm=norm
+    ).eval()
+    lengths = data.draw(st.lists(st.integers(0, l), min_size=b, max_size=b))
+    out = aligner(**make_inputs(b, c, h, w, l, d, lengths=lengths))
+    check_output_contract(out, b, num_masks, h * 2**steps, w * 2**steps)
+
+
+@pytest.mark.parametrize("upsample_mode", ["nearest", "bilinear"])
+def test_paper_defaults_at_vit_grid(upsample_mode):
+    aligner = DualBranchAligner(32, 16, upsample_mode=upsample_mode).eval()
+    with torch.no_grad():
+        out = aligner(**make_inputs(1, 32, 13, 13, 4, 16))
+    check_output_contract(out, 1, 32, 104, 104)
+
+
+@given(extra=st.integers(1, 4), lengths=st.lists(st.integers(1, 5), min_size=2, max_size=2), masked=st.booleans())
+def test_padding_words_change_nothing(extra, lengths, masked):
+    aligner = small().eval()
+    inputs = make_inputs(lengths=lengths if masked else None)
+    words, word_mask = pad_words(inputs["words"], inputs["word_mask"], extra)
+    with torch.no_grad():
+        before = aligner(**inputs)
+        after = aligner(**{**inputs, "words": words, "word_mask": word_mask})
+    assert_close_outputs(before, after, atol=1e-5)
+
+
+def test_real_words_matter_and_padded_ones_do_not():
+    aligner = small().eval()
+    inputs = make_inputs(lengths=[3, 5])
+    with torch.no_grad():
+        base = aligner(**inputs)
+        words = inputs["words"].clone()
+        words[0, 4] = torch.randn(12) * 5  # a padding word of sample 0
+        assert_close_outputs(aligner(**{**inputs, "words": words}), base, atol=1e-6)
+        words[0, 1] = torch.randn(12) * 5  # a real word of sample 0
+        changed = aligner(**{**inputs, "words": words})
+    assert not torch.allclose(changed.coefficients[0], base.coefficients[0])
+    torch.testing.assert_close(changed.masks, base.masks)  # words never reach the CFS branch
+
+
+def test_all_padding_sentence_is_finite_and_ignores_word_values():
+    aligner = small()
+    inputs = make_inputs(lengths=[0, 3], requires_grad=True)
+    out = aligner(**inputs)
+    assert_finite(out)
+    backward_sum(out)
+    assert_param_grads(aligner, nonzero=False)
+    assert_inputs_grads_finite([inputs["coarse"], inputs["words"]])
+    assert not inputs["words"].grad[0].any()  # no real word: nothing flows to sample 0's words
+    aligner.eval()
+    with torch.no_grad():
+        words = inputs["words"].detach().clone()
+        a = aligner(**{**inputs, "words": words})
+        words[0] = torch.randn_like(words[0]) * 10
+        b = aligner(**{**inputs, "words": words})
+    assert_close_outputs(a, b, atol=1e-6)
+
+
+@pytest.mark.parametrize("norm", ["batch", "group", "none"])
+def test_every_parameter_gets_a_gradient(norm):
+    aligner = small(norm=norm, dropout=0.1)
+    inputs = make_inputs(lengths=[2, 5], requires_grad=True)
+    backward_sum(aligner(**inputs))
+    assert_param_grads(aligner)
+    assert_inputs_grads_finite([inputs["coarse"], inputs["words"]])
+
+
+def test_batch_independence():
+    aligner = small().eval()
+    inputs = make_inputs(b=3, lengths=[5, 2, 4])
+
+    def perturb(inp, j):
+        new = {key: value.clone() for key, value in inp.items()}
+        new["coarse"][j] = torch.randn_like(new["coarse"][j]) * 3
+        new["words"][j] = torch.randn_like(new["words"][j]) * 3
+        new["word_mask"][j] = torch.tensor([True, False, True, False, False])
+        return new
+
+    assert_batch_independent(lambda inp: aligner(**inp), inputs, perturb, changed=1, watched=0)
+    assert_batch_independent(lambda inp: aligner(**inp), inputs, perturb, changed=0, watched=2)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("norm", ["batch", "group"])
+def test_dtype_kept_and_finite(dtype, norm):
+    aligner = small(norm=norm, dtype=dtype)
+    inputs = make_inputs(dtype=dtype, lengths=[0, 3], requires_grad=True)
+    out = aligner(**inputs)
+    assert all(t.dtype == dtype for t in out)
+    assert_finite(out)
+    backward_sum(out)
+    assert_inputs_grads_finite([inputs["coarse"], inputs["words"]])
+
+
+def test_batch_of_one():
+    aligner = small()
+    inputs = make_inputs(b=1, h=2, w=2, l=1, requires_grad=True)
+    out = aligner(**inputs)
+    check_output_contract(out, 1, 4, 8, 8)
+    backward_sum(out)
+    assert_param_grads(aligner, nonzero=False)
+
+
+def test_shape_errors_name_the_argument():
+    aligner = small()
+    inputs = make_inputs()
+    with pytest.raises(ShapeError, match=r"^words: .*\(d: 10 != 12\)"):
+        aligner(**{**inputs, "words": torch.randn(2, 5, 10)})
+    with pytest.raises(ShapeError, match=r"^coarse: .*\(c: 8 != 16\)"):
+        aligner(**{**inputs, "coarse": torch.randn(2, 8, 3, 4)})
+    with pytest.raises(ShapeError, match=r"^word_mask: .*\(l: 4 != 5\)"):
+        aligner(**{**inputs, "word_mask": torch.ones(2, 4, dtype=torch.bool)})
+    with pytest.raises(TypeError, match="word_mask"):
+        aligner(**{**inputs, "word_mask": torch.ones(2, 5)})
+
+
+def test_constructor_errors_name_the_argument():
+    with pytest.raises(ValueError, match="dim"):
+        DualBranchAligner(20, 12, num_heads=8)
+    with pytest.raises(ValueError, match="upsample_steps"):
+        DualBranchAligner(16, 12, num_heads=4, upsample_steps=-1)
+    with pytest.raises(ValueError, match="norm"):
+        DualBranchAligner(16, 12, num_heads=4, norm="layer")
+    with pytest.raises(ValueError, match="num_masks"):
+        DualBranchAligner(16, 12, num_heads=4, num_masks=0)
+
+
+def test_torch_compile_matches_eager():
+    torch._dynamo.reset()
+    aligner = small(num_layers=1, upsample_steps=1).eval()  # one of each part keeps compiling short
+    inputs = make_inputs(lengths=[2, 5])
+    with torch.no_grad():
+        eager = aligner(**inputs)
+        compiled = torch.compile(aligner)(**inputs)
+    assert_close_outputs(eager, compiled, atol=1e-5)

@@ -1,0 +1,173 @@
+"""LAVT's early-fusion blocks: pixel-word attention and the language gate.
+
+LAVT (Yang et al., CVPR 2022) fuses language into the visual backbone after every stage:
+each pixel gathers a language feature from the words it attends to (pixel-word attention,
+PWAM), the two are multiplied, and a learned gate decides how much of the multimodal
+feature flows back into the backbone. These are the fusion blocks of our ``lavt`` reference
+models, and a common early-fusion baseline for other RIS code.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from einops import rearrange
+from torch import nn
+
+from .shapes import check_mask, check_shape
+
+__all__ = ["PixelWordAttention", "LanguageGate"]
+
+
+class _ChannelNorm(nn.Module):
+    """Instance norm over the positions of a ``(b, c, n)`` sequence, per channel, with affine.
+
+    The maths of ``nn.InstanceNorm1d(c, affine=True)``, computed in at least float32 (bf16
+    sums over many positions lose precision; float64 stays float64) and defined for a single
+    position too (a 1x1 map at the last stage), where it returns the bias.
+    """
+
+    def __init__(self, dim: int, *, eps: float = 1e-5, device=None, dtype=None) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim, device=device, dtype=dtype))
+        self.bias = nn.Parameter(torch.zeros(dim, device=device, dtype=dtype))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        compute = torch.promote_types(x.dtype, torch.float32)
+        x32 = x.to(compute)
+        mean = x32.mean(dim=-1, keepdim=True)
+        var = x32.var(dim=-1, unbiased=False, keepdim=True)
+        normed = (x32 - mean) * torch.rsqrt(var + self.eps)
+        return (normed * self.weight.to(compute)[:, None] + self.bias.to(compute)[:, None]).to(x.dtype)
+
+
+class PixelWordAttention(nn.Module):
+    """LAVT's pixel-word attention module (PWAM).
+
+    Every pixel attends over the words (padding words are masked out of the softmax),
+    gathers a language feature, and the multimodal feature is
+    ``proj_out(proj_vis(vis) * proj_lang(gathered))``.
+
+    Args:
+        dim: visual channels ``c``.
+        text_dim: word channels ``d``.
+        key_dim: attention width (default ``dim``).
+        num_heads: attention heads (LAVT: 1).
+        dropout: dropout after the visual and output projections.
+        device: device of the parameters.
+        dtype: dtype of the parameters.
+
+    Shape:
+        - vis: ``(b, c, h, w)``
+        - words: ``(b, l, d)``
+        - word_mask: ``(b, l)`` bool, True = real word; ``None`` = all real
+        - output: ``(b, c, h, w)``
+
+    Example:
+        >>> import torch
+        >>> pwam = PixelWordAttention(32, 48)
+        >>> pwam(torch.randn(2, 32, 8, 8), torch.randn(2, 5, 48)).shape
+        torch.Size([2, 32, 8, 8])
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        text_dim: int,
+        *,
+        key_dim: int | None = None,
+        num_heads: int = 1,
+        dropout: float = 0.0,
+        device=None,
+        dtype=None,
+    ) -> None:
+        super().__init__()
+        key_dim = dim if key_dim is None else key_dim
+        for name, value in (("dim", dim), ("text_dim", text_dim), ("key_dim", key_dim), ("num_heads", num_heads)):
+            if value < 1:
+                raise ValueError(f"{name}: expected a positive integer; got {value}")
+        if key_dim % num_heads or dim % num_heads:
+            raise ValueError(f"num_heads: {num_heads} must divide key_dim={key_dim} and dim={dim}")
+        fk = {"device": device, "dtype": dtype}
+        self.dim, self.text_dim, self.num_heads = dim, text_dim, num_heads
+        # Bias-free where a bias could never change the output (LAVT's convs keep them, dead):
+        # query and gathered_proj feed an instance norm that subtracts any per-channel constant,
+        # a key bias adds the same score to every word of a pixel (softmax ignores it), and a
+        # value bias shifts every gathered vector by the same constant, which the norm removes.
+        self.query = nn.Linear(dim, key_dim, bias=False, **fk)
+        self.query_norm = _ChannelNorm(key_dim, **fk)
+        self.key = nn.Linear(text_dim, key_dim, bias=False, **fk)
+        self.value = nn.Linear(text_dim, dim, bias=False, **fk)
+        self.gathered_proj = nn.Linear(dim, dim, bias=False, **fk)
+        self.gathered_norm = _ChannelNorm(dim, **fk)
+        self.vis_proj = nn.Sequential(nn.Linear(dim, dim, **fk), nn.GELU(), nn.Dropout(dropout))
+        self.out_proj = nn.Sequential(nn.Linear(dim, dim, **fk), nn.GELU(), nn.Dropout(dropout))
+
+    def forward(self, vis: torch.Tensor, words: torch.Tensor, word_mask: torch.Tensor | None = None) -> torch.Tensor:
+        axes = check_shape(vis, "b c h w", name="vis", c=self.dim)
+        check_shape(words, "b l d", name="words", bound=axes, d=self.text_dim)
+        check_mask(word_mask, name="word_mask", bound=axes)
+        h, w = axes["h"], axes["w"]
+        pixels = rearrange(vis, "b c h w -> b (h w) c")
+        query = self.query_norm(rearrange(self.query(pixels), "b n k -> b k n"))
+        query = rearrange(query, "b (m k) n -> b m n k", m=self.num_heads)
+        key = rearrange(self.key(words), "b l (m k) -> b m k l", m=self.num_heads)
+        value = rearrange(self.value(words), "b l (m c) -> b m l c", m=self.num_heads)
+        scores = (query @ key) * query.shape[-1] ** -0.5  # (b, m, n, l)
+        if word_mask is not None:
+            scores = scores.masked_fill(~word_mask[:, None, None, :], torch.finfo(scores.dtype).min)
+        attn = scores.softmax(dim=-1)
+        if word_mask is not None:
+            # an all-padding sentence gathers nothing (not a uniform mix of padding)
+            attn = attn * word_mask[:, None, None, :].to(attn.dtype)
+        gathered = rearrange(attn @ value, "b m n c -> b n (m c)")
+        gathered = self.gathered_norm(rearrange(self.gathered_proj(gathered), "b n c -> b c n"))
+        fused = self.vis_proj(pixels) * rearrange(gathered, "b c n -> b n c")
+        return rearrange(self.out_proj(fused), "b (h w) c -> b c h w", h=h, w=w)
+
+
+class LanguageGate(nn.Module):
+    """LAVT's language gate: ``x + gate(f) * f`` decides how much fused signal re-enters.
+
+    ``gate = tanh(W2 relu(W1 f))`` per position and channel, bias-free. ``W2`` starts at
+    zero so that a pretrained backbone starts unchanged (``zero_init=True``, LAVT's
+    choice); with it, ``W1`` receives no gradient on the very first step.
+
+    Args:
+        dim: channels ``c``.
+        zero_init: initialise the output layer to zero.
+        device: device of the parameters.
+        dtype: dtype of the parameters.
+
+    Shape:
+        - x: ``(b, c, h, w)`` the backbone stream
+        - fused: ``(b, c, h, w)`` the multimodal feature
+        - output: ``(b, c, h, w)``
+
+    Example:
+        >>> import torch
+        >>> gate = LanguageGate(16)
+        >>> x = torch.randn(2, 16, 4, 4)
+        >>> torch.equal(gate(x, torch.randn(2, 16, 4, 4)), x)  # zero-initialised
+        True
+    """
+
+    def __init__(self, dim: int, *, zero_init: bool = True, device=None, dtype=None) -> None:
+        super().__init__()
+        if dim < 1:
+            raise ValueError(f"dim: expected a positive integer; got {dim}")
+        fk = {"device": device, "dtype": dtype}
+        self.dim = dim
+        self.hidden = nn.Linear(dim, dim, bias=False, **fk)
+        self.out = nn.Linear(dim, dim, bias=False, **fk)
+        if zero_init:
+            nn.init.zeros_(self.out.weight)
+
+    def forward(self, x: torch.Tensor, fused: torch.Tensor) -> torch.Tensor:
+        axes = check_shape(x, "b c h w", name="x", c=self.dim)
+        check_shape(fused, "b c h w", name="fused", bound=axes)
+        f = rearrange(fused, "b c h w -> b h w c")
+        gate = torch.tanh(self.out(torch.relu(self.hidden(f))))
+        return x + rearrange(gate * f, "b h w c -> b c h w")

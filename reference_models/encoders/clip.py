@@ -1,0 +1,175 @@
+"""CLIP ViT image tower and text tower (open_clip), with every layer's tokens exposed."""
+
+from __future__ import annotations
+
+import math
+import os
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+from ..weights import load_weights
+from .text import TextFeatures
+
+__all__ = ["ClipVisionEncoder", "ClipTextEncoder"]
+
+
+def _resize_grid(pos: torch.Tensor, grid: int) -> torch.Tensor:
+    """Bicubically resize a ``(1 + n, c)`` ViT position table to a ``grid x grid`` map."""
+    cls, table = pos[:1], pos[1:]
+    old = int(math.isqrt(table.shape[0]))
+    if old == grid:
+        return pos
+    table = rearrange(table, "(h w) c -> 1 c h w", h=old)
+    table = F.interpolate(table.float(), size=(grid, grid), mode="bicubic", align_corners=False).to(pos.dtype)
+    return torch.cat([cls, rearrange(table, "1 c h w -> (h w) c")], dim=0)
+
+
+class ClipVisionEncoder(nn.Module):
+    """open_clip's ViT, returning the patch tokens and class token of every layer.
+
+    ASDA selects among intermediate layers, so :meth:`forward` returns one
+    ``(b, c, h, w)`` patch map and one ``(b, c)`` class token per transformer layer
+    (after ``ln_post`` only for the last layer's class token, which :meth:`forward` also
+    returns projected to the joint embedding as ``image_embedding``).
+
+    Args:
+        image_size: square input size (ASDA: 416, with the 224 position table resized).
+        width: transformer width (ViT-B: 768).
+        layers: depth (ViT-B: 12).
+        heads: attention heads (ViT-B: 12).
+        patch_size: patch size (16).
+        embed_dim: joint embedding size (512 for ViT-B/16).
+        weights: a local open_clip checkpoint of the whole CLIP model (``visual.*`` keys are
+            used) or of the vision tower alone.
+        strict: fail on any mismatched key.
+
+    Shape:
+        - images: ``(b, 3, H, W)``
+        - output: ``(maps, cls_tokens)``: ``layers`` maps ``(b, width, H/p, W/p)`` and
+          ``(b, layers, width)``
+    """
+
+    def __init__(
+        self,
+        image_size: int = 416,
+        *,
+        width: int = 768,
+        layers: int = 12,
+        heads: int = 12,
+        patch_size: int = 16,
+        embed_dim: int = 512,
+        weights: str | os.PathLike | None = None,
+        strict: bool = True,
+    ) -> None:
+        super().__init__()
+        from open_clip.model import CLIPVisionCfg, _build_vision_tower
+
+        if image_size % patch_size:
+            raise ValueError(f"image_size: expected a multiple of patch_size={patch_size}; got {image_size}")
+        cfg = CLIPVisionCfg(layers=layers, width=width, head_width=width // heads, patch_size=patch_size, image_size=image_size)
+        self.visual = _build_vision_tower(embed_dim, cfg)
+        self.width, self.layers, self.patch_size = width, layers, patch_size
+        self.grid = image_size // patch_size
+        if weights is not None:
+            self.load_pretrained(weights, strict=strict)
+
+    def load_pretrained(self, path: str | os.PathLike, *, strict: bool = True) -> None:
+        """Load a local open_clip checkpoint, resizing the position table to this grid."""
+
+        def adapt(state: dict[str, torch.Tensor], module: nn.Module) -> dict[str, torch.Tensor]:
+            if any(k.startswith("visual.") for k in state):
+                state = {k[len("visual."):]: v for k, v in state.items() if k.startswith("visual.")}
+            if "positional_embedding" in state:
+                state["positional_embedding"] = _resize_grid(state["positional_embedding"], self.grid)
+            return state
+
+        load_weights(self.visual, path, strict=strict, transform=adapt)
+
+    def forward(self, images: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        v = self.visual
+        x = v.conv1(images)
+        b = x.shape[0]
+        x = rearrange(x, "b c h w -> b (h w) c", h=self.grid, w=self.grid)
+        cls = v.class_embedding.to(x.dtype).expand(b, 1, -1)
+        x = torch.cat([cls, x], dim=1) + v.positional_embedding.to(x.dtype)
+        x = v.ln_pre(x)
+        maps, cls_tokens = [], []
+        batch_first = getattr(v.transformer, "batch_first", True)
+        for block in v.transformer.resblocks:
+            x = block(x) if batch_first else block(x.transpose(0, 1)).transpose(0, 1)
+            maps.append(rearrange(x[:, 1:], "b (h w) c -> b c h w", h=self.grid, w=self.grid))
+            cls_tokens.append(x[:, 0])
+        return maps, torch.stack(cls_tokens, dim=1)
+
+
+class ClipTextEncoder(nn.Module):
+    """open_clip's text transformer returning word features and the [EOS] sentence feature.
+
+    CLIP's attention is causal, so a real token never sees the padding after it. The
+    sentence feature is taken at the last real token (the [EOS] for CLIP's tokenizer),
+    found from ``attention_mask`` rather than CLIP's "largest token id" trick, so any
+    vocabulary works; it is projected to the joint embedding.
+
+    Args:
+        width: transformer width (ViT-B/16's text tower: 512).
+        layers: depth (12).
+        heads: heads (8).
+        vocab_size: vocabulary size (CLIP BPE: 49408).
+        context_length: position table length (>= the tokenizer's max length).
+        embed_dim: joint embedding size (512).
+        weights: a local open_clip checkpoint of the whole CLIP model.
+        strict: fail on any mismatched key.
+
+    Shape:
+        - input_ids: ``(b, l)`` with ``l <= context_length``
+        - output: :class:`TextFeatures` with words ``(b, l, width)`` and sentence ``(b, embed_dim)``
+    """
+
+    def __init__(
+        self,
+        width: int = 512,
+        *,
+        layers: int = 12,
+        heads: int = 8,
+        vocab_size: int = 49408,
+        context_length: int = 77,
+        embed_dim: int = 512,
+        weights: str | os.PathLike | None = None,
+        strict: bool = True,
+    ) -> None:
+        super().__init__()
+        from open_clip.model import CLIPTextCfg, _build_text_tower
+
+        cfg = CLIPTextCfg(context_length=context_length, vocab_size=vocab_size, width=width, heads=heads, layers=layers)
+        self.text = _build_text_tower(embed_dim, cfg)
+        self.dim, self.embed_dim, self.context_length = width, embed_dim, context_length
+        if weights is not None:
+            self.load_pretrained(weights, strict=strict)
+
+    def load_pretrained(self, path: str | os.PathLike, *, strict: bool = True) -> None:
+        """Load the text half of a local open_clip checkpoint."""
+
+        def adapt(state: dict[str, torch.Tensor], module: nn.Module) -> dict[str, torch.Tensor]:
+            return {k: v for k, v in state.items() if not k.startswith("visual.") and k != "logit_scale"}
+
+        load_weights(self.text, path, strict=strict, transform=adapt)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> TextFeatures:
+        t = self.text
+        b, l = input_ids.shape
+        if l > self.context_length:
+            raise ValueError(f"input_ids: at most {self.context_length} tokens; got {l}")
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        x = t.token_embedding(input_ids) + t.positional_embedding[:l].to(t.token_embedding.weight.dtype)
+        causal = torch.full((l, l), float("-inf"), device=x.device, dtype=x.dtype).triu(1)
+        x = t.transformer(x, attn_mask=causal)
+        words = t.ln_final(x)
+        last = attention_mask.long().sum(dim=1).clamp_min(1) - 1
+        eos = words[torch.arange(b, device=words.device), last]
+        proj = t.text_projection
+        sentence = proj(eos) if isinstance(proj, nn.Linear) else eos @ proj
+        return TextFeatures(words=words, word_mask=attention_mask.bool(), sentence=sentence)

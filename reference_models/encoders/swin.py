@@ -1,0 +1,114 @@
+"""Swin Transformer image encoder (timm), exposed stage by stage in NCHW."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import torch
+from einops import rearrange
+from torch import nn
+
+from ..weights import load_weights
+
+__all__ = ["SwinEncoder"]
+
+
+class SwinEncoder(nn.Module):
+    """A timm ``SwinTransformer`` whose four stages can be run one at a time.
+
+    timm's Swin works in NHWC; this wrapper converts at its boundary so that everything
+    outside sees NCHW maps at strides 4, 8, 16, 32 with channels ``embed_dim * 2**i``.
+    LAVT needs the stages one by one (it fuses language between them), so instead of
+    timm's ``features_only`` wrapper the stages are exposed directly: :meth:`stem`, then
+    :meth:`run_stage` for ``i = 0..3``; :meth:`forward` runs them all.
+
+    Args:
+        image_size: square input size (480 for LAVT/SADLR, 512 for S2RM); any multiple of
+            32 works (timm pads windows that do not tile the map).
+        embed_dim: stage-1 channels (Swin-T 96, Swin-B 128).
+        depths: blocks per stage.
+        num_heads: heads per stage.
+        window_size: attention window (LAVT uses 12 with Swin-B).
+        drop_path_rate: stochastic depth.
+        weights: a local timm/original Swin checkpoint; relative-position tables are
+            resized to ``window_size`` by timm's checkpoint filter; the classifier head is dropped.
+        strict: fail on any mismatched key (default) rather than loading what fits.
+
+    Shape:
+        - images: ``(b, 3, H, W)``
+        - output: list of 4 maps ``(b, embed_dim * 2**i, H / 2**(i+2), W / 2**(i+2))``
+    """
+
+    def __init__(
+        self,
+        image_size: int = 480,
+        *,
+        embed_dim: int = 128,
+        depths: Sequence[int] = (2, 2, 18, 2),
+        num_heads: Sequence[int] = (4, 8, 16, 32),
+        window_size: int = 12,
+        drop_path_rate: float = 0.2,
+        weights: str | os.PathLike | None = None,
+        strict: bool = True,
+    ) -> None:
+        super().__init__()
+        from timm.models.swin_transformer import SwinTransformer
+
+        self.swin = SwinTransformer(
+            img_size=image_size,
+            embed_dim=embed_dim,
+            depths=tuple(depths),
+            num_heads=tuple(num_heads),
+            window_size=window_size,
+            drop_path_rate=drop_path_rate,
+            num_classes=0,
+            strict_img_size=False,
+        )
+        # timm's model has no per-stage norms; like LAVT and features_only users we normalise
+        # each stage's output before it leaves the encoder.
+        self.dims = tuple(embed_dim * 2**i for i in range(len(depths)))
+        self.out_norms = nn.ModuleList(nn.LayerNorm(d) for d in self.dims)
+        self.swin.norm = nn.Identity()
+        if weights is not None:
+            self.load_pretrained(weights, strict=strict)
+
+    def load_pretrained(self, path: str | os.PathLike, *, strict: bool = True) -> None:
+        """Load a local Swin checkpoint into the backbone (not the output norms)."""
+        from timm.models.swin_transformer import checkpoint_filter_fn
+
+        def adapt(state: dict[str, torch.Tensor], module: nn.Module) -> dict[str, torch.Tensor]:
+            state = checkpoint_filter_fn(state, module)
+            return {k: v for k, v in state.items() if not k.startswith(("head.", "norm."))}
+
+        load_weights(
+            self.swin,
+            path,
+            strict=strict,
+            transform=adapt,
+            ignore=lambda key: key.endswith(("relative_position_index", "attn_mask")),
+        )
+
+    @property
+    def num_stages(self) -> int:
+        return len(self.dims)
+
+    def stem(self, images: torch.Tensor) -> torch.Tensor:
+        """Patch embedding: ``(b, 3, H, W)`` -> NHWC ``(b, H/4, W/4, c1)``."""
+        return self.swin.patch_embed(images)
+
+    def run_stage(self, index: int, x: torch.Tensor) -> torch.Tensor:
+        """Run stage ``index`` on an NHWC map (the previous stage's raw output)."""
+        return self.swin.layers[index](x)
+
+    def to_nchw(self, index: int, x: torch.Tensor) -> torch.Tensor:
+        """Normalise stage ``index``'s NHWC output and return it as NCHW."""
+        return rearrange(self.out_norms[index](x), "b h w c -> b c h w")
+
+    def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
+        x = self.stem(images)
+        feats = []
+        for i in range(self.num_stages):
+            x = self.run_stage(i, x)
+            feats.append(self.to_nchw(i, x))
+        return feats

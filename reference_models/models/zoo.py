@@ -1,0 +1,45 @@
+"""The registered configurations: every system in a CPU-sized ``_tiny`` and the papers' ``_base``.
+
+``_tiny`` models are random-init, train on a laptop CPU at 64 px, and are what the tests and
+the default training run use. ``_base`` models have the papers' sizes (Swin-B + BERT-base at
+480 for the SADLR family, CLIP ViT-B/16 at 416 for ASDA, Swin-B/T + BERT-base at 512 for
+S2RM); pass ``vision_weights``/``text_weights`` to start from local pretrained files.
+"""
+
+from __future__ import annotations
+
+from ..config import ModelConfig
+from ..registry import register_model
+
+SWIN_B = {"swin_embed_dim": 128, "swin_depths": (2, 2, 18, 2), "swin_heads": (4, 8, 16, 32), "swin_window": 12}
+SWIN_T = {"swin_embed_dim": 96, "swin_depths": (2, 2, 6, 2), "swin_heads": (3, 6, 12, 24), "swin_window": 7}
+SWIN_TINY = {"swin_embed_dim": 16, "swin_depths": (1, 1, 1, 1), "swin_heads": (1, 2, 4, 8), "swin_window": 4}
+BERT_BASE = {"text_encoder": "bert", "text_dim": 768, "text_layers": 12, "text_heads": 12, "text_intermediate": 3072, "max_words": 20}
+BERT_TINY = {"text_encoder": "bert", "text_dropout": 0.0, "text_dim": 32, "text_layers": 1, "text_heads": 2, "text_intermediate": 64, "max_words": 20}
+TINY = {"image_size": 64, "drop_path": 0.0, **SWIN_TINY, **BERT_TINY, "decoder_dim": 32, "refiner_hidden": (16, 32), "num_queries": 4, "transformer_layers": 1}
+BASE_480 = {"image_size": 480, **SWIN_B, **BERT_BASE, "decoder_dim": 512}
+
+
+def _register_sadlr_family(architecture: str) -> None:
+    for plugin, suffix in ((None, ""), ("sadlr", "_sadlr")):
+        for size, preset in (("tiny", TINY), ("base", BASE_480)):
+            name = f"{architecture}{suffix}_{size}"
+            register_model(ModelConfig(name=name, architecture=architecture, plugin=plugin, **preset))
+
+
+_register_sadlr_family("lavt")
+_register_sadlr_family("vlt")
+_register_sadlr_family("lts")
+
+CLIP_B16 = {"vision_encoder": "clip", "clip_width": 768, "clip_layers": 12, "clip_heads": 12, "clip_patch": 16, "clip_embed_dim": 512}
+CLIP_TEXT_BASE = {"text_encoder": "clip", "text_dim": 512, "text_layers": 12, "text_heads": 8, "text_intermediate": 2048, "vocab_size": 49408}
+# 9 layers so that ASDA's candidate groups (4-6, 7-9) exist; the BERT vocabulary size lets
+# the tiny models share tokenizers (the CLIP text tower pools at the last real token).
+CLIP_TINY = {"vision_encoder": "clip", "clip_width": 32, "clip_layers": 9, "clip_heads": 2, "clip_patch": 8, "clip_embed_dim": 32}
+CLIP_TEXT_TINY = {"text_encoder": "clip", "text_dim": 32, "text_layers": 2, "text_heads": 2, "text_intermediate": 128, "vocab_size": 30522}
+# ASDA Sec. 4.2: 416 px, N_c = 32 masks, n = 2 attention layers, 17 tokens with [SOS]/[EOS]
+# for RefCOCO/RefCOCO+ (pass max_words=22 for G-Ref); 512 is the published aligner width.
+register_model(ModelConfig(name="asda_base", architecture="asda", image_size=416, **CLIP_B16, **CLIP_TEXT_BASE,
+                           max_words=17, decoder_dim=512, transformer_layers=2, aligner_masks=32))
+register_model(ModelConfig(name="asda_tiny", architecture="asda", image_size=64, **CLIP_TINY, **CLIP_TEXT_TINY,
+                           max_words=20, decoder_dim=32, transformer_layers=2, aligner_masks=8))

@@ -1,0 +1,101 @@
+"""A small registry: every reference model by name, in ``_tiny`` and ``_base`` sizes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from .config import ModelConfig
+
+__all__ = ["register_architecture", "register_model", "build_model", "build_from_config", "list_models", "get_config"]
+
+_ARCHITECTURES: dict[str, Callable[[ModelConfig], object]] = {}
+_CONFIGS: dict[str, ModelConfig] = {}
+
+
+def register_architecture(name: str):
+    """Class decorator: ``@register_architecture("lavt")`` makes configs of that architecture buildable."""
+
+    def wrap(cls):
+        _ARCHITECTURES[name] = cls
+        return cls
+
+    return wrap
+
+
+def register_model(config: ModelConfig) -> ModelConfig:
+    """Register a named configuration (its ``name`` field is the registry key)."""
+    if config.name in _CONFIGS:
+        raise ValueError(f"name: {config.name!r} is already registered")
+    _CONFIGS[config.name] = config
+    return config
+
+
+def _ensure_loaded() -> None:
+    from . import models  # noqa: F401  (registers everything on import)
+
+
+def list_models() -> list[str]:
+    """All registered model names, sorted."""
+    _ensure_loaded()
+    return sorted(_CONFIGS)
+
+
+def get_config(name: str) -> ModelConfig:
+    """The registered configuration of ``name``."""
+    _ensure_loaded()
+    if name not in _CONFIGS:
+        raise ValueError(f"name: unknown model {name!r}; available: {', '.join(sorted(_CONFIGS))}")
+    return _CONFIGS[name]
+
+
+def resolve_text_config(config: ModelConfig) -> ModelConfig:
+    """Copy a local BERT directory's sizes into the config, so the saved config rebuilds it.
+
+    ``text_dim`` must already agree with the directory (a mismatch is a clear ValueError).
+    """
+    if config.text_encoder != "bert" or config.text_weights is None:
+        return config
+    import json
+    from pathlib import Path
+
+    path = Path(config.text_weights) / "config.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path.parent}: not a Hugging Face model directory (no config.json)")
+    hf = json.loads(path.read_text())
+    if hf.get("hidden_size") != config.text_dim:
+        raise ValueError(
+            f"text_dim: {config.text_dim} does not match {path.parent}'s hidden_size {hf.get('hidden_size')}; "
+            f"pass text_dim={hf.get('hidden_size')}"
+        )
+    return config.replace(
+        text_layers=hf["num_hidden_layers"],
+        text_heads=hf["num_attention_heads"],
+        text_intermediate=hf["intermediate_size"],
+        vocab_size=hf["vocab_size"],
+    )
+
+
+def build_from_config(config: ModelConfig):
+    """Build the model a config describes (random init except for the weights files it names)."""
+    _ensure_loaded()
+    config = resolve_text_config(config)
+    if config.architecture not in _ARCHITECTURES:
+        raise ValueError(f"architecture: {config.architecture!r} has no implementation; known: {sorted(_ARCHITECTURES)}")
+    model = _ARCHITECTURES[config.architecture](config)
+    if config.norm == "group":
+        from .base import use_group_norm
+
+        use_group_norm(model)
+    return model
+
+
+def build_model(name: str, **overrides):
+    """Build a registered model, optionally changing config fields.
+
+    Example:
+        >>> from reference_models import build_model
+        >>> model = build_model("lavt_sadlr_tiny", image_size=64)
+        >>> model.config.image_size
+        64
+    """
+    return build_from_config(get_config(name).replace(**overrides))

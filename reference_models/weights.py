@@ -1,0 +1,137 @@
+"""Reading weight files safely and loading them with errors that say what went wrong.
+
+Only local files are read: no hub, no network. Pickle-based files are opened with
+``torch.load(weights_only=True)`` so a checkpoint cannot run code.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import torch
+from torch import nn
+
+__all__ = ["WeightsError", "read_state_dict", "load_weights", "atomic_save"]
+
+_WRAPPER_KEYS = ("state_dict", "model", "module", "model_state")
+
+
+class WeightsError(RuntimeError):
+    """A weights file is missing, unreadable, or does not fit the model."""
+
+
+def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Read a state dict from ``.safetensors`` or a torch file (``.pt``/``.pth``/``.bin``/``.ckpt``).
+
+    Checkpoints that wrap the weights (``{"model": ...}``, ``{"state_dict": ...}``) are
+    unwrapped.
+
+    Args:
+        path: a local file.
+
+    Raises:
+        FileNotFoundError: the file does not exist (the message names it).
+        WeightsError: the file is truncated, corrupt, or holds no tensors.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: weights file not found")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch and safetensors raise many types for bad bytes
+        raise WeightsError(f"{path}: cannot read weights ({type(err).__name__}: {err}); the file may be truncated or corrupt") from err
+    for key in _WRAPPER_KEYS:
+        if isinstance(state, Mapping) and key in state and isinstance(state[key], Mapping):
+            state = state[key]
+            break
+    if not isinstance(state, Mapping) or not any(isinstance(v, torch.Tensor) for v in state.values()):
+        raise WeightsError(f"{path}: holds no tensors (expected a state dict)")
+    return {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
+
+
+def _preview(keys: list[str], limit: int = 5) -> str:
+    shown = ", ".join(keys[:limit])
+    return shown + (f", ... ({len(keys)} in all)" if len(keys) > limit else "")
+
+
+def load_weights(
+    module: nn.Module,
+    source: str | os.PathLike | Mapping[str, torch.Tensor],
+    *,
+    strict: bool = True,
+    prefix: str = "",
+    transform: Callable[[dict[str, torch.Tensor], nn.Module], dict[str, torch.Tensor]] | None = None,
+    ignore: Callable[[str], bool] = lambda key: False,
+) -> None:
+    """Load weights into ``module`` and fail loudly on any mismatch.
+
+    Args:
+        module: the module to fill.
+        source: a weights file (see :func:`read_state_dict`) or a state dict.
+        strict: when True (the default), any missing key, unexpected key or shape
+            mismatch raises :class:`WeightsError` naming the file and the first keys;
+            ``strict=False`` loads what fits and leaves the rest as initialised.
+        prefix: keep only keys starting with this prefix, with it removed (e.g.
+            ``"visual."`` to load a whole CLIP checkpoint into the vision tower).
+        transform: adapts a foreign state dict to the module (e.g. timm's
+            ``checkpoint_filter_fn`` resizing position tables), applied after ``prefix``.
+        ignore: keys of the module that may legitimately be absent from the file
+            (buffers rebuilt at construction, heads replaced by the model).
+    """
+    name = str(source) if not isinstance(source, Mapping) else "state dict"
+    state = dict(read_state_dict(source) if not isinstance(source, Mapping) else source)
+    if prefix:
+        state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    if transform is not None:
+        state = transform(state, module)
+    own = module.state_dict()
+    missing = [k for k in own if k not in state and not ignore(k)]
+    unexpected = [k for k in state if k not in own]
+    mismatched = [
+        f"{k} (file {tuple(state[k].shape)} vs model {tuple(own[k].shape)})"
+        for k in own
+        if k in state and state[k].shape != own[k].shape
+    ]
+    if strict and (missing or unexpected or mismatched):
+        parts = []
+        if mismatched:
+            parts.append(f"shape mismatch: {_preview(mismatched)}")
+        if missing:
+            parts.append(f"missing from file: {_preview(missing)}")
+        if unexpected:
+            parts.append(f"not in model: {_preview(unexpected)}")
+        raise WeightsError(f"{name}: weights do not fit {type(module).__name__}; " + "; ".join(parts) + " (pass strict=False to load what fits)")
+    fitting = {k: v for k, v in state.items() if k in own and v.shape == own[k].shape}
+    module.load_state_dict(fitting, strict=False)
+
+
+def atomic_save(obj: object, path: str | os.PathLike, *, save: Callable[[object, str], None] | None = None) -> None:
+    """Write a file atomically: to a temporary file in the same folder, fsync, then rename.
+
+    A crash mid-write leaves the previous file intact (never a truncated one).
+
+    Args:
+        obj: what to save.
+        path: destination.
+        save: ``save(obj, tmp_path)``; ``torch.save`` by default.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        (save or (lambda o, p: torch.save(o, p)))(obj, tmp)
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

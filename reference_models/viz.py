@@ -1,0 +1,135 @@
+"""Pictures people look at: training curves, validation grids, mask overlays."""
+
+from __future__ import annotations
+
+import os
+import textwrap
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+__all__ = ["overlay", "plot_curves", "sample_grid", "save_png", "to_uint8_image"]
+
+MASK_COLOUR = (255, 64, 32)
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)  # files only: never open a window, works headless
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def to_uint8_image(image: torch.Tensor, mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> np.ndarray:
+    """A ``(3, H, W)`` float tensor (normalised with ``mean``/``std`` if given) as ``(H, W, 3)`` uint8."""
+    image = image.detach().float().cpu()
+    if mean is not None and std is not None:
+        image = image * torch.tensor(std)[:, None, None] + torch.tensor(mean)[:, None, None]
+    return (image.clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+
+
+def overlay(
+    image: np.ndarray, mask: np.ndarray, *, colour: Sequence[int] = MASK_COLOUR, alpha: float = 0.45, dim: float = 0.35
+) -> np.ndarray:
+    """Show ``mask`` on an ``(H, W, 3)`` uint8 image: the rest dimmed, the mask tinted.
+
+    Dimming the background keeps the mask visible whatever the object's own colour.
+    """
+    out = image.astype(np.float32).copy()
+    mask = np.asarray(mask, dtype=bool)
+    out[~mask] *= dim
+    out[mask] = (1 - alpha) * out[mask] + alpha * np.asarray(colour, dtype=np.float32)
+    return out.round().astype(np.uint8)
+
+
+def save_png(array: np.ndarray, path: str | os.PathLike) -> Path:
+    """Write an ``(H, W)`` or ``(H, W, 3)`` uint8 array as a PNG."""
+    from PIL import Image
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path)
+    return path
+
+
+def plot_curves(records: Sequence[dict], path: str | os.PathLike) -> Path:
+    """Training loss by step and validation metrics by epoch, side by side, as a PNG.
+
+    Args:
+        records: the run's ``metrics.jsonl`` rows; rows with ``"loss"`` and ``"step"`` are
+            training points, rows with ``"val"`` (a dict of metrics) and ``"epoch"`` are
+            validation points.
+        path: where to write the PNG.
+    """
+    plt = _pyplot()
+    train = [(r["step"], r["loss"]) for r in records if "loss" in r and "step" in r]
+    val = [(r["epoch"], r["val"]) for r in records if "val" in r and "epoch" in r]
+    fig, (ax_loss, ax_val) = plt.subplots(1, 2, figsize=(10, 3.6))
+    if train:
+        steps, losses = zip(*train)
+        ax_loss.plot(steps, losses, lw=1, color="tab:blue")
+    ax_loss.set(title="training loss", xlabel="step", ylabel="loss")
+    ax_loss.grid(alpha=0.3)
+    if val:
+        epochs = [e for e, _ in val]
+        for key, colour in (("oIoU", "tab:red"), ("mIoU", "tab:green"), ("P@0.5", "tab:purple")):
+            values = [m.get(key) for _, m in val]
+            if all(v is not None for v in values):
+                ax_val.plot(epochs, values, marker="o", lw=1.5, color=colour, label=key)
+        ax_val.legend(loc="lower right")
+    ax_val.set(title="validation", xlabel="epoch", ylabel="fraction", ylim=(0, 1))
+    ax_val.grid(alpha=0.3)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def sample_grid(
+    images: Sequence[np.ndarray],
+    sentences: Sequence[str],
+    targets: Sequence[np.ndarray],
+    predictions: Sequence[Sequence[np.ndarray]],
+    path: str | os.PathLike,
+    *,
+    column_titles: Sequence[str] | None = None,
+) -> Path:
+    """One row per sample: image with its sentence, ground truth, then each prediction column.
+
+    SADLR models pass one prediction column per refinement iteration (as the paper's Fig. 5).
+
+    Args:
+        images: ``(H, W, 3)`` uint8 images.
+        sentences: the referring expressions.
+        targets: ``(H, W)`` bool ground-truth masks.
+        predictions: ``predictions[j][i]`` is column ``j``'s ``(H, W)`` bool mask for sample ``i``.
+        path: where to write the PNG.
+        column_titles: titles of the prediction columns.
+    """
+    plt = _pyplot()
+    rows, cols = len(images), 2 + len(predictions)
+    titles = list(column_titles or [f"prediction {j + 1}" for j in range(len(predictions))])
+    fig, axes = plt.subplots(rows, cols, figsize=(2.2 * cols, 2.4 * rows), squeeze=False)
+    for i in range(rows):
+        panels = [images[i], overlay(images[i], targets[i], colour=(32, 200, 64))]
+        panels += [overlay(images[i], column[i]) for column in predictions]
+        for j, panel in enumerate(panels):
+            ax = axes[i][j]
+            ax.imshow(panel)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title((["image", "ground truth"] + titles)[j], fontsize=9)
+        axes[i][0].set_xlabel("\n".join(textwrap.wrap(sentences[i], 28)), fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

@@ -15,7 +15,7 @@ from .config import ModelConfig
 from .encoders import BertTextEncoder, ClipTextEncoder, ClipVisionEncoder, SwinEncoder, TextFeatures
 from .weights import atomic_save, load_weights
 
-__all__ = ["SegmentationOutput", "RISModel", "build_text_encoder", "build_swin", "build_clip_vision", "foreground_logit", "upsample_to", "use_group_norm"]
+__all__ = ["SegmentationOutput", "RISModel", "build_text_encoder", "build_swin", "build_clip_vision", "foreground_logit", "upsample_to", "use_group_norm", "build_tokenizer"]
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -70,6 +70,21 @@ def build_text_encoder(config: ModelConfig) -> nn.Module:
         embed_dim=config.clip_embed_dim,
         weights=config.text_weights,
     )
+
+
+def build_tokenizer(config: ModelConfig):
+    """The tokenizer that matches a model's text encoder (``config.tokenizer``)."""
+    from .data.tokenizers import BertTokenizer, ClipTokenizer, WordTokenizer, bundled_bert_path
+
+    if config.tokenizer == "clip":
+        return ClipTokenizer(max_length=config.max_words)
+    if config.tokenizer == "word":
+        tokenizer = WordTokenizer(max_length=config.max_words)
+        if tokenizer.vocab_size > config.vocab_size:
+            raise ValueError(f"vocab_size: {config.vocab_size} is smaller than the word tokenizer's {tokenizer.vocab_size}")
+        return tokenizer
+    directory = config.text_weights if config.text_encoder == "bert" and config.text_weights else bundled_bert_path()
+    return BertTokenizer(directory, max_length=config.max_words)
 
 
 def build_swin(config: ModelConfig) -> SwinEncoder:

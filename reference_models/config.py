@@ -50,6 +50,10 @@ class ModelConfig:
         text_intermediate: text MLP width.
         vocab_size: text vocabulary size.
         max_words: maximum tokens per sentence (20 for BERT, 17/22 for CLIP).
+        tokenizer: ``"bert"`` (WordPiece of ``text_weights`` or the bundled bert-base-uncased
+            vocabulary), ``"clip"`` (CLIP BPE) or ``"word"`` (the generated benchmark's
+            word-level vocabulary; tiny models). Saved with the model so evaluation and
+            prediction tokenize exactly as training did.
         text_weights: local directory (BERT) or checkpoint (CLIP) for the text encoder.
         text_dropout: BERT's hidden and attention dropout (0.1 as pretrained; 0 for tiny).
         norm: the convolution norm of the decoders: ``"batch"`` (the papers) or ``"group"``
@@ -98,6 +102,7 @@ class ModelConfig:
     text_intermediate: int = 3072
     vocab_size: int = 30522
     max_words: int = 20
+    tokenizer: str = "bert"
     text_weights: str | None = None
     text_dropout: float = 0.1
     # baselines
@@ -130,6 +135,7 @@ class ModelConfig:
             "refiner_pooling": ("hard", "soft"),
             "selector_gradient": ("straight_through", "soft", "none"),
             "norm": ("batch", "group"),
+            "tokenizer": ("bert", "clip", "word"),
         }
         for key, allowed in choices.items():
             value = getattr(self, key)

@@ -25,16 +25,18 @@ from torch.utils.data import DataLoader
 
 from rislayers import GRESMetrics, RISMetrics
 
+from .data.refer import DATASET_SPLITS
+
 __all__ = ["evaluate", "main"]
 
 
 def _dataset(model_config, *, data: str, split: str, dataset: str, split_by: str, level: int | None, size: int, seed: int, protocol: str):
     from .data.synthetic import DEFAULT_LEVEL, SyntheticReferDataset
     from .data.transforms import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD
-    from .train import make_tokenizer
+    from .base import build_tokenizer
 
     synthetic = data == "synthetic"
-    tokenizer = make_tokenizer(model_config, synthetic=synthetic)
+    tokenizer = build_tokenizer(model_config)
     mean, std = (CLIP_MEAN, CLIP_STD) if model_config.vision_encoder == "clip" else (IMAGENET_MEAN, IMAGENET_STD)
     keep = protocol == "original"
     if synthetic:
@@ -98,8 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m reference_models.evaluate", description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", required=True, type=Path, help="a run's best.pt/last.pt, or a save_pretrained folder")
     p.add_argument("--data", default="synthetic", help="'synthetic' or 'refer:ROOT'")
-    p.add_argument("--dataset", default="refcoco", choices=["refcoco", "refcoco+", "refcocog", "refclef"])
-    p.add_argument("--split-by", default="unc", choices=["unc", "umd", "google", "berkeley"])
+    p.add_argument("--dataset", default="refcoco", choices=sorted(DATASET_SPLITS))
+    p.add_argument("--split-by", default="unc", choices=sorted({b for splits in DATASET_SPLITS.values() for b in splits}))
     p.add_argument("--split", nargs="+", default=["val"], help="one or more splits (val testA testB test ...)")
     p.add_argument("--protocol", choices=["original", "resized"], default="original")
     p.add_argument("--level", type=int, default=None, help="synthetic difficulty level")

@@ -24,13 +24,13 @@ def predict(model, image, sentence: str, *, device: str | torch.device = "cpu") 
     """The predicted ``(h, w)`` bool mask of ``sentence`` on a PIL ``image`` at its own size."""
     from .data.samples import make_sample
     from .data.transforms import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD, to_original_size
-    from .train import make_tokenizer
+    from .base import build_tokenizer
 
     config = model.config
     mean, std = (CLIP_MEAN, CLIP_STD) if config.vision_encoder == "clip" else (IMAGENET_MEAN, IMAGENET_STD)
     sample = make_sample(
         image, np.zeros((image.height, image.width), dtype=bool), sentence,
-        tokenizer=make_tokenizer(config, synthetic=config.name.endswith("_tiny")), image_size=config.image_size,
+        tokenizer=build_tokenizer(config), image_size=config.image_size,
         resize="square", mean=mean, std=std, image_id=0, ref_id=0, sent_id=0, keep_original_mask=False,
     )
     model.eval().to(device)

@@ -44,11 +44,13 @@ from torch.utils.data import DataLoader, Sampler
 
 from rislayers import RISMetrics
 
+from .base import build_tokenizer
 from .checkpoint import load_checkpoint, save_checkpoint
+from .data.refer import DATASET_SPLITS
 from .config import ModelConfig
 from .registry import build_from_config, get_config
 
-__all__ = ["TrainConfig", "RECIPES", "recipe_for", "train", "main", "ShardedResumableSampler", "make_tokenizer"]
+__all__ = ["TrainConfig", "RECIPES", "recipe_for", "train", "main", "ShardedResumableSampler"]
 
 DEFAULT_MODEL = "lavt_sadlr_tiny"
 
@@ -228,34 +230,12 @@ class ShardedResumableSampler(Sampler[int]):
 # -- data -----------------------------------------------------------------------------------
 
 
-def make_tokenizer(model_config: ModelConfig, *, synthetic: bool):
-    """The tokenizer matching a model's text encoder and vocabulary.
-
-    Tiny models on the generated data use its word-level tokenizer; BERT models use the
-    WordPiece vocabulary of their ``text_weights`` directory (or the bundled MiniLM's, which
-    has bert-base-uncased ids); CLIP text towers use CLIP's BPE.
-    """
-    from .data.tokenizers import BertTokenizer, ClipTokenizer, WordTokenizer, bundled_bert_path
-
-    length = model_config.max_words
-    if model_config.text_encoder == "clip" and model_config.vocab_size == 49408:
-        return ClipTokenizer(max_length=length)
-    if model_config.text_weights is not None:
-        return BertTokenizer(model_config.text_weights, max_length=length)
-    if synthetic and model_config.name.endswith("_tiny"):
-        tokenizer = WordTokenizer(max_length=length)
-        if tokenizer.vocab_size > model_config.vocab_size:
-            raise ValueError(f"vocab_size: {model_config.vocab_size} is smaller than the word tokenizer's {tokenizer.vocab_size}")
-        return tokenizer
-    return BertTokenizer(bundled_bert_path(), max_length=length)
-
-
 def _datasets(cfg: TrainConfig, model_config: ModelConfig):
     from .data.synthetic import DEFAULT_LEVEL, SyntheticReferDataset
     from .data.transforms import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD
 
     synthetic = cfg.data == "synthetic"
-    tokenizer = make_tokenizer(model_config, synthetic=synthetic)
+    tokenizer = build_tokenizer(model_config)
     mean, std = (CLIP_MEAN, CLIP_STD) if model_config.vision_encoder == "clip" else (IMAGENET_MEAN, IMAGENET_STD)
     size = model_config.image_size
     if synthetic:
@@ -449,6 +429,10 @@ def train(cfg: TrainConfig, out_dir: str | os.PathLike | None = None, *, resume:
         model_config = ModelConfig.from_dict(state["model_config"]).replace(vision_weights=None, text_weights=None)
     else:
         model_config = get_config(cfg.model).replace(**overrides)
+        if cfg.data != "synthetic" and model_config.tokenizer == "word":
+            # the generated benchmark's vocabulary cannot spell real sentences; tiny models
+            # share BERT's vocabulary size, so they switch to its WordPiece ids
+            model_config = model_config.replace(tokenizer="bert")
     model = build_from_config(model_config)
     model_config = model.config
     if state is not None:
@@ -613,8 +597,8 @@ def _parser() -> argparse.ArgumentParser:
     d = TrainConfig()
     p.add_argument("--model", default=d.model, help="registry name (see reference_models.list_models())")
     p.add_argument("--data", default=d.data, help="'synthetic' or 'refer:ROOT' (a REFER-layout folder)")
-    p.add_argument("--dataset", default=d.dataset, choices=["refcoco", "refcoco+", "refcocog", "refclef"])
-    p.add_argument("--split-by", default=d.split_by, choices=["unc", "umd", "google", "berkeley"])
+    p.add_argument("--dataset", default=d.dataset, choices=sorted(DATASET_SPLITS))
+    p.add_argument("--split-by", default=d.split_by, choices=sorted({b for splits in DATASET_SPLITS.values() for b in splits}))
     p.add_argument("--val-split", default=d.val_split)
     p.add_argument("--level", type=int, default=None, help="synthetic difficulty level (default: the standard level)")
     p.add_argument("--train-size", type=int, default=d.train_size, help="synthetic training samples per epoch")

@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -163,3 +164,68 @@ def test_ddp_two_processes_equal_one_process_with_the_same_global_batch(tmp_path
     torch.manual_seed(0)
     initial = build_from_config(ModelConfig.from_dict(load_checkpoint(tmp_path / "one" / "last.pt")["model_config"])).state_dict()
     assert sum(not torch.equal(initial[k], one[k]) for k in one if one[k].is_floating_point()) > 10
+
+
+def test_evaluate_on_refer_export_matches_direct_metrics(tmp_path):
+    from torch.utils.data import DataLoader
+
+    from reference_models.data.refer import ReferDataset
+    from reference_models.data.samples import collate
+    from reference_models.data.synthetic import export_refer
+    from reference_models.evaluate import main as evaluate_main
+    from reference_models.base import build_tokenizer
+    from rislayers import RISMetrics
+
+    train(TrainConfig(train_size=32, val_size=8, batch_size=8, epochs=1, workers=0, grid_samples=0), tmp_path / "run", progress=False)
+    root = tmp_path / "refer"
+    export_refer(root, counts={"train": 1, "val": 4, "test": 1}, image_size=64, progress=False)
+    # A briefly trained model predicts nothing; shift its foreground score so that it predicts
+    # partial masks and the comparison is not 0 == 0.
+    model = load_model(tmp_path / "run" / "best.pt").eval()
+    data = ReferDataset(root, "synthetic", "unc", "val", tokenizer=build_tokenizer(model.config), image_size=64, all_sentences=True)
+    batch = collate([data[i] for i in range(4)])
+    with torch.no_grad():
+        logits = model(batch["image"], batch["input_ids"], batch["attention_mask"]).logits
+        model.head.refiner.classifier.bias[1] -= float(logits.quantile(0.8))
+    checkpoint = model.save_pretrained(tmp_path / "shifted")
+    out_json = tmp_path / "eval.json"
+    code = evaluate_main(
+        ["--checkpoint", str(checkpoint), "--data", f"refer:{root}", "--dataset", "synthetic", "--split", "val",
+         "--workers", "0", "--protocol", "resized", "--json", str(out_json)]
+    )
+    assert code == 0
+    reported = json.loads(out_json.read_text())["val"]
+
+    direct = RISMetrics()
+    with torch.no_grad():
+        for batch in DataLoader(data, batch_size=5, collate_fn=collate):
+            logits = model(batch["image"], batch["input_ids"], batch["attention_mask"]).logits
+            direct.update(logits[:, 0] > 0, batch["mask"])
+    assert len(direct) == len(data) >= 4 * 3  # every sentence of every ref is one sample
+    assert 0 < direct.compute()["oIoU"] < 1
+    assert reported == pytest.approx(direct.compute(), abs=1e-12)
+
+
+def test_predict_writes_pictures_a_person_can_open(tmp_path):
+    from PIL import Image
+
+    from reference_models.predict import main as predict_main
+
+    train(TrainConfig(train_size=16, val_size=8, batch_size=8, epochs=1, workers=0, grid_samples=0), tmp_path / "run", progress=False)
+    image = tmp_path / "photo.jpg"
+    Image.new("RGB", (90, 60), (200, 30, 30)).save(image)
+    out = tmp_path / "pred.png"
+    assert predict_main(["--checkpoint", str(tmp_path / "run" / "last.pt"), "--image", str(image), "--text", "the red circle", "--out", str(out)]) == 0
+    with Image.open(out) as overlay, Image.open(tmp_path / "pred_mask.png") as mask:
+        assert overlay.size == (90, 60) and overlay.mode == "RGB"
+        assert mask.size == (90, 60) and set(np.unique(np.asarray(mask)).tolist()) <= {0, 255}
+
+
+def test_predict_names_a_corrupt_image(tmp_path):
+    from reference_models.predict import main as predict_main
+
+    train(TrainConfig(train_size=16, val_size=8, batch_size=8, epochs=1, workers=0, grid_samples=0, max_steps=1), tmp_path / "run", progress=False)
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 20)
+    with pytest.raises(Exception, match="broken.png"):
+        predict_main(["--checkpoint", str(tmp_path / "run" / "last.pt"), "--image", str(bad), "--text", "x", "--out", str(tmp_path / "o.png")])

@@ -16,7 +16,7 @@ SWIN_T = {"swin_embed_dim": 96, "swin_depths": (2, 2, 6, 2), "swin_heads": (3, 6
 SWIN_TINY = {"swin_embed_dim": 16, "swin_depths": (1, 1, 1, 1), "swin_heads": (1, 2, 4, 8), "swin_window": 4}
 BERT_BASE = {"text_encoder": "bert", "text_dim": 768, "text_layers": 12, "text_heads": 12, "text_intermediate": 3072, "max_words": 20}
 BERT_TINY = {"text_encoder": "bert", "text_dropout": 0.0, "text_dim": 32, "text_layers": 1, "text_heads": 2, "text_intermediate": 64, "max_words": 20}
-TINY = {"image_size": 64, "drop_path": 0.0, **SWIN_TINY, **BERT_TINY, "decoder_dim": 32, "refiner_hidden": (16, 32), "num_queries": 4, "transformer_layers": 1}
+TINY = {"image_size": 64, "drop_path": 0.0, "tokenizer": "word", **SWIN_TINY, **BERT_TINY, "decoder_dim": 32, "refiner_hidden": (16, 32), "num_queries": 4, "transformer_layers": 1}
 BASE_480 = {"image_size": 480, **SWIN_B, **BERT_BASE, "decoder_dim": 512}
 
 
@@ -32,14 +32,21 @@ _register_sadlr_family("vlt")
 _register_sadlr_family("lts")
 
 CLIP_B16 = {"vision_encoder": "clip", "clip_width": 768, "clip_layers": 12, "clip_heads": 12, "clip_patch": 16, "clip_embed_dim": 512}
-CLIP_TEXT_BASE = {"text_encoder": "clip", "text_dim": 512, "text_layers": 12, "text_heads": 8, "text_intermediate": 2048, "vocab_size": 49408}
+CLIP_TEXT_BASE = {"text_encoder": "clip", "tokenizer": "clip", "text_dim": 512, "text_layers": 12, "text_heads": 8, "text_intermediate": 2048, "vocab_size": 49408}
 # 9 layers so that ASDA's candidate groups (4-6, 7-9) exist; the BERT vocabulary size lets
 # the tiny models share tokenizers (the CLIP text tower pools at the last real token).
 CLIP_TINY = {"vision_encoder": "clip", "clip_width": 32, "clip_layers": 9, "clip_heads": 2, "clip_patch": 8, "clip_embed_dim": 32}
-CLIP_TEXT_TINY = {"text_encoder": "clip", "text_dim": 32, "text_layers": 2, "text_heads": 2, "text_intermediate": 128, "vocab_size": 30522}
+CLIP_TEXT_TINY = {"text_encoder": "clip", "tokenizer": "word", "text_dim": 32, "text_layers": 2, "text_heads": 2, "text_intermediate": 128, "vocab_size": 30522}
 # ASDA Sec. 4.2: 416 px, N_c = 32 masks, n = 2 attention layers, 17 tokens with [SOS]/[EOS]
 # for RefCOCO/RefCOCO+ (pass max_words=22 for G-Ref); 512 is the published aligner width.
 register_model(ModelConfig(name="asda_base", architecture="asda", image_size=416, **CLIP_B16, **CLIP_TEXT_BASE,
                            max_words=17, decoder_dim=512, transformer_layers=2, aligner_masks=32))
 register_model(ModelConfig(name="asda_tiny", architecture="asda", image_size=64, **CLIP_TINY, **CLIP_TEXT_TINY,
                            max_words=20, decoder_dim=32, transformer_layers=2, aligner_masks=8))
+# S2RM Sec. IV-B: 512 px, BERT-base (20 tokens), Swin pretrained on ImageNet-22K: Swin-B is
+# its 384-px release (window 12, as PolyFormer, whose 512-px setting S2RM follows), Swin-T its
+# only 22K release (window 7). The CASG widths are the Swin widths, so decoder_dim is unused.
+register_model(ModelConfig(name="s2rm_tiny", architecture="s2rm", **TINY))
+register_model(ModelConfig(name="s2rm_sadlr_tiny", architecture="s2rm", plugin="sadlr", **TINY))
+register_model(ModelConfig(name="s2rm_base", architecture="s2rm", image_size=512, **SWIN_B, **BERT_BASE))
+register_model(ModelConfig(name="s2rm_swint", architecture="s2rm", image_size=512, **SWIN_T, **BERT_BASE))

@@ -282,11 +282,16 @@ class CASGDecoder(nn.Module):
     ``[F_4, F_3, F_2]`` (Eq. 13-15). ``F_1`` goes through "another 2D convolution" to
     ``num_classes`` logits, which are bilinearly upsampled x4 (V1 is at stride 4 of the
     image). The paper's final sigmoid is left to the loss: the decoder returns logits.
+    :meth:`forward_features` stops before the classifier and returns ``F_1^cross``;
+    ``num_classes=None`` builds no classifier at all, for a plug-in head that reads
+    ``F_1^cross`` instead (e.g. SADLR's :class:`~rislayers.DynamicQueryRefiner`).
 
     Args:
         in_dims: channels ``(c1, c2, c3, c4)`` of ``V1, V2, V3, F4cross``.
         text_dim: channels ``d`` of the sentence vector.
-        num_classes: output channels (1 = one foreground logit).
+        num_classes: output channels (1 = one foreground logit). ``None`` builds no
+            classifier: :meth:`forward` then returns ``F_1^cross`` ``(b, dims[0], h1, w1)``,
+            as :meth:`forward_features` does.
         dims: widths of the stages of ``V1, V2, V3`` (high-res first). ``None`` (the paper:
             "F_i^cross of size H/2^{i+1} x W/2^{i+1} x C_i^vis") uses ``in_dims[:3]``; other
             widths add a 1x1 projection of each ``V_i`` (see ``CASGStage(vis_dim=...)``).
@@ -311,7 +316,8 @@ class CASGDecoder(nn.Module):
           F4cross (b, c4, h4, w4)]``; the sizes need not halve exactly (each stage resizes
           to its own map)
         - sentence: ``(b, d)``
-        - output: ``(b, num_classes, 4*h1, 4*w1)``
+        - output: ``(b, num_classes, 4*h1, 4*w1)``; ``(b, dims[0], h1, w1)`` with
+          ``num_classes=None``
 
     Example:
         >>> import torch
@@ -319,6 +325,8 @@ class CASGDecoder(nn.Module):
         >>> features = [torch.randn(2, c, 32 // 2**i, 32 // 2**i) for i, c in enumerate((16, 32, 64, 128))]
         >>> decoder(features, torch.randn(2, 24)).shape
         torch.Size([2, 1, 128, 128])
+        >>> decoder.forward_features(features, torch.randn(2, 24)).shape
+        torch.Size([2, 16, 32, 32])
     """
 
     def __init__(
@@ -326,7 +334,7 @@ class CASGDecoder(nn.Module):
         in_dims: Sequence[int],
         text_dim: int,
         *,
-        num_classes: int = 1,
+        num_classes: int | None = 1,
         dims: Sequence[int] | None = None,
         head_kernel_size: int = 1,
         mlp_ratio: float = 1.0,
@@ -345,7 +353,7 @@ class CASGDecoder(nn.Module):
         super().__init__()
         self.in_dims = _dims_tuple("in_dims", in_dims, 4)
         self.text_dim = _positive_int("text_dim", text_dim)
-        self.num_classes = _positive_int("num_classes", num_classes)
+        self.num_classes = None if num_classes is None else _positive_int("num_classes", num_classes)
         self.dims = self.in_dims[:3] if dims is None else _dims_tuple("dims", dims, 3)
         head_kernel_size = _positive_int("head_kernel_size", head_kernel_size)
         if head_kernel_size % 2 == 0:
@@ -378,8 +386,10 @@ class CASGDecoder(nn.Module):
             )
             prev_dims.append(self.dims[level])
         self.stages = nn.ModuleList(stages)
-        self.head = nn.Conv2d(
-            self.dims[0], num_classes, head_kernel_size, padding=head_kernel_size // 2, **factory
+        self.head = (
+            None
+            if num_classes is None
+            else nn.Conv2d(self.dims[0], num_classes, head_kernel_size, padding=head_kernel_size // 2, **factory)
         )
 
     def extra_repr(self) -> str:
@@ -393,7 +403,25 @@ class CASGDecoder(nn.Module):
             sentence: the sentence vector (the paper's ``AvgP(T)``).
 
         Returns:
-            Logits ``(b, num_classes, 4*h1, 4*w1)``.
+            Logits ``(b, num_classes, 4*h1, 4*w1)``; without a classifier
+            (``num_classes=None``), ``F_1^cross`` ``(b, dims[0], h1, w1)``.
+        """
+        decoded = self.forward_features(features, sentence)
+        if self.head is None:
+            return decoded
+        height, width = decoded.shape[-2:]
+        logits = self.head(decoded)
+        return F.interpolate(logits, size=(4 * height, 4 * width), mode="bilinear", align_corners=self.align_corners)
+
+    def forward_features(self, features: Sequence[torch.Tensor], sentence: torch.Tensor) -> torch.Tensor:
+        """Run the three stages and return the finest fused map ``F_1^cross`` (no classifier).
+
+        Args:
+            features: ``[V1, V2, V3, F4cross]``, high resolution first.
+            sentence: the sentence vector (the paper's ``AvgP(T)``).
+
+        Returns:
+            ``F_1^cross`` ``(b, dims[0], h1, w1)``, at the size of ``V1``.
         """
         if isinstance(features, torch.Tensor) or not isinstance(features, Sequence) or len(features) != 4:
             got = f"length {len(features)}" if isinstance(features, Sequence) else type(features).__name__
@@ -402,7 +430,7 @@ class CASGDecoder(nn.Module):
                 f"c_k = {self.in_dims}; got {got}"
             )
         check_shape(features[0], "b c h w", name="features[0]", c=self.in_dims[0])
-        batch, height, width = features[0].shape[0], features[0].shape[-2], features[0].shape[-1]
+        batch = features[0].shape[0]
         for k in (1, 2, 3):
             check_shape(features[k], "b c h w", name=f"features[{k}]", bound={"b": batch}, c=self.in_dims[k])
         check_shape(sentence, "b d", name="sentence", bound={"b": batch}, d=self.text_dim)
@@ -410,5 +438,4 @@ class CASGDecoder(nn.Module):
         decoded = [features[3]]
         for stage, vis in zip(self.stages, (features[2], features[1], features[0])):
             decoded.append(stage(vis, tuple(decoded), sentence))
-        logits = self.head(decoded[-1])
-        return F.interpolate(logits, size=(4 * height, 4 * width), mode="bilinear", align_corners=self.align_corners)
+        return decoded[-1]

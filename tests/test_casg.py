@@ -383,3 +383,18 @@ def test_torch_compile_matches_eager():
         eager = decoder(**inputs)
         compiled = torch.compile(decoder)(**inputs)
     assert_close_outputs(compiled, eager, atol=1e-5)
+
+
+def test_decoder_without_classifier_returns_the_finest_fused_map():
+    torch.manual_seed(0)
+    features = [torch.randn(2, c, 16 // 2**i, 16 // 2**i) for i, c in enumerate((8, 16, 32, 64))]
+    sentence = torch.randn(2, 12)
+    with_head = CASGDecoder((8, 16, 32, 64), 12).eval()
+    torch.manual_seed(0)
+    headless = CASGDecoder((8, 16, 32, 64), 12, num_classes=None).eval()
+    headless.load_state_dict({k: v for k, v in with_head.state_dict().items() if not k.startswith("head.")})
+    assert headless.head is None
+    with torch.no_grad():
+        fused = headless(features, sentence)
+        assert fused.shape == (2, 8, 16, 16)
+        torch.testing.assert_close(fused, with_head.forward_features(features, sentence))

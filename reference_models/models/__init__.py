@@ -8,6 +8,7 @@ from .asda import ASDA
 from .heads import SegmentationHead
 from .lavt import LAVT
 from .lts import LTS
+from .s2rm import S2RM
 from .vlt import VLT
 
-__all__ = ["ASDA", "LAVT", "LTS", "VLT", "SegmentationHead"]
+__all__ = ["ASDA", "LAVT", "LTS", "S2RM", "VLT", "SegmentationHead"]

@@ -1,0 +1,183 @@
+"""The S2RM reference system, alone and with SADLR's refiner (tiny sizes only: CPU, random init)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from rislayers import DynamicQueryRefiner, ShapeError
+from reference_models import build_model
+from reference_models.base import RISModel
+from tests.layer_checks import assert_batch_independent, assert_close_outputs, assert_finite, assert_param_grads
+
+IMAGE = 64
+NAMES = ["s2rm_tiny", "s2rm_sadlr_tiny"]
+
+
+def _inputs(batch: int, words: int = 6, *, short: int = 2):
+    """Images, ids and a mask where every other sample ends ``short`` tokens early."""
+    images = torch.randn(batch, 3, IMAGE, IMAGE)
+    ids = torch.randint(1, 1000, (batch, words))
+    mask = torch.ones(batch, words, dtype=torch.long)
+    mask[1::2, words - short :] = 0
+    return images, ids, mask
+
+
+def _target(batch: int, fill: bool | None = None) -> torch.Tensor:
+    if fill is not None:
+        return torch.full((batch, IMAGE, IMAGE), fill)
+    target = torch.zeros(batch, IMAGE, IMAGE, dtype=torch.bool)
+    target[:, 16:40, 8:48] = True
+    return target
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_forward_backward_shapes_and_gradients(name):
+    torch.manual_seed(0)
+    model = build_model(name)
+    images, ids, mask = _inputs(2)
+    out = model(images, ids, mask)
+    assert out.logits.shape == (2, 1, IMAGE, IMAGE)
+    if model.config.plugin == "sadlr":
+        # One 2-class map per refinement iteration, at the stride-4 resolution of F_1^cross.
+        assert [tuple(t.shape) for t in out.aux_logits] == [(2, 2, IMAGE // 4, IMAGE // 4)] * model.config.refiner_iters
+    else:
+        assert [tuple(t.shape) for t in out.aux_logits] == [(2, 1, IMAGE, IMAGE)]
+    assert_finite(out)
+    loss = model.loss(out, _target(2))
+    assert loss.shape == () and torch.isfinite(loss)
+    loss.backward()
+    assert_param_grads(model)
+
+
+def test_sadlr_reads_the_finest_fused_map_instead_of_the_classifier():
+    plain, sadlr = build_model("s2rm_tiny"), build_model("s2rm_sadlr_tiny")
+    assert isinstance(plain.decoder.head, nn.Conv2d) and plain.head is None
+    assert sadlr.decoder.head is None  # no unused classifier beside the refiner
+    assert isinstance(sadlr.head.refiner, DynamicQueryRefiner)
+    assert sadlr.head.refiner.dim == sadlr.backbone.dims[0] == sadlr.decoder.dims[0]
+    # Everything else is the same network.
+    shared = {k: v.shape for k, v in plain.state_dict().items() if not k.startswith("decoder.head.")}
+    assert shared == {k: v.shape for k, v in sadlr.state_dict().items() if not k.startswith("head.")}
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("fill", [False, True])
+def test_loss_finite_for_empty_and_full_targets(name, fill):
+    model = build_model(name)
+    images, ids, mask = _inputs(2)
+    loss = model.loss(model(images, ids, mask), _target(2, fill))
+    assert torch.isfinite(loss) and loss >= 0
+    loss.backward()
+    for param_name, param in model.named_parameters():
+        if param.grad is not None:
+            assert torch.isfinite(param.grad).all(), f"parameter {param_name} has a non-finite gradient"
+
+
+def test_loss_is_single_class_dice_on_the_sigmoid():
+    model = build_model("s2rm_tiny").eval()
+    images, ids, mask = _inputs(2)
+    target = _target(2)
+    with torch.no_grad():
+        out = model(images, ids, mask)
+    prob, truth = out.logits[:, 0].sigmoid(), target.float()
+    inter, total = (prob * truth).sum(dim=(1, 2)), prob.sum(dim=(1, 2)) + truth.sum(dim=(1, 2))
+    expected = (1 - (2 * inter + 1) / (total + 1)).mean()
+    torch.testing.assert_close(model.loss(out, target), expected)
+    # A confident, correct prediction costs almost nothing.
+    perfect = out._replace(aux_logits=[torch.where(target, 30.0, -30.0)[:, None]])
+    assert model.loss(perfect, target) < 1e-3
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_padding_words_do_not_change_the_output(name):
+    model = build_model(name).eval()
+    images, ids, mask = _inputs(2)
+    extra = 5
+    padded_ids = torch.cat([ids, torch.randint(1, 1000, (2, extra))], dim=1)
+    padded_mask = torch.cat([mask, torch.zeros(2, extra, dtype=torch.long)], dim=1)
+    padded_ids[1, 4:6] = torch.tensor([7, 9])  # garbage under the mask inside the sentence too
+    with torch.no_grad():
+        assert_close_outputs(model(images, ids, mask), model(images, padded_ids, padded_mask))
+
+
+def test_image_of_another_size_raises_naming_image_size():
+    model = build_model("s2rm_tiny")
+    _, ids, mask = _inputs(2)
+    with pytest.raises(ShapeError, match=r"^images: .*H: 96 != 64.*image_size=64"):
+        model(torch.randn(2, 3, 96, 96), ids, mask)
+    with pytest.raises(ShapeError, match=r"^images: .*image_size=64"):
+        model(torch.randn(2, 3, 64, 96), ids, mask)
+    with pytest.raises(ShapeError, match=r"^attention_mask: "):
+        model(torch.randn(2, 3, IMAGE, IMAGE), ids, mask[:, :3])
+    with pytest.raises(ShapeError, match=r"^target: "):
+        model.loss(model(*_inputs(2)), torch.zeros(3, IMAGE, IMAGE, dtype=torch.bool))
+
+
+def test_coparser_size_follows_image_size():
+    model = build_model("s2rm_tiny", image_size=96).eval()
+    assert model.coparser.size == (3, 3)
+    with torch.no_grad():
+        out = model(torch.randn(1, 3, 96, 96), torch.randint(1, 1000, (1, 4)))
+    assert out.logits.shape == (1, 1, 96, 96)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"image_size": 80}, "image_size"),
+        ({"vision_encoder": "clip"}, "vision_encoder"),
+        ({"swin_depths": (1, 1, 1)}, "swin_depths"),
+    ],
+)
+def test_bad_configs_raise_naming_the_field(overrides, field):
+    with pytest.raises(ValueError, match=rf"^{field}: .*got"):
+        build_model("s2rm_tiny", **overrides)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_batch_of_one_trains_and_predicts(name):
+    model = build_model(name)
+    images, ids, mask = _inputs(1)
+    out = model(images, ids, mask)
+    assert out.logits.shape == (1, 1, IMAGE, IMAGE)
+    model.loss(out, _target(1)).backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    with torch.no_grad():
+        out = model.eval()(images, ids, mask)
+    assert out.logits.shape == (1, 1, IMAGE, IMAGE)
+    assert_finite(out)
+
+
+def test_batch_independence_in_eval():
+    model = build_model("s2rm_sadlr_tiny").eval()
+    images, ids, mask = _inputs(3)
+    inputs = {"images": images, "input_ids": ids, "attention_mask": mask}
+
+    def perturb(values, index):
+        values = {k: v.clone() for k, v in values.items()}
+        values["images"][index] = torch.randn(3, IMAGE, IMAGE)
+        values["input_ids"][index] = torch.randint(1, 1000, ids.shape[1:])
+        return values
+
+    assert_batch_independent(lambda v: model(**v), inputs, perturb, changed=0, watched=2)
+
+
+def test_group_norm_option_replaces_every_batch_norm():
+    model = build_model("s2rm_tiny", norm="group")
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+    images, ids, mask = _inputs(2)
+    model.loss(model(images, ids, mask), _target(2)).backward()
+    assert_param_grads(model)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_save_and_load_round_trip(tmp_path, name):
+    model = build_model(name).eval()
+    images, ids, mask = _inputs(2)
+    model.save_pretrained(tmp_path)
+    loaded = RISModel.from_pretrained(tmp_path).eval()
+    assert type(loaded) is type(model) and loaded.config == model.config
+    with torch.no_grad():
+        assert_close_outputs(model(images, ids, mask), loaded(images, ids, mask), atol=0, rtol=0)

@@ -1,0 +1,203 @@
+"""Smoke tests of ``python -m reference_models.bench`` and its measurement helpers.
+
+Every section runs once on tiny models or tiny sizes with one repeat; the tests check the
+command line, the printed columns and the JSON rows. No measured time is asserted.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from reference_models import bench, benchtools
+
+ROOT = Path(__file__).resolve().parents[1]
+FAST = ["--repeats", "1", "--warmup", "0"]
+
+
+def _header_and_table(out: str, section: str) -> tuple[str, list[str]]:
+    lines = out.strip().splitlines()
+    assert lines[0].startswith(f"# {section} | "), lines[0]
+    assert f"torch {torch.__version__}" in lines[0]
+    assert f"{torch.get_num_threads()} threads" in lines[0]
+    return lines[0], lines[1:]
+
+
+def _row_line(lines: list[str], first: str) -> list[str]:
+    matches = [line.split() for line in lines if line.split()[:1] == [first]]
+    assert len(matches) == 1, (first, lines)
+    return matches[0]
+
+
+def test_parser_sections_and_options():
+    parser = bench._parser()
+    args = parser.parse_args(["latency"])
+    assert (args.size, args.device, args.dtype, args.repeats, args.warmup) == ("base", "cpu", "float32", 5, 1)
+    assert not args.channels_last and not args.compile and args.memory
+    args = parser.parse_args(
+        ["latency", "--models", "a", "b", "--size", "tiny", "--dtype", "bf16", "--channels-last", "--compile",
+         "--repeats", "3", "--threads", "1", "--no-memory", "--json", "x.json"]
+    )
+    assert args.models == ["a", "b"] and args.size == "tiny" and args.dtype == "bf16"
+    assert args.channels_last and args.compile and args.repeats == 3 and args.threads == 1 and not args.memory
+    assert args.json == Path("x.json")
+    args = parser.parse_args(["layers", "--quick", "--only", "CASGDecoder", "--coparser-sizes"])
+    assert args.quick and args.only == ["CASGDecoder"] and args.coparser_sizes == [] and args.batch == 1
+    args = parser.parse_args(["train"])
+    assert (args.batch, args.steps, args.models, args.image_size) == (32, 3, None, None)
+    for wrong in (["latency", "--dtype", "fp16"], ["latency", "--size", "huge"], ["speed"], [], ["flops", "--quick"]):
+        with pytest.raises(SystemExit):
+            parser.parse_args(wrong)
+
+
+def test_default_model_lists():
+    assert bench.latency_models("tiny") == [f"{s}_tiny" for s in bench.LATENCY_SYSTEMS]
+    assert bench.latency_models("base")[-1] == "s2rm_swint"
+    names = bench.train_models()
+    assert names[0] == "lavt_sadlr_tiny" and len(names) == len(set(names))
+    assert all(name.endswith("_tiny") for name in names)
+
+
+def test_latency_groups_add_baseline_and_skip_unknown():
+    groups, skipped = bench._latency_groups(["vlt_sadlr_tiny", "asda_tiny", "nope_tiny", "lts_tiny", "lts_sadlr_tiny"],
+                                            {"vlt_tiny", "vlt_sadlr_tiny", "asda_tiny", "lts_tiny", "lts_sadlr_tiny"})
+    assert groups == [["vlt_tiny", "vlt_sadlr_tiny"], ["asda_tiny"], ["lts_tiny", "lts_sadlr_tiny"]]
+    assert skipped == ["nope_tiny"]
+
+
+def test_latency_section_pairs_plugin_with_baseline(tmp_path, capsys):
+    path = tmp_path / "latency.json"
+    assert bench.main(["latency", "--models", "lavt_sadlr_tiny", "not_a_model_tiny", "--channels-last", *FAST, "--json", str(path)]) == 0
+    header, lines = _header_and_table(capsys.readouterr().out, "latency")
+    assert "device cpu" in header and "float32" in header
+    assert lines[0].split()[:2] == ["model", "input"] and "vs baseline" in lines[0] and "peak MiB" in lines[0]
+    base, plugin = _row_line(lines, "lavt_tiny"), _row_line(lines, "lavt_sadlr_tiny")
+    assert base[1] == plugin[1] == "64"
+    assert base[6] == "-" and float(plugin[6]) > 0 and float(plugin[7]) > 0
+    assert any("not_a_model_tiny" in line for line in lines)
+    saved = json.loads(path.read_text())
+    assert saved["section"] == "latency" and saved["environment"]["torch"] == torch.__version__
+    assert saved["skipped"] == ["not_a_model_tiny"] and saved["channels_last"] is True
+    rows = {row["model"]: row for row in saved["rows"]}
+    assert set(rows) == {"lavt_tiny", "lavt_sadlr_tiny"}
+    assert rows["lavt_sadlr_tiny"]["baseline"] == "lavt_tiny" and rows["lavt_tiny"]["baseline"] is None
+    assert len(rows["lavt_tiny"]["times_ms"]) == 1 and rows["lavt_tiny"]["peak_mib"] >= 0
+
+
+def test_layers_section_quick(tmp_path, capsys):
+    path = tmp_path / "layers.json"
+    argv = ["layers", "--quick", "--only", "DynamicQueryRefiner", "SpatialRecurrentCoparser", *FAST,
+            "--coparser-sizes", "4", "--coparser-dims", "8", "--json", str(path)]
+    assert bench.main(argv) == 0
+    _, lines = _header_and_table(capsys.readouterr().out, "layers")
+    titles = next(line for line in lines if line.startswith("layer "))
+    for column in ("setting", "params(M)", "fwd ms", "f+b ms", "pk fwd MiB", "pk f+b MiB"):
+        assert column in titles
+    assert sum(line.startswith("SpatialRecurrentCoparser") for line in lines) == 2
+    assert any(line.split()[:3] == ["coparse", "4", "8"] for line in lines)
+    assert any(line.split()[:3] == ["layer", "4", "8"] for line in lines)
+    rows = json.loads(path.read_text())["rows"]
+    assert [r["layer"] for r in rows[:3]] == ["DynamicQueryRefiner", "SpatialRecurrentCoparser", "SpatialRecurrentCoparser"]
+    assert all(r["peak_fb_mib"] >= 0 and r["params_m"] > 0 for r in rows[:3])
+    comparison = [r for r in rows if r["layer"].endswith("gemm vs shift")]
+    assert [(r["part"], r["size"], r["dim"], r["batch"]) for r in comparison] == [("coparse", 4, 8, 2), ("layer", 4, 8, 2)]
+
+
+def test_layers_section_bf16_without_memory_or_comparison(capsys):
+    assert bench.main(["layers", "--quick", "--only", "LanguageGate", "--dtype", "bf16", "--no-memory", "--coparser-sizes", *FAST]) == 0
+    header, lines = _header_and_table(capsys.readouterr().out, "layers")
+    assert "bf16" in header
+    row = _row_line(lines, "LanguageGate")
+    assert row[-2:] == ["-", "-"]
+    assert not any("gemm vs shift" in line for line in lines)
+
+
+def test_layers_unknown_name_is_an_error():
+    with pytest.raises(SystemExit, match="Nope"):
+        bench.main(["layers", "--quick", "--only", "Nope"])
+
+
+def test_every_layer_case_builds_and_runs_quick():
+    # Each quick case goes through forward and backward once (the table's own code path).
+    rows = bench.layers_table(bench.layer_cases(quick=True), repeats=1, warmup=0, memory=False)
+    layers = {row["layer"] for row in rows}
+    assert {"DynamicQueryRefiner", "PixelWordAttention", "AdaptiveLayerSelector", "ScaleWiseAggregator",
+            "DualBranchAligner", "SpatialRecurrentCoparser", "CASGDecoder", "LanguageGate"} <= layers
+    assert len(bench.layer_cases(quick=False)) == len(bench.layer_cases(quick=True)) + 3  # 4 PWAM stages
+
+
+def test_train_section_tiny(tmp_path, capsys):
+    path = tmp_path / "train.json"
+    assert bench.main(["train", "--models", "lavt_sadlr_tiny", "--batch", "2", "--steps", "1", "--warmup", "0", "--json", str(path)]) == 0
+    _, lines = _header_and_table(capsys.readouterr().out, "train")
+    for column in ("model", "batch", "optimizer", "step ms", "samples/s", "data/s", "peak MiB"):
+        assert column in lines[0]
+    row = _row_line(lines, "lavt_sadlr_tiny")
+    assert row[1:4] == ["64", "2", "adamw"]
+    saved = json.loads(path.read_text())
+    assert saved["section"] == "train" and saved["steps"] == 1
+    (only,) = saved["rows"]
+    assert only["model"] == "lavt_sadlr_tiny" and only["batch"] == 2 and only["samples_per_s"] > 0
+
+
+def test_flops_section_tiny(tmp_path, capsys):
+    path = tmp_path / "flops.json"
+    assert bench.main(["flops", "--models", "lts_tiny", "lts_sadlr_tiny", "--json", str(path)]) == 0
+    _, lines = _header_and_table(capsys.readouterr().out, "flops")
+    assert lines[0].split()[:3] == ["model", "input", "GMACs"]
+    rows = json.loads(path.read_text())["rows"]
+    assert [r["model"] for r in rows] == ["lts_tiny", "lts_sadlr_tiny"]
+    assert rows[1]["sadlr_ratio"] == pytest.approx(rows[1]["gmacs"] / rows[0]["gmacs"], abs=1e-3)
+
+
+def test_interleaved_rounds_alternate_order():
+    calls = []
+    times = benchtools.interleaved_seconds({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, warmup=1, repeats=4)
+    assert calls == ["a", "b", "a", "b", "b", "a", "a", "b", "b", "a"]
+    assert {name: len(values) for name, values in times.items()} == {"a": 4, "b": 4}
+
+
+def test_peak_bytes_counts_what_the_step_allocates():
+    kept = []
+    peak = benchtools.peak_bytes(lambda: kept.append(torch.ones(1 << 20)))  # 4 MiB of float32
+    assert 4 * benchtools.MIB <= peak < 8 * benchtools.MIB
+    assert benchtools.peak_bytes(lambda: None) == 0
+
+
+def test_total_sums_nested_outputs_with_gradients():
+    x = torch.ones(3, requires_grad=True)
+    loss = benchtools.total({"a": [x * 2, (x * 3, torch.ones(2))], "b": torch.arange(3)})
+    loss.backward()
+    assert loss.item() == 15 and x.grad.tolist() == [5.0, 5.0, 5.0]
+
+
+def test_environment_and_devices():
+    env = benchtools.environment("cpu", "bf16")
+    line = benchtools.format_environment("demo", env)
+    assert line.startswith("# demo | ") and "device cpu" in line and "bf16" in line and env["torch"] in line
+    with pytest.raises(ValueError, match="device"):
+        benchtools.resolve_device("meta")
+
+
+def test_coparser_targets_read_the_key_rows():
+    def row(part, x):
+        return {"part": part, "size": 16, "dim": 768, "batch": 8, "x_fwd": x, "x_fb": x, "x_mem_fwd": x, "x_mem_fb": x}
+
+    assert benchtools.coparser_targets([row("coparse", 1.0)]) is None
+    checks = dict(benchtools.coparser_targets([row("coparse", 3.5), row("layer", 0.9)]))
+    assert checks["coparse fwd >= 3x faster"] and checks["coparse peak fwd+bwd >= 2x smaller"]
+    assert not checks["layer fwd faster"]
+
+
+def test_benchmarks_coparser_script_runs(capsys):
+    spec = importlib.util.spec_from_file_location("coparser_benchmark", ROOT / "benchmarks" / "coparser.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main(["--sizes", "4", "--dims", "8", "--batch", "2", "--words", "4", "--text-dim", "8", "--repeats", "1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("machine: ") and "fwd gemm" in lines[4]
+    assert [line.split()[:3] for line in lines[6:8]] == [["coparse", "4", "8"], ["layer", "4", "8"]]

@@ -37,19 +37,36 @@ class SegmentationOutput(NamedTuple):
 
 
 def foreground_logit(logits: torch.Tensor) -> torch.Tensor:
-    """A 1-channel foreground logit from 1- or 2-class logits (``l1 - l0`` for 2 classes)."""
+    """A 1-channel foreground logit from 1- or 2-class logits (``l1 - l0`` for 2 classes).
+
+    Args:
+        logits: ``(b, 1, h, w)`` or ``(b, 2, h, w)`` scores.
+
+    Returns:
+        ``(b, 1, h, w)``: positive where the foreground wins.
+    """
     return logits[:, 1:2] - logits[:, 0:1] if logits.shape[1] == 2 else logits
 
 
 def upsample_to(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Bilinear resize to ``size`` (no-op when already there)."""
+    """Bilinear resize to ``size`` (no-op when already there).
+
+    Args:
+        x: ``(b, k, h, w)`` maps.
+        size: the target ``(height, width)``.
+    """
     if tuple(x.shape[-2:]) == tuple(size):
         return x
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
 
 
 def build_text_encoder(config: ModelConfig) -> nn.Module:
-    """The text encoder a config asks for (BERT or CLIP text tower)."""
+    """The text encoder a config asks for (BERT or CLIP text tower).
+
+    Args:
+        config: reads ``text_encoder``, the ``text_*`` sizes, ``vocab_size``, ``max_words``
+            and ``text_weights`` (a local directory or checkpoint, or None for random init).
+    """
     if config.text_encoder == "bert":
         return BertTextEncoder(
             config.text_dim,
@@ -73,7 +90,12 @@ def build_text_encoder(config: ModelConfig) -> nn.Module:
 
 
 def build_tokenizer(config: ModelConfig):
-    """The tokenizer that matches a model's text encoder (``config.tokenizer``)."""
+    """The tokenizer that matches a model's text encoder (``config.tokenizer``).
+
+    Args:
+        config: reads ``tokenizer``, ``max_words`` and, for BERT, ``text_weights`` (whose
+            vocabulary wins over the bundled bert-base-uncased one).
+    """
     from .data.tokenizers import BertTokenizer, ClipTokenizer, WordTokenizer, bundled_bert_path
 
     if config.tokenizer == "clip":
@@ -88,7 +110,12 @@ def build_tokenizer(config: ModelConfig):
 
 
 def build_swin(config: ModelConfig) -> SwinEncoder:
-    """The Swin image encoder a config asks for."""
+    """The Swin image encoder a config asks for.
+
+    Args:
+        config: reads ``image_size``, the ``swin_*`` sizes, ``drop_path`` and
+            ``vision_weights`` (a local timm checkpoint, or None for random init).
+    """
     return SwinEncoder(
         config.image_size,
         embed_dim=config.swin_embed_dim,
@@ -105,6 +132,9 @@ def use_group_norm(module: nn.Module) -> nn.Module:
 
     Applied at build time when ``config.norm == "group"``, so every architecture gets the
     option from one place instead of a flag threaded through each decoder.
+
+    Args:
+        module: changed in place (and returned).
     """
     import math
 
@@ -118,7 +148,12 @@ def use_group_norm(module: nn.Module) -> nn.Module:
 
 
 def build_clip_vision(config: ModelConfig) -> ClipVisionEncoder:
-    """The CLIP ViT image encoder a config asks for."""
+    """The CLIP ViT image encoder a config asks for.
+
+    Args:
+        config: reads ``image_size``, the ``clip_*`` sizes and ``vision_weights`` (a local
+            open_clip checkpoint, or None for random init).
+    """
     return ClipVisionEncoder(
         config.image_size,
         width=config.clip_width,
@@ -133,12 +168,18 @@ def build_clip_vision(config: ModelConfig) -> ClipVisionEncoder:
 class RISModel(nn.Module):
     """Base class of the reference models.
 
-    Subclasses implement :meth:`forward` (returning :class:`SegmentationOutput`) and
+    Subclasses implement ``forward`` (returning :class:`SegmentationOutput`) and
     :meth:`loss`. This class gives them the input checks, ``save_pretrained`` /
     ``from_pretrained`` (config JSON + safetensors), and :meth:`encode_text`.
 
     Args:
         config: the model's frozen configuration.
+
+    Shape:
+        - images: ``(b, 3, H, W)`` normalised pictures, ``H = W = config.image_size``
+        - input_ids: ``(b, l)`` token ids, ``l <= config.max_words``
+        - attention_mask: ``(b, l)``, 1 (or True) on real tokens; ``None`` means all real
+        - output: :class:`SegmentationOutput` with logits ``(b, 1, H, W)``
     """
 
     def __init__(self, config: ModelConfig) -> None:
@@ -156,6 +197,12 @@ class RISModel(nn.Module):
             check_shape(attention_mask, "b l", name="attention_mask", bound=axes)
 
     def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> TextFeatures:
+        """Run the model's text encoder: word features, their mask and a sentence vector.
+
+        Args:
+            input_ids: ``(b, l)`` token ids.
+            attention_mask: ``(b, l)``, nonzero on real tokens; None means all real.
+        """
         return self.text_encoder(input_ids, attention_mask)
 
     def loss(self, output: SegmentationOutput, target: torch.Tensor) -> torch.Tensor:

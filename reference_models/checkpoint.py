@@ -25,7 +25,15 @@ class CheckpointError(RuntimeError):
 
 
 def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
-    """Write ``state`` to ``path`` atomically (a crash mid-write keeps the previous file)."""
+    """Write ``state`` to ``path`` atomically (a crash mid-write keeps the previous file).
+
+    Args:
+        state: tensors and plain Python values (what ``torch.load(weights_only=True)`` reads).
+        path: the ``.pt`` file to write; its folder must exist.
+
+    Returns:
+        ``path``.
+    """
     path = Path(path)
     atomic_save(state, path)
     return path
@@ -33,6 +41,13 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """Read a checkpoint written by :func:`save_checkpoint` (safe: ``weights_only=True``).
+
+    Args:
+        path: a run's ``last.pt`` or ``best.pt``.
+
+    Returns:
+        The saved dict (``model``, ``model_config``, ``train_config``, optimizer states, ...),
+        on the CPU.
 
     Raises:
         FileNotFoundError: no file at ``path``.

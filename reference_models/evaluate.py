@@ -58,7 +58,19 @@ def _dataset(model_config, *, data: str, split: str, dataset: str, split_by: str
 def evaluate(model, loader, *, protocol: str = "original", device: str | torch.device = "cpu", progress: bool = False) -> dict[str, float]:
     """Metrics of ``model`` over ``loader`` (batches from :func:`reference_models.data.samples.collate`).
 
-    Returns RISMetrics' keys, plus GRESMetrics' when any target is empty.
+    Args:
+        model: a reference model (its ``logits[:, 0] > 0`` is the prediction).
+        loader: batches with ``image``, ``input_ids``, ``attention_mask`` and ``mask``; for
+            ``protocol="original"`` also ``content_box``, ``orig_size`` and ``orig_mask``
+            (datasets built with ``keep_original_mask=True``).
+        protocol: ``"original"`` (score at each image's own size) or ``"resized"`` (LAVT's:
+            at the model's input size).
+        device: where the model runs.
+        progress: show a tqdm bar.
+
+    Returns:
+        :class:`~rislayers.metrics.RISMetrics`' keys (fractions), plus
+        :class:`~rislayers.metrics.GRESMetrics`' when any target is empty.
     """
     from tqdm.auto import tqdm
 
@@ -97,6 +109,11 @@ def _table(results: dict[str, dict[str, float]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Command line: evaluate a checkpoint on one or more splits.
+
+    Args:
+        argv: command-line arguments (default: ``sys.argv[1:]``); see ``--help``.
+    """
     p = argparse.ArgumentParser(prog="python -m reference_models.evaluate", description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", required=True, type=Path, help="a run's best.pt/last.pt, or a save_pretrained folder")
     p.add_argument("--data", default="synthetic", help="'synthetic' or 'refer:ROOT'")

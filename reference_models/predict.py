@@ -21,7 +21,14 @@ __all__ = ["predict", "main"]
 
 @torch.no_grad()
 def predict(model, image, sentence: str, *, device: str | torch.device = "cpu") -> np.ndarray:
-    """The predicted ``(h, w)`` bool mask of ``sentence`` on a PIL ``image`` at its own size."""
+    """The predicted ``(h, w)`` bool mask of ``sentence`` on a PIL ``image`` at its own size.
+
+    Args:
+        model: a reference model; its config says how to tokenize, resize and normalise.
+        image: a :class:`PIL.Image.Image` (RGB).
+        sentence: the referring expression.
+        device: where the model runs.
+    """
     from .data.samples import make_sample
     from .data.transforms import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD, to_original_size
     from .base import build_tokenizer
@@ -40,6 +47,11 @@ def predict(model, image, sentence: str, *, device: str | torch.device = "cpu") 
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Command line: write the overlay and the mask of one image and sentence.
+
+    Args:
+        argv: command-line arguments (default: ``sys.argv[1:]``); see ``--help``.
+    """
     p = argparse.ArgumentParser(prog="python -m reference_models.predict", description="Segment the object a sentence describes.")
     p.add_argument("--checkpoint", required=True, type=Path, help="a run's best.pt/last.pt, or a save_pretrained folder")
     p.add_argument("--image", required=True, type=Path)

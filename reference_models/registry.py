@@ -13,7 +13,12 @@ _CONFIGS: dict[str, ModelConfig] = {}
 
 
 def register_architecture(name: str):
-    """Class decorator: ``@register_architecture("lavt")`` makes configs of that architecture buildable."""
+    """Class decorator: ``@register_architecture("lavt")`` makes configs of that architecture buildable.
+
+    Args:
+        name: the ``ModelConfig.architecture`` value the decorated class builds; the class
+            is called with the config.
+    """
 
     def wrap(cls):
         _ARCHITECTURES[name] = cls
@@ -23,7 +28,11 @@ def register_architecture(name: str):
 
 
 def register_model(config: ModelConfig) -> ModelConfig:
-    """Register a named configuration (its ``name`` field is the registry key)."""
+    """Register a named configuration (its ``name`` field is the registry key).
+
+    Args:
+        config: the configuration; a name already registered raises ``ValueError``.
+    """
     if config.name in _CONFIGS:
         raise ValueError(f"name: {config.name!r} is already registered")
     _CONFIGS[config.name] = config
@@ -41,7 +50,12 @@ def list_models() -> list[str]:
 
 
 def get_config(name: str) -> ModelConfig:
-    """The registered configuration of ``name``."""
+    """The registered configuration of ``name``.
+
+    Args:
+        name: a name from :func:`list_models`; an unknown one raises ``ValueError``
+            listing the available names.
+    """
     _ensure_loaded()
     if name not in _CONFIGS:
         raise ValueError(f"name: unknown model {name!r}; available: {', '.join(sorted(_CONFIGS))}")
@@ -76,7 +90,12 @@ def resolve_text_config(config: ModelConfig) -> ModelConfig:
 
 
 def build_from_config(config: ModelConfig):
-    """Build the model a config describes (random init except for the weights files it names)."""
+    """Build the model a config describes (random init except for the weights files it names).
+
+    Args:
+        config: any configuration, registered or not; ``norm="group"`` swaps every
+            BatchNorm for GroupNorm after building.
+    """
     _ensure_loaded()
     config = resolve_text_config(config)
     if config.architecture not in _ARCHITECTURES:
@@ -91,6 +110,11 @@ def build_from_config(config: ModelConfig):
 
 def build_model(name: str, **overrides):
     """Build a registered model, optionally changing config fields.
+
+    Args:
+        name: a name from :func:`list_models` (``lavt_sadlr_tiny``, ``asda_base``, ...).
+        **overrides: :class:`~reference_models.config.ModelConfig` fields to change, e.g.
+            ``image_size=96`` or ``text_weights="/weights/bert-base-uncased"``.
 
     Example:
         >>> from reference_models import build_model

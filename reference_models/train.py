@@ -54,7 +54,8 @@ __all__ = ["TrainConfig", "RECIPES", "recipe_for", "train", "main", "ShardedResu
 
 DEFAULT_MODEL = "lavt_sadlr_tiny"
 
-# Each paper's optimisation recipe; "tiny" is the fast CPU recipe of the embedded default.
+#: Each paper's optimisation recipe, by architecture (``sadlr`` also covers LAVT, VLT and
+#: LTS); ``tiny`` is the fast CPU recipe of every ``_tiny`` model. :func:`recipe_for` picks one.
 RECIPES: dict[str, dict[str, Any]] = {
     # SADLR Sec. 4.1 (and LAVT): AdamW 5e-5, wd 1e-2, poly, 40 epochs, batch 32, 480 px.
     "sadlr": {"optimizer": "adamw", "lr": 5e-5, "weight_decay": 1e-2, "schedule": "poly", "epochs": 40, "batch_size": 32},
@@ -62,12 +63,20 @@ RECIPES: dict[str, dict[str, Any]] = {
     "asda": {"optimizer": "adam", "lr": 5e-5, "weight_decay": 0.0, "schedule": "step", "milestones": (18, 25), "epochs": 30, "batch_size": 28},
     # S2RM Sec. IV: AdamW 5e-5, wd 0.01, poly, 40 epochs, batch 32, 512 px.
     "s2rm": {"optimizer": "adamw", "lr": 5e-5, "weight_decay": 1e-2, "schedule": "poly", "epochs": 40, "batch_size": 32},
-    "tiny": {"optimizer": "adamw", "lr": 2e-3, "weight_decay": 1e-2, "schedule": "poly", "epochs": 12, "batch_size": 32},
+    # Embedded default, measured on 2 CPU cores: ~1000 steps of fresh generated samples; one
+    # intra-op thread leaves the second core to the data workers (two threads fighting other
+    # processes for two cores ran ~10x slower per step here).
+    "tiny": {"optimizer": "adamw", "lr": 2e-3, "weight_decay": 1e-2, "schedule": "poly", "epochs": 4, "batch_size": 32, "threads": 1},
 }
 
 
 def recipe_for(model: str) -> dict[str, Any]:
-    """The recipe a model trains with by default."""
+    """The recipe a model trains with by default.
+
+    Args:
+        model: a registered model name; ``_tiny`` models get ``RECIPES["tiny"]``, the others
+            their architecture's recipe (SADLR's for LAVT, VLT and LTS).
+    """
     if model.endswith("_tiny"):
         return RECIPES["tiny"]
     architecture = get_config(model).architecture
@@ -78,7 +87,43 @@ def recipe_for(model: str) -> dict[str, Any]:
 class TrainConfig:
     """Everything a training run depends on (saved in ``config.json`` and every checkpoint).
 
-    ``None`` fields take the model's recipe (:data:`RECIPES`).
+    ``None`` fields take the model's recipe (:data:`RECIPES`). Each field is the
+    command-line flag of the same name (``split_by`` is ``--split-by``).
+
+    Attributes:
+        model: registry name (see :func:`reference_models.list_models`).
+        data: ``"synthetic"`` or ``"refer:ROOT"`` (a REFER-layout folder).
+        dataset: ``refcoco``, ``refcoco+``, ``refcocog``, ``refclef`` or ``synthetic`` (REFER data).
+        split_by: the split authors (``unc``, ``umd``, ``google``, ``berkeley``).
+        val_split: the split validated after every epoch.
+        level: synthetic difficulty level (None: the standard level).
+        train_size: synthetic training samples per epoch.
+        val_size: synthetic validation samples.
+        image_size: override the model's input size.
+        epochs: passes over the training set.
+        batch_size: samples per process and micro-batch.
+        optimizer: ``"adam"`` or ``"adamw"``.
+        lr: initial learning rate.
+        weight_decay: weight decay (never on norms, biases and position tables).
+        schedule: ``"poly"`` (per step), ``"step"`` (x0.1 at ``milestones``) or ``"constant"``.
+        poly_power: exponent of the poly schedule.
+        milestones: epochs at which the ``step`` schedule divides the rate by 10.
+        amp: autocast precision, ``"none"``, ``"bf16"`` or ``"fp16"`` (with a gradient scaler).
+        grad_accum: micro-batches per optimizer step.
+        workers: DataLoader worker processes.
+        threads: intra-op CPU threads (None: the recipe's; torch's choice when it has none).
+        seed: seeds the model, the data order and the synthetic data.
+        max_steps: stop after this many optimizer steps.
+        save_every: also write ``last.pt`` every this many steps (0: once per epoch).
+        log_every: steps between rows of ``metrics.jsonl``.
+        grid_samples: validation samples drawn in ``samples.png``.
+        text_blind: control run: every sentence replaced by the same constant one.
+        vision_weights: local vision checkpoint (timm Swin or open_clip).
+        text_weights: local BERT directory or open_clip checkpoint.
+        device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...
+        compile: run the model through :func:`torch.compile`.
+        sync_bn: convert BatchNorm to SyncBatchNorm when training on several GPUs.
+        model_args: ``"KEY=VALUE"`` model config overrides (``--model-arg``).
     """
 
     model: str = DEFAULT_MODEL
@@ -87,7 +132,7 @@ class TrainConfig:
     split_by: str = "unc"
     val_split: str = "val"
     level: int | None = None
-    train_size: int = 6000
+    train_size: int = 8000
     val_size: int = 500
     image_size: int | None = None
     epochs: int | None = None
@@ -101,6 +146,7 @@ class TrainConfig:
     amp: str = "none"
     grad_accum: int = 1
     workers: int = 2
+    threads: int | None = None
     seed: int = 0
     max_steps: int | None = None
     save_every: int = 0
@@ -416,6 +462,8 @@ def train(cfg: TrainConfig, out_dir: str | os.PathLike | None = None, *, resume:
         progress = dinfo.main and (sys.stderr.isatty() or not os.environ.get("CI"))
     progress = progress and dinfo.main
 
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
     overrides: dict[str, Any] = cfg.model_overrides()
@@ -520,6 +568,8 @@ def train(cfg: TrainConfig, out_dir: str | os.PathLike | None = None, *, resume:
     done = step >= total_steps
     while not done and epoch < cfg.epochs:
         sampler.set_epoch(epoch, skip=batch_in_epoch * cfg.batch_size)
+        if hasattr(train_set, "set_epoch"):
+            train_set.set_epoch(epoch)  # REFER: a new random sentence per ref each epoch
         loader = DataLoader(train_set, sampler=sampler, generator=torch.Generator().manual_seed(cfg.seed + epoch), **loader_kw)
         train_model.train()
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not progress, dynamic_ncols=True, initial=batch_in_epoch, total=batches_per_epoch)
@@ -613,6 +663,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--amp", choices=["none", "bf16", "fp16"], default=d.amp, help="autocast precision")
     p.add_argument("--grad-accum", type=int, default=d.grad_accum, help="micro-batches per optimizer step")
     p.add_argument("--workers", type=int, default=d.workers, help="DataLoader worker processes")
+    p.add_argument("--threads", type=int, default=None, help="intra-op CPU threads (default: torch's choice)")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--max-steps", type=int, default=None, help="stop after this many optimizer steps")
     p.add_argument("--save-every", type=int, default=d.save_every, help="also checkpoint every N steps (0: per epoch)")
@@ -632,6 +683,11 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Command line: train (or ``--resume``) and print the summary.
+
+    Args:
+        argv: command-line arguments (default: ``sys.argv[1:]``); see ``--help``.
+    """
     args = _parser().parse_args(argv)
     if args.resume and args.out is None:
         raise SystemExit("--resume needs --out DIR (the run folder holding last.pt)")

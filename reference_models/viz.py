@@ -25,7 +25,13 @@ def _pyplot():
 
 
 def to_uint8_image(image: torch.Tensor, mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> np.ndarray:
-    """A ``(3, H, W)`` float tensor (normalised with ``mean``/``std`` if given) as ``(H, W, 3)`` uint8."""
+    """A ``(3, H, W)`` float tensor (normalised with ``mean``/``std`` if given) as ``(H, W, 3)`` uint8.
+
+    Args:
+        image: ``(3, H, W)``, values in ``[0, 1]`` once un-normalised (clamped there).
+        mean: the per-channel mean the image was normalised with, or None.
+        std: the per-channel standard deviation, or None.
+    """
     image = image.detach().float().cpu()
     if mean is not None and std is not None:
         image = image * torch.tensor(std)[:, None, None] + torch.tensor(mean)[:, None, None]
@@ -38,6 +44,13 @@ def overlay(
     """Show ``mask`` on an ``(H, W, 3)`` uint8 image: the rest dimmed, the mask tinted.
 
     Dimming the background keeps the mask visible whatever the object's own colour.
+
+    Args:
+        image: ``(H, W, 3)`` uint8 picture.
+        mask: ``(H, W)`` bool (or 0/1) mask.
+        colour: RGB tint of the mask.
+        alpha: how much of the tint goes into masked pixels.
+        dim: brightness factor of the pixels outside the mask.
     """
     out = image.astype(np.float32).copy()
     mask = np.asarray(mask, dtype=bool)
@@ -47,7 +60,12 @@ def overlay(
 
 
 def save_png(array: np.ndarray, path: str | os.PathLike) -> Path:
-    """Write an ``(H, W)`` or ``(H, W, 3)`` uint8 array as a PNG."""
+    """Write an ``(H, W)`` or ``(H, W, 3)`` uint8 array as a PNG.
+
+    Args:
+        array: the picture (grey or RGB).
+        path: the file to write; missing folders are created.
+    """
     from PIL import Image
 
     path = Path(path)

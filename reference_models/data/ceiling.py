@@ -105,7 +105,11 @@ def text_blind_ceiling(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command line: print the text-blind ceiling per level; exit 1 if any exceeds --limit."""
+    """Command line: print the text-blind ceiling per level; exit 1 if any exceeds --limit.
+
+    Args:
+        argv: command-line arguments (default: ``sys.argv[1:]``); see ``--help``.
+    """
     parser = argparse.ArgumentParser(
         prog="python -m reference_models.data.ceiling",
         description="Score text-blind rules (random, largest, union of objects) on the synthetic levels.",

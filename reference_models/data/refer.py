@@ -123,6 +123,10 @@ class ReferDataset(Dataset):
         text_field: which sentence field to read, ``"raw"`` (LAVT) or ``"sent"``
             (lower-cased, cleaned); falls back to the other when missing.
 
+    Attributes:
+        refs (list[dict]): the refs of ``split``, as read from the refs file.
+        refs_path (pathlib.Path): the refs file that was read (``.p`` or ``.json``).
+
     Example:
         >>> import tempfile
         >>> from reference_models.data.synthetic import export_refer

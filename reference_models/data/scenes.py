@@ -23,7 +23,34 @@ __all__ = ["LevelSpec", "LEVELS", "DEFAULT_LEVEL", "level_spec", "SceneObject", 
 
 @dataclass(frozen=True)
 class LevelSpec:
-    """Everything that makes one difficulty level (see the module docstring)."""
+    """Everything that makes one difficulty level.
+
+    The levels themselves are described in :mod:`reference_models.data.synthetic`.
+
+    Attributes:
+        level: the level number (1-4).
+        name: a one-word label (``"attributes"``, ``"position"``, ...).
+        grid: cells per side of the layout grid (one object per cell at most).
+        min_objects: fewest objects in a scene.
+        max_objects: most objects in a scene.
+        colours: colour names objects are drawn from.
+        shapes: shape names objects are drawn from.
+        sizes: size names (``"large"``, ``"small"``); one size means size never varies.
+        form_weights: ``(expression form, weight)`` pairs: how often each form
+            (``attributes``, ``region``, ``extreme``, ``ordinal``, ``relation``) is chosen.
+        conjunction_only: every expression names colour and shape together.
+        unique_objects: no two objects share all attributes.
+        max_identical: most objects with identical attributes (when not unique).
+        near_miss: probability that a new object copies an earlier one with one attribute
+            changed (a distractor that only that attribute tells apart).
+        synonyms: shape words may be replaced by synonyms.
+        templates: how many sentence frames of :data:`~reference_models.data.lexicon.TEMPLATES`
+            are used.
+        background: ``"plain"``, ``"shade"``, ``"gradient"`` or ``"clutter"``.
+        colour_jitter: largest per-channel offset added to an object's colour.
+        noise_std: standard deviation of the Gaussian pixel noise.
+        rotation_jitter: largest rotation of a shape, in degrees.
+    """
 
     level: int
     name: str
@@ -166,7 +193,17 @@ _UNIT_SHAPES = _unit_shapes()
 
 @dataclass(frozen=True)
 class SceneObject:
-    """One shape of a scene: its attributes, grid cell, drawn colour and polygon (pixels)."""
+    """One shape of a scene: its attributes, grid cell, drawn colour and polygon (pixels).
+
+    Attributes:
+        colour: colour name.
+        shape: shape name.
+        size: size name.
+        row: grid row (0 at the top).
+        col: grid column (0 at the left).
+        rgb: the colour actually drawn (after jitter).
+        polygon: the outline as flat ``(x0, y0, x1, y1, ...)`` pixel coordinates (COCO style).
+    """
 
     colour: str
     shape: str

@@ -88,7 +88,12 @@ _STREAM_LAYOUT, _STREAM_RENDER, _STREAM_SAMPLE = 1, 2, 3
 
 
 class Expression(NamedTuple):
-    """A referring expression: its program (JSON-like dict) and its sentence."""
+    """A referring expression: its program (JSON-like dict) and its sentence.
+
+    Attributes:
+        program: the program, executable by :func:`~reference_models.data.programs.execute`.
+        sentence: the program read aloud.
+    """
 
     program: dict[str, Any]
     sentence: str
@@ -97,7 +102,10 @@ class Expression(NamedTuple):
 class SyntheticRef(NamedTuple):
     """A referred target with its expressions.
 
-    ``kind`` is ``"single"`` (one object), ``"multi"`` (several) or ``"none"`` (no object).
+    Attributes:
+        targets: indices of the referred objects in the scene (empty for ``"none"``).
+        expressions: the sentences that refer to exactly these targets.
+        kind: ``"single"`` (one object), ``"multi"`` (several) or ``"none"`` (no object).
     """
 
     targets: tuple[int, ...]
@@ -508,7 +516,11 @@ def export_refer(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command line: export a synthetic dataset in the REFER layout."""
+    """Command line: export a synthetic dataset in the REFER layout.
+
+    Args:
+        argv: command-line arguments (default: ``sys.argv[1:]``); see ``--help``.
+    """
     parser = argparse.ArgumentParser(
         prog="python -m reference_models.data.synthetic",
         description="Generate the procedural referring-segmentation benchmark and write it to disk "

@@ -43,7 +43,12 @@ __all__ = [
 
 
 class TokenizedText(NamedTuple):
-    """A tokenized sentence: ``input_ids (l,)`` int64 and ``attention_mask (l,)`` int64 0/1."""
+    """A tokenized sentence, padded to the tokenizer's ``max_length``.
+
+    Attributes:
+        input_ids: ``(l,)`` int64 token ids (padding ids after the sentence).
+        attention_mask: ``(l,)`` int64, 1 on real tokens and 0 on padding.
+    """
 
     input_ids: torch.Tensor
     attention_mask: torch.Tensor

@@ -43,7 +43,14 @@ _MODES = ("square", "letterbox")
 
 
 class ContentBox(NamedTuple):
-    """Where the original image lies inside the resized model input, in input pixels."""
+    """Where the original image lies inside the resized model input, in input pixels.
+
+    Attributes:
+        top: first row of the picture (0 unless letterboxed).
+        left: first column of the picture.
+        height: rows the picture covers.
+        width: columns the picture covers.
+    """
 
     top: int
     left: int

@@ -31,9 +31,8 @@ class ClipVisionEncoder(nn.Module):
     """open_clip's ViT, returning the patch tokens and class token of every layer.
 
     ASDA selects among intermediate layers, so :meth:`forward` returns one
-    ``(b, c, h, w)`` patch map and one ``(b, c)`` class token per transformer layer
-    (after ``ln_post`` only for the last layer's class token, which :meth:`forward` also
-    returns projected to the joint embedding as ``image_embedding``).
+    ``(b, c, h, w)`` patch map and one ``(b, c)`` class token per transformer layer, all
+    taken from the residual stream (no ``ln_post``, no projection to the joint embedding).
 
     Args:
         image_size: square input size (ASDA: 416, with the 224 position table resized).
@@ -89,6 +88,15 @@ class ClipVisionEncoder(nn.Module):
         load_weights(self.visual, path, strict=strict, transform=adapt)
 
     def forward(self, images: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Every layer's patch map and class token.
+
+        Args:
+            images: ``(b, 3, H, W)`` CLIP-normalised pictures.
+
+        Returns:
+            ``(maps, cls_tokens)``: a list of ``layers`` maps ``(b, width, H/p, W/p)`` and
+            the class tokens ``(b, layers, width)``.
+        """
         v = self.visual
         x = v.conv1(images)
         b = x.shape[0]

@@ -106,6 +106,11 @@ class SwinEncoder(nn.Module):
         return rearrange(self.out_norms[index](x), "b h w c -> b c h w")
 
     def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """All four stages: the NCHW maps at strides 4, 8, 16 and 32.
+
+        Args:
+            images: ``(b, 3, H, W)`` ImageNet-normalised pictures.
+        """
         x = self.stem(images)
         feats = []
         for i in range(self.num_stages):

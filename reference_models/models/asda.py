@@ -117,6 +117,10 @@ class ASDA(RISModel):
     Args:
         config: a :class:`~reference_models.config.ModelConfig` with ``architecture="asda"``.
 
+    Attributes:
+        last_selection (LayerSelection | None): the low and mid layers the selectors chose
+            in the latest forward (detached), None before the first one.
+
     Shape:
         - images: ``(b, 3, image_size, image_size)``
         - input_ids, attention_mask: ``(b, l)``

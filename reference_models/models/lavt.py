@@ -25,7 +25,17 @@ __all__ = ["LAVT", "ConvBNReLU", "SimpleDecoder"]
 
 
 class ConvBNReLU(nn.Sequential):
-    """3x3 (or ``kernel``) convolution, BatchNorm, ReLU."""
+    """3x3 (or ``kernel``) convolution, BatchNorm, ReLU.
+
+    Args:
+        in_dim: input channels.
+        out_dim: output channels.
+        kernel: square kernel size (odd; padded to keep the size).
+
+    Shape:
+        - input: ``(b, in_dim, h, w)``
+        - output: ``(b, out_dim, h, w)``
+    """
 
     def __init__(self, in_dim: int, out_dim: int, kernel: int = 3) -> None:
         super().__init__(

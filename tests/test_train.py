@@ -229,3 +229,15 @@ def test_predict_names_a_corrupt_image(tmp_path):
     bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 20)
     with pytest.raises(Exception, match="broken.png"):
         predict_main(["--checkpoint", str(tmp_path / "run" / "last.pt"), "--image", str(bad), "--text", "x", "--out", str(tmp_path / "o.png")])
+
+
+def test_training_on_refer_data_switches_tiny_models_to_bert_vocabulary(tmp_path):
+    from reference_models.data.synthetic import export_refer
+
+    export_refer(tmp_path / "refer", counts={"train": 3, "val": 1, "test": 1}, image_size=64, progress=False)
+    cfg = TrainConfig(data=f"refer:{tmp_path / 'refer'}", dataset="synthetic", batch_size=4, epochs=2, workers=0, grid_samples=2)
+    summary = train(cfg, tmp_path / "run", progress=False)
+    assert summary["steps"] == 2 * 3  # 3 images x 3 refs, one sample per ref and epoch
+    state = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert state["model_config"]["tokenizer"] == "bert"
+    assert (tmp_path / "run" / "samples.png").is_file()

@@ -28,7 +28,7 @@ from einops import rearrange, reduce
 from torch import nn
 
 from .functional import coord_features
-from .shapes import ShapeError, check_shape
+from .shapes import ShapeError, check_shape, positive_int
 
 __all__ = ["CASGStage", "CASGDecoder"]
 
@@ -38,12 +38,6 @@ _COORDS = ("none", "recombine")
 _COORD_CHANNELS = 8
 # GroupNorm groups: the largest divisor of the channel count not above 32 (GroupNorm's usual 32).
 _MAX_GROUPS = 32
-
-
-def _positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name}: expected a positive integer; got {value!r}")
-    return value
 
 
 def _choice(name: str, value: object, choices: tuple[str, ...]) -> str:
@@ -165,11 +159,11 @@ class CASGStage(nn.Module):
         dtype=None,
     ) -> None:
         super().__init__()
-        self.dim = _positive_int("dim", dim)
+        self.dim = positive_int("dim", dim)
         self.prev_dims = _dims_tuple("prev_dims", prev_dims)
-        self.text_dim = _positive_int("text_dim", text_dim)
-        self.vis_dim = dim if vis_dim is None else _positive_int("vis_dim", vis_dim)
-        kernel_size = _positive_int("kernel_size", kernel_size)
+        self.text_dim = positive_int("text_dim", text_dim)
+        self.vis_dim = dim if vis_dim is None else positive_int("vis_dim", vis_dim)
+        kernel_size = positive_int("kernel_size", kernel_size)
         if kernel_size % 2 == 0:
             raise ValueError(f"kernel_size: expected an odd positive integer; got {kernel_size!r}")
         if isinstance(mlp_ratio, bool) or not isinstance(mlp_ratio, (int, float)) or not mlp_ratio > 0:
@@ -352,10 +346,10 @@ class CASGDecoder(nn.Module):
     ) -> None:
         super().__init__()
         self.in_dims = _dims_tuple("in_dims", in_dims, 4)
-        self.text_dim = _positive_int("text_dim", text_dim)
-        self.num_classes = None if num_classes is None else _positive_int("num_classes", num_classes)
+        self.text_dim = positive_int("text_dim", text_dim)
+        self.num_classes = None if num_classes is None else positive_int("num_classes", num_classes)
         self.dims = self.in_dims[:3] if dims is None else _dims_tuple("dims", dims, 3)
-        head_kernel_size = _positive_int("head_kernel_size", head_kernel_size)
+        head_kernel_size = positive_int("head_kernel_size", head_kernel_size)
         if head_kernel_size % 2 == 0:
             raise ValueError(f"head_kernel_size: expected an odd positive integer; got {head_kernel_size!r}")
         self.align_corners = bool(align_corners)

@@ -39,19 +39,13 @@ from einops import rearrange
 from torch import nn
 
 from .functional import coord_features, masked_mean, sine_position_encoding_2d
-from .shapes import check_mask, check_shape
+from .shapes import check_mask, check_shape, positive_int
 
 __all__ = ["SpatialRecurrentCoparser", "coparse_index"]
 
 _DIRECTIONS = ("l2v", "v2l")
 _IMPLEMENTATIONS = ("gemm", "shift")
 _FUSIONS = ("add", "concat")
-
-
-def _positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name}: expected a positive integer; got {value!r}")
-    return value
 
 
 def _normalise_directions(directions: object) -> tuple[str, ...]:
@@ -93,8 +87,8 @@ def coparse_index(height: int, width: int, directions: Sequence[str] = _DIRECTIO
         >>> coparse_index(2, 2, ("l2v",)).view(4, 8)[1]  # position (0, 1) reads A.flatten()[...]
         tensor([4, 5, 6, 7, 5, 7, 4, 6])
     """
-    _positive_int("height", height)
-    _positive_int("width", width)
+    positive_int("height", height)
+    positive_int("width", width)
     directions = _normalise_directions(directions)
     n = height * width
     row = torch.arange(height).view(height, 1, 1, 1)  # i: the parsed position's row
@@ -221,8 +215,8 @@ class SpatialRecurrentCoparser(nn.Module):
     ) -> None:
         super().__init__()
         factory = {"device": device, "dtype": dtype}
-        self.dim = _positive_int("dim", dim)
-        self.text_dim = _positive_int("text_dim", text_dim)
+        self.dim = positive_int("dim", dim)
+        self.text_dim = positive_int("text_dim", text_dim)
         if isinstance(size, int) and not isinstance(size, bool):
             size = (size, size)
         if (
@@ -469,7 +463,7 @@ class SpatialRecurrentCoparser(nn.Module):
             >>> round(gemm.macs(20) / 1e9, 3), round(shift.macs(20) / 1e9, 3)
             (0.436, 0.739)
         """
-        l, b = _positive_int("length", length), _positive_int("batch", batch)
+        l, b = positive_int("length", length), positive_int("batch", batch)
         n, c, d, k, p = self.num_positions, self.dim, self.text_dim, self.num_groups, self.pos_dim
         shift = self.implementation == "shift"
         distribute = n * (c + d + p) * c if shift else n * (c + p) * c + d * c

@@ -20,7 +20,7 @@ from einops import rearrange
 from torch import nn
 
 from .functional import masked_avg_pool2d, masked_mean
-from .shapes import check_mask, check_shape
+from .shapes import check_mask, check_shape, positive_int
 
 __all__ = ["RefinerOutput", "DynamicQueryRefiner"]
 
@@ -36,12 +36,6 @@ class RefinerOutput(NamedTuple):
     prediction, the others are for deep supervision (SADLR Eq. 3)."""
     queries: list[torch.Tensor]
     """The ``(b, c)`` query each iteration used (``queries[0]`` is the projected sentence Q1)."""
-
-
-def _positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name}: expected a positive integer; got {value!r}")
-    return value
 
 
 class DynamicQueryRefiner(nn.Module):
@@ -119,10 +113,10 @@ class DynamicQueryRefiner(nn.Module):
     ) -> None:
         super().__init__()
         factory = {"device": device, "dtype": dtype}
-        self.dim = _positive_int("dim", dim)
-        self.text_dim = _positive_int("text_dim", text_dim)
-        self.num_iters = _positive_int("num_iters", num_iters)
-        self.repeats = _positive_int("repeats", repeats)
+        self.dim = positive_int("dim", dim)
+        self.text_dim = positive_int("text_dim", text_dim)
+        self.num_iters = positive_int("num_iters", num_iters)
+        self.repeats = positive_int("repeats", repeats)
         if isinstance(hidden_dims, (str, bytes)) or not isinstance(hidden_dims, Sequence) or len(hidden_dims) == 0:
             raise ValueError(f"hidden_dims: expected a non-empty sequence of positive integers; got {hidden_dims!r}")
         for width in hidden_dims:
@@ -177,7 +171,7 @@ class DynamicQueryRefiner(nn.Module):
             >>> round(refiner.macs(120, 120) / 1e9, 2)  # SADLR's default on a 480 px input
             5.92
         """
-        positions = _positive_int("height", height) * _positive_int("width", width)
+        positions = positive_int("height", height) * positive_int("width", width)
         kernels = sum(c_in * c_out for c_in, c_out in self.layer_widths)
         per_iter = (
             self.dim * kernels  # kernel generation
@@ -186,7 +180,7 @@ class DynamicQueryRefiner(nn.Module):
         )
         pooling = positions * self.dim * (self.num_iters - 1)
         total = self.text_dim * self.dim + self.num_iters * per_iter + pooling
-        return _positive_int("batch", batch) * total
+        return positive_int("batch", batch) * total
 
     def _classify(self, pixels: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
         """Dynamic 1x1 convolutions of ``pixels (b, n, c)`` by ``query (b, c)``; scores ``(b, n, k)``."""

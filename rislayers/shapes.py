@@ -130,6 +130,24 @@ def check_shape(
     return bound
 
 
+def positive_int(name: str, value: object) -> int:
+    """Validate a size argument of a constructor: a positive ``int`` (not a bool).
+
+    Args:
+        name: the argument's name, used in the error message.
+        value: the value given.
+
+    Returns:
+        ``value``, unchanged.
+
+    Raises:
+        ValueError: naming the argument and the value.
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name}: expected a positive integer; got {value!r}")
+    return value
+
+
 def check_mask(mask: Any, *, name: str, bound: dict[str, int], pattern: str = "b l") -> None:
     """Check an optional boolean padding mask (``None`` passes).
 

@@ -115,3 +115,12 @@ def pad_words(words: torch.Tensor, word_mask: torch.Tensor | None, extra: int, *
         torch.cat([words, garbage], dim=1),
         torch.cat([word_mask, torch.zeros(b, extra, dtype=torch.bool)], dim=1),
     )
+
+
+def assert_compile_matches_eager(module: nn.Module, *args: Any, atol: float = 1e-5, rtol: float = 1e-4, **kwargs: Any) -> None:
+    """``torch.compile(module)`` (default settings) gives the eager outputs within ``atol``."""
+    torch._dynamo.reset()
+    with torch.no_grad():
+        eager = module(*args, **kwargs)
+        compiled = torch.compile(module)(*args, **kwargs)
+    assert_close_outputs(compiled, eager, atol=atol, rtol=rtol)

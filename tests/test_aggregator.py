@@ -13,7 +13,7 @@ from rislayers.aggregator import ScaleWiseAggregator
 from rislayers.shapes import ShapeError
 from tests.layer_checks import (
     assert_batch_independent,
-    assert_close_outputs,
+    assert_compile_matches_eager,
     assert_finite,
     assert_inputs_grads_finite,
     assert_param_grads,
@@ -158,10 +158,4 @@ def test_constructor_errors_name_the_argument():
 
 
 def test_torch_compile_matches_eager():
-    torch._dynamo.reset()
-    sfa = ScaleWiseAggregator(8, 6, hidden_dim=4).eval()
-    inputs = make_inputs(h=7, w=6)
-    with torch.no_grad():
-        eager = sfa(**inputs)
-        compiled = torch.compile(sfa)(**inputs)
-    assert_close_outputs(eager, compiled, atol=1e-5)
+    assert_compile_matches_eager(ScaleWiseAggregator(8, 6, hidden_dim=4).eval(), **make_inputs(h=7, w=6))

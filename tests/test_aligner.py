@@ -12,6 +12,7 @@ from rislayers.shapes import ShapeError
 from tests.layer_checks import (
     assert_batch_independent,
     assert_close_outputs,
+    assert_compile_matches_eager,
     assert_finite,
     assert_inputs_grads_finite,
     assert_param_grads,
@@ -191,10 +192,5 @@ def test_constructor_errors_name_the_argument():
 
 
 def test_torch_compile_matches_eager():
-    torch._dynamo.reset()
     aligner = small(num_layers=1, upsample_steps=1).eval()  # one of each part keeps compiling short
-    inputs = make_inputs(lengths=[2, 5])
-    with torch.no_grad():
-        eager = aligner(**inputs)
-        compiled = torch.compile(aligner)(**inputs)
-    assert_close_outputs(eager, compiled, atol=1e-5)
+    assert_compile_matches_eager(aligner, **make_inputs(lengths=[2, 5]))

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from layer_checks import (
     assert_batch_independent,
-    assert_close_outputs,
+    assert_compile_matches_eager,
     assert_finite,
     assert_inputs_grads_finite,
     assert_param_grads,
@@ -376,13 +376,7 @@ def test_runs_with_shape_checks_switched_off():
 
 
 def test_torch_compile_matches_eager():
-    torch._dynamo.reset()
-    decoder = CASGDecoder(IN_DIMS, TEXT_DIM).eval()
-    inputs = decoder_inputs(2, 13, 10)
-    with torch.no_grad():
-        eager = decoder(**inputs)
-        compiled = torch.compile(decoder)(**inputs)
-    assert_close_outputs(compiled, eager, atol=1e-5)
+    assert_compile_matches_eager(CASGDecoder(IN_DIMS, TEXT_DIM).eval(), **decoder_inputs(2, 13, 10))
 
 
 def test_decoder_without_classifier_returns_the_finest_fused_map():

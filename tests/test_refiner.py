@@ -14,6 +14,7 @@ from rislayers.refiner import DynamicQueryRefiner, RefinerOutput
 from tests.layer_checks import (
     assert_batch_independent,
     assert_close_outputs,
+    assert_compile_matches_eager,
     assert_finite,
     assert_inputs_grads_finite,
     assert_param_grads,
@@ -374,9 +375,5 @@ def test_bad_constructor_arguments(kwargs, name):
 
 
 def test_torch_compile_matches_eager():
-    torch._dynamo.reset()
     module = DynamicQueryRefiner(C, D, hidden_dims=SMALL, pooling="soft").eval()
-    inputs = make_inputs()
-    compiled = torch.compile(module)
-    with torch.no_grad():
-        assert_close_outputs(compiled(*inputs), module(*inputs), atol=1e-5, rtol=1e-5)
+    assert_compile_matches_eager(module, *make_inputs(), rtol=1e-5)

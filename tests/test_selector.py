@@ -12,6 +12,7 @@ from rislayers.shapes import ShapeError
 from tests.layer_checks import (
     assert_batch_independent,
     assert_close_outputs,
+    assert_compile_matches_eager,
     assert_finite,
     assert_param_grads,
     backward_sum,
@@ -182,10 +183,4 @@ def test_constructor_errors_name_the_argument():
 
 
 def test_torch_compile_matches_eager():
-    torch._dynamo.reset()
-    selector = AdaptiveLayerSelector(8, 6, num_candidates=3).eval()
-    inputs = make_inputs()
-    with torch.no_grad():
-        eager = selector(**inputs)
-        compiled = torch.compile(selector)(**inputs)
-    assert_close_outputs(eager, compiled, atol=1e-5)
+    assert_compile_matches_eager(AdaptiveLayerSelector(8, 6, num_candidates=3).eval(), **make_inputs())

@@ -241,3 +241,34 @@ def test_training_on_refer_data_switches_tiny_models_to_bert_vocabulary(tmp_path
     state = load_checkpoint(tmp_path / "run" / "last.pt")
     assert state["model_config"]["tokenizer"] == "bert"
     assert (tmp_path / "run" / "samples.png").is_file()
+
+
+def test_gradient_accumulation_equals_one_large_batch(tmp_path):
+    # group norm: per-sample statistics, so 2 micro-batches of 4 see what one batch of 8 sees
+    common = {"train_size": 16, "val_size": 8, "epochs": 1, "workers": 0, "grid_samples": 0, "model_args": ("norm=group",)}
+    train(TrainConfig(batch_size=8, **common), tmp_path / "big", progress=False)
+    train(TrainConfig(batch_size=4, grad_accum=2, **common), tmp_path / "accum", progress=False)
+    big, accum = _weights(tmp_path / "big" / "last.pt"), _weights(tmp_path / "accum" / "last.pt")
+    assert load_checkpoint(tmp_path / "accum" / "last.pt")["step"] == 2
+    for key in big:
+        torch.testing.assert_close(accum[key], big[key], atol=1e-4, rtol=1e-4, msg=lambda m: f"{key}: {m}")
+
+
+def test_bf16_autocast_training_step_is_finite(tmp_path):
+    summary = train(
+        TrainConfig(train_size=16, val_size=8, batch_size=8, epochs=1, workers=0, grid_samples=0, amp="bf16"), tmp_path, progress=False
+    )
+    assert summary["steps"] == 2
+    state = load_checkpoint(tmp_path / "last.pt")
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert all(np.isfinite(r["loss"]) for r in rows if "loss" in r)
+
+
+def test_bad_training_options_are_clear():
+    with pytest.raises(ValueError, match="amp: expected 'none', 'bf16' or 'fp16'; got 'fp8'"):
+        TrainConfig(amp="fp8")
+    with pytest.raises(ValueError, match="data: expected 'synthetic' or 'refer:ROOT'"):
+        TrainConfig(data="coco")
+    with pytest.raises(ValueError, match="model_args: expected KEY=VALUE"):
+        TrainConfig(model_args=("norm",)).model_overrides()

@@ -272,3 +272,10 @@ def test_bad_training_options_are_clear():
         TrainConfig(data="coco")
     with pytest.raises(ValueError, match="model_args: expected KEY=VALUE"):
         TrainConfig(model_args=("norm",)).model_overrides()
+
+
+def test_cli_user_errors_are_one_line_not_a_traceback(tmp_path):
+    result = _run(["--model", "lavt_sadlr_huge", "--out", str(tmp_path / "x")], timeout=120)
+    assert result.returncode == 2
+    assert "error: name: unknown model 'lavt_sadlr_huge'; available: " in result.stderr
+    assert "Traceback" not in result.stderr

@@ -234,15 +234,13 @@ class RISModel(nn.Module):
             strict: raise on any missing, unexpected or mis-shaped key (default).
             **overrides: config fields to change (e.g. ``image_size``).
         """
-        from .registry import build_from_config
+        from .registry import build_for_loading
 
         directory = Path(directory)
         config = ModelConfig.load(directory / CONFIG_NAME)
-        # The saved weights already hold the encoders: do not read the original files again.
-        config = config.replace(vision_weights=None, text_weights=None, **overrides)
         weights = directory / WEIGHTS_NAME
         if not weights.is_file():
             raise FileNotFoundError(f"{weights}: weights file not found")
-        model = build_from_config(config)
+        model = build_for_loading(config, **overrides)
         load_weights(model, weights, strict=strict)
         return model

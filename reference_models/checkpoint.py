@@ -78,14 +78,13 @@ def load_model(path: str | os.PathLike, *, strict: bool = True, **overrides: Any
         **overrides: model config fields to change (e.g. ``image_size``).
     """
     from .base import RISModel
-    from .registry import build_from_config
+    from .registry import build_for_loading
 
     path = Path(path)
     if path.is_dir():
         return RISModel.from_pretrained(path, strict=strict, **overrides)
     state = load_checkpoint(path)
-    config = ModelConfig.from_dict(state["model_config"]).replace(vision_weights=None, text_weights=None, **overrides)
-    model = build_from_config(config)
+    model = build_for_loading(ModelConfig.from_dict(state["model_config"]), **overrides)
     try:
         load_weights(model, state["model"], strict=strict)
     except WeightsError as err:

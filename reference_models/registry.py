@@ -6,7 +6,15 @@ from collections.abc import Callable
 
 from .config import ModelConfig
 
-__all__ = ["register_architecture", "register_model", "build_model", "build_from_config", "list_models", "get_config"]
+__all__ = [
+    "register_architecture",
+    "register_model",
+    "build_model",
+    "build_from_config",
+    "build_for_loading",
+    "list_models",
+    "get_config",
+]
 
 _ARCHITECTURES: dict[str, Callable[[ModelConfig], object]] = {}
 _CONFIGS: dict[str, ModelConfig] = {}
@@ -123,3 +131,20 @@ def build_model(name: str, **overrides):
         64
     """
     return build_from_config(get_config(name).replace(**overrides))
+
+
+def build_for_loading(config: ModelConfig, **overrides):
+    """Build a model whose weights will be loaded from a checkpoint right after.
+
+    The encoders' pretrained files (``vision_weights``, ``text_weights``) are not read, since
+    the checkpoint holds those weights, but the returned ``model.config`` keeps their paths:
+    the tokenizer of a BERT model lives in its ``text_weights`` folder.
+
+    Args:
+        config: the saved configuration.
+        **overrides: config fields to change (e.g. ``image_size``).
+    """
+    config = config.replace(**overrides)
+    model = build_from_config(config.replace(vision_weights=None, text_weights=None))
+    model.config = model.config.replace(vision_weights=config.vision_weights, text_weights=config.text_weights)
+    return model

@@ -48,7 +48,7 @@ from .base import build_tokenizer
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data.refer import DATASET_SPLITS
 from .config import ModelConfig
-from .registry import build_from_config, get_config
+from .registry import build_for_loading, build_from_config, get_config
 
 __all__ = ["TrainConfig", "RECIPES", "recipe_for", "train", "main", "ShardedResumableSampler"]
 
@@ -163,8 +163,14 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.amp not in ("none", "bf16", "fp16"):
             raise ValueError(f"amp: expected 'none', 'bf16' or 'fp16'; got {self.amp!r}")
-        if self.grad_accum < 1:
-            raise ValueError(f"grad_accum: expected >= 1; got {self.grad_accum}")
+        for name in ("grad_accum", "log_every", "train_size", "val_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: expected >= 1; got {getattr(self, name)}")
+        for name in ("epochs", "batch_size"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"{name}: expected >= 1; got {getattr(self, name)}")
+        if self.save_every < 0 or self.workers < 0:
+            raise ValueError(f"save_every, workers: expected >= 0; got {self.save_every}, {self.workers}")
         if not (self.data == "synthetic" or self.data.startswith("refer:")):
             raise ValueError(f"data: expected 'synthetic' or 'refer:ROOT'; got {self.data!r}")
 
@@ -227,11 +233,16 @@ def _init_distributed(device: torch.device) -> _Dist:
 
 
 def _pick_device(name: str) -> torch.device:
-    if name != "auto":
-        return torch.device(name)
-    if torch.cuda.is_available():
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    return torch.device("cpu")
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(name)
+    if device.type != "cuda":
+        return device
+    if device.index is not None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ValueError(f"device: {name!r} names one GPU, but torchrun gives each process its own; pass 'cuda'")
+    # each torchrun process drives the GPU of its local rank
+    return torch.device("cuda", local_rank if device.index is None else device.index)
 
 
 class ShardedResumableSampler(Sampler[int]):
@@ -270,7 +281,7 @@ class ShardedResumableSampler(Sampler[int]):
         return iter(self._indices()[self.skip :])
 
     def __len__(self) -> int:
-        return len(self._indices()) - self.skip
+        return max(0, len(self._indices()) - self.skip)
 
 
 # -- data -----------------------------------------------------------------------------------
@@ -357,7 +368,8 @@ def _constant_text(batch: dict[str, Any], tokenizer) -> dict[str, Any]:
 def _rng_state() -> dict[str, Any]:
     state = {"torch": torch.get_rng_state(), "python": random.getstate()}
     if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+        # this process's GPU only: ranks draw identically, and another node may have fewer GPUs
+        state["cuda"] = torch.cuda.get_rng_state()
     return state
 
 
@@ -365,7 +377,7 @@ def _set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     random.setstate(state["python"])
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state(state["cuda"])
 
 
 @torch.no_grad()
@@ -474,17 +486,16 @@ def train(cfg: TrainConfig, out_dir: str | os.PathLike | None = None, *, resume:
     if cfg.text_weights is not None:
         overrides["text_weights"] = cfg.text_weights
     if state is not None:
-        model_config = ModelConfig.from_dict(state["model_config"]).replace(vision_weights=None, text_weights=None)
+        model = build_for_loading(ModelConfig.from_dict(state["model_config"]))
+        model.load_state_dict(state["model"])
     else:
         model_config = get_config(cfg.model).replace(**overrides)
         if cfg.data != "synthetic" and model_config.tokenizer == "word":
             # the generated benchmark's vocabulary cannot spell real sentences; tiny models
             # share BERT's vocabulary size, so they switch to its WordPiece ids
             model_config = model_config.replace(tokenizer="bert")
-    model = build_from_config(model_config)
+        model = build_from_config(model_config)
     model_config = model.config
-    if state is not None:
-        model.load_state_dict(state["model"])
     model.to(device)
     if dinfo.world > 1 and device.type == "cuda" and cfg.sync_bn:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
@@ -580,12 +591,14 @@ def train(cfg: TrainConfig, out_dir: str | os.PathLike | None = None, *, resume:
             batch = _to(batch, device)
             micro += 1
             final_micro = micro % cfg.grad_accum == 0 or batch_in_epoch + 1 == batches_per_epoch
+            # the last group of an epoch may be short: average over the batches it really has
+            group = cfg.grad_accum if batch_in_epoch // cfg.grad_accum < batches_per_epoch // cfg.grad_accum else batches_per_epoch % cfg.grad_accum
             sync = nullcontext() if final_micro or dinfo.world == 1 else train_model.no_sync()
             with sync:
                 with _autocast(cfg, device):
                     out = forward_model(batch["image"], batch["input_ids"], batch["attention_mask"])
                     loss = model.loss(out, batch["mask"])
-                scaler.scale(loss / cfg.grad_accum).backward()
+                scaler.scale(loss / group).backward()
             batch_in_epoch += 1
             if not final_micro:
                 continue
@@ -690,7 +703,7 @@ def main(argv: list[str] | None = None) -> int:
     """
     args = _parser().parse_args(argv)
     if args.resume and args.out is None:
-        raise SystemExit("--resume needs --out DIR (the run folder holding last.pt)")
+        _parser().error("--resume needs --out DIR (the run folder holding last.pt)")
     values = {k: v for k, v in vars(args).items() if k not in ("out", "resume")}
     values["model_args"] = tuple(values["model_args"])
     cfg = TrainConfig(**values)

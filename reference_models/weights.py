@@ -131,6 +131,10 @@ def atomic_save(obj: object, path: str | os.PathLike, *, save: Callable[[object,
         (save or (lambda o, p: torch.save(o, p)))(obj, tmp)
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
+        # mkstemp makes the file private (0600); give it the permissions of a normal file
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

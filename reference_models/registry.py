@@ -71,7 +71,8 @@ def get_config(name: str) -> ModelConfig:
 
 
 def resolve_text_config(config: ModelConfig) -> ModelConfig:
-    """Copy a local BERT directory's sizes into the config, so the saved config rebuilds it.
+    """Copy a local BERT directory's sizes into the config, so the saved config rebuilds it,
+    and use that directory's tokenizer.
 
     ``text_dim`` must already agree with the directory (a mismatch is a clear ValueError).
     """
@@ -90,6 +91,7 @@ def resolve_text_config(config: ModelConfig) -> ModelConfig:
             f"pass text_dim={hf.get('hidden_size')}"
         )
     return config.replace(
+        tokenizer="bert",  # a pretrained BERT reads its own WordPiece ids
         text_layers=hf["num_hidden_layers"],
         text_heads=hf["num_attention_heads"],
         text_intermediate=hf["intermediate_size"],

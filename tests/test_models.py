@@ -134,7 +134,9 @@ def _minilm_dir() -> Path:
 def test_real_minilm_as_text_encoder(tmp_path):
     from reference_models.data.tokenizers import BertTokenizer
 
-    directory = _minilm_dir()
+    # a link with its own name: a loaded model must point at this folder, not the bundled one
+    directory = tmp_path / "my-bert"
+    directory.symlink_to(_minilm_dir(), target_is_directory=True)
     with pytest.raises(ValueError, match="text_dim: 32 does not match .* hidden_size 384; pass text_dim=384"):
         build_model("lavt_sadlr_tiny", text_weights=str(directory))
     model = build_model("lavt_sadlr_tiny", text_weights=str(directory), text_dim=384).eval()
@@ -159,6 +161,11 @@ def test_real_minilm_as_text_encoder(tmp_path):
     loaded = RISModel.from_pretrained(model.save_pretrained(tmp_path / "minilm"))
     with torch.no_grad():
         torch.testing.assert_close(loaded.eval()(images, ids, mask).logits, out.logits)
+    # the loaded model still knows where its vocabulary lives, so it tokenizes as in training
+    from reference_models.base import build_tokenizer
+
+    assert loaded.config.text_weights == str(directory)
+    assert build_tokenizer(loaded.config).path == directory
 
 
 def test_config_json_round_trip_and_validation(tmp_path):

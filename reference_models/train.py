@@ -531,6 +531,12 @@ def train(cfg: TrainConfig, out_dir: str | os.PathLike | None = None, *, resume:
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
+        saved_world = state.get("world", 1)
+        if saved_world != dinfo.world:
+            raise ValueError(
+                f"world size: the run in {out_dir} was trained by {saved_world} process(es); resume it with "
+                f"{saved_world} (now {dinfo.world}), or the data order and the schedule would change"
+            )
         step, epoch, batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
         best, seconds_before = state["best"], state.get("seconds", 0.0)
         _set_rng_state(state["rng"])
@@ -566,6 +572,8 @@ def train(cfg: TrainConfig, out_dir: str | os.PathLike | None = None, *, resume:
                 "epoch": epoch,
                 "batch_in_epoch": batch_in_epoch,
                 "best": best,
+                "world": dinfo.world,
+                "last_val": last_val,
                 "seconds": seconds_before + time.perf_counter() - start,
                 "train_config": cfg.to_dict(),
                 "model_config": model_config.to_dict(),
@@ -574,7 +582,7 @@ def train(cfg: TrainConfig, out_dir: str | os.PathLike | None = None, *, resume:
         )
 
     start = time.perf_counter()
-    last_val: dict[str, float] = {}
+    last_val: dict[str, float] = dict(state.get("last_val", {})) if state is not None else {}
     kept: list[dict] = []
     done = step >= total_steps
     while not done and epoch < cfg.epochs:
@@ -686,6 +694,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--text-weights", default=None, help="local BERT directory or open_clip checkpoint")
     p.add_argument("--device", default=d.device, help="'auto', 'cpu', 'cuda', 'cuda:1', ...")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--no-sync-bn", dest="sync_bn", action="store_false", help="keep per-GPU BatchNorm under torchrun")
+    p.add_argument("--poly-power", type=float, default=d.poly_power, help="exponent of the poly schedule")
+    p.add_argument("--milestones", type=int, nargs="*", default=None, help="epochs where the step schedule divides lr by 10")
+    p.add_argument("--grid-samples", type=int, default=d.grid_samples, help="validation samples in samples.png")
     p.add_argument(
         "--model-arg", dest="model_args", action="append", default=[], metavar="KEY=VALUE",
         help="override a model config field, e.g. --model-arg refiner_iters=2 --model-arg norm=group (repeatable)",
@@ -706,6 +718,8 @@ def main(argv: list[str] | None = None) -> int:
         _parser().error("--resume needs --out DIR (the run folder holding last.pt)")
     values = {k: v for k, v in vars(args).items() if k not in ("out", "resume")}
     values["model_args"] = tuple(values["model_args"])
+    if values["milestones"] is not None:
+        values["milestones"] = tuple(values["milestones"])
     cfg = TrainConfig(**values)
     try:
         summary = train(cfg, args.out, resume=args.resume)

@@ -279,3 +279,15 @@ def test_cli_user_errors_are_one_line_not_a_traceback(tmp_path):
     assert result.returncode == 2
     assert "error: name: unknown model 'lavt_sadlr_huge'; available: " in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_resume_refuses_another_world_size_and_a_finished_run_keeps_its_summary(tmp_path):
+    cfg = TrainConfig(train_size=16, val_size=8, batch_size=8, epochs=1, workers=0, grid_samples=0)
+    first = train(cfg, tmp_path, progress=False)
+    again = train(cfg, tmp_path, resume=True, progress=False)  # nothing left to do
+    assert again["val"] == first["val"] and again["steps"] == first["steps"]
+    state = load_checkpoint(tmp_path / "last.pt")
+    state["world"] = 2
+    save_checkpoint(state, tmp_path / "last.pt")
+    with pytest.raises(ValueError, match=r"world size: the run in .* was trained by 2 process\(es\); resume it with 2 \(now 1\)"):
+        train(cfg, tmp_path, resume=True, progress=False)

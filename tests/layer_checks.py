@@ -124,3 +124,25 @@ def assert_compile_matches_eager(module: nn.Module, *args: Any, atol: float = 1e
         eager = module(*args, **kwargs)
         compiled = torch.compile(module)(*args, **kwargs)
     assert_close_outputs(compiled, eager, atol=atol, rtol=rtol)
+
+
+def assert_model_batch_independent(
+    model: nn.Module,
+    images: torch.Tensor,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    *,
+    vocab: int,
+    changed: int,
+    watched: int,
+) -> None:
+    """A reference model in eval mode: new image and words for sample ``changed`` leave sample ``watched`` alone."""
+
+    def perturb(values: dict[str, Any], index: int) -> dict[str, Any]:
+        values = {k: v.clone() for k, v in values.items()}
+        values["images"][index] = torch.randn_like(values["images"][index])
+        values["input_ids"][index] = torch.randint(1, vocab, values["input_ids"][index].shape)
+        return values
+
+    inputs = {"images": images, "input_ids": input_ids, "attention_mask": attention_mask}
+    assert_batch_independent(lambda v: model(**v), inputs, perturb, changed=changed, watched=watched)

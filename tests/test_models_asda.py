@@ -8,7 +8,7 @@ import torch
 from rislayers import ShapeError
 from reference_models import build_model
 from reference_models.models.asda import LayerSelection
-from tests.layer_checks import assert_batch_independent, assert_close_outputs, assert_finite
+from tests.layer_checks import assert_close_outputs, assert_finite, assert_model_batch_independent
 
 IMAGE = 64
 
@@ -129,16 +129,7 @@ def test_batch_of_one_trains_and_predicts():
 
 def test_batch_independence():
     model = build_model("asda_tiny").eval()
-    images, ids, mask = _inputs(3)
-    inputs = {"images": images, "input_ids": ids, "attention_mask": mask}
-
-    def perturb(values, index):
-        values = {k: v.clone() for k, v in values.items()}
-        values["images"][index] = torch.randn(3, IMAGE, IMAGE)
-        values["input_ids"][index] = torch.randint(1, 1000, ids.shape[1:])
-        return values
-
-    assert_batch_independent(lambda v: model(**v), inputs, perturb, changed=0, watched=2)
+    assert_model_batch_independent(model, *_inputs(3), vocab=1000, changed=0, watched=2)
 
 
 def test_selection_reports_layer_numbers():

@@ -9,7 +9,7 @@ from torch import nn
 from rislayers import DynamicQueryRefiner, ShapeError
 from reference_models import build_model
 from reference_models.base import RISModel
-from tests.layer_checks import assert_batch_independent, assert_close_outputs, assert_finite, assert_param_grads
+from tests.layer_checks import assert_close_outputs, assert_finite, assert_model_batch_independent, assert_param_grads
 
 IMAGE = 64
 NAMES = ["s2rm_tiny", "s2rm_sadlr_tiny"]
@@ -152,16 +152,7 @@ def test_batch_of_one_trains_and_predicts(name):
 
 def test_batch_independence_in_eval():
     model = build_model("s2rm_sadlr_tiny").eval()
-    images, ids, mask = _inputs(3)
-    inputs = {"images": images, "input_ids": ids, "attention_mask": mask}
-
-    def perturb(values, index):
-        values = {k: v.clone() for k, v in values.items()}
-        values["images"][index] = torch.randn(3, IMAGE, IMAGE)
-        values["input_ids"][index] = torch.randint(1, 1000, ids.shape[1:])
-        return values
-
-    assert_batch_independent(lambda v: model(**v), inputs, perturb, changed=0, watched=2)
+    assert_model_batch_independent(model, *_inputs(3), vocab=1000, changed=0, watched=2)
 
 
 def test_group_norm_option_replaces_every_batch_norm():

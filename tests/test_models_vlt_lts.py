@@ -6,7 +6,7 @@ import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
-from layer_checks import assert_batch_independent, assert_close_outputs, assert_finite, pad_words
+from layer_checks import assert_close_outputs, assert_finite, assert_model_batch_independent, pad_words
 
 from reference_models import build_model, list_models
 from reference_models.models.lts import LOCALIZATION_STRIDE, RelevanceFilter, localization_target
@@ -91,22 +91,7 @@ def test_padding_words_do_not_change_output(models, name):
 @pytest.mark.parametrize("name", NAMES)
 def test_batch_independent(models, name):
     model = models[name].eval()
-    images, ids, mask = _batch(b=3)
-
-    def perturb(inputs, index):
-        images = inputs["images"].clone()
-        images[index] = torch.randn_like(images[index])
-        ids = inputs["input_ids"].clone()
-        ids[index] = torch.randint(1, 100, ids[index].shape)
-        return {**inputs, "images": images, "input_ids": ids}
-
-    assert_batch_independent(
-        lambda x: model(**x),
-        {"images": images, "input_ids": ids, "attention_mask": mask},
-        perturb,
-        changed=2,
-        watched=0,
-    )
+    assert_model_batch_independent(model, *_batch(b=3), vocab=100, changed=2, watched=0)
 
 
 def test_sadlr_aux_logits_one_per_iteration():

@@ -39,11 +39,13 @@ import torch
 
 from . import benchtools
 from .benchtools import MIB
+from .config import parse_overrides
 
 __all__ = [
     "PAPER_GMACS",
     "LATENCY_SYSTEMS",
     "count_macs",
+    "macs_by_part",
     "flops_table",
     "latency_models",
     "latency_table",
@@ -78,14 +80,7 @@ def _fmt(value: Any, spec: str) -> str:
 # -- flops ----------------------------------------------------------------------------------
 
 
-def count_macs(model: torch.nn.Module, image_size: int, max_words: int) -> float:
-    """Multiply-accumulates (in G) of one forward pass with batch 1 at ``image_size``.
-
-    Args:
-        model: a reference model (called as ``model(images, input_ids, attention_mask)``).
-        image_size: square input size.
-        max_words: sentence length in tokens.
-    """
+def _count(model: torch.nn.Module, image_size: int, max_words: int):
     from torch.utils.flop_counter import FlopCounterMode
 
     images = torch.randn(1, 3, image_size, image_size)
@@ -102,14 +97,62 @@ def count_macs(model: torch.nn.Module, image_size: int, max_words: int) -> float
             model(images, input_ids, attention_mask)
     finally:
         torch.backends.mha.set_fastpath_enabled(fastpath)
-    return counter.get_total_flops() / 2e9
+    return counter
 
 
-def flops_table(names: list[str] | None = None, *, progress: bool = True) -> list[dict]:
+def count_macs(model: torch.nn.Module, image_size: int, max_words: int) -> float:
+    """Multiply-accumulates (in G) of one forward pass with batch 1 at ``image_size``.
+
+    Args:
+        model: a reference model (called as ``model(images, input_ids, attention_mask)``).
+        image_size: square input size.
+        max_words: sentence length in tokens.
+    """
+    return _count(model, image_size, max_words).get_total_flops() / 2e9
+
+
+def macs_by_part(model: torch.nn.Module, image_size: int, max_words: int) -> dict[str, float]:
+    """Multiply-accumulates (in G) of one batch-1 forward, split by the model's child modules.
+
+    Each direct child (``text_encoder``, ``backbone``, ``decoder``, ...) gets what ran inside
+    it, in the order the children were registered; work done by the model's own ``forward``
+    outside every child is ``"(model)"``. The parts sum to :func:`count_macs`.
+
+    Args:
+        model: a reference model (called as ``model(images, input_ids, attention_mask)``).
+        image_size: square input size.
+        max_words: sentence length in tokens.
+    """
+    counter = _count(model, image_size, max_words)
+    counts = counter.get_flop_counts()
+    root = type(model).__name__
+    parts: dict[str, float] = {}
+    for child, _ in model.named_children():
+        prefix = f"{root}.{child}"
+        entered = [name for name in counts if name == prefix or name.startswith(prefix + ".")]
+        # A model may call a child's submodules directly (LAVT runs its Swin stage by stage,
+        # never the backbone as a whole): sum the outermost modules that ran under the child.
+        outermost = [name for name in entered if not any(name.startswith(other + ".") for other in entered)]
+        flops = sum(sum(counts[name].values()) for name in outermost)
+        if flops:
+            parts[child] = flops / 2e9
+    rest = counter.get_total_flops() / 2e9 - sum(parts.values())
+    if abs(rest) > 1e-9:
+        parts["(model)"] = rest
+    return parts
+
+
+def flops_table(
+    names: list[str] | None = None, *, overrides: dict[str, Any] | None = None, progress: bool = True
+) -> list[dict]:
     """Measure every named (default: every ``_base``) model; one dict per row.
+
+    Each row also holds ``"parts"``, the split of :func:`macs_by_part` (G per child module).
 
     Args:
         names: registry names (default: every ``_base`` and ``_swint`` model).
+        overrides: config fields changed in every model (e.g. ``{"swin_window": 12}``); the
+            paper's figures then stand beside a different architecture.
         progress: report each model's time on stderr.
     """
     from . import build_model, list_models
@@ -118,8 +161,9 @@ def flops_table(names: list[str] | None = None, *, progress: bool = True) -> lis
     rows = []
     for name in names:
         start = time.perf_counter()
-        model = build_model(name)
-        gmacs = count_macs(model, model.config.image_size, model.config.max_words)
+        model = build_model(name, **(overrides or {}))
+        parts = macs_by_part(model, model.config.image_size, model.config.max_words)
+        gmacs = sum(parts.values())
         params = sum(p.numel() for p in model.parameters()) / 1e6
         rows.append(
             {
@@ -128,6 +172,7 @@ def flops_table(names: list[str] | None = None, *, progress: bool = True) -> lis
                 "gmacs": round(gmacs, 2),
                 "paper_gmacs": PAPER_GMACS.get(name),
                 "params_m": round(params, 2),
+                "parts": {part: round(value, 2) for part, value in parts.items()},
             }
         )
         del model
@@ -154,6 +199,15 @@ def _format_flops(rows: list[dict]) -> str:
             f"{_fmt(r['vs_paper'], '>10.3f'):>10} {r['params_m']:>9.1f} {_fmt(r.get('sadlr_ratio'), '>11.3f'):>11} "
             f"{_fmt(r.get('paper_sadlr_ratio'), '>11.3f'):>11}"
         )
+    return "\n".join(lines)
+
+
+def _format_parts(rows: list[dict]) -> str:
+    lines = ["GMACs by part (the model's child modules, in the order they are built):"]
+    width = max(len(r["model"]) for r in rows)
+    for r in rows:
+        parts = "  ".join(f"{part} {value:.1f}" for part, value in r["parts"].items())
+        lines.append(f"{r['model']:<{width}}  {parts}")
     return "\n".join(lines)
 
 
@@ -696,6 +750,11 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="section", required=True)
     flops = sub.add_parser("flops", parents=[common], help="multiply-accumulates of every _base model at the paper's input size")
     flops.add_argument("--models", nargs="*", help="registry names (default: every _base model)")
+    flops.add_argument("--parts", action="store_true", help="also print each model's MACs split by child module")
+    flops.add_argument(
+        "--model-arg", dest="model_args", action="append", default=[], metavar="KEY=VALUE",
+        help="change a config field of every model, e.g. --model-arg swin_window=12 (repeatable)",
+    )
 
     latency = sub.add_parser("latency", parents=[common, measured], help="batch-1 forward time, plug-ins beside their baselines")
     latency.add_argument("--models", nargs="+", help="registry names (default: the _base, or --size tiny, systems)")
@@ -774,9 +833,15 @@ def main(argv: list[str] | None = None) -> int:
     print(benchtools.format_environment(args.section, env), flush=True)
     extra: dict[str, Any] = {}
     if args.section == "flops":
-        rows = flops_table(args.models)
+        overrides = parse_overrides(args.model_args, name="--model-arg")
+        rows = flops_table(args.models, overrides=overrides)
+        if overrides:
+            extra = {"model_args": list(args.model_args)}
+            print("config changed in every model: " + ", ".join(args.model_args))
         print(_format_flops(rows))
         print("MACs: matmul/conv/attention multiply-accumulates of one batch-1 forward (text encoder included).")
+        if args.parts:
+            print(_format_parts(rows))
     elif args.section == "latency":
         rows, skipped = latency_table(
             args.models, size=args.size, device=device, dtype=dtype, channels_last=args.channels_last,
@@ -806,4 +871,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from .cli import run
+
+    raise SystemExit(run(main, "python -m reference_models.bench"))

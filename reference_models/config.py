@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ModelConfig", "ARCHITECTURES", "PLUGINS"]
+__all__ = ["ModelConfig", "ARCHITECTURES", "PLUGINS", "parse_overrides"]
 
 ARCHITECTURES = ("lavt", "vlt", "lts", "asda", "s2rm")
 PLUGINS = (None, "sadlr")
@@ -193,3 +194,36 @@ class ModelConfig:
         except json.JSONDecodeError as err:
             raise ValueError(f"{path}: not valid JSON ({err})") from None
         return cls.from_dict(data)
+
+
+def parse_overrides(items: Sequence[str], *, name: str = "model_args") -> dict[str, Any]:
+    """Parse ``"KEY=VALUE"`` strings (the CLIs' ``--model-arg``) into config overrides.
+
+    Values are read as JSON where they parse (``3``, ``0.5``, ``true``, ``[2, 2, 6, 2]``) and
+    kept as text otherwise (``norm=group``); JSON lists become tuples, as the config's
+    sequence fields are. The keys are checked later, by the config that receives them.
+
+    Args:
+        items: the ``KEY=VALUE`` strings, in order (a repeated key keeps the last value).
+        name: what the error messages call the argument.
+
+    Returns:
+        ``{key: value}``.
+
+    Example:
+        >>> parse_overrides(["swin_window=12", "norm=group", "swin_depths=[2, 2, 6, 2]"])
+        {'swin_window': 12, 'norm': 'group', 'swin_depths': (2, 2, 6, 2)}
+    """
+    overrides: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"{name}: expected KEY=VALUE; got {item!r}")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        if isinstance(value, list):
+            value = tuple(tuple(v) if isinstance(v, list) else v for v in value)
+        overrides[key] = value
+    return overrides

@@ -47,7 +47,7 @@ from rislayers import RISMetrics
 from .base import build_tokenizer
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data.refer import DATASET_SPLITS
-from .config import ModelConfig
+from .config import ModelConfig, parse_overrides
 from .registry import build_for_loading, build_from_config, get_config
 
 __all__ = ["TrainConfig", "RECIPES", "recipe_for", "train", "main", "ShardedResumableSampler"]
@@ -176,19 +176,7 @@ class TrainConfig:
 
     def model_overrides(self) -> dict[str, Any]:
         """``model_args`` (``"key=value"`` strings, values JSON or plain text) as config overrides."""
-        overrides: dict[str, Any] = {}
-        for item in self.model_args:
-            key, sep, raw = item.partition("=")
-            if not sep or not key:
-                raise ValueError(f"model_args: expected KEY=VALUE; got {item!r}")
-            try:
-                value = json.loads(raw)
-            except json.JSONDecodeError:
-                value = raw
-            if isinstance(value, list):
-                value = tuple(tuple(v) if isinstance(v, list) else v for v in value)
-            overrides[key] = value
-        return overrides
+        return parse_overrides(self.model_args)
 
     def resolved(self) -> TrainConfig:
         """Fill every ``None`` recipe field from the model's recipe."""

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
-from reference_models import bench, benchtools
+from reference_models import bench, benchtools, build_model
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = ["--repeats", "1", "--warmup", "0"]
@@ -152,6 +153,26 @@ def test_flops_section_tiny(tmp_path, capsys):
     rows = json.loads(path.read_text())["rows"]
     assert [r["model"] for r in rows] == ["lts_tiny", "lts_sadlr_tiny"]
     assert rows[1]["sadlr_ratio"] == pytest.approx(rows[1]["gmacs"] / rows[0]["gmacs"], abs=1e-3)
+    for row in rows:
+        assert sum(row["parts"].values()) == pytest.approx(row["gmacs"], abs=0.02)
+
+
+def test_flops_parts_split_the_total_by_child_module(capsys):
+    model = build_model("s2rm_tiny")
+    size, words = model.config.image_size, model.config.max_words
+    parts = bench.macs_by_part(model, size, words)
+    assert list(parts) == ["text_encoder", "backbone", "coparser", "decoder"]
+    assert all(value > 0 for value in parts.values())
+    assert sum(parts.values()) == pytest.approx(bench.count_macs(model, size, words), rel=1e-9)
+    # The text encoder's share is what the text encoder alone costs on the same words.
+    ids = torch.randint(1, 1000, (1, words))
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model.eval().text_encoder(ids, torch.ones_like(ids))
+    assert parts["text_encoder"] == pytest.approx(counter.get_total_flops() / 2e9, rel=1e-9)
+    assert bench.main(["flops", "--models", "s2rm_tiny", "--parts"]) == 0
+    out = capsys.readouterr().out
+    assert "GMACs by part" in out and "s2rm_tiny  text_encoder" in out
 
 
 def test_interleaved_rounds_alternate_order():
@@ -201,3 +222,16 @@ def test_benchmarks_coparser_script_runs(capsys):
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("machine: ") and "fwd gemm" in lines[4]
     assert [line.split()[:3] for line in lines[6:8]] == [["coparse", "4", "8"], ["layer", "4", "8"]]
+
+
+def test_flops_model_arg_changes_every_model(tmp_path, capsys):
+    path = tmp_path / "flops.json"
+    assert bench.main(["flops", "--models", "lts_tiny", "--json", str(path)]) == 0
+    plain = json.loads(path.read_text())["rows"][0]
+    assert bench.main(["flops", "--models", "lts_tiny", "--model-arg", "decoder_dim=64", "--json", str(path)]) == 0
+    saved = json.loads(path.read_text())
+    assert "config changed in every model: decoder_dim=64" in capsys.readouterr().out
+    assert saved["model_args"] == ["decoder_dim=64"]
+    assert saved["rows"][0]["gmacs"] > plain["gmacs"]
+    with pytest.raises(ValueError, match="--model-arg: expected KEY=VALUE; got 'decoder_dim'"):
+        bench.main(["flops", "--models", "lts_tiny", "--model-arg", "decoder_dim"])

@@ -281,9 +281,10 @@ def test_refcoco_layout_splits_and_masks(tmp_path):
     assert [r["ref_id"] for r in test_a.refs] == [2] and len(test_a) == 2
     sample = test_a[0]
     assert sample["sentence"] == "Raw Sentence 2-0" and sample["orig_size"].tolist() == [30, 40]
-    # Overlapping polygon parts are one foreground region.
+    # Overlapping polygon parts are one foreground region; COCO's rule covers exactly the
+    # pixels of an integer rectangle ([2, 20) x [2, 10) and [15, 30) x [5, 25) here).
     mask = test_a.ref_mask(test_a.refs[0])
-    assert mask[6, 18] and mask[20, 25] and mask.sum() == 19 * 9 + 16 * 21 - 6 * 6
+    assert mask[6, 18] and mask[20, 25] and mask.sum() == 18 * 8 + 15 * 20 - 5 * 5
     test_b = ReferDataset(root, "refcoco", "unc", "testB", tokenizer=tok, image_size=32, text_field="sent")
     assert test_b[1]["sentence"] == "sentence 3 1"
     assert test_b.ref_mask(test_b.refs[0]).sum() == 15 * 8

@@ -31,7 +31,7 @@ shape and the REFER loader reads back identical masks.
 
 Text-blind ceiling (``python -m reference_models.data.ceiling``, 500 expressions per level,
 seed 0, 64x64): the best of "random object", "largest object" and "union of all objects"
-reaches mIoU 0.240 / 0.182 / 0.144 / 0.112 on levels 1-4 (all <= 0.30; details in
+reaches mIoU 0.223 / 0.182 / 0.144 / 0.112 on levels 1-4 (all <= 0.30; details in
 :mod:`reference_models.data.ceiling`).
 
 Command line: ``python -m reference_models.data.synthetic --out DIR --format refer --level N

@@ -169,10 +169,10 @@ def flops_table(
             {
                 "model": name,
                 "input": model.config.image_size,
-                "gmacs": round(gmacs, 2),
+                "gmacs": round(gmacs, 6),
                 "paper_gmacs": PAPER_GMACS.get(name),
                 "params_m": round(params, 2),
-                "parts": {part: round(value, 2) for part, value in parts.items()},
+                "parts": {part: round(value, 6) for part, value in parts.items()},
             }
         )
         del model
@@ -190,12 +190,17 @@ def flops_table(
     return rows
 
 
+def _gmacs(value: float) -> str:
+    # One decimal is enough for the papers' sizes; tiny models cost thousandths of a G.
+    return f"{value:.1f}" if value >= 10 else f"{value:.3g}"
+
+
 def _format_flops(rows: list[dict]) -> str:
     header = f"{'model':<18} {'input':>5} {'GMACs':>8} {'paper':>7} {'ours/paper':>10} {'params(M)':>9} {'SADLR ratio':>11} {'paper ratio':>11}"
     lines = [header, "-" * len(header)]
     for r in rows:
         lines.append(
-            f"{r['model']:<18} {r['input']:>5} {r['gmacs']:>8.1f} {_fmt(r['paper_gmacs'], '>7.1f'):>7} "
+            f"{r['model']:<18} {r['input']:>5} {_gmacs(r['gmacs']):>8} {_fmt(r['paper_gmacs'], '>7.1f'):>7} "
             f"{_fmt(r['vs_paper'], '>10.3f'):>10} {r['params_m']:>9.1f} {_fmt(r.get('sadlr_ratio'), '>11.3f'):>11} "
             f"{_fmt(r.get('paper_sadlr_ratio'), '>11.3f'):>11}"
         )
@@ -206,7 +211,7 @@ def _format_parts(rows: list[dict]) -> str:
     lines = ["GMACs by part (the model's child modules, in the order they are built):"]
     width = max(len(r["model"]) for r in rows)
     for r in rows:
-        parts = "  ".join(f"{part} {value:.1f}" for part, value in r["parts"].items())
+        parts = "  ".join(f"{part} {_gmacs(value)}" for part, value in r["parts"].items())
         lines.append(f"{r['model']:<{width}}  {parts}")
     return "\n".join(lines)
 
@@ -781,14 +786,19 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _run_layers(args) -> list[dict]:
+def _layer_cases_of(args) -> list[LayerCase]:
     cases = layer_cases(args.quick)
     if args.only:
         known = {case.layer for case in cases}
         unknown = sorted(set(args.only) - known)
         if unknown:
-            raise SystemExit(f"--only: unknown layer(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+            raise ValueError(f"--only: unknown layer(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
         cases = [case for case in cases if case.layer in args.only]
+    return cases
+
+
+def _run_layers(args) -> list[dict]:
+    cases = _layer_cases_of(args)
     print(f"layers: batch {args.batch}, training mode, median of {args.repeats} after {args.warmup} warm-up; "
           "forward under no_grad; peak = extra tensor memory live during the step")
     print(_layers_header())
@@ -825,15 +835,26 @@ def main(argv: list[str] | None = None) -> int:
         argv: command-line arguments (default ``sys.argv[1:]``).
     """
     args = _parser().parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    # Argument errors come before the header, so a mistyped command prints only the error.
+    if args.threads is not None and args.threads < 1:
+        raise ValueError(f"--threads: expected a positive integer; got {args.threads}")
     device = getattr(args, "device", "cpu")
     dtype = getattr(args, "dtype", "float32")
-    env = benchtools.environment(benchtools.resolve_device(device), dtype)
+    resolved = benchtools.resolve_device(device)
+    if args.section in ("flops", "train") and args.models:
+        from .registry import get_config
+
+        for name in args.models:
+            get_config(name)
+    overrides = parse_overrides(args.model_args, name="--model-arg") if args.section == "flops" else {}
+    if args.section == "layers":
+        _layer_cases_of(args)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    env = benchtools.environment(resolved, dtype)
     print(benchtools.format_environment(args.section, env), flush=True)
     extra: dict[str, Any] = {}
     if args.section == "flops":
-        overrides = parse_overrides(args.model_args, name="--model-arg")
         rows = flops_table(args.models, overrides=overrides)
         if overrides:
             extra = {"model_args": list(args.model_args)}

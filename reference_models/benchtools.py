@@ -87,7 +87,10 @@ def resolve_device(name: str) -> torch.device:
     Args:
         name: ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
     """
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device: expected 'cpu', 'cuda' or 'cuda:N'; got {name!r}") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device: {name!r} requested but torch.cuda.is_available() is False")
     if device.type not in ("cpu", "cuda"):

@@ -9,7 +9,9 @@ makes ``config.json`` readable; fields that an architecture does not use are ign
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +23,30 @@ ARCHITECTURES = ("lavt", "vlt", "lts", "asda", "s2rm")
 PLUGINS = (None, "sadlr")
 VISION_ENCODERS = ("swin", "clip")
 TEXT_ENCODERS = ("bert", "clip")
+
+
+_POSITIVE_INTS = (
+    "image_size", "swin_embed_dim", "swin_window", "clip_width", "clip_layers", "clip_heads", "clip_patch",
+    "clip_embed_dim", "text_dim", "text_layers", "text_heads", "text_intermediate", "vocab_size", "max_words",
+    "decoder_dim", "num_queries", "transformer_layers", "refiner_iters", "refiner_repeats", "aligner_masks",
+)
+
+
+def _is_int(value: Any, *, minimum: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _unknown_keys(unknown: Sequence[str], known: Sequence[str]) -> str:
+    """``'refiner_iter' (did you mean 'refiner_iters'?)``, for each unknown key."""
+    parts = []
+    for key in unknown:
+        close = difflib.get_close_matches(key, known, n=1)
+        parts.append(f"{key!r} (did you mean {close[0]!r}?)" if close else repr(key))
+    return ", ".join(parts)
 
 
 @dataclass(frozen=True)
@@ -142,10 +168,33 @@ class ModelConfig:
             value = getattr(self, key)
             if value not in allowed:
                 raise ValueError(f"{key}: expected one of {allowed}; got {value!r}")
-        for key in ("image_size", "text_dim", "decoder_dim", "max_words", "vocab_size", "refiner_iters"):
+        for key in _POSITIVE_INTS:
+            if not _is_int(getattr(self, key), minimum=1):
+                raise ValueError(f"{key}: expected a positive integer; got {getattr(self, key)!r}")
+        for key, upper in (("drop_path", 1.0), ("text_dropout", 1.0), ("focal_weight", None)):
             value = getattr(self, key)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{key}: expected a positive integer; got {value!r}")
+            if not _is_number(value) or value < 0 or (upper is not None and value >= upper):
+                bound = f"in [0, {upper:g})" if upper is not None else ">= 0"
+                raise ValueError(f"{key}: expected a number {bound}; got {value!r}")
+        for key, example in (("swin_depths", "[2, 2, 6, 2]"), ("swin_heads", "[3, 6, 12, 24]"), ("refiner_hidden", "[128, 512]")):
+            value = getattr(self, key)
+            if not isinstance(value, tuple) or not value or not all(_is_int(v, minimum=1) for v in value):
+                raise ValueError(f"{key}: expected a list of positive integers, e.g. {example}; got {value!r}")
+        if len(self.swin_depths) != len(self.swin_heads):
+            raise ValueError(
+                f"swin_depths, swin_heads: expected one depth and one head count per Swin stage; got "
+                f"{len(self.swin_depths)} depths {self.swin_depths} and {len(self.swin_heads)} head counts {self.swin_heads}"
+            )
+        if not isinstance(self.loss_weights, tuple) or not all(_is_number(v) and v >= 0 for v in self.loss_weights):
+            raise ValueError(f"loss_weights: expected a list of non-negative numbers; got {self.loss_weights!r}")
+        if not isinstance(self.selector_layers, tuple) or not all(
+            isinstance(pair, tuple) and len(pair) == 2 and all(_is_int(v, minimum=1) for v in pair) and pair[0] <= pair[1]
+            for pair in self.selector_layers
+        ):
+            raise ValueError(
+                f"selector_layers: expected [start, end] layer ranges (1-based, start <= end), e.g. "
+                f"[[4, 6], [7, 9]]; got {self.selector_layers!r}"
+            )
         if self.plugin == "sadlr" and len(self.loss_weights) != self.refiner_iters:
             raise ValueError(
                 f"loss_weights: expected one weight per refiner iteration ({self.refiner_iters}); "
@@ -163,7 +212,7 @@ class ModelConfig:
         known = {f.name: f for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - set(known))
         if unknown:
-            raise ValueError(f"config: unknown keys {unknown}; valid keys are {sorted(known)}")
+            raise ValueError(f"config: unknown keys {_unknown_keys(unknown, list(known))}; valid keys are {sorted(known)}")
         values = {}
         for key, value in data.items():
             if isinstance(value, list):
@@ -176,7 +225,9 @@ class ModelConfig:
         known = {f.name for f in dataclasses.fields(self)}
         unknown = sorted(set(overrides) - known)
         if unknown:
-            raise ValueError(f"overrides: unknown config keys {unknown}; valid keys are {sorted(known)}")
+            raise ValueError(
+                f"overrides: unknown config keys {_unknown_keys(unknown, sorted(known))}; valid keys are {sorted(known)}"
+            )
         return dataclasses.replace(self, **overrides)
 
     def save(self, path: str | Path) -> None:
@@ -196,12 +247,14 @@ class ModelConfig:
         return cls.from_dict(data)
 
 
-def parse_overrides(items: Sequence[str], *, name: str = "model_args") -> dict[str, Any]:
+def parse_overrides(items: Sequence[str], *, name: str = "--model-arg") -> dict[str, Any]:
     """Parse ``"KEY=VALUE"`` strings (the CLIs' ``--model-arg``) into config overrides.
 
-    Values are read as JSON where they parse (``3``, ``0.5``, ``true``, ``[2, 2, 6, 2]``) and
-    kept as text otherwise (``norm=group``); JSON lists become tuples, as the config's
-    sequence fields are. The keys are checked later, by the config that receives them.
+    Values are read as JSON where they parse (``3``, ``0.5``, ``true``, ``[2, 2, 6, 2]``);
+    a comma-separated value (``2,2,6,2``) is a list of such values; anything else stays text
+    (``norm=group``). Lists become tuples, as the config's sequence fields are. Keys must be
+    :class:`ModelConfig` fields (a near miss is suggested); the values are checked by the
+    config that receives them.
 
     Args:
         items: the ``KEY=VALUE`` strings, in order (a repeated key keeps the last value).
@@ -211,19 +264,29 @@ def parse_overrides(items: Sequence[str], *, name: str = "model_args") -> dict[s
         ``{key: value}``.
 
     Example:
-        >>> parse_overrides(["swin_window=12", "norm=group", "swin_depths=[2, 2, 6, 2]"])
-        {'swin_window': 12, 'norm': 'group', 'swin_depths': (2, 2, 6, 2)}
+        >>> parse_overrides(["swin_window=12", "norm=group", "swin_depths=2,2,6,2", "refiner_hidden=[16, 32]"])
+        {'swin_window': 12, 'norm': 'group', 'swin_depths': (2, 2, 6, 2), 'refiner_hidden': (16, 32)}
     """
+    known = [f.name for f in dataclasses.fields(ModelConfig)]
     overrides: dict[str, Any] = {}
     for item in items:
         key, sep, raw = item.partition("=")
+        key = key.strip()
         if not sep or not key:
             raise ValueError(f"{name}: expected KEY=VALUE; got {item!r}")
-        try:
-            value = json.loads(raw)
-        except json.JSONDecodeError:
-            value = raw
+        if key not in known:
+            raise ValueError(f"{name}: unknown config key {_unknown_keys([key], known)}; valid keys are {sorted(known)}")
+        value = _parse_value(raw)
+        if isinstance(value, str) and "," in value and not value.lstrip().startswith(("[", "{", '"')):
+            value = [_parse_value(part) for part in value.split(",")]
         if isinstance(value, list):
             value = tuple(tuple(v) if isinstance(v, list) else v for v in value)
         overrides[key] = value
     return overrides
+
+
+def _parse_value(raw: str) -> Any:
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError:
+        return raw.strip()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import difflib
+
 from collections.abc import Callable
 
 from .config import ModelConfig
@@ -66,7 +68,9 @@ def get_config(name: str) -> ModelConfig:
     """
     _ensure_loaded()
     if name not in _CONFIGS:
-        raise ValueError(f"name: unknown model {name!r}; available: {', '.join(sorted(_CONFIGS))}")
+        close = difflib.get_close_matches(str(name), list(_CONFIGS), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(f"name: unknown model {name!r}{hint}; available: {', '.join(sorted(_CONFIGS))}")
     return _CONFIGS[name]
 
 

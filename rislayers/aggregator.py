@@ -135,10 +135,10 @@ class ScaleWiseAggregator(nn.Module):
         Returns:
             The coarse map, same size as ``high``.
         """
-        axes = check_shape(high, "b c h w", name="high", c=self.dim)
-        check_shape(mid, "b c h w", name="mid", bound=axes)
-        check_shape(low, "b c h w", name="low", bound=axes)
-        check_shape(sentence, "b d", name="sentence", bound=axes, d=self.text_dim)
+        axes = check_shape(high, "b c h w", name="high", c=self.dim, floating=True)
+        check_shape(mid, "b c h w", name="mid", bound=axes, floating=True)
+        check_shape(low, "b c h w", name="low", bound=axes, floating=True)
+        check_shape(sentence, "b d", name="sentence", bound=axes, d=self.text_dim, floating=True)
 
         full_size = (high.shape[-2], high.shape[-1])
         mid_size = _half(full_size)

@@ -283,8 +283,8 @@ class DualBranchAligner(nn.Module):
         Returns:
             :class:`AlignerOutput` ``(logits, masks, coefficients)``.
         """
-        axes = check_shape(coarse, "b c h w", name="coarse", c=self.dim)
-        check_shape(words, "b l d", name="words", bound=axes, d=self.text_dim)
+        axes = check_shape(coarse, "b c h w", name="coarse", c=self.dim, floating=True)
+        check_shape(words, "b l d", name="words", bound=axes, d=self.text_dim, floating=True)
         check_mask(word_mask, name="word_mask", bound=axes)
         height, width = coarse.shape[-2], coarse.shape[-1]
 

@@ -222,10 +222,10 @@ class CASGStage(nn.Module):
         Returns:
             The stage's output ``F_i^cross``, at the size of ``vis``.
         """
-        check_shape(vis, "b c h w", name="vis", c=self.vis_dim)
+        check_shape(vis, "b c h w", name="vis", c=self.vis_dim, floating=True)
         # Sizes come from the tensor, not the binding: checks may be switched off.
         batch, height, width = vis.shape[0], vis.shape[-2], vis.shape[-1]
-        check_shape(sentence, "b d", name="sentence", bound={"b": batch}, d=self.text_dim)
+        check_shape(sentence, "b d", name="sentence", bound={"b": batch}, d=self.text_dim, floating=True)
         if isinstance(prev, torch.Tensor) or not isinstance(prev, Sequence) or len(prev) != len(self.prev_dims):
             got = f"length {len(prev)}" if isinstance(prev, Sequence) else type(prev).__name__
             raise ShapeError(
@@ -233,7 +233,7 @@ class CASGStage(nn.Module):
                 f"c_k = {self.prev_dims}; got {got}"
             )
         for k, (feat, channels) in enumerate(zip(prev, self.prev_dims)):
-            check_shape(feat, "b c h w", name=f"prev[{k}]", bound={"b": batch}, c=channels)
+            check_shape(feat, "b c h w", name=f"prev[{k}]", bound={"b": batch}, c=channels, floating=True)
 
         resized = [
             feat
@@ -423,11 +423,11 @@ class CASGDecoder(nn.Module):
                 f"features: expected a sequence of 4 maps [V1, V2, V3, F4cross] (b, c_k, h_k, w_k) with "
                 f"c_k = {self.in_dims}; got {got}"
             )
-        check_shape(features[0], "b c h w", name="features[0]", c=self.in_dims[0])
+        check_shape(features[0], "b c h w", name="features[0]", c=self.in_dims[0], floating=True)
         batch = features[0].shape[0]
         for k in (1, 2, 3):
-            check_shape(features[k], "b c h w", name=f"features[{k}]", bound={"b": batch}, c=self.in_dims[k])
-        check_shape(sentence, "b d", name="sentence", bound={"b": batch}, d=self.text_dim)
+            check_shape(features[k], "b c h w", name=f"features[{k}]", bound={"b": batch}, c=self.in_dims[k], floating=True)
+        check_shape(sentence, "b d", name="sentence", bound={"b": batch}, d=self.text_dim, floating=True)
 
         decoded = [features[3]]
         for stage, vis in zip(self.stages, (features[2], features[1], features[0])):

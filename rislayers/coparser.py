@@ -358,8 +358,8 @@ class SpatialRecurrentCoparser(nn.Module):
             >>> layer.coparse(torch.randn(2, 12, 16), torch.randn(2, 12, 16)).shape
             torch.Size([2, 12, 48])
         """
-        axes = check_shape(vis_flat, "b n c", name="vis_flat", n=self.num_positions, c=self.dim)
-        check_shape(lang_flat, "b n c", name="lang_flat", bound=axes)
+        axes = check_shape(vis_flat, "b n c", name="vis_flat", n=self.num_positions, c=self.dim, floating=True)
+        check_shape(lang_flat, "b n c", name="lang_flat", bound=axes, floating=True)
         if self.implementation == "shift":
             return self._coparse_shift(vis_flat, lang_flat)
         affinity = torch.bmm(vis_flat, lang_flat.transpose(1, 2))  # A (b, n, n)
@@ -407,7 +407,7 @@ class SpatialRecurrentCoparser(nn.Module):
             torch.Size([2, 16, 3, 4])
         """
         height, width = self.size
-        axes = check_shape(groups, "b n m", name="groups", n=self.num_positions, m=self.num_groups * self.num_positions)
+        axes = check_shape(groups, "b n m", name="groups", n=self.num_positions, m=self.num_groups * self.num_positions, floating=True)
         batch, k, n = axes["b"], self.num_groups, self.num_positions
         if self.implementation == "shift":
             stacked = rearrange(groups, "b (h w) m -> b m h w", h=height, w=width)
@@ -476,7 +476,7 @@ class SpatialRecurrentCoparser(nn.Module):
 
     def _check_inputs(self, vis: torch.Tensor, words: torch.Tensor, word_mask: torch.Tensor | None) -> dict[str, int]:
         height, width = self.size
-        axes = check_shape(vis, "b c h w", name="vis", c=self.dim, h=height, w=width)
-        check_shape(words, "b l d", name="words", bound=axes, d=self.text_dim)
+        axes = check_shape(vis, "b c h w", name="vis", c=self.dim, h=height, w=width, floating=True)
+        check_shape(words, "b l d", name="words", bound=axes, d=self.text_dim, floating=True)
         check_mask(word_mask, name="word_mask", bound=axes)
         return axes

@@ -38,7 +38,7 @@ def masked_mean(words: torch.Tensor, word_mask: torch.Tensor | None = None, *, e
         >>> masked_mean(words, mask).shape
         torch.Size([2, 16])
     """
-    axes = check_shape(words, "b l d", name="words")
+    axes = check_shape(words, "b l d", name="words", floating=True)
     check_mask(word_mask, name="word_mask", bound=axes)
     if word_mask is None:
         return words.mean(dim=1)
@@ -71,7 +71,7 @@ def masked_avg_pool2d(feats: torch.Tensor, weights: torch.Tensor, *, eps: float 
         >>> masked_avg_pool2d(feats, torch.zeros(2, 4, 4)).shape
         torch.Size([2, 8])
     """
-    axes = check_shape(feats, "b c h w", name="feats")
+    axes = check_shape(feats, "b c h w", name="feats", floating=True)
     if isinstance(weights, torch.Tensor) and weights.dim() == 4:
         check_shape(weights, "b 1 h w", name="weights", bound=axes)
         weights = weights[:, 0]

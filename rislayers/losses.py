@@ -93,7 +93,7 @@ def dice_loss(
         raise ValueError(f"classes: expected 'both' or 'foreground'; got {classes!r}")
     if smooth <= 0:
         raise ValueError(f"smooth: expected a positive number; got {smooth}")
-    axes = check_shape(logits, "b k h w", name="logits")
+    axes = check_shape(logits, "b k h w", name="logits", floating=True)
     if axes["k"] not in (1, 2):
         raise ShapeError(f"logits: expected (b, k, h, w) with k=1 or k=2; got {tuple(logits.shape)}")
     fg = _target_map(target, axes)
@@ -145,7 +145,7 @@ def sigmoid_focal_loss(
         raise ValueError(f"alpha: expected a value in [0, 1] (or negative to disable); got {alpha}")
     if isinstance(logits, torch.Tensor) and logits.dim() == 3:
         logits = logits.unsqueeze(1)
-    axes = check_shape(logits, "b 1 h w", name="logits")
+    axes = check_shape(logits, "b 1 h w", name="logits", floating=True)
     truth = _target_map(target, axes)
     x = logits[:, 0].float()
     ce = F.binary_cross_entropy_with_logits(x, truth, reduction="none")

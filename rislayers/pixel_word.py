@@ -106,8 +106,8 @@ class PixelWordAttention(nn.Module):
         self.out_proj = nn.Sequential(nn.Linear(dim, dim, **fk), nn.GELU(), nn.Dropout(dropout))
 
     def forward(self, vis: torch.Tensor, words: torch.Tensor, word_mask: torch.Tensor | None = None) -> torch.Tensor:
-        axes = check_shape(vis, "b c h w", name="vis", c=self.dim)
-        check_shape(words, "b l d", name="words", bound=axes, d=self.text_dim)
+        axes = check_shape(vis, "b c h w", name="vis", c=self.dim, floating=True)
+        check_shape(words, "b l d", name="words", bound=axes, d=self.text_dim, floating=True)
         check_mask(word_mask, name="word_mask", bound=axes)
         h, w = axes["h"], axes["w"]
         pixels = rearrange(vis, "b c h w -> b (h w) c")
@@ -166,8 +166,8 @@ class LanguageGate(nn.Module):
             nn.init.zeros_(self.out.weight)
 
     def forward(self, x: torch.Tensor, fused: torch.Tensor) -> torch.Tensor:
-        axes = check_shape(x, "b c h w", name="x", c=self.dim)
-        check_shape(fused, "b c h w", name="fused", bound=axes)
+        axes = check_shape(x, "b c h w", name="x", c=self.dim, floating=True)
+        check_shape(fused, "b c h w", name="fused", bound=axes, floating=True)
         f = rearrange(fused, "b c h w -> b h w c")
         gate = torch.tanh(self.out(torch.relu(self.hidden(f))))
         return x + rearrange(gate * f, "b h w c -> b c h w")

@@ -221,8 +221,8 @@ class DynamicQueryRefiner(nn.Module):
         Returns:
             :class:`RefinerOutput` with ``num_iters`` score maps and queries.
         """
-        axes = check_shape(feats, "b c h w", name="feats", c=self.dim)
-        check_shape(words, "b l d", name="words", bound=axes, d=self.text_dim)
+        axes = check_shape(feats, "b c h w", name="feats", c=self.dim, floating=True)
+        check_shape(words, "b l d", name="words", bound=axes, d=self.text_dim, floating=True)
         check_mask(word_mask, name="word_mask", bound=axes)
         height, width = feats.shape[-2:]
 

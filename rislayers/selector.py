@@ -125,7 +125,7 @@ class AdaptiveLayerSelector(nn.Module):
 
     def _stack(self, candidates: torch.Tensor | Sequence[torch.Tensor]) -> tuple[torch.Tensor, dict[str, int]]:
         if isinstance(candidates, torch.Tensor):
-            axes = check_shape(candidates, "b k c h w", name="candidates", k=self.num_candidates, c=self.dim)
+            axes = check_shape(candidates, "b k c h w", name="candidates", k=self.num_candidates, c=self.dim, floating=True)
             return candidates, axes
         if not isinstance(candidates, Sequence) or isinstance(candidates, (str, bytes)):
             raise ShapeError(
@@ -139,7 +139,7 @@ class AdaptiveLayerSelector(nn.Module):
             )
         axes: dict[str, int] = {"k": self.num_candidates, "c": self.dim}
         for i, candidate in enumerate(candidates):
-            check_shape(candidate, "b c h w", name=f"candidates[{i}]", bound=axes)
+            check_shape(candidate, "b c h w", name=f"candidates[{i}]", bound=axes, floating=True)
         return torch.stack(list(candidates), dim=1), axes
 
     def forward(
@@ -159,8 +159,8 @@ class AdaptiveLayerSelector(nn.Module):
             :class:`SelectionOutput` ``(features, probs, index)``.
         """
         stacked, axes = self._stack(candidates)
-        check_shape(cls_tokens, "b k c", name="cls_tokens", bound=axes)
-        check_shape(sentence, "b d", name="sentence", bound=axes, d=self.text_dim)
+        check_shape(cls_tokens, "b k c", name="cls_tokens", bound=axes, floating=True)
+        check_shape(sentence, "b d", name="sentence", bound=axes, d=self.text_dim, floating=True)
 
         text = rearrange(self.proj_text(sentence), "b s -> b 1 s")
         scores = text * self.proj_vis(cls_tokens)  # Eq. 1, one score token per candidate

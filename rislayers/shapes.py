@@ -67,6 +67,7 @@ def check_shape(
     *,
     name: str,
     bound: dict[str, int] | None = None,
+    floating: bool = False,
     **sizes: int,
 ) -> dict[str, int]:
     """Check ``tensor`` against a named-axis ``pattern`` and bind its axes.
@@ -78,6 +79,8 @@ def check_shape(
         name: the argument's name, used in the error message.
         bound: axes already bound by earlier arguments of the same call; updated in place
             with the axes this tensor binds. ``None`` starts a fresh binding.
+        floating: also require a floating-point dtype (features, not ids or masks), so an
+            integer tensor fails here with its name rather than deep inside a matmul.
         **sizes: axes whose size is fixed by the module (e.g. ``d=768``); they are added
             to ``bound`` before checking.
 
@@ -85,8 +88,8 @@ def check_shape(
         The binding (the same dict as ``bound`` when one was given), so calls can chain.
 
     Raises:
-        ShapeError: wrong type, wrong number of dimensions, or an axis whose size
-            disagrees with its binding.
+        ShapeError: wrong type, wrong number of dimensions, an axis whose size disagrees
+            with its binding, or (with ``floating``) an integer or bool dtype.
 
     Example:
         >>> import torch
@@ -108,6 +111,8 @@ def check_shape(
         raise ShapeError(
             f"{name}: expected a tensor of shape {_describe(axes, bound)}; got {type(tensor).__name__}"
         )
+    if floating and not tensor.is_floating_point():
+        raise ShapeError(f"{name}: expected a floating-point tensor; got dtype {tensor.dtype}")
     shape = tuple(tensor.shape)
     if len(shape) != len(axes):
         raise ShapeError(

@@ -22,3 +22,18 @@ def test_cli_reports_and_checks_the_limit(capsys):
     assert main(["--levels", "1", "--samples", "20"]) == 0
     assert "best text-blind mIoU" in capsys.readouterr().out
     assert main(["--levels", "1", "--samples", "20", "--limit", "0.01"]) == 1
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--levels", "5"], "--levels: expected levels from [1, 2, 3, 4]; got [5]"),
+        (["--samples", "0"], "--samples: expected a positive integer; got 0"),
+        (["--image-size", "8"], "--image-size: expected an int >= 32; got 8"),
+    ],
+)
+def test_cli_bad_arguments_are_one_line_errors(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith(f"error: {message}")

@@ -304,3 +304,24 @@ def test_image_dir_can_be_moved(tmp_path):
         ReferDataset(root, "refcoco", "unc", "train", tokenizer=WordTokenizer())
     data = ReferDataset(root, "refcoco", "unc", "train", tokenizer=WordTokenizer(), image_dir=moved, image_size=32)
     assert data[0]["image"].shape == (3, 32, 32)
+
+
+def test_export_refuses_to_overwrite_and_replaces_when_asked(tmp_path):
+    root = tmp_path / "refer"
+    export_refer(root, counts={"train": 3, "val": 1, "test": 1}, progress=False)
+    images = root / "images" / "synthetic"
+    before = sorted(p.name for p in images.iterdir())
+    instances = (root / "synthetic" / "instances.json").read_bytes()
+    with pytest.raises(ValueError, match="out_dir: .* already holds an export .*pass overwrite=True"):
+        export_refer(root, counts={"train": 1, "val": 1, "test": 1}, progress=False)
+    # Refused: nothing was touched.
+    assert sorted(p.name for p in images.iterdir()) == before
+    assert (root / "synthetic" / "instances.json").read_bytes() == instances
+    (images / "notes.txt").write_text("mine")
+    export_refer(root, counts={"train": 1, "val": 1, "test": 1}, overwrite=True, progress=False)
+    # Replaced: no stale picture of the larger export is left; the user's own file stays.
+    assert sorted(p.name for p in images.iterdir()) == ["notes.txt", "test_000000.png", "train_000000.png", "val_000000.png"]
+    assert len(json.loads((root / "synthetic" / "instances.json").read_text())["images"]) == 3
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match="out_dir: .*file is a file; expected a folder"):
+        export_refer(tmp_path / "file", counts=1, progress=False)

@@ -10,6 +10,7 @@ import torch
 
 from reference_models import ModelConfig, build_model, get_config, list_models
 from reference_models.base import RISModel, SegmentationOutput
+from reference_models.config import parse_overrides
 from reference_models.weights import WeightsError, load_weights, read_state_dict
 
 
@@ -32,7 +33,9 @@ def test_registry_has_every_system_in_both_sizes():
         assert {f"{arch}_tiny", f"{arch}_base"} <= names
     with pytest.raises(ValueError, match="unknown model 'nope'; available: "):
         build_model("nope")
-    with pytest.raises(ValueError, match=r"unknown config keys \['imagesize'\]"):
+    with pytest.raises(ValueError, match="unknown model 'lavt_sadrl_tiny' \\(did you mean 'lavt_sadlr_tiny'\\?\\)"):
+        build_model("lavt_sadrl_tiny")
+    with pytest.raises(ValueError, match="unknown config keys 'imagesize' \\(did you mean 'image_size'\\?\\)"):
         build_model("lavt_tiny", imagesize=32)
 
 
@@ -176,6 +179,20 @@ def test_config_json_round_trip_and_validation(tmp_path):
         config.replace(plugin="cgan")
     with pytest.raises(ValueError, match="loss_weights: expected one weight per refiner iteration"):
         config.replace(refiner_iters=2)
+    for field, value, message in [
+        ("swin_depths", (1, 1), "swin_depths, swin_heads: expected one depth and one head count per Swin stage"),
+        ("swin_depths", ("1", "1", "1", "1"), "swin_depths: expected a list of positive integers"),
+        ("refiner_hidden", 8, "refiner_hidden: expected a list of positive integers, e.g. \\[128, 512\\]"),
+        ("refiner_hidden", (16, 0), "refiner_hidden: expected a list of positive integers"),
+        ("text_layers", True, "text_layers: expected a positive integer; got True"),
+        ("clip_patch", 0, "clip_patch: expected a positive integer"),
+        ("drop_path", 1.5, "drop_path: expected a number in \\[0, 1\\); got 1.5"),
+        ("focal_weight", float("nan"), "focal_weight: expected a number >= 0"),
+        ("loss_weights", (0.5, -1.0, 0.5), "loss_weights: expected a list of non-negative numbers"),
+        ("selector_layers", ((6, 4), (7, 9)), "selector_layers: expected \\[start, end\\] layer ranges"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            config.replace(**{field: value})
     (tmp_path / "bad.json").write_text("{not json")
     with pytest.raises(ValueError, match="bad.json: not valid JSON"):
         ModelConfig.load(tmp_path / "bad.json")
@@ -187,3 +204,13 @@ def test_base_models_build_offline(name):
     with torch.device("meta"):
         model = build_model(name)
     assert sum(p.numel() for p in model.parameters()) > 50e6
+
+
+def test_model_arg_strings_parse_to_config_values():
+    overrides = parse_overrides(["swin_depths=1,1,2,1", "refiner_hidden=[8, 16]", "norm=group", "drop_path=0.1"])
+    assert overrides == {"swin_depths": (1, 1, 2, 1), "refiner_hidden": (8, 16), "norm": "group", "drop_path": 0.1}
+    assert build_model("lavt_sadlr_tiny", **overrides).config.swin_depths == (1, 1, 2, 1)
+    with pytest.raises(ValueError, match="--model-arg: unknown config key 'refiner_iter' \\(did you mean 'refiner_iters'\\?\\)"):
+        parse_overrides(["refiner_iter=2"])
+    with pytest.raises(ValueError, match="--model-arg: expected KEY=VALUE; got 'norm'"):
+        parse_overrides(["norm"])

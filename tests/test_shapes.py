@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import rislayers
-from rislayers import ShapeError, check_shape
+from rislayers import DynamicQueryRefiner, ShapeError, check_shape
 from rislayers.shapes import check_mask, set_shape_checks
 
 
@@ -101,3 +101,19 @@ def test_checks_compile_without_graph_break():
     torch._dynamo.reset()
     with pytest.raises(ShapeError, match=r"^words: .*\(d: 7 != 3\)"):
         torch.compile(_checked_op, backend="eager")(feats, torch.randn(2, 5, 7))
+
+
+def test_floating_inputs_name_the_argument_on_integer_dtypes():
+    with pytest.raises(ShapeError, match="feats: expected a floating-point tensor; got dtype torch.int64"):
+        check_shape(torch.zeros(2, 3, 4, 4, dtype=torch.long), "b c h w", name="feats", floating=True)
+    assert check_shape(torch.zeros(2, 3, dtype=torch.bfloat16), "b c", name="x", floating=True) == {"b": 2, "c": 3}
+    # Without the flag, integer tensors (ids, masks) pass.
+    assert check_shape(torch.zeros(2, 3, dtype=torch.long), "b l", name="ids") == {"b": 2, "l": 3}
+
+
+@pytest.mark.parametrize("dtype", [torch.long, torch.bool])
+def test_layers_reject_integer_features_by_name(dtype):
+    refiner = DynamicQueryRefiner(8, 6, num_iters=1, hidden_dims=(4,))
+    feats = torch.zeros(1, 8, 4, 4, dtype=dtype)
+    with pytest.raises(ShapeError, match=f"feats: expected a floating-point tensor; got dtype {dtype}"):
+        refiner(feats, torch.randn(1, 3, 6), torch.ones(1, 3, dtype=torch.bool))

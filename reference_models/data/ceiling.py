@@ -120,6 +120,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="dataset seed (default: 0)")
     parser.add_argument("--limit", type=float, default=0.30, help="largest acceptable mIoU (default: 0.30)")
     args = parser.parse_args(argv)
+    unknown = [level for level in args.levels if level not in LEVELS]
+    if unknown:
+        parser.error(f"--levels: expected levels from {sorted(LEVELS)}; got {unknown}")
+    if args.samples < 1:
+        parser.error(f"--samples: expected a positive integer; got {args.samples}")
+    try:
+        # The generator checks the size (and seed); checking it here keeps its message one line.
+        text_blind_ceiling(args.levels[0], samples=1, image_size=args.image_size, seed=args.seed)
+    except ValueError as error:
+        parser.error(str(error).replace("image_size: ", "--image-size: ", 1).replace("seed: ", "--seed: ", 1))
     worst = 0.0
     print(f"{'level':>5}  " + "  ".join(f"{rule:>22}" for rule in RULES) + "   (mIoU / oIoU)")
     for level in args.levels:

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import pickle
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
@@ -392,6 +393,7 @@ def export_refer(
     multi_target_prob: float = 0.0,
     mask_format: str = "polygon",
     refs_format: str = "pickle",
+    overwrite: bool = False,
     progress: bool = True,
 ) -> Path:
     """Write generated images, expressions and masks in the REFER on-disk layout.
@@ -416,6 +418,9 @@ def export_refer(
         multi_target_prob: probability of a multi-target ref.
         mask_format: ``polygon``, ``rle`` (compressed), ``rle-uncompressed`` or ``mixed``.
         refs_format: ``pickle`` (``refs(unc).p``) or ``json``.
+        overwrite: replace an earlier export in ``out_dir`` (its annotation files and
+            pictures are deleted first, so no stale image is left). Without it an existing
+            export is an error and nothing is touched.
         progress: show a tqdm progress bar.
 
     Returns:
@@ -436,6 +441,20 @@ def export_refer(
 
     root = Path(out_dir)
     data_dir, image_dir = root / "synthetic", root / "images" / "synthetic"
+    for folder in (root, data_dir, image_dir):
+        if folder.exists() and not folder.is_dir():
+            raise ValueError(f"out_dir: {folder} is a file; expected a folder to write the export into")
+    previous = [p for p in (data_dir, image_dir) if p.is_dir() and any(p.iterdir())]
+    if previous and not overwrite:
+        raise ValueError(
+            f"out_dir: {root} already holds an export ({', '.join(str(p) for p in previous)} not empty); "
+            "pass overwrite=True (--overwrite) to replace it, or choose another folder"
+        )
+    for folder in previous:
+        # Only what an export writes is deleted; anything else the user put there stays.
+        for path in folder.iterdir():
+            if path.is_file() and (path.suffix == ".png" or path.name in _EXPORT_FILES):
+                path.unlink()
     data_dir.mkdir(parents=True, exist_ok=True)
     image_dir.mkdir(parents=True, exist_ok=True)
     images, annotations, refs = [], [], []
@@ -507,12 +526,22 @@ def export_refer(
         "annotations": annotations,
         "categories": [{"id": i + 1, "name": shape, "supercategory": "shape"} for i, shape in enumerate(SHAPES)],
     }
-    (data_dir / "instances.json").write_text(json.dumps(instances), encoding="utf-8")
+    _write_atomically(data_dir / "instances.json", json.dumps(instances).encode("utf-8"))
     if refs_format == "pickle":
-        (data_dir / "refs(unc).p").write_bytes(pickle.dumps(refs, protocol=2))
+        _write_atomically(data_dir / "refs(unc).p", pickle.dumps(refs, protocol=2))
     else:
-        (data_dir / "refs(unc).json").write_text(json.dumps(refs), encoding="utf-8")
+        _write_atomically(data_dir / "refs(unc).json", json.dumps(refs).encode("utf-8"))
     return data_dir
+
+
+_EXPORT_FILES = ("instances.json", "refs(unc).p", "refs(unc).json")
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    # A crash mid-write leaves the temporary file, never a truncated annotation file.
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_bytes(data)
+    os.replace(temporary, path)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -539,6 +568,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--refs-format", default="pickle", choices=["pickle", "json"], help="refs(unc).p or .json")
     parser.add_argument("--no-target-prob", type=float, default=0.0, help="share of no-target expressions")
     parser.add_argument("--multi-target-prob", type=float, default=0.0, help="share of multi-target expressions")
+    parser.add_argument("--overwrite", action="store_true", help="replace an earlier export in --out")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     if args.count < 1:
@@ -557,10 +587,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             multi_target_prob=args.multi_target_prob,
             mask_format=args.mask_format,
             refs_format=args.refs_format,
+            overwrite=args.overwrite,
             progress=not args.quiet,
         )
     except ValueError as error:
-        parser.error(str(error))
+        parser.error(str(error).replace("out_dir: ", "--out: ", 1).replace("overwrite=True (--overwrite)", "--overwrite"))
     print(f"wrote {folder} ({args.count} train, {eval_count} val, {eval_count} test images)")
     return 0
 

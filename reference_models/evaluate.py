@@ -4,6 +4,11 @@ Prints one row per split (oIoU, mIoU, P@0.5..0.9 as percentages; cIoU, gIoU, N-a
 T-acc too when the data has no-target expressions) and writes the same figures as
 fractions with ``--json FILE`` (``{split: {"oIoU": ..., ...}}``).
 
+Options that choose the data (``--data``, ``--dataset``, ``--split-by``, ``--level``,
+``--seed``) default to what the checkpoint was trained on, read from its training
+configuration; a ``save_pretrained`` folder has none and gets the generated benchmark at
+the standard level. One line on stderr says what is evaluated.
+
 Protocols:
 
 - ``original`` (default): logits are resized back onto each original image (undoing the
@@ -26,8 +31,13 @@ from torch.utils.data import DataLoader
 from rislayers import GRESMetrics, RISMetrics
 
 from .data.refer import DATASET_SPLITS
+from .data.scenes import DEFAULT_LEVEL
 
 __all__ = ["evaluate", "main"]
+
+# The options that choose the evaluation data, with their values when neither the command
+# line nor the checkpoint's training config gives one.
+_DATA_DEFAULTS: dict[str, Any] = {"data": "synthetic", "dataset": "refcoco", "split_by": "unc", "level": DEFAULT_LEVEL, "seed": 0}
 
 
 def _dataset(model_config, *, data: str, split: str, dataset: str, split_by: str, level: int | None, size: int, seed: int, protocol: str):
@@ -108,6 +118,70 @@ def _table(results: dict[str, dict[str, float]]) -> str:
     return "\n".join(rows) + "\n(percent)"
 
 
+def _resolve_device(name: str) -> torch.device:
+    """``--device`` checked before anything is loaded (shared with ``predict``)."""
+    from .benchtools import resolve_device
+
+    try:
+        device = resolve_device(name)
+    except (ValueError, RuntimeError) as err:
+        raise ValueError(f"--device: {str(err).removeprefix('device: ')}") from None
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ValueError(f"--device: {name!r} requested but there are {torch.cuda.device_count()} CUDA device(s)")
+    return device
+
+
+def _from_training(name: str, train: dict[str, Any]) -> bool:
+    """Whether the training config's value of a data option says what the model saw."""
+    trained_on = str(train.get("data", ""))
+    if name in ("level", "seed"):
+        return trained_on == "synthetic"
+    if name in ("dataset", "split_by"):
+        return trained_on.startswith("refer:")
+    return True
+
+
+def _fill_data_options(args: argparse.Namespace, train: dict[str, Any] | None) -> tuple[list[str], list[str]]:
+    """Fill the data options left out on the command line from ``train``, else the defaults.
+
+    Returns:
+        The names taken from ``train`` and the names set to their defaults.
+    """
+    taken, defaulted = [], []
+    for name, default in _DATA_DEFAULTS.items():
+        if getattr(args, name) is not None:
+            continue
+        if train is not None and name in train and _from_training(name, train):
+            taken.append(name)
+            # the training config keeps None for "the standard level": the same default
+            setattr(args, name, default if train[name] is None else train[name])
+        else:
+            defaulted.append(name)
+            setattr(args, name, default)
+    return taken, defaulted
+
+
+def _describe(args: argparse.Namespace, checkpoint: Path, train: dict[str, Any] | None, taken: list[str], defaulted: list[str]) -> str:
+    """The stderr line that says what is evaluated and where the data options came from."""
+    if args.data == "synthetic":
+        relevant = ("data", "level", "seed")
+        what = f"synthetic level {args.level} (seed {args.seed}, {args.size} samples)"
+    else:
+        relevant = ("data", "dataset", "split_by")
+        what = f"{args.dataset} ({args.split_by}) in {args.data.split(':', 1)[1]}"
+    splits = ("split " if len(args.split) == 1 else "splits ") + ", ".join(args.split)
+    notes = []
+    if from_checkpoint := [_flag(name) for name in relevant if name in taken]:
+        notes.append(f"{', '.join(from_checkpoint)} from the checkpoint's training config")
+    if from_defaults := [_flag(name) for name in relevant if name in defaulted]:
+        notes.append(f"{', '.join(from_defaults)} at the default" + ("" if train else ": the checkpoint holds no training config"))
+    return f"evaluating {checkpoint} on {what}, {splits}" + (f" ({'; '.join(notes)})" if notes else "")
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command line: evaluate a checkpoint on one or more splits.
 
@@ -115,25 +189,55 @@ def main(argv: list[str] | None = None) -> int:
         argv: command-line arguments (default: ``sys.argv[1:]``); see ``--help``.
     """
     p = argparse.ArgumentParser(prog="python -m reference_models.evaluate", description=__doc__.split("\n\n")[0])
-    p.add_argument("--checkpoint", required=True, type=Path, help="a run's best.pt/last.pt, or a save_pretrained folder")
-    p.add_argument("--data", default="synthetic", help="'synthetic' or 'refer:ROOT'")
-    p.add_argument("--dataset", default="refcoco", choices=sorted(DATASET_SPLITS))
-    p.add_argument("--split-by", default="unc", choices=sorted({b for splits in DATASET_SPLITS.values() for b in splits}))
-    p.add_argument("--split", nargs="+", default=["val"], help="one or more splits (val testA testB test ...)")
-    p.add_argument("--protocol", choices=["original", "resized"], default="original")
-    p.add_argument("--level", type=int, default=None, help="synthetic difficulty level")
-    p.add_argument("--size", type=int, default=500, help="synthetic samples per split")
-    p.add_argument("--seed", type=int, default=0, help="synthetic seed (the training seed gives its val split)")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument(
+        "--checkpoint", required=True, type=Path,
+        help="a run's best.pt/last.pt, a run folder (its best.pt, else last.pt), or a save_pretrained folder",
+    )
+    p.add_argument("--data", default=None, help="'synthetic' or 'refer:ROOT' (default: the checkpoint's training data, else synthetic)")
+    p.add_argument(
+        "--dataset", default=None, choices=sorted(DATASET_SPLITS),
+        help="REFER dataset (default: the checkpoint's training dataset, else refcoco)",
+    )
+    p.add_argument(
+        "--split-by", default=None, choices=sorted({b for splits in DATASET_SPLITS.values() for b in splits}),
+        help="REFER split authors (default: the checkpoint's training split-by, else unc)",
+    )
+    p.add_argument("--split", nargs="+", default=["val"], help="one or more splits (val testA testB test ...; default: val)")
+    p.add_argument(
+        "--protocol", choices=["original", "resized"], default="original",
+        help="score at each image's own size, or at the model's input size as LAVT (default: %(default)s)",
+    )
+    p.add_argument(
+        "--level", type=int, default=None, help=f"synthetic difficulty level (default: the checkpoint's training level, else {DEFAULT_LEVEL})"
+    )
+    p.add_argument("--size", type=int, default=500, help="synthetic samples per split (default: %(default)s)")
+    p.add_argument(
+        "--seed", type=int, default=None,
+        help="synthetic seed (default: the checkpoint's training seed, which gives its val split, else 0)",
+    )
+    p.add_argument("--batch-size", type=int, default=16, help="samples per batch (default: %(default)s)")
+    p.add_argument("--workers", type=int, default=2, help="DataLoader worker processes (default: %(default)s)")
+    p.add_argument(
+        "--device", default="cuda" if torch.cuda.is_available() else "cpu", help="'cpu', 'cuda' or 'cuda:N' (default: cuda when available, else cpu)"
+    )
     p.add_argument("--json", type=Path, help="write {split: metrics} (fractions) to this file")
     args = p.parse_args(argv)
 
-    from .checkpoint import load_model
+    from .checkpoint import find_checkpoint, load_model_and_train_config
     from .data.samples import collate
 
-    model = load_model(args.checkpoint)
+    device = _resolve_device(args.device)
+    if args.data is not None and not (args.data == "synthetic" or args.data.startswith("refer:")):
+        raise ValueError(f"--data: expected 'synthetic' or 'refer:ROOT'; got {args.data!r}")
+    checkpoint = find_checkpoint(args.checkpoint)
+    if checkpoint != args.checkpoint:
+        print(f"{args.checkpoint}: a training run folder; evaluating its {checkpoint.name}", file=sys.stderr)
+    model, train = load_model_and_train_config(checkpoint)
+    taken, defaulted = _fill_data_options(args, train)
+    if "data" in taken and args.data.startswith("refer:") and not Path(args.data.split(":", 1)[1]).is_dir():
+        # a checkpoint trained on another machine names that machine's data folder
+        raise FileNotFoundError(f"--data: the checkpoint was trained on {args.data!r}, which is not here; pass --data refer:ROOT")
+    print(_describe(args, checkpoint, train, taken, defaulted), file=sys.stderr)
     results: dict[str, Any] = {}
     for split in args.split:
         data = _dataset(
@@ -141,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
             level=args.level, size=args.size, seed=args.seed, protocol=args.protocol,
         )
         loader = DataLoader(data, batch_size=args.batch_size, num_workers=args.workers, collate_fn=collate)
-        results[split] = evaluate(model, loader, protocol=args.protocol, device=args.device, progress=sys.stderr.isatty())
+        results[split] = evaluate(model, loader, protocol=args.protocol, device=device, progress=sys.stderr.isatty())
     print(_table(results))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

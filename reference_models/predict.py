@@ -3,20 +3,49 @@
     python -m reference_models.predict --checkpoint runs/x/best.pt --image photo.jpg \\
         --text "the red mug left of the laptop" --out mug.png
 
-Writes ``--out`` (the overlay: the image dimmed outside the predicted mask) and, beside
-it, ``<stem>_mask.png`` (the binary mask at the image's original size).
+Writes ``--out`` (the overlay: the image dimmed outside the predicted mask; ``.png``,
+``.jpg`` or ``.jpeg``) and, beside it, ``<out stem>_mask.png`` (the binary mask at the
+image's original size). Neither may be the input image, and existing files are kept unless
+``--overwrite`` is given. A sentence longer than the model reads (``max_words`` tokens) is
+cut, with a warning.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
+import os
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
-__all__ = ["predict", "main"]
+__all__ = ["predict", "token_count", "main"]
+
+_OUT_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+def token_count(tokenizer, sentence: str) -> int:
+    """How many tokens ``sentence`` has before the tokenizer cuts it to ``max_length``.
+
+    Special tokens (``[CLS]``/``[SEP]``, CLIP's start and end) count, as they do in
+    ``max_length``.
+
+    Args:
+        tokenizer: one of :mod:`reference_models.data.tokenizers`' tokenizers.
+        sentence: the text.
+
+    Example:
+        >>> from reference_models.data.tokenizers import WordTokenizer
+        >>> token_count(WordTokenizer(max_length=4), "the red circle left of the blue square")
+        10
+    """
+    # Every token but the specials takes at least one character, so this length cuts nothing.
+    wide = copy.copy(tokenizer)
+    wide.max_length = max(tokenizer.max_length, len(sentence) + 2)
+    return int(wide(sentence).attention_mask.sum())
 
 
 @torch.no_grad()
@@ -26,9 +55,11 @@ def predict(model, image, sentence: str, *, device: str | torch.device = "cpu") 
     Args:
         model: a reference model; its config says how to tokenize, resize and normalise.
         image: a :class:`PIL.Image.Image` (RGB).
-        sentence: the referring expression.
+        sentence: the referring expression (cut to the model's ``max_words`` tokens).
         device: where the model runs.
     """
+    if not sentence.strip():
+        raise ValueError(f"sentence: expected a non-empty sentence; got {sentence!r}")
     from .data.samples import make_sample
     from .data.transforms import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD, to_original_size
     from .base import build_tokenizer
@@ -46,6 +77,29 @@ def predict(model, image, sentence: str, *, device: str | torch.device = "cpu") 
     return (full > 0).numpy()
 
 
+def _same_file(a: Path, b: Path) -> bool:
+    if a.exists() and b.exists():
+        return os.path.samefile(a, b)
+    return a.resolve() == b.resolve()
+
+
+def _check_paths(image: Path, out: Path, mask: Path, *, overwrite: bool) -> None:
+    """Refuse outputs that would destroy the input or, without ``--overwrite``, a file."""
+    if image.is_dir():
+        raise ValueError(f"--image: {image} is a folder; expected an image file")
+    if out.suffix.lower() not in _OUT_SUFFIXES:
+        raise ValueError(f"--out: expected a file ending in .png, .jpg or .jpeg; got {str(out)!r}")
+    if out.is_dir():
+        raise ValueError(f"--out: {out} is a folder; expected an image file to write")
+    for path, what in ((out, "the overlay"), (mask, "the mask")):
+        if _same_file(path, image):
+            raise ValueError(f"--out: would overwrite the input image {image} with {what} ({path}); choose another --out")
+    if not overwrite:
+        for path, what in ((out, ""), (mask, "its mask file ")):
+            if path.exists():
+                raise ValueError(f"--out: {what}{path} already exists; pass --overwrite to replace it")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command line: write the overlay and the mask of one image and sentence.
 
@@ -53,23 +107,42 @@ def main(argv: list[str] | None = None) -> int:
         argv: command-line arguments (default: ``sys.argv[1:]``); see ``--help``.
     """
     p = argparse.ArgumentParser(prog="python -m reference_models.predict", description="Segment the object a sentence describes.")
-    p.add_argument("--checkpoint", required=True, type=Path, help="a run's best.pt/last.pt, or a save_pretrained folder")
-    p.add_argument("--image", required=True, type=Path)
-    p.add_argument("--text", required=True, help="the referring expression")
-    p.add_argument("--out", required=True, type=Path, help="overlay PNG to write")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument(
+        "--checkpoint", required=True, type=Path,
+        help="a run's best.pt/last.pt, a run folder (its best.pt, else last.pt), or a save_pretrained folder",
+    )
+    p.add_argument("--image", required=True, type=Path, help="the picture to segment")
+    p.add_argument("--text", required=True, help="the referring expression (cut to the model's max_words tokens)")
+    p.add_argument(
+        "--out", required=True, type=Path,
+        help="overlay to write (.png, .jpg or .jpeg); the binary mask is written beside it as <out stem>_mask.png",
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace --out and its mask file when they exist")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="'cpu', 'cuda' or 'cuda:N' (default: cuda when available, else cpu)")
     args = p.parse_args(argv)
 
-    from .checkpoint import load_model
+    from .base import build_tokenizer
+    from .checkpoint import find_checkpoint, load_model
     from .data.refer import load_image
+    from .evaluate import _resolve_device
     from .viz import overlay, save_png
 
-    model = load_model(args.checkpoint)
+    if not args.text.strip():
+        raise ValueError(f"--text: expected a non-empty sentence; got {args.text!r}")
+    mask_path = args.out.with_name(args.out.stem + "_mask.png")
+    _check_paths(args.image, args.out, mask_path, overwrite=args.overwrite)
+    device = _resolve_device(args.device)
     image = load_image(args.image)
-    mask = predict(model, image, args.text, device=args.device)
+    checkpoint = find_checkpoint(args.checkpoint)
+    if checkpoint != args.checkpoint:
+        print(f"{args.checkpoint}: a training run folder; using its {checkpoint.name}", file=sys.stderr)
+    model = load_model(checkpoint)
+    tokens, limit = token_count(build_tokenizer(model.config), args.text), model.config.max_words
+    if tokens > limit:
+        print(f"{p.prog}: warning: --text is {tokens} tokens long (special tokens included); the model reads {limit}, so it was cut to {limit} tokens", file=sys.stderr)
+    mask = predict(model, image, args.text, device=device)
     picture = overlay(np.asarray(image.convert("RGB")), mask)
     save_png(picture, args.out)
-    mask_path = args.out.with_name(args.out.stem + "_mask.png")
     save_png(mask.astype(np.uint8) * 255, mask_path)
     print(json.dumps({"overlay": str(args.out), "mask": str(mask_path), "foreground_pixels": int(mask.sum())}))
     return 0

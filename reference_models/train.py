@@ -30,7 +30,7 @@ import os
 import random
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime
@@ -45,6 +45,7 @@ from torch.utils.data import DataLoader, Sampler
 from rislayers import RISMetrics
 
 from .base import build_tokenizer
+from .benchtools import resolve_device
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data.refer import DATASET_SPLITS
 from .config import ModelConfig, parse_overrides
@@ -81,6 +82,18 @@ def recipe_for(model: str) -> dict[str, Any]:
         return RECIPES["tiny"]
     architecture = get_config(model).architecture
     return RECIPES.get(architecture, RECIPES["sadlr"])
+
+
+#: The smallest value of each integer field (``None`` fields are checked once set).
+_AT_LEAST = {
+    "train_size": 1, "val_size": 1, "image_size": 1, "epochs": 1, "batch_size": 1, "grad_accum": 1, "max_steps": 1,
+    "log_every": 1, "threads": 1, "save_every": 0, "workers": 0,
+}
+
+
+def _flag(field: str) -> str:
+    """The command-line flag that sets a :class:`TrainConfig` field."""
+    return "--model-arg" if field == "model_args" else "--" + field.replace("_", "-")
 
 
 @dataclass(frozen=True)
@@ -161,18 +174,26 @@ class TrainConfig:
     model_args: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        # Messages name the command-line flag: that is where most users set these fields.
         if self.amp not in ("none", "bf16", "fp16"):
-            raise ValueError(f"amp: expected 'none', 'bf16' or 'fp16'; got {self.amp!r}")
-        for name in ("grad_accum", "log_every", "train_size", "val_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}: expected >= 1; got {getattr(self, name)}")
-        for name in ("epochs", "batch_size"):
-            if getattr(self, name) is not None and getattr(self, name) < 1:
-                raise ValueError(f"{name}: expected >= 1; got {getattr(self, name)}")
-        if self.save_every < 0 or self.workers < 0:
-            raise ValueError(f"save_every, workers: expected >= 0; got {self.save_every}, {self.workers}")
+            raise ValueError(f"--amp: expected 'none', 'bf16' or 'fp16'; got {self.amp!r}")
+        if self.optimizer not in (None, "adam", "adamw"):
+            raise ValueError(f"--optimizer: expected 'adam' or 'adamw'; got {self.optimizer!r}")
+        if self.schedule not in (None, "poly", "step", "constant"):
+            raise ValueError(f"--schedule: expected 'poly', 'step' or 'constant'; got {self.schedule!r}")
+        for name, low in _AT_LEAST.items():
+            value = getattr(self, name)
+            if value is not None and value < low:
+                raise ValueError(f"{_flag(name)}: expected >= {low}; got {value}")
+        # not (x > 0) also refuses NaN, which argparse's float() accepts
+        if self.lr is not None and not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"--lr: expected a positive number; got {self.lr}")
+        for name in ("weight_decay", "poly_power"):
+            value = getattr(self, name)
+            if value is not None and not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"{_flag(name)}: expected a number >= 0; got {value}")
         if not (self.data == "synthetic" or self.data.startswith("refer:")):
-            raise ValueError(f"data: expected 'synthetic' or 'refer:ROOT'; got {self.data!r}")
+            raise ValueError(f"--data: expected 'synthetic' or 'refer:ROOT'; got {self.data!r}")
 
     def model_overrides(self) -> dict[str, Any]:
         """``model_args`` (``"key=value"`` strings, values JSON or plain text) as config overrides."""
@@ -221,15 +242,24 @@ def _init_distributed(device: torch.device) -> _Dist:
 
 
 def _pick_device(name: str) -> torch.device:
+    """The device of this process (``"auto"``: CUDA when there is one).
+
+    Under torchrun, ``"cuda"`` means the GPU of the process's local rank.
+    """
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
+    try:
+        device = resolve_device(name)
+    except ValueError as err:
+        # resolve_device names its argument "device"; the user here typed --device
+        raise ValueError(f"--device: {str(err).removeprefix('device: ')}") from None
     if device.type != "cuda":
         return device
     if device.index is not None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        raise ValueError(f"device: {name!r} names one GPU, but torchrun gives each process its own; pass 'cuda'")
-    # each torchrun process drives the GPU of its local rank
+        raise ValueError(f"--device: {name!r} names one GPU, but torchrun gives each process its own; pass 'cuda'")
+    if device.index is not None and device.index >= torch.cuda.device_count():
+        raise ValueError(f"--device: expected a GPU index below {torch.cuda.device_count()}; got {name!r}")
     return torch.device("cuda", local_rank if device.index is None else device.index)
 
 
@@ -319,7 +349,7 @@ def _optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
         return torch.optim.Adam(groups, lr=cfg.lr)
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(groups, lr=cfg.lr)
-    raise ValueError(f"optimizer: expected 'adam' or 'adamw'; got {cfg.optimizer!r}")
+    raise ValueError(f"--optimizer: expected 'adam' or 'adamw'; got {cfg.optimizer!r}")
 
 
 def _scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int, total_steps: int):
@@ -330,7 +360,7 @@ def _scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epo
         return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.1 ** sum(s >= e for e in edges))
     if cfg.schedule == "constant":
         return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
-    raise ValueError(f"schedule: expected 'poly', 'step' or 'constant'; got {cfg.schedule!r}")
+    raise ValueError(f"--schedule: expected 'poly', 'step' or 'constant'; got {cfg.schedule!r}")
 
 
 # -- the loop -------------------------------------------------------------------------------
@@ -429,29 +459,129 @@ def _write_pictures(out_dir: Path, records: list[dict], kept: list[dict], model_
     )
 
 
-def _default_out(model: str) -> Path:
-    return Path("runs") / f"{model}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+#: What a run writes that a fresh run must not overwrite.
+_RUN_FILES = ("config.json", "last.pt", "best.pt", "metrics.jsonl", "summary.json")
 
 
-def train(cfg: TrainConfig, out_dir: str | os.PathLike | None = None, *, resume: bool = False, progress: bool | None = None) -> dict[str, Any]:
+def _holds_a_run_error(out_dir: Path, found: list[str]) -> ValueError:
+    return ValueError(
+        f"--out: {out_dir} already holds a run ({', '.join(found)}); pass --resume to continue it or choose another --out"
+    )
+
+
+def _refuse_existing_run(out_dir: Path) -> None:
+    """A fresh run may start in a missing or empty folder, never over another run's files."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"--out: expected a folder; got the file {out_dir}")
+    found = [name for name in _RUN_FILES if (out_dir / name).exists()]
+    if found:
+        raise _holds_a_run_error(out_dir, found)
+
+
+def _create_default_out(model: str) -> Path:
+    """Create ``runs/<model>-<time>``, with ``-2``, ``-3``, ... when that name is taken.
+
+    Creating the folder (``exist_ok=False``) is what claims a name, so two runs started in
+    the same second cannot both pick it.
+    """
+    base = Path("runs") / f"{model}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    base.parent.mkdir(parents=True, exist_ok=True)
+    path, n = base, 1
+    while True:
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            n += 1
+            path = base.with_name(f"{base.name}-{n}")
+
+
+def _build_fresh(model_config: ModelConfig, flag: str) -> nn.Module:
+    """Build a model to train, refusing an input size its vision encoder cannot take.
+
+    Runs no forward pass: timm's Swin only checks the size there, after the run folder
+    would exist, so the check is made here.
+
+    Args:
+        model_config: the configuration to build.
+        flag: how errors name the size (``--image-size`` when that flag set it).
+    """
+    from .encoders.swin import SwinEncoder
+
+    try:
+        model = build_from_config(model_config)
+    except ValueError as err:
+        # the encoders' own size checks (CLIP's patch, S2RM's stride 32) say "image_size"
+        if str(err).startswith("image_size:"):
+            raise ValueError(f"{flag}:{str(err).removeprefix('image_size:')}") from None
+        raise
+    for module in model.modules():
+        if isinstance(module, SwinEncoder):
+            patch = module.swin.patch_embed.patch_size[0]
+            if model_config.image_size % patch:
+                raise ValueError(f"{flag}: expected a multiple of {patch} (Swin's patch size); got {model_config.image_size}")
+    return model
+
+
+def _shown(value: Any) -> str:
+    """A configuration value as a warning shows it (``none`` for unset or empty)."""
+    if isinstance(value, tuple):
+        return " ".join(map(str, value)) or "none"
+    return "none" if value is None else str(value)
+
+
+def _ignored_on_resume(cfg: TrainConfig, saved: TrainConfig, given: Iterable[str] | None) -> list[str]:
+    """The fields the caller set that the saved configuration overrules, as ``--flag value (saved: ...)``."""
+    if given is None:
+        defaults = TrainConfig()
+        given = [f.name for f in dataclasses.fields(cfg) if getattr(cfg, f.name) != getattr(defaults, f.name)]
+    return [
+        f"{_flag(name)} {_shown(getattr(cfg, name))} (saved: {_shown(getattr(saved, name))})"
+        for name in given
+        if getattr(cfg, name) != getattr(saved, name)
+    ]
+
+
+def train(
+    cfg: TrainConfig,
+    out_dir: str | os.PathLike | None = None,
+    *,
+    resume: bool = False,
+    progress: bool | None = None,
+    given: Iterable[str] | None = None,
+) -> dict[str, Any]:
     """Run (or resume) training; returns the summary written to ``summary.json``.
+
+    Everything is checked (options, device, model, data) before the run folder is created.
 
     Args:
         cfg: the training configuration (``None`` fields take the recipe).
-        out_dir: the run folder (default ``runs/<model>-<time>``).
+        out_dir: the run folder (default ``runs/<model>-<time>``, suffixed ``-2``, ... if
+            taken). A fresh run refuses a folder that already holds a run.
         resume: continue from ``out_dir/last.pt``; its saved configuration wins.
         progress: show tqdm bars (default: on the main process when stderr is a terminal
             or when not running under CI).
+        given: the fields of ``cfg`` the caller set (the command line's flags); on resume,
+            those the saved configuration overrules are named in a warning. Default: the
+            fields that differ from :class:`TrainConfig`'s defaults.
+
+    Raises:
+        ValueError: a bad option, device, image size or run folder.
     """
     from tqdm.auto import tqdm
 
     from .data.samples import collate
 
-    out_dir = Path(out_dir) if out_dir is not None else _default_out(cfg.model)
+    out_dir = Path(out_dir) if out_dir is not None else None
     state: dict[str, Any] | None = None
+    ignored: list[str] = []
     if resume:
+        if out_dir is None:
+            raise ValueError("--out: expected the run folder to resume (the one holding last.pt); got none")
         state = load_checkpoint(out_dir / "last.pt")
-        cfg = TrainConfig.from_dict(state["train_config"])
+        saved = TrainConfig.from_dict(state["train_config"])
+        ignored = _ignored_on_resume(cfg, saved, given)
+        cfg = saved
     cfg = cfg.resolved()
 
     device = _pick_device(cfg.device)
@@ -461,6 +591,11 @@ def train(cfg: TrainConfig, out_dir: str | os.PathLike | None = None, *, resume:
     if progress is None:
         progress = dinfo.main and (sys.stderr.isatty() or not os.environ.get("CI"))
     progress = progress and dinfo.main
+    if dinfo.main and ignored:
+        print(f"warning: {out_dir} keeps its saved configuration; ignoring {', '.join(ignored)}", file=sys.stderr)
+    # only the main process writes the folder, so only it judges what the folder holds
+    if dinfo.main and not resume and out_dir is not None:
+        _refuse_existing_run(out_dir)
 
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
@@ -482,7 +617,7 @@ def train(cfg: TrainConfig, out_dir: str | os.PathLike | None = None, *, resume:
             # the generated benchmark's vocabulary cannot spell real sentences; tiny models
             # share BERT's vocabulary size, so they switch to its WordPiece ids
             model_config = model_config.replace(tokenizer="bert")
-        model = build_from_config(model_config)
+        model = _build_fresh(model_config, "--image-size" if cfg.image_size is not None else "image_size")
     model_config = model.config
     model.to(device)
     if dinfo.world > 1 and device.type == "cuda" and cfg.sync_bn:
@@ -529,9 +664,27 @@ def train(cfg: TrainConfig, out_dir: str | os.PathLike | None = None, *, resume:
         best, seconds_before = state["best"], state.get("seconds", 0.0)
         _set_rng_state(state["rng"])
 
+    if state is not None and dinfo.main:
+        if step >= total_steps or epoch >= cfg.epochs:
+            print(f"{out_dir} finished at step {step}; nothing to do", file=sys.stderr)
+        else:
+            print(f"resuming {out_dir} from step {step} of {total_steps} (epoch {epoch + 1} of {cfg.epochs})", file=sys.stderr)
+
+    if out_dir is None:
+        # rank 0 claims the name; the others learn it, so every summary names one folder
+        claimed = [str(_create_default_out(cfg.model)) if dinfo.main else None]
+        if dinfo.world > 1:
+            dist.broadcast_object_list(claimed, src=0)
+        out_dir = Path(claimed[0])
     if dinfo.main:
         out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "config.json").write_text(json.dumps({"train": cfg.to_dict(), "model": model_config.to_dict()}, indent=2) + "\n")
+        config_text = json.dumps({"train": cfg.to_dict(), "model": model_config.to_dict()}, indent=2) + "\n"
+        try:
+            # "x": a run started into the same folder since the check above loses here
+            with (out_dir / "config.json").open("w" if resume else "x") as handle:
+                handle.write(config_text)
+        except FileExistsError:
+            raise _holds_a_run_error(out_dir, ["config.json"]) from None
     log_path = out_dir / "metrics.jsonl"
     records: list[dict] = []
     if dinfo.main and log_path.exists():
@@ -579,9 +732,12 @@ def train(cfg: TrainConfig, out_dir: str | os.PathLike | None = None, *, resume:
             train_set.set_epoch(epoch)  # REFER: a new random sentence per ref each epoch
         loader = DataLoader(train_set, sampler=sampler, generator=torch.Generator().manual_seed(cfg.seed + epoch), **loader_kw)
         train_model.train()
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not progress, dynamic_ncols=True, initial=batch_in_epoch, total=batches_per_epoch)
+        # the bar's total is what this epoch will run, so a run that --max-steps ends
+        # mid-epoch still closes at 100%
+        epoch_batches = min(batches_per_epoch, batch_in_epoch + (total_steps - step) * cfg.grad_accum)
+        bar = tqdm(desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not progress, dynamic_ncols=True, initial=batch_in_epoch, total=epoch_batches)
         micro = 0
-        for batch in bar:
+        for batch in loader:
             if cfg.text_blind:
                 batch = _constant_text(batch, tokenizer)
             batch = _to(batch, device)
@@ -596,6 +752,7 @@ def train(cfg: TrainConfig, out_dir: str | os.PathLike | None = None, *, resume:
                     loss = model.loss(out, batch["mask"])
                 scaler.scale(loss / group).backward()
             batch_in_epoch += 1
+            bar.update()
             if not final_micro:
                 continue
             scaler.step(optimizer)
@@ -646,53 +803,99 @@ def train(cfg: TrainConfig, out_dir: str | os.PathLike | None = None, *, resume:
     return summary
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Appends ``(default: X)`` unless the help already says the default or X says nothing
+    (``None``: the help explains it; switches and repeatable flags)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text or action.default is None or isinstance(action.default, (bool, list)):
+            return text
+        return super()._get_help_string(action)
+
+
+def _recipe_default(key: str) -> str:
+    """``default: the model's recipe (sadlr X, asda Y, ...)`` for a recipe entry."""
+    values = ", ".join(f"{name} {recipe[key]}" for name, recipe in RECIPES.items() if key in recipe)
+    return f"default: the model's recipe ({values})"
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m reference_models.train",
         description="Train a referring-segmentation reference model. With no arguments: "
         f"{DEFAULT_MODEL} on the generated benchmark, CPU-friendly.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        epilog="Recipes: sadlr (also LAVT, VLT and LTS models), asda, s2rm, and tiny (every _tiny model).",
+        formatter_class=_HelpFormatter,
     )
     d = TrainConfig()
+    splits_by = sorted({b for splits in DATASET_SPLITS.values() for b in splits})
     p.add_argument("--model", default=d.model, help="registry name (see reference_models.list_models())")
     p.add_argument("--data", default=d.data, help="'synthetic' or 'refer:ROOT' (a REFER-layout folder)")
-    p.add_argument("--dataset", default=d.dataset, choices=sorted(DATASET_SPLITS))
-    p.add_argument("--split-by", default=d.split_by, choices=sorted({b for splits in DATASET_SPLITS.values() for b in splits}))
-    p.add_argument("--val-split", default=d.val_split)
+    p.add_argument("--dataset", default=d.dataset, choices=sorted(DATASET_SPLITS), help="REFER dataset to train on (with --data refer:ROOT)")
+    p.add_argument("--split-by", default=d.split_by, choices=splits_by, help="whose splits of the REFER dataset (with --data refer:ROOT)")
+    p.add_argument("--val-split", default=d.val_split, help="REFER split validated after every epoch")
     p.add_argument("--level", type=int, default=None, help="synthetic difficulty level (default: the standard level)")
     p.add_argument("--train-size", type=int, default=d.train_size, help="synthetic training samples per epoch")
     p.add_argument("--val-size", type=int, default=d.val_size, help="synthetic validation samples")
-    p.add_argument("--image-size", type=int, default=None, help="override the model's input size")
-    p.add_argument("--epochs", type=int, default=None, help="default: the model's recipe")
-    p.add_argument("--batch-size", type=int, default=None, help="per process; default: the model's recipe")
-    p.add_argument("--optimizer", choices=["adam", "adamw"], default=None)
-    p.add_argument("--lr", type=float, default=None)
-    p.add_argument("--weight-decay", type=float, default=None)
-    p.add_argument("--schedule", choices=["poly", "step", "constant"], default=None)
+    p.add_argument(
+        "--image-size", type=int, default=None,
+        help="input size in pixels: a multiple of 4 for Swin models, of 32 for S2RM, of clip_patch for CLIP ones (default: the model's)",
+    )
+    p.add_argument("--epochs", type=int, default=None, help=_recipe_default("epochs"))
+    p.add_argument("--batch-size", type=int, default=None, help="per process; " + _recipe_default("batch_size"))
+    p.add_argument("--optimizer", choices=["adam", "adamw"], default=None, help=_recipe_default("optimizer"))
+    p.add_argument("--lr", type=float, default=None, help="initial learning rate; " + _recipe_default("lr"))
+    p.add_argument("--weight-decay", type=float, default=None, help="never on norms, biases and position tables; " + _recipe_default("weight_decay"))
+    p.add_argument(
+        "--schedule", choices=["poly", "step", "constant"], default=None,
+        help="poly: per step to 0; step: x0.1 at --milestones; " + _recipe_default("schedule"),
+    )
     p.add_argument("--amp", choices=["none", "bf16", "fp16"], default=d.amp, help="autocast precision")
     p.add_argument("--grad-accum", type=int, default=d.grad_accum, help="micro-batches per optimizer step")
     p.add_argument("--workers", type=int, default=d.workers, help="DataLoader worker processes")
-    p.add_argument("--threads", type=int, default=None, help="intra-op CPU threads (default: torch's choice)")
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--max-steps", type=int, default=None, help="stop after this many optimizer steps")
+    p.add_argument(
+        "--threads", type=int, default=None,
+        help=f"intra-op CPU threads (default: the model's recipe (tiny {RECIPES['tiny']['threads']}), else torch's choice)",
+    )
+    p.add_argument("--seed", type=int, default=d.seed, help="seeds the model, the data order and the synthetic data")
+    p.add_argument("--max-steps", type=int, default=None, help="stop after this many optimizer steps (default: run every epoch)")
     p.add_argument("--save-every", type=int, default=d.save_every, help="also checkpoint every N steps (0: per epoch)")
-    p.add_argument("--log-every", type=int, default=d.log_every)
+    p.add_argument("--log-every", type=int, default=d.log_every, help="optimizer steps between rows of metrics.jsonl")
     p.add_argument("--text-blind", action="store_true", help="control run: every sentence replaced by a constant")
-    p.add_argument("--vision-weights", default=None, help="local vision checkpoint (timm Swin / open_clip)")
-    p.add_argument("--text-weights", default=None, help="local BERT directory or open_clip checkpoint")
-    p.add_argument("--device", default=d.device, help="'auto', 'cpu', 'cuda', 'cuda:1', ...")
+    p.add_argument("--vision-weights", default=None, help="local vision checkpoint (timm Swin / open_clip) (default: random init)")
+    p.add_argument("--text-weights", default=None, help="local BERT directory or open_clip checkpoint (default: random init)")
+    p.add_argument("--device", default=d.device, help="'auto' (a GPU when there is one), 'cpu', 'cuda', 'cuda:1', ...")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
-    p.add_argument("--no-sync-bn", dest="sync_bn", action="store_false", help="keep per-GPU BatchNorm under torchrun")
+    p.add_argument(
+        "--no-sync-bn", dest="sync_bn", action="store_false",
+        help="keep per-GPU BatchNorm under torchrun (by default it becomes SyncBatchNorm on several GPUs)",
+    )
     p.add_argument("--poly-power", type=float, default=d.poly_power, help="exponent of the poly schedule")
-    p.add_argument("--milestones", type=int, nargs="*", default=None, help="epochs where the step schedule divides lr by 10")
+    p.add_argument(
+        "--milestones", type=int, nargs="*", default=None,
+        help="epochs where the step schedule divides lr by 10 (default: the recipe's; asda 18 25)",
+    )
     p.add_argument("--grid-samples", type=int, default=d.grid_samples, help="validation samples in samples.png")
     p.add_argument(
         "--model-arg", dest="model_args", action="append", default=[], metavar="KEY=VALUE",
         help="override a model config field, e.g. --model-arg refiner_iters=2 --model-arg norm=group (repeatable)",
     )
-    p.add_argument("--out", type=Path, default=None, help="run folder (default runs/<model>-<time>)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
+    p.add_argument(
+        "--out", type=Path, default=None,
+        help="run folder; must not hold a run unless --resume (default: runs/<model>-<time>, suffixed -2, ... if taken)",
+    )
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt (its saved configuration wins)")
     return p
+
+
+def _given_fields(parser: argparse.ArgumentParser, argv: list[str] | None) -> list[str]:
+    """The :class:`TrainConfig` fields whose flags ``argv`` spells out (defaults aside)."""
+    names = [f.name for f in dataclasses.fields(TrainConfig)]
+    # argparse fills in a default only where the namespace has no value yet, and every flag
+    # stores something other than None: what is still None was not given
+    namespace = parser.parse_args(argv, namespace=argparse.Namespace(**dict.fromkeys(names)))
+    return [name for name in names if getattr(namespace, name) is not None]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -701,16 +904,17 @@ def main(argv: list[str] | None = None) -> int:
     Args:
         argv: command-line arguments (default: ``sys.argv[1:]``); see ``--help``.
     """
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
     if args.resume and args.out is None:
-        _parser().error("--resume needs --out DIR (the run folder holding last.pt)")
+        parser.error("--resume needs --out DIR (the run folder holding last.pt)")
     values = {k: v for k, v in vars(args).items() if k not in ("out", "resume")}
     values["model_args"] = tuple(values["model_args"])
     if values["milestones"] is not None:
         values["milestones"] = tuple(values["milestones"])
     cfg = TrainConfig(**values)
     try:
-        summary = train(cfg, args.out, resume=args.resume)
+        summary = train(cfg, args.out, resume=args.resume, given=_given_fields(parser, argv) if args.resume else None)
     finally:
         if dist.is_available() and dist.is_initialized():
             dist.destroy_process_group()

@@ -128,7 +128,7 @@ def test_coparser_size_follows_image_size():
     [
         ({"image_size": 80}, "image_size"),
         ({"vision_encoder": "clip"}, "vision_encoder"),
-        ({"swin_depths": (1, 1, 1)}, "swin_depths"),
+        ({"swin_depths": (1, 1, 1), "swin_heads": (1, 2, 4)}, "swin_depths"),
     ],
 )
 def test_bad_configs_raise_naming_the_field(overrides, field):

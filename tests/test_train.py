@@ -266,18 +266,18 @@ def test_bf16_autocast_training_step_is_finite(tmp_path):
 
 
 def test_bad_training_options_are_clear():
-    with pytest.raises(ValueError, match="amp: expected 'none', 'bf16' or 'fp16'; got 'fp8'"):
+    with pytest.raises(ValueError, match="--amp: expected 'none', 'bf16' or 'fp16'; got 'fp8'"):
         TrainConfig(amp="fp8")
-    with pytest.raises(ValueError, match="data: expected 'synthetic' or 'refer:ROOT'"):
+    with pytest.raises(ValueError, match="--data: expected 'synthetic' or 'refer:ROOT'"):
         TrainConfig(data="coco")
-    with pytest.raises(ValueError, match="model_args: expected KEY=VALUE"):
+    with pytest.raises(ValueError, match="--model-arg: expected KEY=VALUE"):
         TrainConfig(model_args=("norm",)).model_overrides()
 
 
 def test_cli_user_errors_are_one_line_not_a_traceback(tmp_path):
     result = _run(["--model", "lavt_sadlr_huge", "--out", str(tmp_path / "x")], timeout=120)
     assert result.returncode == 2
-    assert "error: name: unknown model 'lavt_sadlr_huge'; available: " in result.stderr
+    assert "error: name: unknown model 'lavt_sadlr_huge'" in result.stderr and "available: " in result.stderr
     assert "Traceback" not in result.stderr
 
 
@@ -291,3 +291,127 @@ def test_resume_refuses_another_world_size_and_a_finished_run_keeps_its_summary(
     save_checkpoint(state, tmp_path / "last.pt")
     with pytest.raises(ValueError, match=r"world size: the run in .* was trained by 2 process\(es\); resume it with 2 \(now 1\)"):
         train(cfg, tmp_path, resume=True, progress=False)
+
+
+TINY = {"train_size": 16, "val_size": 8, "batch_size": 8, "workers": 0, "grid_samples": 0}
+
+
+def test_fresh_run_refuses_a_folder_holding_a_run_and_leaves_it_untouched(tmp_path, monkeypatch):
+    import reference_models.train as train_module
+
+    train(TrainConfig(max_steps=1, **TINY), tmp_path, progress=False)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    message = r"--out: .* already holds a run \(config.json, last.pt, best.pt, metrics.jsonl, summary.json\); pass --resume"
+    with pytest.raises(ValueError, match=message):
+        train(TrainConfig(max_steps=1, seed=1, **TINY), tmp_path, progress=False)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+    # a run that starts in the same folder after the check still cannot take it over
+    raced = tmp_path / "raced"
+    raced.mkdir()
+    (raced / "config.json").write_text("{}")
+    monkeypatch.setattr(train_module, "_refuse_existing_run", lambda out_dir: None)
+    with pytest.raises(ValueError, match=r"raced already holds a run \(config.json\)"):
+        train(TrainConfig(max_steps=1, **TINY), raced, progress=False)
+    assert [p.name for p in raced.iterdir()] == ["config.json"]
+
+
+def test_default_run_folders_started_in_the_same_second_do_not_mix(tmp_path, monkeypatch):
+    import reference_models.train as train_module
+    from datetime import datetime
+
+    class Frozen(datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return datetime(2024, 1, 2, 3, 4, 5)
+
+    monkeypatch.setattr(train_module, "datetime", Frozen)
+    monkeypatch.chdir(tmp_path)
+    first = train(TrainConfig(max_steps=1, **TINY), progress=False)
+    second = train(TrainConfig(max_steps=1, seed=1, **TINY), progress=False)
+    assert first["out"] == str(Path("runs") / "lavt_sadlr_tiny-20240102-030405")
+    assert second["out"] == first["out"] + "-2"
+    for summary in (first, second):
+        rows = [json.loads(line) for line in (tmp_path / summary["out"] / "metrics.jsonl").read_text().splitlines()]
+        assert [("loss" in r, "val" in r) for r in rows] == [(True, False), (False, True)]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--device", "gpu"], "--device: expected 'cpu', 'cuda' or 'cuda:N'; got 'gpu'"),
+        pytest.param(
+            ["--device", "cuda"], "--device: 'cuda' requested but",
+            marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU"),
+        ),
+        (["--image-size", "50"], r"--image-size: expected a multiple of 4 \(Swin's patch size\); got 50"),
+        (["--model", "s2rm_tiny", "--image-size", "36"], "--image-size: S2RM's coparser .* multiple of 32; got 36"),
+        (["--model", "asda_tiny", "--image-size", "36"], "--image-size: expected a multiple of patch_size=8; got 36"),
+        (["--threads", "0"], "--threads: expected >= 1; got 0"),
+        (["--max-steps", "0"], "--max-steps: expected >= 1; got 0"),
+        (["--workers", "-1"], "^--workers: expected >= 0; got -1$"),
+        (["--lr", "-1"], "--lr: expected a positive number; got -1.0"),
+        (["--weight-decay", "-0.1"], "--weight-decay: expected a number >= 0; got -0.1"),
+    ],
+)
+def test_bad_cli_options_name_their_flag_and_create_no_folder(tmp_path, args, message):
+    from reference_models.train import main
+
+    out = tmp_path / "run"
+    with pytest.raises(ValueError, match=message):
+        main(["--train-size", "16", "--val-size", "8", "--workers", "0", *args, "--out", str(out)])
+    assert not out.exists()
+
+
+def test_image_sizes_swin_takes_train_end_to_end(tmp_path):
+    # Swin needs a multiple of its patch (4), not of 32: 36 px gives a padded 2x2 last stage
+    summary = train(TrainConfig(image_size=36, max_steps=1, **TINY), tmp_path, progress=False)
+    assert summary["steps"] == 1
+    assert load_checkpoint(tmp_path / "last.pt")["model_config"]["image_size"] == 36
+
+
+def test_resume_says_where_it_continues_and_which_given_flags_it_ignores(tmp_path, capsys):
+    from reference_models.train import main
+
+    train(TrainConfig(epochs=1, **TINY), tmp_path, progress=False)
+    capsys.readouterr()
+    assert main(["--out", str(tmp_path), "--resume", "--lr", "0.1", "--max-steps", "5", "--workers", "0", "--seed", "0"]) == 0
+    err = capsys.readouterr().err
+    # --workers 0 and --seed 0 match the saved configuration: nothing is ignored there
+    assert f"warning: {tmp_path} keeps its saved configuration; ignoring --lr 0.1 (saved: 0.002), --max-steps 5 (saved: none)\n" in err
+    assert f"{tmp_path} finished at step 2; nothing to do" in err
+
+    state = load_checkpoint(tmp_path / "last.pt")
+    state["train_config"]["epochs"] = 2  # as if the run had been killed after its first epoch
+    save_checkpoint(state, tmp_path / "last.pt")
+    assert main(["--out", str(tmp_path), "--resume"]) == 0
+    err = capsys.readouterr().err
+    assert f"resuming {tmp_path} from step 2 of 4 (epoch 2 of 2)" in err and "warning" not in err
+    assert load_checkpoint(tmp_path / "last.pt")["step"] == 4
+
+
+@pytest.mark.parametrize("max_steps, last_epoch_batches", [(None, 2), (3, 1)])
+def test_progress_bars_end_at_their_total(tmp_path, capsys, max_steps, last_epoch_batches):
+    import re
+
+    # 2 batches per epoch; the run ends on the last batch (no limit) or mid-epoch (3 steps)
+    cfg = TrainConfig(epochs=2, max_steps=max_steps, **{**TINY, "train_size": 8, "batch_size": 4})
+    train(cfg, tmp_path, progress=True)
+    bars = re.findall(r"(epoch \d/2): +\d+%\|[^|]*\| (\d+)/(\d+)", capsys.readouterr().err)
+    final = {desc: (int(n), int(total)) for desc, n, total in bars}  # each bar's last state
+    assert final == {"epoch 1/2": (2, 2), "epoch 2/2": (last_epoch_batches, last_epoch_batches)}
+
+
+def test_help_shows_each_default_once_and_explains_every_flag(capsys):
+    from reference_models.train import main
+
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = capsys.readouterr().out
+    blocks = {block.split()[0]: " ".join(block.split()) for block in text.split("\n  -")[1:]}
+    for flag, block in blocks.items():
+        assert block.count("default") <= 1, block
+    assert "(default: True)" not in blocks["-no-sync-bn"] and "SyncBatchNorm" in blocks["-no-sync-bn"]
+    for flag in ("dataset", "split-by", "val-split", "optimizer", "lr", "weight-decay", "schedule", "seed", "log-every"):
+        assert len(blocks["-" + flag].split()) > 3, blocks["-" + flag]  # flag, metavar, then a help text
+    for flag in ("optimizer", "lr", "weight-decay", "schedule"):
+        assert "default: the model's recipe" in blocks["-" + flag]

@@ -5,7 +5,8 @@ benchmark, on the CPU, in a few minutes, and writes into ``runs/<model>-<time>/`
 
 - ``config.json``: the training and model configurations,
 - ``metrics.jsonl``: one JSON row per logged step (loss, lr) and per validation,
-- ``last.pt`` / ``best.pt``: atomic checkpoints (best by validation oIoU),
+- ``last.pt`` / ``best.pt``: atomic checkpoints (best by validation oIoU; ``best.pt`` holds
+  the weights and configurations only, ``last.pt`` also what resuming needs),
 - ``curves.png`` and ``samples.png``: loss/metric curves and a grid of validation samples
   (one column per refinement iteration for SADLR models, as the paper's Fig. 5),
 - ``summary.json``: ``{"model", "val": {"oIoU", "mIoU", "P@0.5", ...}, "seconds", ...}``.
@@ -464,9 +465,12 @@ _RUN_FILES = ("config.json", "last.pt", "best.pt", "metrics.jsonl", "summary.jso
 
 
 def _holds_a_run_error(out_dir: Path, found: list[str]) -> ValueError:
-    return ValueError(
-        f"--out: {out_dir} already holds a run ({', '.join(found)}); pass --resume to continue it or choose another --out"
-    )
+    if "last.pt" in found or (out_dir / "last.pt").exists():
+        advice = "pass --resume to continue it or choose another --out"
+    else:
+        # a run that stopped before its first checkpoint cannot be resumed
+        advice = "it has no last.pt to resume from: remove the folder or choose another --out"
+    return ValueError(f"--out: {out_dir} already holds a run ({', '.join(found)}); {advice}")
 
 
 def _refuse_existing_run(out_dir: Path) -> None:
@@ -699,16 +703,25 @@ def train(
             with log_path.open("a") as handle:
                 handle.write(json.dumps(row) + "\n")
 
-    def checkpoint(name: str) -> None:
+    def checkpoint(name: str, *, resumable: bool = True) -> None:
         if not dinfo.main:
             return
-        save_checkpoint(
+        # best.pt is for evaluating and predicting: without the optimizer's moments it is
+        # about a third of last.pt's size (Adam keeps two extra copies of the weights).
+        resume_state = (
             {
-                "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(),
                 "scaler": scaler.state_dict(),
                 "rng": _rng_state(),
+            }
+            if resumable
+            else {}
+        )
+        save_checkpoint(
+            {
+                "model": model.state_dict(),
+                **resume_state,
                 "step": step,
                 "epoch": epoch,
                 "batch_in_epoch": batch_in_epoch,
@@ -779,10 +792,12 @@ def train(
             )
             log({"step": step, "epoch": epoch, "val": last_val})
             if progress:
-                print(f"epoch {epoch}: " + ", ".join(f"{k} {v:.3f}" for k, v in last_val.items()), file=sys.stderr)
+                # an epoch cut short by --max-steps is still the one its bar showed
+                label = f"epoch {epoch}" if epoch_finished else f"epoch {epoch + 1} (stopped at step {step})"
+                print(f"{label}: " + ", ".join(f"{k} {v:.3f}" for k, v in last_val.items()), file=sys.stderr)
             if last_val["oIoU"] > best:
                 best = last_val["oIoU"]
-                checkpoint("best.pt")
+                checkpoint("best.pt", resumable=False)
             checkpoint("last.pt")
     seconds = seconds_before + time.perf_counter() - start
     summary = {

@@ -45,6 +45,11 @@ def test_shortened_default_run_writes_everything(tmp_path):
     assert sum("loss" in r for r in rows) == 8 and sum("val" in r for r in rows) == 2
     config = json.loads((tmp_path / "config.json").read_text())
     assert config["train"]["lr"] == 2e-3 and config["model"]["name"] == "lavt_sadlr_tiny"
+    # best.pt is for evaluation: weights and configurations, not the optimizer's moments.
+    last, best = load_checkpoint(tmp_path / "last.pt"), load_checkpoint(tmp_path / "best.pt")
+    assert {"optimizer", "scheduler", "rng"} <= set(last) and not {"optimizer", "scheduler", "rng"} & set(best)
+    assert best["train_config"] == last["train_config"] and best["model"].keys() == last["model"].keys()
+    assert (tmp_path / "best.pt").stat().st_size < 0.5 * (tmp_path / "last.pt").stat().st_size
     from PIL import Image
 
     with Image.open(tmp_path / "samples.png") as picture:
@@ -310,7 +315,7 @@ def test_fresh_run_refuses_a_folder_holding_a_run_and_leaves_it_untouched(tmp_pa
     raced.mkdir()
     (raced / "config.json").write_text("{}")
     monkeypatch.setattr(train_module, "_refuse_existing_run", lambda out_dir: None)
-    with pytest.raises(ValueError, match=r"raced already holds a run \(config.json\)"):
+    with pytest.raises(ValueError, match=r"raced already holds a run \(config.json\); it has no last.pt to resume from"):
         train(TrainConfig(max_steps=1, **TINY), raced, progress=False)
     assert [p.name for p in raced.iterdir()] == ["config.json"]
 
@@ -396,9 +401,13 @@ def test_progress_bars_end_at_their_total(tmp_path, capsys, max_steps, last_epoc
     # 2 batches per epoch; the run ends on the last batch (no limit) or mid-epoch (3 steps)
     cfg = TrainConfig(epochs=2, max_steps=max_steps, **{**TINY, "train_size": 8, "batch_size": 4})
     train(cfg, tmp_path, progress=True)
-    bars = re.findall(r"(epoch \d/2): +\d+%\|[^|]*\| (\d+)/(\d+)", capsys.readouterr().err)
+    err = capsys.readouterr().err
+    bars = re.findall(r"(epoch \d/2): +\d+%\|[^|]*\| (\d+)/(\d+)", err)
     final = {desc: (int(n), int(total)) for desc, n, total in bars}  # each bar's last state
     assert final == {"epoch 1/2": (2, 2), "epoch 2/2": (last_epoch_batches, last_epoch_batches)}
+    # The validation line names the epoch its bar showed, also when --max-steps cut it short.
+    labels = re.findall(r"^(epoch [^:]*): oIoU", err.replace("\r", "\n"), flags=re.MULTILINE)
+    assert labels == ["epoch 1", "epoch 2" if max_steps is None else "epoch 2 (stopped at step 3)"]
 
 
 def test_help_shows_each_default_once_and_explains_every_flag(capsys):

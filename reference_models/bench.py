@@ -142,6 +142,13 @@ def macs_by_part(model: torch.nn.Module, image_size: int, max_words: int) -> dic
     return parts
 
 
+def _flops_models() -> list[str]:
+    """The models ``flops`` measures by default: the papers' sizes."""
+    from . import list_models
+
+    return [n for n in list_models() if n.endswith(("_base", "_swint"))]
+
+
 def flops_table(
     names: list[str] | None = None, *, overrides: dict[str, Any] | None = None, progress: bool = True
 ) -> list[dict]:
@@ -155,9 +162,9 @@ def flops_table(
             paper's figures then stand beside a different architecture.
         progress: report each model's time on stderr.
     """
-    from . import build_model, list_models
+    from . import build_model
 
-    names = names or [n for n in list_models() if n.endswith(("_base", "_swint"))]
+    names = names or _flops_models()
     rows = []
     for name in names:
         start = time.perf_counter()
@@ -841,12 +848,13 @@ def main(argv: list[str] | None = None) -> int:
     device = getattr(args, "device", "cpu")
     dtype = getattr(args, "dtype", "float32")
     resolved = benchtools.resolve_device(device)
-    if args.section in ("flops", "train") and args.models:
+    overrides = parse_overrides(args.model_args, name="--model-arg") if args.section == "flops" else {}
+    if args.section in ("flops", "train") and (args.models or overrides):
         from .registry import get_config
 
-        for name in args.models:
-            get_config(name)
-    overrides = parse_overrides(args.model_args, name="--model-arg") if args.section == "flops" else {}
+        for name in args.models or _flops_models():
+            # builds nothing: the config checks the names and every overridden value
+            get_config(name).replace(**overrides)
     if args.section == "layers":
         _layer_cases_of(args)
     if args.threads:

@@ -82,19 +82,21 @@ def cpu_name() -> str:
 
 
 def resolve_device(name: str) -> torch.device:
-    """``"cpu"`` or ``"cuda"`` as a device; asking for CUDA without one is a clear error.
+    """``"cpu"``, ``"cuda"`` or ``"mps"`` as a device; asking for one that is absent is a clear error.
 
     Args:
-        name: ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+        name: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"`` (Apple GPUs).
     """
     try:
         device = torch.device(name)
     except (RuntimeError, TypeError):
-        raise ValueError(f"device: expected 'cpu', 'cuda' or 'cuda:N'; got {name!r}") from None
+        raise ValueError(f"device: expected 'cpu', 'cuda', 'cuda:N' or 'mps'; got {name!r}") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device: {name!r} requested but torch.cuda.is_available() is False")
-    if device.type not in ("cpu", "cuda"):
-        raise ValueError(f"device: expected 'cpu' or 'cuda'; got {name!r}")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device: {name!r} requested but torch.backends.mps.is_available() is False")
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"device: expected 'cpu', 'cuda' or 'mps'; got {name!r}")
     return device
 
 

@@ -251,8 +251,8 @@ def parse_overrides(items: Sequence[str], *, name: str = "--model-arg") -> dict[
     """Parse ``"KEY=VALUE"`` strings (the CLIs' ``--model-arg``) into config overrides.
 
     Values are read as JSON where they parse (``3``, ``0.5``, ``true``, ``[2, 2, 6, 2]``);
-    a comma-separated value (``2,2,6,2``) is a list of such values; anything else stays text
-    (``norm=group``). Lists become tuples, as the config's sequence fields are. Keys must be
+    for the list fields a comma-separated value (``2,2,6,2``) or a single value is a list too;
+    anything else stays text (``norm=group``). Lists become tuples, as the config's sequence fields are. Keys must be
     :class:`ModelConfig` fields (a near miss is suggested); the values are checked by the
     config that receives them.
 
@@ -268,6 +268,7 @@ def parse_overrides(items: Sequence[str], *, name: str = "--model-arg") -> dict[
         {'swin_window': 12, 'norm': 'group', 'swin_depths': (2, 2, 6, 2), 'refiner_hidden': (16, 32)}
     """
     known = [f.name for f in dataclasses.fields(ModelConfig)]
+    sequences = {f.name for f in dataclasses.fields(ModelConfig) if str(f.type).startswith("tuple")}
     overrides: dict[str, Any] = {}
     for item in items:
         key, sep, raw = item.partition("=")
@@ -277,8 +278,11 @@ def parse_overrides(items: Sequence[str], *, name: str = "--model-arg") -> dict[
         if key not in known:
             raise ValueError(f"{name}: unknown config key {_unknown_keys([key], known)}; valid keys are {sorted(known)}")
         value = _parse_value(raw)
-        if isinstance(value, str) and "," in value and not value.lstrip().startswith(("[", "{", '"')):
-            value = [_parse_value(part) for part in value.split(",")]
+        if key in sequences and isinstance(value, str):
+            # "2,2,6,2" (or "2, 2,"): only list fields split, so a path with a comma stays one
+            value = [_parse_value(part) for part in value.split(",") if part.strip()]
+        elif key in sequences and not isinstance(value, list):
+            value = [value]  # "refiner_hidden=64": a list of one
         if isinstance(value, list):
             value = tuple(tuple(v) if isinstance(v, list) else v for v in value)
         overrides[key] = value

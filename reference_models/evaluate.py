@@ -218,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=16, help="samples per batch (default: %(default)s)")
     p.add_argument("--workers", type=int, default=2, help="DataLoader worker processes (default: %(default)s)")
     p.add_argument(
-        "--device", default="cuda" if torch.cuda.is_available() else "cpu", help="'cpu', 'cuda' or 'cuda:N' (default: cuda when available, else cpu)"
+        "--device", default="cuda" if torch.cuda.is_available() else "cpu", help="'cpu', 'cuda', 'cuda:N' or 'mps' (default: cuda when available, else cpu)"
     )
     p.add_argument("--json", type=Path, help="write {split: metrics} (fractions) to this file")
     args = p.parse_args(argv)

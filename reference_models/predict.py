@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         help="overlay to write (.png, .jpg or .jpeg); the binary mask is written beside it as <out stem>_mask.png",
     )
     p.add_argument("--overwrite", action="store_true", help="replace --out and its mask file when they exist")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="'cpu', 'cuda' or 'cuda:N' (default: cuda when available, else cpu)")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="'cpu', 'cuda', 'cuda:N' or 'mps' (default: cuda when available, else cpu)")
     args = p.parse_args(argv)
 
     from .base import build_tokenizer

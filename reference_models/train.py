@@ -527,6 +527,14 @@ def _build_fresh(model_config: ModelConfig, flag: str) -> nn.Module:
     return model
 
 
+# Settings of the machine, not of the run: a resumed run takes them from the command line
+# (a run started on a GPU can continue on a CPU, with other worker and thread counts).
+_MACHINE_FIELDS = ("device", "workers", "threads", "compile")
+
+# Switches whose command-line flag turns the field off.
+_OFF_SWITCHES = {"sync_bn": "--no-sync-bn"}
+
+
 def _shown(value: Any) -> str:
     """A configuration value as a warning shows it (``none`` for unset or empty)."""
     if isinstance(value, tuple):
@@ -534,15 +542,28 @@ def _shown(value: Any) -> str:
     return "none" if value is None else str(value)
 
 
-def _ignored_on_resume(cfg: TrainConfig, saved: TrainConfig, given: Iterable[str] | None) -> list[str]:
-    """The fields the caller set that the saved configuration overrules, as ``--flag value (saved: ...)``."""
-    if given is None:
-        defaults = TrainConfig()
-        given = [f.name for f in dataclasses.fields(cfg) if getattr(cfg, f.name) != getattr(defaults, f.name)]
+def _given_option(name: str, value: Any, saved: Any) -> str:
+    """``--lr 0.1 (saved: 0.002)``; a switch by its flag (``--no-sync-bn on (saved: off)``)."""
+    if isinstance(value, bool):
+        flag = _OFF_SWITCHES.get(name, _flag(name))
+        on = value != (name in _OFF_SWITCHES)  # the state of the flag, not of the field
+        return f"{flag} {'on' if on else 'off'} (saved: {'on' if saved != (name in _OFF_SWITCHES) else 'off'})"
+    return f"{_flag(name)} {_shown(value)} (saved: {_shown(saved)})"
+
+
+def _given_names(cfg: TrainConfig, given: Iterable[str] | None) -> list[str]:
+    if given is not None:
+        return list(given)
+    defaults = TrainConfig()
+    return [f.name for f in dataclasses.fields(cfg) if getattr(cfg, f.name) != getattr(defaults, f.name)]
+
+
+def _ignored_on_resume(cfg: TrainConfig, saved: TrainConfig, given: Iterable[str]) -> list[str]:
+    """The run settings the caller set that the saved configuration overrules."""
     return [
-        f"{_flag(name)} {_shown(getattr(cfg, name))} (saved: {_shown(getattr(saved, name))})"
+        _given_option(name, getattr(cfg, name), getattr(saved, name))
         for name in given
-        if getattr(cfg, name) != getattr(saved, name)
+        if name not in _MACHINE_FIELDS and getattr(cfg, name) != getattr(saved, name)
     ]
 
 
@@ -562,12 +583,15 @@ def train(
         cfg: the training configuration (``None`` fields take the recipe).
         out_dir: the run folder (default ``runs/<model>-<time>``, suffixed ``-2``, ... if
             taken). A fresh run refuses a folder that already holds a run.
-        resume: continue from ``out_dir/last.pt``; its saved configuration wins.
+        resume: continue from ``out_dir/last.pt``; its saved configuration wins, except the
+            settings of the machine (``device``, ``workers``, ``threads``, ``compile``),
+            which the caller may change.
         progress: show tqdm bars (default: on the main process when stderr is a terminal
             or when not running under CI).
         given: the fields of ``cfg`` the caller set (the command line's flags); on resume,
-            those the saved configuration overrules are named in a warning. Default: the
-            fields that differ from :class:`TrainConfig`'s defaults.
+            the machine settings among them are used and the others, which the saved
+            configuration overrules, are named in a warning. Default: the fields that
+            differ from :class:`TrainConfig`'s defaults.
 
     Raises:
         ValueError: a bad option, device, image size or run folder.
@@ -583,9 +607,16 @@ def train(
         if out_dir is None:
             raise ValueError("--out: expected the run folder to resume (the one holding last.pt); got none")
         state = load_checkpoint(out_dir / "last.pt")
+        missing = [key for key in ("optimizer", "scheduler", "scaler", "rng", "train_config") if key not in state]
+        if missing:
+            raise ValueError(
+                f"--resume: {out_dir / 'last.pt'} holds weights only (no {', '.join(missing)}), like a best.pt; "
+                "resuming needs the last.pt the run itself wrote"
+            )
         saved = TrainConfig.from_dict(state["train_config"])
-        ignored = _ignored_on_resume(cfg, saved, given)
-        cfg = saved
+        given_names = _given_names(cfg, given)
+        ignored = _ignored_on_resume(cfg, saved, given_names)
+        cfg = dataclasses.replace(saved, **{n: getattr(cfg, n) for n in _MACHINE_FIELDS if n in given_names})
     cfg = cfg.resolved()
 
     device = _pick_device(cfg.device)
@@ -894,7 +925,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--grid-samples", type=int, default=d.grid_samples, help="validation samples in samples.png")
     p.add_argument(
         "--model-arg", dest="model_args", action="append", default=[], metavar="KEY=VALUE",
-        help="override a model config field, e.g. --model-arg refiner_iters=2 --model-arg norm=group (repeatable)",
+        help="override a model config field, e.g. --model-arg norm=group or --model-arg refiner_iters=2 --model-arg loss_weights=0.3,0.7 (repeatable; lists as 1,2,3 or JSON)",
     )
     p.add_argument(
         "--out", type=Path, default=None,

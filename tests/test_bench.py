@@ -124,7 +124,9 @@ def test_layers_section_bf16_without_memory_or_comparison(capsys):
         (["flops", "--models", "lts_tny"], "unknown model 'lts_tny' \\(did you mean 'lts_tiny'\\?\\)"),
         (["train", "--models", "lavt_tiny", "nope"], "unknown model 'nope'"),
         (["flops", "--models", "lts_tiny", "--model-arg", "imagesize=32"], "--model-arg: unknown config key 'imagesize'"),
-        (["latency", "--device", "gpu"], "device: expected 'cpu', 'cuda' or 'cuda:N'; got 'gpu'"),
+        (["flops", "--models", "lts_tiny", "--model-arg", "swin_window=0"], "swin_window: expected a positive integer; got 0"),
+        (["flops", "--model-arg", "refiner_iters=2"], "loss_weights: expected one weight per refiner iteration"),
+        (["latency", "--device", "gpu"], "device: expected 'cpu', 'cuda', 'cuda:N' or 'mps'; got 'gpu'"),
         (["flops", "--threads", "0"], "--threads: expected a positive integer; got 0"),
     ],
 )

@@ -165,6 +165,14 @@ def test_polygons_match_pycocotools_on_many_random_shapes():
         assert np.array_equal(polygons_to_mask(polygons, height, width), expected), (height, width, polygons)
 
 
+def test_polygon_parts_may_be_arrays():
+    parts = [[1, 1, 6, 1, 6, 5], [2.5, 2, 7, 2, 7, 7.5, 2.5, 7.5]]
+    expected = polygons_to_mask(parts, 9, 9)
+    assert expected.any()
+    assert np.array_equal(polygons_to_mask([np.array(p) for p in parts], 9, 9), expected)
+    assert np.array_equal(segmentation_to_mask([np.array(p) for p in parts], 9, 9), expected)
+
+
 def test_polygon_rejects_bad_numbers():
     with pytest.raises(ValueError, match=r"polygons\[0\]: expected finite coordinates"):
         polygons_to_mask([[0, 0, float("nan"), 1, 2, 2]], 4, 4)

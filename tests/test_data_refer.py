@@ -317,6 +317,10 @@ def test_export_refuses_to_overwrite_and_replaces_when_asked(tmp_path):
     # Refused: nothing was touched.
     assert sorted(p.name for p in images.iterdir()) == before
     assert (root / "synthetic" / "instances.json").read_bytes() == instances
+    # An option that fails is found before anything is deleted.
+    with pytest.raises(ValueError, match="image_size: expected an int >= 32; got 16"):
+        export_refer(root, counts={"train": 1, "val": 1, "test": 1}, image_size=16, overwrite=True, progress=False)
+    assert sorted(p.name for p in images.iterdir()) == before
     (images / "notes.txt").write_text("mine")
     export_refer(root, counts={"train": 1, "val": 1, "test": 1}, overwrite=True, progress=False)
     # Replaced: no stale picture of the larger export is left; the user's own file stays.

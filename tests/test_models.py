@@ -210,6 +210,10 @@ def test_model_arg_strings_parse_to_config_values():
     overrides = parse_overrides(["swin_depths=1,1,2,1", "refiner_hidden=[8, 16]", "norm=group", "drop_path=0.1"])
     assert overrides == {"swin_depths": (1, 1, 2, 1), "refiner_hidden": (8, 16), "norm": "group", "drop_path": 0.1}
     assert build_model("lavt_sadlr_tiny", **overrides).config.swin_depths == (1, 1, 2, 1)
+    # Only list fields split on commas; a single value of a list field is a list of one.
+    assert parse_overrides(["text_weights=/data/a,b", "swin_depths=2,", "refiner_hidden=64"]) == {
+        "text_weights": "/data/a,b", "swin_depths": (2,), "refiner_hidden": (64,)
+    }
     with pytest.raises(ValueError, match="--model-arg: unknown config key 'refiner_iter' \\(did you mean 'refiner_iters'\\?\\)"):
         parse_overrides(["refiner_iter=2"])
     with pytest.raises(ValueError, match="--model-arg: expected KEY=VALUE; got 'norm'"):

@@ -343,7 +343,7 @@ def test_default_run_folders_started_in_the_same_second_do_not_mix(tmp_path, mon
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--device", "gpu"], "--device: expected 'cpu', 'cuda' or 'cuda:N'; got 'gpu'"),
+        (["--device", "gpu"], "--device: expected 'cpu', 'cuda', 'cuda:N' or 'mps'; got 'gpu'"),
         pytest.param(
             ["--device", "cuda"], "--device: 'cuda' requested but",
             marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU"),
@@ -392,6 +392,30 @@ def test_resume_says_where_it_continues_and_which_given_flags_it_ignores(tmp_pat
     err = capsys.readouterr().err
     assert f"resuming {tmp_path} from step 2 of 4 (epoch 2 of 2)" in err and "warning" not in err
     assert load_checkpoint(tmp_path / "last.pt")["step"] == 4
+
+
+def test_resume_takes_machine_settings_from_the_command_line(tmp_path, capsys):
+    from reference_models.train import main
+
+    train(TrainConfig(epochs=1, **TINY), tmp_path, progress=False)
+    state = load_checkpoint(tmp_path / "last.pt")
+    # as if the run had been started on a GPU and killed after its first epoch
+    state["train_config"].update(device="cuda", epochs=2, threads=2)
+    save_checkpoint(state, tmp_path / "last.pt")
+    capsys.readouterr()
+    assert main(["--out", str(tmp_path), "--resume", "--device", "cpu", "--threads", "1", "--text-blind", "--no-sync-bn"]) == 0
+    err = capsys.readouterr().err
+    # --device/--threads are this machine's: used, not warned about; switches are named by their flag
+    assert f"ignoring --text-blind on (saved: off), --no-sync-bn on (saved: off)\n" in err
+    saved = load_checkpoint(tmp_path / "last.pt")["train_config"]
+    assert saved["device"] == "cpu" and saved["threads"] == 1 and saved["text_blind"] is False
+
+
+def test_resume_refuses_a_weights_only_checkpoint(tmp_path):
+    train(TrainConfig(max_steps=1, **TINY), tmp_path, progress=False)
+    (tmp_path / "last.pt").write_bytes((tmp_path / "best.pt").read_bytes())
+    with pytest.raises(ValueError, match=r"--resume: .*last.pt holds weights only \(no optimizer, scheduler, scaler, rng\)"):
+        train(TrainConfig(**TINY), tmp_path, resume=True, progress=False)
 
 
 @pytest.mark.parametrize("max_steps, last_epoch_batches", [(None, 2), (3, 1)])

@@ -95,8 +95,8 @@ def polygons_to_mask(polygons: Sequence[Sequence[float]], height: int, width: in
     vertices have no area and are skipped.
 
     Args:
-        polygons: a list of parts, each a flat ``[x1, y1, x2, y2, ...]`` list in pixels
-            (pixel ``(i, j)`` covers ``[j, j + 1) x [i, i + 1)``).
+        polygons: a list of parts, each a flat ``[x1, y1, x2, y2, ...]`` list (or array) in
+            pixels (pixel ``(i, j)`` covers ``[j, j + 1) x [i, i + 1)``).
         height: mask height.
         width: mask width.
 
@@ -121,8 +121,12 @@ def polygons_to_mask(polygons: Sequence[Sequence[float]], height: int, width: in
     # The outline is traced cell by cell, so a wild coordinate would mean a huge allocation;
     # no real annotation lies this far outside its image.
     reach = 16 * max(height, width) + 1024
-    mask = np.zeros(height * width, dtype=bool)
+    # +1 where a part's inside run starts, -1 where it ends; overlapping parts add up, so one
+    # cumulative sum over the image at the end gives the union of all parts.
+    coverage = np.zeros(height * width + 1, dtype=np.int32)
     for index, part in enumerate(polygons):
+        if isinstance(part, np.ndarray):
+            part = part.ravel().tolist()
         if isinstance(part, (str, bytes)) or not isinstance(part, Sequence):
             raise ValueError(f"polygons[{index}]: expected a flat list of coordinates; got {type(part).__name__}")
         if len(part) % 2:
@@ -140,10 +144,13 @@ def polygons_to_mask(polygons: Sequence[Sequence[float]], height: int, width: in
                 f"polygons[{index}]: coordinates up to {np.abs(xy).max():g} lie far outside the "
                 f"{height}x{width} image (limit {reach}); is the annotation corrupt?"
             )
-        toggles = np.bincount(_polygon_toggles(xy, height, width), minlength=height * width + 1)
-        # An odd number of toggles at or before a pixel puts it inside this part.
-        mask |= (np.cumsum(toggles[: height * width]) % 2).astype(bool)
+        toggles, count = np.unique(_polygon_toggles(xy, height, width), return_counts=True)
+        # Toggles at the same pixel cancel in pairs; the rest alternate start, end, start, ...
+        edges = toggles[count % 2 == 1]
+        np.add.at(coverage, edges[0::2], 1)
+        np.add.at(coverage, edges[1::2], -1)
     # The runs are column-major, as everywhere in COCO.
+    mask = np.cumsum(coverage[: height * width]) > 0
     return mask.reshape(width, height).T.copy()
 
 
@@ -309,7 +316,9 @@ def segmentation_to_mask(segmentation: Any, height: int, width: int) -> np.ndarr
         parts = list(segmentation)
     else:
         raise ValueError(f"segmentation: expected polygons or RLE; got {type(segmentation).__name__}")
-    if not parts or all(isinstance(p, Sequence) and not isinstance(p, (str, bytes, Mapping)) for p in parts):
+    if not parts or all(
+        isinstance(p, np.ndarray) or (isinstance(p, Sequence) and not isinstance(p, (str, bytes, Mapping))) for p in parts
+    ):
         return polygons_to_mask(parts, height, width)
     mask = np.zeros((height, width), dtype=bool)
     for part in parts:

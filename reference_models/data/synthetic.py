@@ -439,6 +439,18 @@ def export_refer(
             raise ValueError(f"counts[{split!r}]: expected an int in [0, {_ID_STRIDE}]; got {count!r}")
     from tqdm.auto import tqdm
 
+    generate = dict(
+        level=level,
+        size=image_size,
+        seed=seed,
+        refs_per_image=refs_per_image,
+        sentences_per_ref=sentences_per_ref,
+        no_target_prob=no_target_prob,
+        multi_target_prob=multi_target_prob,
+    )
+    # One scene first: the scene generator checks the remaining options (the picture size),
+    # and an earlier export must not be deleted for an option that then fails.
+    _generate("train", 0, **generate)
     root = Path(out_dir)
     data_dir, image_dir = root / "synthetic", root / "images" / "synthetic"
     for folder in (root, data_dir, image_dir):
@@ -461,17 +473,7 @@ def export_refer(
     bar = tqdm(total=sum(counts.values()), desc=f"synthetic level {level}", unit="image", disable=not progress)
     for split, count in counts.items():
         for scene_index in range(count):
-            scene, scene_refs = _generate(
-                split,
-                scene_index,
-                level=level,
-                size=image_size,
-                seed=seed,
-                refs_per_image=refs_per_image,
-                sentences_per_ref=sentences_per_ref,
-                no_target_prob=no_target_prob,
-                multi_target_prob=multi_target_prob,
-            )
+            scene, scene_refs = _generate(split, scene_index, **generate)
             image_id = _SPLIT_CODES[split] * _ID_STRIDE + scene_index
             file_name = f"{split}_{scene_index:06d}.png"
             Image.fromarray(scene.image, mode="RGB").save(image_dir / file_name)
@@ -591,7 +593,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             progress=not args.quiet,
         )
     except ValueError as error:
-        parser.error(str(error).replace("out_dir: ", "--out: ", 1).replace("overwrite=True (--overwrite)", "--overwrite"))
+        message = str(error).replace("overwrite=True (--overwrite)", "--overwrite")
+        for name, flag in (("out_dir: ", "--out: "), ("image_size: ", "--image-size: "), ("seed: ", "--seed: ")):
+            message = message.replace(name, flag, 1)
+        parser.error(message)
     print(f"wrote {folder} ({args.count} train, {eval_count} val, {eval_count} test images)")
     return 0
 

@@ -57,6 +57,13 @@ def assert_param_grads(
             assert param.grad.abs().sum() > 0, f"parameter {name} has an all-zero gradient"
 
 
+def assert_grads_finite(module: nn.Module) -> None:
+    """Every gradient the last backward left on ``module``'s parameters is finite."""
+    for name, param in module.named_parameters():
+        if param.grad is not None:
+            assert torch.isfinite(param.grad).all(), f"parameter {name} has a non-finite gradient"
+
+
 def assert_inputs_grads_finite(inputs: Iterable[torch.Tensor]) -> None:
     for i, t in enumerate(inputs):
         if isinstance(t, torch.Tensor) and t.requires_grad:
@@ -146,3 +153,35 @@ def assert_model_batch_independent(
 
     inputs = {"images": images, "input_ids": input_ids, "attention_mask": attention_mask}
     assert_batch_independent(lambda v: model(**v), inputs, perturb, changed=changed, watched=watched)
+
+
+def perturb_sample(inputs: Mapping[str, Any], index: int) -> dict[str, Any]:
+    """New inputs where only sample ``index`` of every tensor (or list of tensors) differs."""
+    out = {}
+    for key, value in inputs.items():
+        tensors = value if isinstance(value, list) else [value]
+        changed = []
+        for t in tensors:
+            t = t.clone()
+            t[index] = torch.randn_like(t[index]) * 3 + 1
+            changed.append(t)
+        out[key] = changed if isinstance(value, list) else changed[0]
+    return out
+
+
+def model_inputs(batch: int, size: int, words: int = 6, *, short: int = 2) -> tuple[torch.Tensor, ...]:
+    """Images, ids and a mask for a reference model; every other sample ends ``short`` tokens early."""
+    images = torch.randn(batch, 3, size, size)
+    ids = torch.randint(1, 1000, (batch, words))
+    mask = torch.ones(batch, words, dtype=torch.long)
+    mask[1::2, words - short :] = 0
+    return images, ids, mask
+
+
+def model_target(batch: int, size: int, fill: bool | None = None) -> torch.Tensor:
+    """A ground-truth mask: all ``fill`` when given, else one rectangle per sample."""
+    if fill is not None:
+        return torch.full((batch, size, size), fill)
+    target = torch.zeros(batch, size, size, dtype=torch.bool)
+    target[:, size // 4 : size * 5 // 8, size // 8 : size * 3 // 4] = True
+    return target

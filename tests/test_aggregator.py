@@ -18,6 +18,7 @@ from tests.layer_checks import (
     assert_inputs_grads_finite,
     assert_param_grads,
     backward_sum,
+    perturb_sample,
 )
 
 
@@ -103,14 +104,8 @@ def test_batch_independence():
     sfa = ScaleWiseAggregator(8, 6, hidden_dim=4).eval()
     inputs = make_inputs(b=3)
 
-    def perturb(inp, j):
-        new = {key: value.clone() for key, value in inp.items()}
-        for value in new.values():
-            value[j] = torch.randn_like(value[j]) * 3
-        return new
-
-    assert_batch_independent(lambda inp: sfa(**inp), inputs, perturb, changed=1, watched=0)
-    assert_batch_independent(lambda inp: sfa(**inp), inputs, perturb, changed=0, watched=2)
+    assert_batch_independent(lambda inp: sfa(**inp), inputs, perturb_sample, changed=1, watched=0)
+    assert_batch_independent(lambda inp: sfa(**inp), inputs, perturb_sample, changed=0, watched=2)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])

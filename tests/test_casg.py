@@ -23,6 +23,7 @@ from layer_checks import (
     assert_inputs_grads_finite,
     assert_param_grads,
     backward_sum,
+    perturb_sample,
 )
 from rislayers.casg import CASGDecoder, CASGStage
 from rislayers.shapes import ShapeError, set_shape_checks, shape_checks_enabled
@@ -63,20 +64,6 @@ def decoder_inputs(batch=2, h1=8, w1=8, *, dtype=torch.float32, halving="ceil"):
 
 def run_decoder(decoder):
     return lambda inputs: decoder(inputs["features"], inputs["sentence"])
-
-
-def perturb_sample(inputs, index):
-    """New inputs where only sample ``index`` of every tensor differs."""
-    out = {}
-    for key, value in inputs.items():
-        tensors = value if isinstance(value, list) else [value]
-        changed = []
-        for t in tensors:
-            t = t.clone()
-            t[index] = torch.randn_like(t[index]) * 3 + 1
-            changed.append(t)
-        out[key] = changed if isinstance(value, list) else changed[0]
-    return out
 
 
 # --------------------------------------------------------------------------- shapes

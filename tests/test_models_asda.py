@@ -8,29 +8,19 @@ import torch
 from rislayers import ShapeError
 from reference_models import build_model
 from reference_models.models.asda import LayerSelection
-from tests.layer_checks import assert_close_outputs, assert_finite, assert_model_batch_independent
+from tests.layer_checks import (
+    assert_close_outputs,
+    assert_finite,
+    assert_grads_finite,
+    assert_model_batch_independent,
+    model_inputs,
+    model_target,
+)
 
 IMAGE = 64
 
 # CLIP's vision tower keeps ln_post and proj for its image embedding, which ASDA never uses.
 UNUSED = ("backbone.visual.ln_post.", "backbone.visual.proj")
-
-
-def _inputs(batch: int, words: int = 6, *, short: int = 2):
-    """Images, ids and a mask where every other sample ends ``short`` tokens early."""
-    images = torch.randn(batch, 3, IMAGE, IMAGE)
-    ids = torch.randint(1, 1000, (batch, words))
-    mask = torch.ones(batch, words, dtype=torch.long)
-    mask[1::2, words - short :] = 0
-    return images, ids, mask
-
-
-def _target(batch: int, fill: float | None = None) -> torch.Tensor:
-    if fill is not None:
-        return torch.full((batch, IMAGE, IMAGE), bool(fill))
-    target = torch.zeros(batch, IMAGE, IMAGE, dtype=torch.bool)
-    target[:, 16:40, 8:48] = True
-    return target
 
 
 def _is_selector(name: str) -> bool:
@@ -39,12 +29,12 @@ def _is_selector(name: str) -> bool:
 
 def test_forward_backward_shapes_and_gradients():
     model = build_model("asda_tiny")
-    images, ids, mask = _inputs(2)
+    images, ids, mask = model_inputs(2, IMAGE)
     out = model(images, ids, mask)
     assert out.logits.shape == (2, 1, IMAGE, IMAGE)
     assert [t.shape for t in out.aux_logits] == [torch.Size([2, 1, IMAGE, IMAGE])]
     assert_finite(out)
-    loss = model.loss(out, _target(2))
+    loss = model.loss(out, model_target(2, IMAGE))
     assert loss.shape == () and torch.isfinite(loss)
     loss.backward()
     for name, param in model.named_parameters():
@@ -56,28 +46,26 @@ def test_forward_backward_shapes_and_gradients():
         assert param.grad.abs().sum() > 0, f"parameter {name} has an all-zero gradient"
 
 
-@pytest.mark.parametrize("fill", [0.0, 1.0])
+@pytest.mark.parametrize("fill", [False, True])
 def test_loss_finite_for_empty_and_full_targets(fill):
     model = build_model("asda_tiny")
-    images, ids, mask = _inputs(2)
-    loss = model.loss(model(images, ids, mask), _target(2, fill))
+    images, ids, mask = model_inputs(2, IMAGE)
+    loss = model.loss(model(images, ids, mask), model_target(2, IMAGE, fill))
     assert torch.isfinite(loss) and loss >= 0
     loss.backward()
-    for name, param in model.named_parameters():
-        if param.grad is not None:
-            assert torch.isfinite(param.grad).all(), f"parameter {name} has a non-finite gradient"
+    assert_grads_finite(model)
 
 
 def test_loss_combines_focal_and_dice():
     # focal_weight scales only the focal term: three weights give collinear losses.
     model = build_model("asda_tiny").eval()
-    images, ids, mask = _inputs(2)
+    images, ids, mask = model_inputs(2, IMAGE)
     with torch.no_grad():
         out = model(images, ids, mask)
     losses = []
     for weight in (0.0, 1.0, 3.0):
         model.config = model.config.replace(focal_weight=weight)
-        losses.append(model.loss(out, _target(2)))
+        losses.append(model.loss(out, model_target(2, IMAGE)))
     dice, one, three = losses
     assert 0 < dice < 1
     assert one > dice
@@ -86,7 +74,7 @@ def test_loss_combines_focal_and_dice():
 
 def test_padding_words_do_not_change_the_output():
     model = build_model("asda_tiny").eval()
-    images, ids, mask = _inputs(2)
+    images, ids, mask = model_inputs(2, IMAGE)
     extra = 5
     padded_ids = torch.cat([ids, torch.randint(1, 1000, (2, extra))], dim=1)
     padded_mask = torch.cat([mask, torch.zeros(2, extra, dtype=torch.long)], dim=1)
@@ -105,8 +93,8 @@ def test_padding_words_do_not_change_the_output():
 @pytest.mark.parametrize("mode", ["straight_through", "soft", "none"])
 def test_selector_gradient_modes(mode):
     model = build_model("asda_tiny", selector_gradient=mode)
-    images, ids, mask = _inputs(2)
-    model.loss(model(images, ids, mask), _target(2)).backward()
+    images, ids, mask = model_inputs(2, IMAGE)
+    model.loss(model(images, ids, mask), model_target(2, IMAGE)).backward()
     selector = {name: p for name, p in model.named_parameters() if _is_selector(name)}
     assert len(selector) == 6  # proj_text, proj_vis, scorer for the low and the mid selector
     for name, param in selector.items():
@@ -118,10 +106,10 @@ def test_selector_gradient_modes(mode):
 
 def test_batch_of_one_trains_and_predicts():
     model = build_model("asda_tiny")
-    images, ids, mask = _inputs(1)
+    images, ids, mask = model_inputs(1, IMAGE)
     out = model(images, ids, mask)
     assert out.logits.shape == (1, 1, IMAGE, IMAGE)
-    model.loss(out, _target(1)).backward()
+    model.loss(out, model_target(1, IMAGE)).backward()
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
     with torch.no_grad():
         assert_finite(model.eval()(images, ids, mask))
@@ -129,12 +117,12 @@ def test_batch_of_one_trains_and_predicts():
 
 def test_batch_independence():
     model = build_model("asda_tiny").eval()
-    assert_model_batch_independent(model, *_inputs(3), vocab=1000, changed=0, watched=2)
+    assert_model_batch_independent(model, *model_inputs(3, IMAGE), vocab=1000, changed=0, watched=2)
 
 
 def test_selection_reports_layer_numbers():
     model = build_model("asda_tiny").eval()
-    images, ids, mask = _inputs(4)
+    images, ids, mask = model_inputs(4, IMAGE)
     with torch.no_grad():
         model(images, ids, mask)
         selection = model.select_layers(images, ids, mask)
@@ -151,12 +139,12 @@ def test_aligner_width_projection_and_coarser_grid():
     # decoder_dim != clip_width adds the 1x1 projection; patch 16 makes the aligner's map
     # (8 x the 4x4 grid = 32) smaller than the input, so the loss resizes the target.
     model = build_model("asda_tiny", decoder_dim=16, clip_patch=16, selector_layers=((1, 3), (4, 9)))
-    images, ids, mask = _inputs(2)
+    images, ids, mask = model_inputs(2, IMAGE)
     out = model(images, ids, mask)
     assert out.logits.shape == (2, 1, IMAGE, IMAGE)
     assert out.aux_logits[0].shape == (2, 1, 32, 32)
     assert model.mid_selector.num_candidates == 6
-    loss = model.loss(out, _target(2))
+    loss = model.loss(out, model_target(2, IMAGE))
     loss.backward()
     assert torch.isfinite(loss)
     assert model.neck.weight.grad.abs().sum() > 0
@@ -164,7 +152,7 @@ def test_aligner_width_projection_and_coarser_grid():
 
 def test_wrong_inputs_raise():
     model = build_model("asda_tiny")
-    images, ids, mask = _inputs(2)
+    images, ids, mask = model_inputs(2, IMAGE)
     with pytest.raises(ShapeError, match="images"):
         model(torch.randn(2, 3, 32, 32), ids, mask)
     with pytest.raises(ShapeError, match="attention_mask"):
@@ -180,7 +168,7 @@ def test_wrong_inputs_raise():
 
 def test_save_and_load_round_trip(tmp_path):
     model = build_model("asda_tiny", selector_layers=((2, 5), (6, 9))).eval()
-    images, ids, mask = _inputs(2)
+    images, ids, mask = model_inputs(2, IMAGE)
     model.save_pretrained(tmp_path)
     loaded = type(model).from_pretrained(tmp_path).eval()
     assert loaded.config == model.config

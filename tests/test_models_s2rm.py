@@ -9,34 +9,25 @@ from torch import nn
 from rislayers import DynamicQueryRefiner, ShapeError
 from reference_models import build_model
 from reference_models.base import RISModel
-from tests.layer_checks import assert_close_outputs, assert_finite, assert_model_batch_independent, assert_param_grads
+from tests.layer_checks import (
+    assert_close_outputs,
+    assert_finite,
+    assert_grads_finite,
+    assert_model_batch_independent,
+    assert_param_grads,
+    model_inputs,
+    model_target,
+)
 
 IMAGE = 64
 NAMES = ["s2rm_tiny", "s2rm_sadlr_tiny"]
-
-
-def _inputs(batch: int, words: int = 6, *, short: int = 2):
-    """Images, ids and a mask where every other sample ends ``short`` tokens early."""
-    images = torch.randn(batch, 3, IMAGE, IMAGE)
-    ids = torch.randint(1, 1000, (batch, words))
-    mask = torch.ones(batch, words, dtype=torch.long)
-    mask[1::2, words - short :] = 0
-    return images, ids, mask
-
-
-def _target(batch: int, fill: bool | None = None) -> torch.Tensor:
-    if fill is not None:
-        return torch.full((batch, IMAGE, IMAGE), fill)
-    target = torch.zeros(batch, IMAGE, IMAGE, dtype=torch.bool)
-    target[:, 16:40, 8:48] = True
-    return target
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_forward_backward_shapes_and_gradients(name):
     torch.manual_seed(0)
     model = build_model(name)
-    images, ids, mask = _inputs(2)
+    images, ids, mask = model_inputs(2, IMAGE)
     out = model(images, ids, mask)
     assert out.logits.shape == (2, 1, IMAGE, IMAGE)
     if model.config.plugin == "sadlr":
@@ -45,7 +36,7 @@ def test_forward_backward_shapes_and_gradients(name):
     else:
         assert [tuple(t.shape) for t in out.aux_logits] == [(2, 1, IMAGE, IMAGE)]
     assert_finite(out)
-    loss = model.loss(out, _target(2))
+    loss = model.loss(out, model_target(2, IMAGE))
     assert loss.shape == () and torch.isfinite(loss)
     loss.backward()
     assert_param_grads(model)
@@ -66,19 +57,17 @@ def test_sadlr_reads_the_finest_fused_map_instead_of_the_classifier():
 @pytest.mark.parametrize("fill", [False, True])
 def test_loss_finite_for_empty_and_full_targets(name, fill):
     model = build_model(name)
-    images, ids, mask = _inputs(2)
-    loss = model.loss(model(images, ids, mask), _target(2, fill))
+    images, ids, mask = model_inputs(2, IMAGE)
+    loss = model.loss(model(images, ids, mask), model_target(2, IMAGE, fill))
     assert torch.isfinite(loss) and loss >= 0
     loss.backward()
-    for param_name, param in model.named_parameters():
-        if param.grad is not None:
-            assert torch.isfinite(param.grad).all(), f"parameter {param_name} has a non-finite gradient"
+    assert_grads_finite(model)
 
 
 def test_loss_is_single_class_dice_on_the_sigmoid():
     model = build_model("s2rm_tiny").eval()
-    images, ids, mask = _inputs(2)
-    target = _target(2)
+    images, ids, mask = model_inputs(2, IMAGE)
+    target = model_target(2, IMAGE)
     with torch.no_grad():
         out = model(images, ids, mask)
     prob, truth = out.logits[:, 0].sigmoid(), target.float()
@@ -93,7 +82,7 @@ def test_loss_is_single_class_dice_on_the_sigmoid():
 @pytest.mark.parametrize("name", NAMES)
 def test_padding_words_do_not_change_the_output(name):
     model = build_model(name).eval()
-    images, ids, mask = _inputs(2)
+    images, ids, mask = model_inputs(2, IMAGE)
     extra = 5
     padded_ids = torch.cat([ids, torch.randint(1, 1000, (2, extra))], dim=1)
     padded_mask = torch.cat([mask, torch.zeros(2, extra, dtype=torch.long)], dim=1)
@@ -104,7 +93,7 @@ def test_padding_words_do_not_change_the_output(name):
 
 def test_image_of_another_size_raises_naming_image_size():
     model = build_model("s2rm_tiny")
-    _, ids, mask = _inputs(2)
+    _, ids, mask = model_inputs(2, IMAGE)
     with pytest.raises(ShapeError, match=r"^images: .*H: 96 != 64.*image_size=64"):
         model(torch.randn(2, 3, 96, 96), ids, mask)
     with pytest.raises(ShapeError, match=r"^images: .*image_size=64"):
@@ -112,7 +101,7 @@ def test_image_of_another_size_raises_naming_image_size():
     with pytest.raises(ShapeError, match=r"^attention_mask: "):
         model(torch.randn(2, 3, IMAGE, IMAGE), ids, mask[:, :3])
     with pytest.raises(ShapeError, match=r"^target: "):
-        model.loss(model(*_inputs(2)), torch.zeros(3, IMAGE, IMAGE, dtype=torch.bool))
+        model.loss(model(*model_inputs(2, IMAGE)), torch.zeros(3, IMAGE, IMAGE, dtype=torch.bool))
 
 
 def test_coparser_size_follows_image_size():
@@ -139,10 +128,10 @@ def test_bad_configs_raise_naming_the_field(overrides, field):
 @pytest.mark.parametrize("name", NAMES)
 def test_batch_of_one_trains_and_predicts(name):
     model = build_model(name)
-    images, ids, mask = _inputs(1)
+    images, ids, mask = model_inputs(1, IMAGE)
     out = model(images, ids, mask)
     assert out.logits.shape == (1, 1, IMAGE, IMAGE)
-    model.loss(out, _target(1)).backward()
+    model.loss(out, model_target(1, IMAGE)).backward()
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
     with torch.no_grad():
         out = model.eval()(images, ids, mask)
@@ -152,21 +141,21 @@ def test_batch_of_one_trains_and_predicts(name):
 
 def test_batch_independence_in_eval():
     model = build_model("s2rm_sadlr_tiny").eval()
-    assert_model_batch_independent(model, *_inputs(3), vocab=1000, changed=0, watched=2)
+    assert_model_batch_independent(model, *model_inputs(3, IMAGE), vocab=1000, changed=0, watched=2)
 
 
 def test_group_norm_option_replaces_every_batch_norm():
     model = build_model("s2rm_tiny", norm="group")
     assert not any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
-    images, ids, mask = _inputs(2)
-    model.loss(model(images, ids, mask), _target(2)).backward()
+    images, ids, mask = model_inputs(2, IMAGE)
+    model.loss(model(images, ids, mask), model_target(2, IMAGE)).backward()
     assert_param_grads(model)
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_save_and_load_round_trip(tmp_path, name):
     model = build_model(name).eval()
-    images, ids, mask = _inputs(2)
+    images, ids, mask = model_inputs(2, IMAGE)
     model.save_pretrained(tmp_path)
     loaded = RISModel.from_pretrained(tmp_path).eval()
     assert type(loaded) is type(model) and loaded.config == model.config

@@ -16,6 +16,7 @@ from tests.layer_checks import (
     assert_finite,
     assert_param_grads,
     backward_sum,
+    perturb_sample,
 )
 
 MODES = ("straight_through", "soft", "none")
@@ -122,14 +123,8 @@ def test_batch_independence(mode):
     selector = AdaptiveLayerSelector(8, 6, num_candidates=3, gradient=mode).eval()
     inputs = make_inputs(b=3)
 
-    def perturb(inp, j):
-        new = {key: value.clone() for key, value in inp.items()}
-        for value in new.values():
-            value[j] = torch.randn_like(value[j]) * 3
-        return new
-
-    assert_batch_independent(lambda inp: selector(**inp), inputs, perturb, changed=2, watched=0)
-    assert_batch_independent(lambda inp: selector(**inp), inputs, perturb, changed=0, watched=1)
+    assert_batch_independent(lambda inp: selector(**inp), inputs, perturb_sample, changed=2, watched=0)
+    assert_batch_independent(lambda inp: selector(**inp), inputs, perturb_sample, changed=0, watched=1)
 
 
 @pytest.mark.parametrize("mode", MODES)

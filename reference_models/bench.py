@@ -847,7 +847,7 @@ def main(argv: list[str] | None = None) -> int:
         raise ValueError(f"--threads: expected a positive integer; got {args.threads}")
     device = getattr(args, "device", "cpu")
     dtype = getattr(args, "dtype", "float32")
-    resolved = benchtools.resolve_device(device)
+    resolved = benchtools.resolve_device(device, argument="--device")
     overrides = parse_overrides(args.model_args, name="--model-arg") if args.section == "flops" else {}
     if args.section in ("flops", "train") and (args.models or overrides):
         from .registry import get_config

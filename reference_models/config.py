@@ -40,6 +40,13 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
+def _as_tuples(value: Any) -> Any:
+    """JSON lists as the config's tuples (one level of nesting: ``selector_layers``)."""
+    if isinstance(value, list):
+        return tuple(tuple(v) if isinstance(v, list) else v for v in value)
+    return value
+
+
 def _unknown_keys(unknown: Sequence[str], known: Sequence[str]) -> str:
     """``'refiner_iter' (did you mean 'refiner_iters'?)``, for each unknown key."""
     parts = []
@@ -213,12 +220,7 @@ class ModelConfig:
         unknown = sorted(set(data) - set(known))
         if unknown:
             raise ValueError(f"config: unknown keys {_unknown_keys(unknown, list(known))}; valid keys are {sorted(known)}")
-        values = {}
-        for key, value in data.items():
-            if isinstance(value, list):
-                value = tuple(tuple(v) if isinstance(v, list) else v for v in value)
-            values[key] = value
-        return cls(**values)
+        return cls(**{key: _as_tuples(value) for key, value in data.items()})
 
     def replace(self, **overrides: Any) -> ModelConfig:
         """A copy with some fields changed; unknown names raise ``ValueError`` listing valid ones."""
@@ -283,9 +285,7 @@ def parse_overrides(items: Sequence[str], *, name: str = "--model-arg") -> dict[
             value = [_parse_value(part) for part in value.split(",") if part.strip()]
         elif key in sequences and not isinstance(value, list):
             value = [value]  # "refiner_hidden=64": a list of one
-        if isinstance(value, list):
-            value = tuple(tuple(v) if isinstance(v, list) else v for v in value)
-        overrides[key] = value
+        overrides[key] = _as_tuples(value)
     return overrides
 
 

@@ -30,6 +30,7 @@ from torch.utils.data import DataLoader
 
 from rislayers import GRESMetrics, RISMetrics
 
+from .benchtools import resolve_device
 from .data.refer import DATASET_SPLITS
 from .data.scenes import DEFAULT_LEVEL
 
@@ -116,19 +117,6 @@ def _table(results: dict[str, dict[str, float]]) -> str:
     for split, metrics in results.items():
         rows.append(f"{split:<10}" + "".join(f"{100 * metrics[k]:>9.2f}" for k in keys))
     return "\n".join(rows) + "\n(percent)"
-
-
-def _resolve_device(name: str) -> torch.device:
-    """``--device`` checked before anything is loaded (shared with ``predict``)."""
-    from .benchtools import resolve_device
-
-    try:
-        device = resolve_device(name)
-    except (ValueError, RuntimeError) as err:
-        raise ValueError(f"--device: {str(err).removeprefix('device: ')}") from None
-    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise ValueError(f"--device: {name!r} requested but there are {torch.cuda.device_count()} CUDA device(s)")
-    return device
 
 
 def _from_training(name: str, train: dict[str, Any]) -> bool:
@@ -226,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     from .checkpoint import find_checkpoint, load_model_and_train_config
     from .data.samples import collate
 
-    device = _resolve_device(args.device)
+    device = resolve_device(args.device, argument="--device")
     if args.data is not None and not (args.data == "synthetic" or args.data.startswith("refer:")):
         raise ValueError(f"--data: expected 'synthetic' or 'refer:ROOT'; got {args.data!r}")
     checkpoint = find_checkpoint(args.checkpoint)

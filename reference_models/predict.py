@@ -124,14 +124,14 @@ def main(argv: list[str] | None = None) -> int:
     from .base import build_tokenizer
     from .checkpoint import find_checkpoint, load_model
     from .data.refer import load_image
-    from .evaluate import _resolve_device
+    from .benchtools import resolve_device
     from .viz import overlay, save_png
 
     if not args.text.strip():
         raise ValueError(f"--text: expected a non-empty sentence; got {args.text!r}")
     mask_path = args.out.with_name(args.out.stem + "_mask.png")
     _check_paths(args.image, args.out, mask_path, overwrite=args.overwrite)
-    device = _resolve_device(args.device)
+    device = resolve_device(args.device, argument="--device")
     image = load_image(args.image)
     checkpoint = find_checkpoint(args.checkpoint)
     if checkpoint != args.checkpoint:

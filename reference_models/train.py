@@ -250,17 +250,11 @@ def _pick_device(name: str) -> torch.device:
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        device = resolve_device(name)
-    except ValueError as err:
-        # resolve_device names its argument "device"; the user here typed --device
-        raise ValueError(f"--device: {str(err).removeprefix('device: ')}") from None
+    device = resolve_device(name, argument="--device")
     if device.type != "cuda":
         return device
     if device.index is not None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise ValueError(f"--device: {name!r} names one GPU, but torchrun gives each process its own; pass 'cuda'")
-    if device.index is not None and device.index >= torch.cuda.device_count():
-        raise ValueError(f"--device: expected a GPU index below {torch.cuda.device_count()}; got {name!r}")
     return torch.device("cuda", local_rank if device.index is None else device.index)
 
 

@@ -126,7 +126,7 @@ def test_layers_section_bf16_without_memory_or_comparison(capsys):
         (["flops", "--models", "lts_tiny", "--model-arg", "imagesize=32"], "--model-arg: unknown config key 'imagesize'"),
         (["flops", "--models", "lts_tiny", "--model-arg", "swin_window=0"], "swin_window: expected a positive integer; got 0"),
         (["flops", "--model-arg", "refiner_iters=2"], "loss_weights: expected one weight per refiner iteration"),
-        (["latency", "--device", "gpu"], "device: expected 'cpu', 'cuda', 'cuda:N' or 'mps'; got 'gpu'"),
+        (["latency", "--device", "gpu"], "--device: expected 'cpu', 'cuda', 'cuda:N' or 'mps'; got 'gpu'"),
         (["flops", "--threads", "0"], "--threads: expected a positive integer; got 0"),
     ],
 )

@@ -41,8 +41,9 @@ __all__ = ["evaluate", "main"]
 _DATA_DEFAULTS: dict[str, Any] = {"data": "synthetic", "dataset": "refcoco", "split_by": "unc", "level": DEFAULT_LEVEL, "seed": 0}
 
 
-def _dataset(model_config, *, data: str, split: str, dataset: str, split_by: str, level: int | None, size: int, seed: int, protocol: str):
-    from .data.synthetic import DEFAULT_LEVEL, SyntheticReferDataset
+def _dataset(model_config, *, data: str, split: str, dataset: str, split_by: str, level: int, size: int, seed: int, protocol: str):
+    # data and level are settled by main: checked or read from the checkpoint, never None
+    from .data.synthetic import SyntheticReferDataset
     from .data.transforms import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD
     from .base import build_tokenizer
 
@@ -52,13 +53,11 @@ def _dataset(model_config, *, data: str, split: str, dataset: str, split_by: str
     keep = protocol == "original"
     if synthetic:
         return SyntheticReferDataset(
-            split, level=DEFAULT_LEVEL if level is None else level, image_size=model_config.image_size, length=size,
+            split, level=level, image_size=model_config.image_size, length=size,
             seed=seed, tokenizer=tokenizer, mean=mean, std=std, keep_original_mask=keep,
         )
     from .data.refer import ReferDataset
 
-    if not data.startswith("refer:"):
-        raise ValueError(f"data: expected 'synthetic' or 'refer:ROOT'; got {data!r}")
     return ReferDataset(
         data.split(":", 1)[1], dataset, split_by, split, tokenizer=tokenizer, image_size=model_config.image_size,
         mean=mean, std=std, all_sentences=True, keep_original_mask=keep,

@@ -36,6 +36,8 @@ from typing import Any
 
 import torch
 
+from .devices import resolve_device
+
 __all__ = [
     "MIB",
     "DTYPES",
@@ -79,28 +81,6 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
-
-
-def resolve_device(name: str, *, argument: str = "device") -> torch.device:
-    """``"cpu"``, ``"cuda"`` or ``"mps"`` as a device; asking for one that is absent is a clear error.
-
-    Args:
-        name: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"`` (Apple GPUs).
-        argument: what the error messages call it (a CLI passes ``"--device"``).
-    """
-    try:
-        device = torch.device(name)
-    except (RuntimeError, TypeError):
-        raise ValueError(f"{argument}: expected 'cpu', 'cuda', 'cuda:N' or 'mps'; got {name!r}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"{argument}: {name!r} requested but torch.cuda.is_available() is False")
-    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise ValueError(f"{argument}: {name!r} requested but there are {torch.cuda.device_count()} CUDA device(s)")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError(f"{argument}: {name!r} requested but torch.backends.mps.is_available() is False")
-    if device.type not in ("cpu", "cuda", "mps"):
-        raise ValueError(f"{argument}: expected 'cpu', 'cuda' or 'mps'; got {name!r}")
-    return device
 
 
 def environment(device: torch.device | str = "cpu", dtype: str = "float32") -> dict[str, Any]:

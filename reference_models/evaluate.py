@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader
 
 from rislayers import GRESMetrics, RISMetrics
 
-from .benchtools import resolve_device
+from .devices import resolve_device
 from .data.refer import DATASET_SPLITS
 from .data.scenes import DEFAULT_LEVEL
 

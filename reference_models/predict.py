@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     from .base import build_tokenizer
     from .checkpoint import find_checkpoint, load_model
     from .data.refer import load_image
-    from .benchtools import resolve_device
+    from .devices import resolve_device
     from .viz import overlay, save_png
 
     if not args.text.strip():

@@ -1,0 +1,117 @@
+"""What a training checkpoint holds, and putting a resumed run back where it stopped.
+
+The file format (atomic write, safe load) is :mod:`reference_models.checkpoint`'s; this
+module decides what goes in: the weights, and for ``last.pt`` the optimizer, scheduler,
+gradient-scaler and random-number states and the counters that let ``--resume`` continue
+exactly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..checkpoint import load_checkpoint, save_checkpoint
+
+__all__ = ["RESUME_KEYS", "Progress", "rng_state", "set_rng_state", "load_resume_state", "save_training_checkpoint"]
+
+#: What ``last.pt`` holds beyond the weights (``best.pt`` does not: it is for evaluating).
+RESUME_KEYS = ("optimizer", "scheduler", "scaler", "rng", "train_config")
+
+
+@dataclass
+class Progress:
+    """Where a run stands: the counters every checkpoint saves.
+
+    Attributes:
+        step: optimizer steps taken.
+        epoch: epochs finished.
+        batch_in_epoch: micro-batches of the current epoch already trained on.
+        best: the best validation oIoU so far (-1 before the first validation).
+        seconds: training time of earlier sessions of this run (a resumed run adds its own).
+        last_val: the latest validation metrics.
+    """
+
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    best: float = -1.0
+    seconds: float = 0.0
+    last_val: dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> Progress:
+        """The counters saved in a checkpoint."""
+        return cls(
+            step=state["step"], epoch=state["epoch"], batch_in_epoch=state["batch_in_epoch"], best=state["best"],
+            seconds=state.get("seconds", 0.0), last_val=dict(state.get("last_val", {})),
+        )
+
+
+def rng_state() -> dict[str, Any]:
+    """The random-number states a resumed run restores (torch, Python, this process's GPU)."""
+    state = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        # this process's GPU only: ranks draw identically, and another node may have fewer GPUs
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what :func:`rng_state` saved."""
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
+
+
+def load_resume_state(out_dir: Path) -> dict[str, Any]:
+    """Read ``out_dir/last.pt``, refusing a weights-only file such as a ``best.pt``."""
+    path = out_dir / "last.pt"
+    state = load_checkpoint(path)
+    missing = [key for key in RESUME_KEYS if key not in state]
+    if missing:
+        raise ValueError(
+            f"--resume: {path} holds weights only (no {', '.join(missing)}), like a best.pt; "
+            "resuming needs the last.pt the run itself wrote"
+        )
+    return state
+
+
+def save_training_checkpoint(
+    path: Path, *, model, optimizer, scheduler, scaler, progress: Progress, seconds: float, world: int,
+    train_config: dict[str, Any], model_config: dict[str, Any], resumable: bool = True,
+) -> None:
+    """Write a checkpoint of the run (``resumable=False``: weights and configurations only).
+
+    Args:
+        path: the ``.pt`` file.
+        model: the unwrapped model.
+        optimizer: its optimizer.
+        scheduler: the learning-rate schedule.
+        scaler: the gradient scaler.
+        progress: the counters.
+        seconds: training time so far, this session included.
+        world: the number of processes (a resume must use the same).
+        train_config: the run's :class:`~reference_models.training.TrainConfig` as a dict.
+        model_config: the model's configuration as a dict.
+        resumable: also save what ``--resume`` needs.
+    """
+    # best.pt is for evaluating and predicting: without the optimizer's moments it is
+    # about a third of last.pt's size (Adam keeps two extra copies of the weights).
+    resume_state = (
+        {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "rng": rng_state()}
+        if resumable
+        else {}
+    )
+    counters = dataclasses.asdict(progress)
+    counters["seconds"] = seconds
+    save_checkpoint(
+        {"model": model.state_dict(), **resume_state, **counters, "world": world, "train_config": train_config, "model_config": model_config},
+        path,
+    )

@@ -1,0 +1,242 @@
+"""What a training run depends on: :class:`TrainConfig`, the papers' recipes, and how a
+resumed run reconciles the command line with the configuration it saved."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from ..config import parse_overrides
+from ..registry import get_config
+
+__all__ = ["DEFAULT_MODEL", "RECIPES", "recipe_for", "TrainConfig", "flag_of", "resume_config"]
+
+DEFAULT_MODEL = "lavt_sadlr_tiny"
+
+#: Each paper's optimisation recipe, by architecture (``sadlr`` also covers LAVT, VLT and
+#: LTS); ``tiny`` is the fast CPU recipe of every ``_tiny`` model. :func:`recipe_for` picks one.
+RECIPES: dict[str, dict[str, Any]] = {
+    # SADLR Sec. 4.1 (and LAVT): AdamW 5e-5, wd 1e-2, poly, 40 epochs, batch 32, 480 px.
+    "sadlr": {"optimizer": "adamw", "lr": 5e-5, "weight_decay": 1e-2, "schedule": "poly", "epochs": 40, "batch_size": 32},
+    # ASDA Sec. 4.2: Adam 5e-5, 30 epochs, lr x0.1 at epochs 18 and 25, batch 28, 416 px.
+    "asda": {"optimizer": "adam", "lr": 5e-5, "weight_decay": 0.0, "schedule": "step", "milestones": (18, 25), "epochs": 30, "batch_size": 28},
+    # S2RM Sec. IV: AdamW 5e-5, wd 0.01, poly, 40 epochs, batch 32, 512 px.
+    "s2rm": {"optimizer": "adamw", "lr": 5e-5, "weight_decay": 1e-2, "schedule": "poly", "epochs": 40, "batch_size": 32},
+    # Embedded default, measured on 2 CPU cores: ~1000 steps of fresh generated samples; one
+    # intra-op thread leaves the second core to the data workers (two threads fighting other
+    # processes for two cores ran ~10x slower per step here).
+    "tiny": {"optimizer": "adamw", "lr": 2e-3, "weight_decay": 1e-2, "schedule": "poly", "epochs": 4, "batch_size": 32, "threads": 1},
+}
+
+
+def recipe_for(model: str) -> dict[str, Any]:
+    """The recipe a model trains with by default.
+
+    Args:
+        model: a registered model name; ``_tiny`` models get ``RECIPES["tiny"]``, the others
+            their architecture's recipe (SADLR's for LAVT, VLT and LTS).
+    """
+    if model.endswith("_tiny"):
+        return RECIPES["tiny"]
+    architecture = get_config(model).architecture
+    return RECIPES.get(architecture, RECIPES["sadlr"])
+
+
+#: The smallest value of each integer field (``None`` fields are checked once set).
+_AT_LEAST = {
+    "train_size": 1, "val_size": 1, "image_size": 1, "epochs": 1, "batch_size": 1, "grad_accum": 1, "max_steps": 1,
+    "log_every": 1, "threads": 1, "save_every": 0, "workers": 0,
+}
+
+
+def flag_of(field: str) -> str:
+    """The command-line flag that sets a :class:`TrainConfig` field."""
+    return "--model-arg" if field == "model_args" else "--" + field.replace("_", "-")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a training run depends on (saved in ``config.json`` and every checkpoint).
+
+    ``None`` fields take the model's recipe (:data:`RECIPES`). Each field is the
+    command-line flag of the same name (``split_by`` is ``--split-by``).
+
+    Attributes:
+        model: registry name (see :func:`reference_models.list_models`).
+        data: ``"synthetic"`` or ``"refer:ROOT"`` (a REFER-layout folder).
+        dataset: ``refcoco``, ``refcoco+``, ``refcocog``, ``refclef`` or ``synthetic`` (REFER data).
+        split_by: the split authors (``unc``, ``umd``, ``google``, ``berkeley``).
+        val_split: the split validated after every epoch.
+        level: synthetic difficulty level (None: the standard level).
+        train_size: synthetic training samples per epoch.
+        val_size: synthetic validation samples.
+        image_size: override the model's input size.
+        epochs: passes over the training set.
+        batch_size: samples per process and micro-batch.
+        optimizer: ``"adam"`` or ``"adamw"``.
+        lr: initial learning rate.
+        weight_decay: weight decay (never on norms, biases and position tables).
+        schedule: ``"poly"`` (per step), ``"step"`` (x0.1 at ``milestones``) or ``"constant"``.
+        poly_power: exponent of the poly schedule.
+        milestones: epochs at which the ``step`` schedule divides the rate by 10.
+        amp: autocast precision, ``"none"``, ``"bf16"`` or ``"fp16"`` (with a gradient scaler).
+        grad_accum: micro-batches per optimizer step.
+        workers: DataLoader worker processes.
+        threads: intra-op CPU threads (None: the recipe's; torch's choice when it has none).
+        seed: seeds the model, the data order and the synthetic data.
+        max_steps: stop after this many optimizer steps.
+        save_every: also write ``last.pt`` every this many steps (0: once per epoch).
+        log_every: steps between rows of ``metrics.jsonl``.
+        grid_samples: validation samples drawn in ``samples.png``.
+        text_blind: control run: every sentence replaced by the same constant one.
+        vision_weights: local vision checkpoint (timm Swin or open_clip).
+        text_weights: local BERT directory or open_clip checkpoint.
+        device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...
+        compile: run the model through :func:`torch.compile`.
+        sync_bn: convert BatchNorm to SyncBatchNorm when training on several GPUs.
+        model_args: ``"KEY=VALUE"`` model config overrides (``--model-arg``).
+    """
+
+    model: str = DEFAULT_MODEL
+    data: str = "synthetic"
+    dataset: str = "refcoco"
+    split_by: str = "unc"
+    val_split: str = "val"
+    level: int | None = None
+    train_size: int = 8000
+    val_size: int = 500
+    image_size: int | None = None
+    epochs: int | None = None
+    batch_size: int | None = None
+    optimizer: str | None = None
+    lr: float | None = None
+    weight_decay: float | None = None
+    schedule: str | None = None
+    poly_power: float = 0.9
+    milestones: tuple[int, ...] | None = None
+    amp: str = "none"
+    grad_accum: int = 1
+    workers: int = 2
+    threads: int | None = None
+    seed: int = 0
+    max_steps: int | None = None
+    save_every: int = 0
+    log_every: int = 10
+    grid_samples: int = 6
+    text_blind: bool = False
+    vision_weights: str | None = None
+    text_weights: str | None = None
+    device: str = "auto"
+    compile: bool = False
+    sync_bn: bool = True
+    model_args: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        # Messages name the command-line flag: that is where most users set these fields.
+        if self.amp not in ("none", "bf16", "fp16"):
+            raise ValueError(f"--amp: expected 'none', 'bf16' or 'fp16'; got {self.amp!r}")
+        if self.optimizer not in (None, "adam", "adamw"):
+            raise ValueError(f"--optimizer: expected 'adam' or 'adamw'; got {self.optimizer!r}")
+        if self.schedule not in (None, "poly", "step", "constant"):
+            raise ValueError(f"--schedule: expected 'poly', 'step' or 'constant'; got {self.schedule!r}")
+        for name, low in _AT_LEAST.items():
+            value = getattr(self, name)
+            if value is not None and value < low:
+                raise ValueError(f"{flag_of(name)}: expected >= {low}; got {value}")
+        # not (x > 0) also refuses NaN, which argparse's float() accepts
+        if self.lr is not None and not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"--lr: expected a positive number; got {self.lr}")
+        for name in ("weight_decay", "poly_power"):
+            value = getattr(self, name)
+            if value is not None and not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"{flag_of(name)}: expected a number >= 0; got {value}")
+        if not (self.data == "synthetic" or self.data.startswith("refer:")):
+            raise ValueError(f"--data: expected 'synthetic' or 'refer:ROOT'; got {self.data!r}")
+
+    def model_overrides(self) -> dict[str, Any]:
+        """``model_args`` (``"key=value"`` strings, values JSON or plain text) as config overrides."""
+        return parse_overrides(self.model_args)
+
+    def resolved(self) -> TrainConfig:
+        """Fill every ``None`` recipe field from the model's recipe."""
+        recipe = recipe_for(self.model)
+        values = {k: v for k, v in recipe.items() if getattr(self, k, None) is None}
+        if values.get("milestones") is None and self.milestones is None:
+            values["milestones"] = tuple(recipe.get("milestones", ()))
+        return dataclasses.replace(self, **values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        values = {k: (tuple(v) if isinstance(v, list) else v) for k, v in data.items() if k in names}
+        return cls(**values)
+
+
+
+# Settings of the machine, not of the run: a resumed run takes them from the command line
+# (a run started on a GPU can continue on a CPU, with other worker and thread counts).
+_MACHINE_FIELDS = ("device", "workers", "threads", "compile")
+
+# Switches whose command-line flag turns the field off.
+_OFF_SWITCHES = {"sync_bn": "--no-sync-bn"}
+
+
+def _shown(value: Any) -> str:
+    """A configuration value as a warning shows it (``none`` for unset or empty)."""
+    if isinstance(value, tuple):
+        return " ".join(map(str, value)) or "none"
+    return "none" if value is None else str(value)
+
+
+def _given_option(name: str, value: Any, saved: Any) -> str:
+    """``--lr 0.1 (saved: 0.002)``; a switch by its flag (``--no-sync-bn on (saved: off)``)."""
+    if isinstance(value, bool):
+        flag = _OFF_SWITCHES.get(name, flag_of(name))
+        on = value != (name in _OFF_SWITCHES)  # the state of the flag, not of the field
+        return f"{flag} {'on' if on else 'off'} (saved: {'on' if saved != (name in _OFF_SWITCHES) else 'off'})"
+    return f"{flag_of(name)} {_shown(value)} (saved: {_shown(saved)})"
+
+
+def _given_names(cfg: TrainConfig, given: Iterable[str] | None) -> list[str]:
+    if given is not None:
+        return list(given)
+    defaults = TrainConfig()
+    return [f.name for f in dataclasses.fields(cfg) if getattr(cfg, f.name) != getattr(defaults, f.name)]
+
+
+def _ignored_on_resume(cfg: TrainConfig, saved: TrainConfig, given: Iterable[str]) -> list[str]:
+    """The run settings the caller set that the saved configuration overrules."""
+    return [
+        _given_option(name, getattr(cfg, name), getattr(saved, name))
+        for name in given
+        if name not in _MACHINE_FIELDS and getattr(cfg, name) != getattr(saved, name)
+    ]
+
+
+
+
+def resume_config(cfg: TrainConfig, saved: TrainConfig, given: Iterable[str] | None) -> tuple[TrainConfig, list[str]]:
+    """The configuration a resumed run continues with, and the given options it ignores.
+
+    The saved configuration wins, except the settings of the machine
+    (``device``, ``workers``, ``threads``, ``compile``), which the caller may change.
+
+    Args:
+        cfg: the configuration the caller asked for.
+        saved: the configuration the run saved in its checkpoint.
+        given: the fields of ``cfg`` the caller set (default: those that differ from the
+            defaults).
+
+    Returns:
+        ``(config, ignored)``: ``ignored`` names each overruled option as its flag, value and
+        saved value (``--lr 0.1 (saved: 0.002)``).
+    """
+    given_names = _given_names(cfg, given)
+    ignored = _ignored_on_resume(cfg, saved, given_names)
+    return dataclasses.replace(saved, **{n: getattr(cfg, n) for n in _MACHINE_FIELDS if n in given_names}), ignored

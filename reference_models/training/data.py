@@ -1,0 +1,86 @@
+"""The data of a training run: the datasets, a resumable sampler, and the text-blind control."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch.utils.data import Sampler
+
+from ..base import build_tokenizer
+from ..config import ModelConfig
+from .config import TrainConfig
+
+__all__ = ["ShardedResumableSampler", "build_datasets", "constant_text"]
+
+
+class ShardedResumableSampler(Sampler[int]):
+    """A shuffling, rank-sharded sampler whose order depends only on ``(seed, epoch)``.
+
+    Like :class:`torch.utils.data.DistributedSampler` (each rank takes every
+    ``world``-th index of one permutation, padded to equal length), plus ``skip``: the
+    number of leading indices of this epoch to leave out, so a resumed run continues
+    mid-epoch with exactly the samples it had not yet seen.
+
+    Args:
+        length: dataset size.
+        rank: this process's rank.
+        world: number of processes.
+        seed: base seed of the permutations.
+        shuffle: permute (training) or keep order (evaluation; no padding then).
+    """
+
+    def __init__(self, length: int, *, rank: int = 0, world: int = 1, seed: int = 0, shuffle: bool = True) -> None:
+        self.length, self.rank, self.world, self.seed, self.shuffle = length, rank, world, seed, shuffle
+        self.epoch, self.skip = 0, 0
+
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        self.epoch, self.skip = epoch, skip
+
+    def _indices(self) -> list[int]:
+        if not self.shuffle:
+            return list(range(self.rank, self.length, self.world))
+        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        order = torch.randperm(self.length, generator=g).tolist()
+        per_rank = math.ceil(self.length / self.world)
+        order += order[: per_rank * self.world - len(order)]
+        return order[self.rank :: self.world]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._indices()[self.skip :])
+
+    def __len__(self) -> int:
+        return max(0, len(self._indices()) - self.skip)
+
+
+def build_datasets(cfg: TrainConfig, model_config: ModelConfig):
+    """The training and validation sets of ``cfg``, and the tokenizer they use."""
+    from ..data.synthetic import DEFAULT_LEVEL, SyntheticReferDataset
+    from ..data.transforms import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD
+
+    synthetic = cfg.data == "synthetic"
+    tokenizer = build_tokenizer(model_config)
+    mean, std = (CLIP_MEAN, CLIP_STD) if model_config.vision_encoder == "clip" else (IMAGENET_MEAN, IMAGENET_STD)
+    size = model_config.image_size
+    if synthetic:
+        level = DEFAULT_LEVEL if cfg.level is None else cfg.level
+        common = {"level": level, "image_size": size, "seed": cfg.seed, "tokenizer": tokenizer, "mean": mean, "std": std}
+        train = SyntheticReferDataset("train", length=cfg.train_size, **common)
+        val = SyntheticReferDataset("val", length=cfg.val_size, **common)
+        return train, val, tokenizer
+    from ..data.refer import ReferDataset
+
+    root = cfg.data.split(":", 1)[1]
+    common = {"tokenizer": tokenizer, "image_size": size, "mean": mean, "std": std}
+    train = ReferDataset(root, cfg.dataset, cfg.split_by, "train", **common)
+    val = ReferDataset(root, cfg.dataset, cfg.split_by, cfg.val_split, **common)
+    return train, val, tokenizer
+
+
+def constant_text(batch: dict[str, Any], tokenizer) -> dict[str, Any]:
+    """The text-blind control: every sentence replaced by the same constant one."""
+    tokens = tokenizer("object")
+    b = batch["input_ids"].shape[0]
+    return {**batch, "input_ids": tokens.input_ids.expand(b, -1).clone(), "attention_mask": tokens.attention_mask.expand(b, -1).clone()}

@@ -1,0 +1,129 @@
+"""The optimisation loop: forward, loss, backward, gradient accumulation, AMP, DDP, schedule.
+
+One batch goes ``train_epoch`` -> ``forward_model(images, input_ids, attention_mask)`` ->
+``model.loss(output, mask)`` -> backward (scaled for fp16, divided by the accumulation
+group) -> on the group's last micro-batch, the optimizer and schedule step.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from .checkpoints import Progress
+from .config import TrainConfig
+from .data import constant_text
+from .distributed import DistInfo
+from .optim import build_optimizer, build_scheduler
+from .precision import autocast_for, to_device
+
+__all__ = ["Optimisation", "build_optimisation", "steps_of", "train_epoch"]
+
+
+@dataclass
+class Optimisation:
+    """What trains the model.
+
+    Attributes:
+        model: the model itself (its ``loss``, its ``state_dict``).
+        train_model: the model as the backward pass sees it (DDP-wrapped on several processes).
+        forward_model: what the batches go through (``train_model``, compiled with ``--compile``).
+        optimizer: the optimizer.
+        scheduler: the per-step learning-rate schedule.
+        scaler: the fp16 gradient scaler (a no-op otherwise).
+    """
+
+    model: nn.Module
+    train_model: nn.Module
+    forward_model: Callable[..., Any]
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+
+
+def steps_of(cfg: TrainConfig, sampler_length: int) -> tuple[int, int, int]:
+    """``(batches_per_epoch, steps_per_epoch, total_steps)`` of a run (``--max-steps`` applied)."""
+    batches_per_epoch = math.ceil(sampler_length / cfg.batch_size)
+    steps_per_epoch = math.ceil(batches_per_epoch / cfg.grad_accum)
+    total_steps = steps_per_epoch * cfg.epochs
+    if cfg.max_steps is not None:
+        total_steps = min(total_steps, cfg.max_steps)
+    return batches_per_epoch, steps_per_epoch, total_steps
+
+
+def build_optimisation(model: nn.Module, cfg: TrainConfig, device: torch.device, dist_info: DistInfo, steps_per_epoch: int) -> Optimisation:
+    """Wrap the model for DDP and compile, and build its optimizer, schedule and scaler."""
+    train_model = model
+    if dist_info.world > 1:
+        train_model = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True
+        )
+    forward_model = torch.compile(train_model) if cfg.compile else train_model
+    optimizer = build_optimizer(model, cfg)
+    scheduler = build_scheduler(optimizer, cfg, steps_per_epoch, steps_per_epoch * cfg.epochs)
+    scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp == "fp16")
+    return Optimisation(model, train_model, forward_model, optimizer, scheduler, scaler)
+
+
+def _group_size(cfg: TrainConfig, batch_in_epoch: int, batches_per_epoch: int) -> int:
+    """Micro-batches in the accumulation group of this batch (the epoch's last may be short)."""
+    if batch_in_epoch // cfg.grad_accum < batches_per_epoch // cfg.grad_accum:
+        return cfg.grad_accum
+    return batches_per_epoch % cfg.grad_accum
+
+
+def train_epoch(
+    opt: Optimisation, loader, progress: Progress, *, cfg: TrainConfig, device: torch.device, dist_info: DistInfo,
+    batches_per_epoch: int, total_steps: int, tokenizer, on_step: Callable[[torch.Tensor], None], bar,
+) -> bool:
+    """Train on ``loader`` (the rest of one epoch), updating ``progress``.
+
+    Args:
+        opt: what trains.
+        loader: this epoch's batches (those not yet trained on).
+        progress: the counters, updated per micro-batch and step.
+        cfg: the training configuration.
+        device: where the batches go.
+        dist_info: this process's place in the job.
+        batches_per_epoch: micro-batches in a full epoch.
+        total_steps: the step at which the run ends.
+        tokenizer: for the text-blind control's constant sentence.
+        on_step: called after every optimizer step with the step's (detached) loss (logging, checkpoints).
+        bar: the epoch's progress bar.
+
+    Returns:
+        Whether the run reached ``total_steps``.
+    """
+    micro = 0
+    for batch in loader:
+        if cfg.text_blind:
+            batch = constant_text(batch, tokenizer)
+        batch = to_device(batch, device)
+        micro += 1
+        final_micro = micro % cfg.grad_accum == 0 or progress.batch_in_epoch + 1 == batches_per_epoch
+        group = _group_size(cfg, progress.batch_in_epoch, batches_per_epoch)
+        sync = nullcontext() if final_micro or dist_info.world == 1 else opt.train_model.no_sync()
+        with sync:
+            with autocast_for(cfg, device):
+                out = opt.forward_model(batch["image"], batch["input_ids"], batch["attention_mask"])
+                loss = opt.model.loss(out, batch["mask"])
+            opt.scaler.scale(loss / group).backward()
+        progress.batch_in_epoch += 1
+        bar.update()
+        if not final_micro:
+            continue
+        opt.scaler.step(opt.optimizer)
+        opt.scaler.update()
+        opt.optimizer.zero_grad(set_to_none=True)
+        opt.scheduler.step()
+        progress.step += 1
+        on_step(loss.detach())
+        if progress.step >= total_steps:
+            return True
+    return False

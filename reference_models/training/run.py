@@ -1,0 +1,260 @@
+"""One training run from start to summary: :func:`train`.
+
+The order matters: everything that can be refused (options, device, model, data) is checked
+before the run folder is created, so a bad command leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import sys
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import DataLoader
+
+from ..devices import pick_device
+from .checkpoints import Progress, load_resume_state, save_training_checkpoint, set_rng_state
+from .config import TrainConfig, resume_config
+from .data import ShardedResumableSampler, build_datasets
+from .distributed import DistInfo, init_distributed
+from .loop import Optimisation, build_optimisation, steps_of, train_epoch
+from .model import build_run_model
+from .pictures import write_pictures
+from .run_folder import MetricsLog, create_default_out, refuse_existing_run, write_config
+from .validation import evaluate_model
+
+__all__ = ["train"]
+
+
+def train(
+    cfg: TrainConfig,
+    out_dir: str | os.PathLike | None = None,
+    *,
+    resume: bool = False,
+    progress: bool | None = None,
+    given: Iterable[str] | None = None,
+) -> dict[str, Any]:
+    """Run (or resume) training; returns the summary written to ``summary.json``.
+
+    Everything is checked (options, device, model, data) before the run folder is created.
+
+    Args:
+        cfg: the training configuration (``None`` fields take the recipe).
+        out_dir: the run folder (default ``runs/<model>-<time>``, suffixed ``-2``, ... if
+            taken). A fresh run refuses a folder that already holds a run.
+        resume: continue from ``out_dir/last.pt``; its saved configuration wins, except the
+            settings of the machine (``device``, ``workers``, ``threads``, ``compile``),
+            which the caller may change.
+        progress: show tqdm bars (default: on the main process when stderr is a terminal
+            or when not running under CI).
+        given: the fields of ``cfg`` the caller set (the command line's flags); on resume,
+            the machine settings among them are used and the others, which the saved
+            configuration overrules, are named in a warning. Default: the fields that
+            differ from :class:`TrainConfig`'s defaults.
+
+    Raises:
+        ValueError: a bad option, device, image size or run folder.
+    """
+    return _Run(cfg, out_dir, resume=resume, progress=progress, given=given).run()
+
+
+class _Run:
+    """The state of one run: built by ``__init__`` (nothing written yet), trained by :meth:`run`."""
+
+    def __init__(self, cfg: TrainConfig, out_dir, *, resume: bool, progress: bool | None, given: Iterable[str] | None) -> None:
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.resume = resume
+        self.state: dict[str, Any] | None = None
+        ignored: list[str] = []
+        if resume:
+            if self.out_dir is None:
+                raise ValueError("--out: expected the run folder to resume (the one holding last.pt); got none")
+            self.state = load_resume_state(self.out_dir)
+            cfg, ignored = resume_config(cfg, TrainConfig.from_dict(self.state["train_config"]), given)
+        self.cfg = cfg = cfg.resolved()
+
+        self.device = pick_device(cfg.device)
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
+        self.dist = init_distributed(self.device)
+        if progress is None:
+            progress = self.dist.main and (sys.stderr.isatty() or not os.environ.get("CI"))
+        self.progress_bars = progress and self.dist.main
+        if self.dist.main and ignored:
+            print(f"warning: {self.out_dir} keeps its saved configuration; ignoring {', '.join(ignored)}", file=sys.stderr)
+        # only the main process writes the folder, so only it judges what the folder holds
+        if self.dist.main and not resume and self.out_dir is not None:
+            refuse_existing_run(self.out_dir)
+
+        if cfg.threads is not None:
+            torch.set_num_threads(cfg.threads)
+        torch.manual_seed(cfg.seed)
+        random.seed(cfg.seed)
+        model = build_run_model(cfg, self.state)
+        self.model_config = model.config
+        model.to(self.device)
+        if self.dist.world > 1 and self.device.type == "cuda" and cfg.sync_bn:
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        self._build_data()
+        self.opt: Optimisation = build_optimisation(model, cfg, self.device, self.dist, self.steps_per_epoch)
+        self.progress = self._restore()
+
+    def _build_data(self) -> None:
+        from ..data.samples import collate
+
+        cfg, dinfo = self.cfg, self.dist
+        self.train_set, val_set, self.tokenizer = build_datasets(cfg, self.model_config)
+        self.sampler = ShardedResumableSampler(len(self.train_set), rank=dinfo.rank, world=dinfo.world, seed=cfg.seed)
+        val_sampler = ShardedResumableSampler(len(val_set), rank=dinfo.rank, world=dinfo.world, shuffle=False)
+        self.loader_kw = {"batch_size": cfg.batch_size, "num_workers": cfg.workers, "collate_fn": collate, "pin_memory": self.device.type == "cuda"}
+        if cfg.workers > 0:
+            self.loader_kw["persistent_workers"] = False
+        # Loaders get their own generators: creating an iterator must not draw from the global
+        # RNG, or a resumed run (which creates one more) would see different dropout masks.
+        self.val_loader = DataLoader(val_set, sampler=val_sampler, generator=torch.Generator().manual_seed(cfg.seed), **self.loader_kw)
+        self.batches_per_epoch, self.steps_per_epoch, self.total_steps = steps_of(cfg, len(self.sampler))
+
+    def _restore(self) -> Progress:
+        """The counters to start from: zero, or the resumed checkpoint's (with its states)."""
+        state, opt = self.state, self.opt
+        if state is None:
+            return Progress()
+        opt.optimizer.load_state_dict(state["optimizer"])
+        opt.scheduler.load_state_dict(state["scheduler"])
+        opt.scaler.load_state_dict(state["scaler"])
+        saved_world = state.get("world", 1)
+        if saved_world != self.dist.world:
+            raise ValueError(
+                f"world size: the run in {self.out_dir} was trained by {saved_world} process(es); resume it with "
+                f"{saved_world} (now {self.dist.world}), or the data order and the schedule would change"
+            )
+        progress = Progress.from_state(state)
+        set_rng_state(state["rng"])
+        if self.dist.main:
+            if progress.step >= self.total_steps or progress.epoch >= self.cfg.epochs:
+                print(f"{self.out_dir} finished at step {progress.step}; nothing to do", file=sys.stderr)
+            else:
+                print(
+                    f"resuming {self.out_dir} from step {progress.step} of {self.total_steps} "
+                    f"(epoch {progress.epoch + 1} of {self.cfg.epochs})",
+                    file=sys.stderr,
+                )
+        return progress
+
+    def _claim_folder(self) -> None:
+        """Create (or reopen) the run folder: ``config.json`` and the metrics log."""
+        if self.out_dir is None:
+            # rank 0 claims the name; the others learn it, so every summary names one folder
+            claimed = [str(create_default_out(self.cfg.model)) if self.dist.main else None]
+            if self.dist.world > 1:
+                dist.broadcast_object_list(claimed, src=0)
+            self.out_dir = Path(claimed[0])
+        if self.dist.main:
+            write_config(self.out_dir, {"train": self.cfg.to_dict(), "model": self.model_config.to_dict()}, resume=self.resume)
+        self.log = MetricsLog(self.out_dir / "metrics.jsonl", up_to_step=self.progress.step, enabled=self.dist.main)
+
+    def checkpoint(self, name: str, *, resumable: bool = True) -> None:
+        """Write ``name`` in the run folder (the main process only)."""
+        if not self.dist.main:
+            return
+        opt = self.opt
+        save_training_checkpoint(
+            self.out_dir / name, model=opt.model, optimizer=opt.optimizer, scheduler=opt.scheduler, scaler=opt.scaler,
+            progress=self.progress, seconds=self.progress.seconds + time.perf_counter() - self.start, world=self.dist.world,
+            train_config=self.cfg.to_dict(), model_config=self.model_config.to_dict(), resumable=resumable,
+        )
+
+    def _on_step(self, loss: torch.Tensor) -> None:
+        step, cfg = self.progress.step, self.cfg
+        if step % cfg.log_every == 0 or step == 1:
+            value = float(loss)
+            self.log.append({"step": step, "epoch": self.progress.epoch, "loss": value, "lr": self.opt.scheduler.get_last_lr()[0]})
+            self.bar.set_postfix(loss=f"{value:.4f}")
+        if cfg.save_every and step % cfg.save_every == 0:
+            self.checkpoint("last.pt")
+
+    def _epoch(self) -> bool:
+        """Train the rest of the current epoch; returns whether the run reached its last step."""
+        from tqdm.auto import tqdm
+
+        cfg, p = self.cfg, self.progress
+        self.sampler.set_epoch(p.epoch, skip=p.batch_in_epoch * cfg.batch_size)
+        if hasattr(self.train_set, "set_epoch"):
+            self.train_set.set_epoch(p.epoch)  # REFER: a new random sentence per ref each epoch
+        loader = DataLoader(self.train_set, sampler=self.sampler, generator=torch.Generator().manual_seed(cfg.seed + p.epoch), **self.loader_kw)
+        self.opt.train_model.train()
+        # the bar's total is what this epoch will run, so a run that --max-steps ends
+        # mid-epoch still closes at 100%
+        epoch_batches = min(self.batches_per_epoch, p.batch_in_epoch + (self.total_steps - p.step) * cfg.grad_accum)
+        self.bar = tqdm(
+            desc=f"epoch {p.epoch + 1}/{cfg.epochs}", disable=not self.progress_bars, dynamic_ncols=True,
+            initial=p.batch_in_epoch, total=epoch_batches,
+        )
+        try:
+            return train_epoch(
+                self.opt, loader, p, cfg=cfg, device=self.device, dist_info=self.dist, batches_per_epoch=self.batches_per_epoch,
+                total_steps=self.total_steps, tokenizer=self.tokenizer, on_step=self._on_step, bar=self.bar,
+            )
+        finally:
+            self.bar.close()
+
+    def _validate(self, *, epoch_finished: bool) -> None:
+        """Validate, log, print, and write ``best.pt`` (on a new best) and ``last.pt``."""
+        p = self.progress
+        p.last_val, self.kept = evaluate_model(
+            self.opt.model, self.val_loader, self.device, cfg=self.cfg, tokenizer=self.tokenizer, dist_info=self.dist,
+            keep=self.cfg.grid_samples if self.dist.main else 0, progress=self.progress_bars,
+        )
+        self.log.append({"step": p.step, "epoch": p.epoch, "val": p.last_val})
+        if self.progress_bars:
+            # an epoch cut short by --max-steps is still the one its bar showed
+            label = f"epoch {p.epoch}" if epoch_finished else f"epoch {p.epoch + 1} (stopped at step {p.step})"
+            print(f"{label}: " + ", ".join(f"{k} {v:.3f}" for k, v in p.last_val.items()), file=sys.stderr)
+        if p.last_val["oIoU"] > p.best:
+            p.best = p.last_val["oIoU"]
+            self.checkpoint("best.pt", resumable=False)
+        self.checkpoint("last.pt")
+
+    def run(self) -> dict[str, Any]:
+        """Train to the last step, validating after every epoch; write the summary and pictures."""
+        self._claim_folder()
+        self.start = time.perf_counter()
+        self.kept: list[dict] = []
+        p = self.progress
+        done = p.step >= self.total_steps
+        while not done and p.epoch < self.cfg.epochs:
+            done = self._epoch()
+            epoch_finished = p.batch_in_epoch >= self.batches_per_epoch
+            if epoch_finished:
+                p.epoch, p.batch_in_epoch = p.epoch + 1, 0
+            if epoch_finished or done:
+                self._validate(epoch_finished=epoch_finished)
+        return self._finish()
+
+    def _finish(self) -> dict[str, Any]:
+        import json
+
+        p = self.progress
+        summary = {
+            "model": self.cfg.model,
+            "val": p.last_val,
+            "best_val_oIoU": p.best,
+            "seconds": round(p.seconds + time.perf_counter() - self.start, 1),
+            "steps": p.step,
+            "epochs": p.epoch,
+            "text_blind": self.cfg.text_blind,
+            "out": str(self.out_dir),
+        }
+        if self.dist.main:
+            write_pictures(self.out_dir, self.log.records, self.kept, self.model_config)
+            (self.out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        if self.dist.world > 1:
+            dist.barrier()
+        return summary

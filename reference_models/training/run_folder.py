@@ -1,0 +1,95 @@
+"""The run folder: claiming it, refusing one that holds another run, ``config.json`` and the
+``metrics.jsonl`` log.
+
+Only the main process of a job writes the folder.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+__all__ = ["RUN_FILES", "refuse_existing_run", "create_default_out", "write_config", "MetricsLog"]
+
+#: What a run writes that a fresh run must not overwrite.
+RUN_FILES = ("config.json", "last.pt", "best.pt", "metrics.jsonl", "summary.json")
+
+
+def _holds_a_run_error(out_dir: Path, found: list[str]) -> ValueError:
+    if "last.pt" in found or (out_dir / "last.pt").exists():
+        advice = "pass --resume to continue it or choose another --out"
+    else:
+        # a run that stopped before its first checkpoint cannot be resumed
+        advice = "it has no last.pt to resume from: remove the folder or choose another --out"
+    return ValueError(f"--out: {out_dir} already holds a run ({', '.join(found)}); {advice}")
+
+
+def refuse_existing_run(out_dir: Path) -> None:
+    """A fresh run may start in a missing or empty folder, never over another run's files."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"--out: expected a folder; got the file {out_dir}")
+    found = [name for name in RUN_FILES if (out_dir / name).exists()]
+    if found:
+        raise _holds_a_run_error(out_dir, found)
+
+
+def create_default_out(model: str) -> Path:
+    """Create ``runs/<model>-<time>``, with ``-2``, ``-3``, ... when that name is taken.
+
+    Creating the folder (``exist_ok=False``) is what claims a name, so two runs started in
+    the same second cannot both pick it.
+    """
+    base = Path("runs") / f"{model}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    base.parent.mkdir(parents=True, exist_ok=True)
+    path, n = base, 1
+    while True:
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            n += 1
+            path = base.with_name(f"{base.name}-{n}")
+
+
+
+def write_config(out_dir: Path, config: dict[str, Any], *, resume: bool) -> None:
+    """Write ``config.json``; a fresh run refuses a folder another run has claimed meanwhile."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(config, indent=2) + "\n"
+    try:
+        # "x": a run started into the same folder since the check in refuse_existing_run loses here
+        with (out_dir / "config.json").open("w" if resume else "x") as handle:
+            handle.write(text)
+    except FileExistsError:
+        raise _holds_a_run_error(out_dir, ["config.json"]) from None
+
+
+class MetricsLog:
+    """``metrics.jsonl``: one JSON row per logged step and per validation.
+
+    Opening the log of a resumed run drops the rows logged after the checkpoint it resumes
+    from: the resumed run logs those steps again.
+
+    Args:
+        path: the ``metrics.jsonl`` file.
+        up_to_step: keep the existing rows up to this step (0 for a fresh run).
+        enabled: write anything at all (only the main process does).
+    """
+
+    def __init__(self, path: Path, *, up_to_step: int = 0, enabled: bool = True) -> None:
+        self.path, self.enabled = path, enabled
+        self.records: list[dict[str, Any]] = []
+        if enabled and path.exists():
+            rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+            self.records = [r for r in rows if r.get("step", 0) <= up_to_step]
+            path.write_text("".join(json.dumps(r) + "\n" for r in self.records))
+
+    def append(self, row: dict[str, Any]) -> None:
+        """Add one row (kept in memory for the curves, and appended to the file)."""
+        if not self.enabled:
+            return
+        self.records.append(row)
+        with self.path.open("a") as handle:
+            handle.write(json.dumps(row) + "\n")

@@ -23,8 +23,8 @@ number of bytes of tensor storage the step had live *on top of* what existed bef
 saved for backward, temporaries and the gradients produced are). This is the quantity
 the implementation controls and the one that grows with batch size.
 
-The measurement itself lives in :mod:`reference_models.benchtools`, which the ``layers``
-section of ``python -m reference_models.bench`` shares.
+The measurement itself lives in :mod:`reference_models.bench.coparser`, which the ``layers``
+section and the ``gpu`` check of ``python -m reference_models.bench`` share.
 """
 
 from __future__ import annotations
@@ -38,13 +38,13 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from reference_models.benchtools import (  # noqa: E402
+from reference_models.bench.coparser import (  # noqa: E402
     coparser_header,
     coparser_rows,
     coparser_targets,
-    cpu_name,
     format_coparser_row,
 )
+from reference_models.bench.report import cpu_name  # noqa: E402
 
 
 def main(argv=None) -> int:

@@ -14,7 +14,9 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from reference_models import bench, benchtools, build_model
+from reference_models import bench, build_model
+from reference_models.bench import cli, coparser, latency, measure, report
+from reference_models.devices import resolve_device
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = ["--repeats", "1", "--warmup", "0"]
@@ -35,7 +37,7 @@ def _row_line(lines: list[str], first: str) -> list[str]:
 
 
 def test_parser_sections_and_options():
-    parser = bench._parser()
+    parser = cli._parser()
     args = parser.parse_args(["latency"])
     assert (args.size, args.device, args.dtype, args.repeats, args.warmup) == ("base", "cpu", "float32", 5, 1)
     assert not args.channels_last and not args.compile and args.memory
@@ -64,8 +66,8 @@ def test_default_model_lists():
 
 
 def test_latency_groups_add_baseline_and_skip_unknown():
-    groups, skipped = bench._latency_groups(["vlt_sadlr_tiny", "asda_tiny", "nope_tiny", "lts_tiny", "lts_sadlr_tiny"],
-                                            {"vlt_tiny", "vlt_sadlr_tiny", "asda_tiny", "lts_tiny", "lts_sadlr_tiny"})
+    groups, skipped = latency._latency_groups(["vlt_sadlr_tiny", "asda_tiny", "nope_tiny", "lts_tiny", "lts_sadlr_tiny"],
+                                              {"vlt_tiny", "vlt_sadlr_tiny", "asda_tiny", "lts_tiny", "lts_sadlr_tiny"})
     assert groups == [["vlt_tiny", "vlt_sadlr_tiny"], ["asda_tiny"], ["lts_tiny", "lts_sadlr_tiny"]]
     assert skipped == ["nope_tiny"]
 
@@ -193,39 +195,39 @@ def test_flops_parts_split_the_total_by_child_module(capsys):
 
 def test_interleaved_rounds_alternate_order():
     calls = []
-    times = benchtools.interleaved_seconds({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, warmup=1, repeats=4)
+    times = measure.interleaved_seconds({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, warmup=1, repeats=4)
     assert calls == ["a", "b", "a", "b", "b", "a", "a", "b", "b", "a"]
     assert {name: len(values) for name, values in times.items()} == {"a": 4, "b": 4}
 
 
 def test_peak_bytes_counts_what_the_step_allocates():
     kept = []
-    peak = benchtools.peak_bytes(lambda: kept.append(torch.ones(1 << 20)))  # 4 MiB of float32
-    assert 4 * benchtools.MIB <= peak < 8 * benchtools.MIB
-    assert benchtools.peak_bytes(lambda: None) == 0
+    peak = measure.peak_bytes(lambda: kept.append(torch.ones(1 << 20)))  # 4 MiB of float32
+    assert 4 * measure.MIB <= peak < 8 * measure.MIB
+    assert measure.peak_bytes(lambda: None) == 0
 
 
 def test_total_sums_nested_outputs_with_gradients():
     x = torch.ones(3, requires_grad=True)
-    loss = benchtools.total({"a": [x * 2, (x * 3, torch.ones(2))], "b": torch.arange(3)})
+    loss = measure.total({"a": [x * 2, (x * 3, torch.ones(2))], "b": torch.arange(3)})
     loss.backward()
     assert loss.item() == 15 and x.grad.tolist() == [5.0, 5.0, 5.0]
 
 
 def test_environment_and_devices():
-    env = benchtools.environment("cpu", "bf16")
-    line = benchtools.format_environment("demo", env)
+    env = report.environment("cpu", "bf16")
+    line = report.format_environment("demo", env)
     assert line.startswith("# demo | ") and "device cpu" in line and "bf16" in line and env["torch"] in line
     with pytest.raises(ValueError, match="device"):
-        benchtools.resolve_device("meta")
+        resolve_device("meta")
 
 
 def test_coparser_targets_read_the_key_rows():
     def row(part, x):
         return {"part": part, "size": 16, "dim": 768, "batch": 8, "x_fwd": x, "x_fb": x, "x_mem_fwd": x, "x_mem_fb": x}
 
-    assert benchtools.coparser_targets([row("coparse", 1.0)]) is None
-    checks = dict(benchtools.coparser_targets([row("coparse", 3.5), row("layer", 0.9)]))
+    assert coparser.coparser_targets([row("coparse", 1.0)]) is None
+    checks = dict(coparser.coparser_targets([row("coparse", 3.5), row("layer", 0.9)]))
     assert checks["coparse fwd >= 3x faster"] and checks["coparse peak fwd+bwd >= 2x smaller"]
     assert not checks["layer fwd faster"]
 

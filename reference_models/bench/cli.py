@@ -1,0 +1,207 @@
+"""The command line of ``python -m reference_models.bench SECTION``: flags, checks, output.
+
+Every argument is checked before anything is printed, so a mistyped command prints only
+its one-line error; then the section's header, its table and (``--json``) the JSON file.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..config import parse_overrides
+from ..devices import resolve_device
+from . import coparser, flops, latency, layers, train
+from .measure import DTYPES
+from .report import environment, format_environment, write_json
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", type=Path, metavar="FILE", help="also write the environment and the table's rows as JSON")
+    common.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
+
+    measured = argparse.ArgumentParser(add_help=False)
+    measured.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    measured.add_argument("--dtype", choices=tuple(DTYPES), default="float32", help="bf16 = bf16 autocast")
+    measured.add_argument("--warmup", type=int, default=1, help="untimed runs before timing (default 1)")
+    measured.add_argument("--no-memory", dest="memory", action="store_false", help="skip the peak-memory measurement")
+
+    parser = argparse.ArgumentParser(
+        prog="python -m reference_models.bench",
+        description="Cost reports of the reference models and layers; each section prints a table.",
+    )
+    sub = parser.add_subparsers(dest="section", required=True)
+    _flops_flags(sub.add_parser("flops", parents=[common], help="multiply-accumulates of every _base model at the paper's input size"))
+    _latency_flags(sub.add_parser("latency", parents=[common, measured], help="batch-1 forward time, plug-ins beside their baselines"))
+    _layers_flags(sub.add_parser("layers", parents=[common, measured], help="every layer at its paper's size, and the coparser gemm vs shift"))
+    _train_flags(sub.add_parser("train", parents=[common, measured], help="training samples per second of the tiny models"))
+    return parser
+
+
+def _flops_flags(flops: argparse.ArgumentParser) -> None:
+    flops.add_argument("--models", nargs="*", help="registry names (default: every _base model)")
+    flops.add_argument("--parts", action="store_true", help="also print each model's MACs split by child module")
+    flops.add_argument(
+        "--model-arg", dest="model_args", action="append", default=[], metavar="KEY=VALUE",
+        help="change a config field of every model, e.g. --model-arg swin_window=12 (repeatable)",
+    )
+
+
+def _latency_flags(latency: argparse.ArgumentParser) -> None:
+    latency.add_argument("--models", nargs="+", help="registry names (default: the _base, or --size tiny, systems)")
+    latency.add_argument("--size", choices=("base", "tiny"), default="base", help="which default models (default base)")
+    latency.add_argument("--repeats", type=int, default=5, help="timed rounds (default 5)")
+    latency.add_argument("--channels-last", action="store_true", help="channels-last models and images")
+    latency.add_argument("--compile", action="store_true", help="torch.compile each model (default settings)")
+
+
+def _layers_flags(layers: argparse.ArgumentParser) -> None:
+    layers.add_argument("--quick", action="store_true", help="small sizes (a smoke run)")
+    layers.add_argument("--batch", type=int, default=1, help="batch of the layer rows (default 1)")
+    layers.add_argument("--repeats", type=int, default=5, help="timed runs (median, default 5)")
+    layers.add_argument("--only", nargs="+", metavar="LAYER", help="only these layer classes")
+    layers.add_argument("--coparser-sizes", type=int, nargs="*", help="h = w of the gemm-vs-shift rows (default 8 15 16 20; --quick 6; none to skip)")
+    layers.add_argument("--coparser-dims", type=int, nargs="+", help="c of the gemm-vs-shift rows (default 256 768; --quick 32)")
+    layers.add_argument("--coparser-batch", type=int, help="batch of the gemm-vs-shift rows (default 8; --quick 2)")
+
+
+def _train_flags(train: argparse.ArgumentParser) -> None:
+    train.add_argument("--models", nargs="+", help="registry names (default: the embedded default, then every _tiny model)")
+    train.add_argument("--batch", type=int, default=32, help="samples per step (default 32)")
+    train.add_argument("--steps", type=int, default=3, help="timed steps (median, default 3)")
+    train.add_argument("--image-size", type=int, help="override the models' input size")
+    train.add_argument("--compile", action="store_true", help="torch.compile the model (default settings)")
+
+
+def _layer_cases_of(args) -> list[layers.LayerCase]:
+    cases = layers.layer_cases(args.quick)
+    if args.only:
+        known = {case.layer for case in cases}
+        unknown = sorted(set(args.only) - known)
+        if unknown:
+            raise ValueError(f"--only: unknown layer(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        cases = [case for case in cases if case.layer in args.only]
+    return cases
+
+
+def _check(args) -> dict[str, Any]:
+    """Every argument check that needs no measurement; returns the ``--model-arg`` overrides."""
+    if args.threads is not None and args.threads < 1:
+        raise ValueError(f"--threads: expected a positive integer; got {args.threads}")
+    resolve_device(getattr(args, "device", "cpu"), argument="--device")
+    overrides = parse_overrides(args.model_args, name="--model-arg") if args.section == "flops" else {}
+    if args.section in ("flops", "train") and (args.models or overrides):
+        from ..registry import get_config
+
+        for name in args.models or flops.flops_models():
+            # builds nothing: the config checks the names and every overridden value
+            get_config(name).replace(**overrides)
+    if args.section == "layers":
+        _layer_cases_of(args)
+    return overrides
+
+
+def _run_flops(args, overrides: dict[str, Any]) -> tuple[list[dict], dict[str, Any]]:
+    rows = flops.flops_table(args.models, overrides=overrides)
+    extra: dict[str, Any] = {}
+    if overrides:
+        extra = {"model_args": list(args.model_args)}
+        print("config changed in every model: " + ", ".join(args.model_args))
+    print(flops.format_flops(rows))
+    print("MACs: matmul/conv/attention multiply-accumulates of one batch-1 forward (text encoder included).")
+    if args.parts:
+        print(flops.format_parts(rows))
+    return rows, extra
+
+
+def _run_latency(args) -> tuple[list[dict], dict[str, Any]]:
+    rows, skipped = latency.latency_table(
+        args.models, size=args.size, device=args.device, dtype=args.dtype, channels_last=args.channels_last,
+        compile=args.compile, repeats=args.repeats, warmup=args.warmup, memory=args.memory,
+    )
+    print(latency.format_latency(rows))
+    print(f"batch 1 forward under inference_mode; median of {args.repeats} interleaved rounds after {args.warmup} warm-up; "
+          "vs baseline = median/median, paired = median of per-round ratios; peak = extra memory of one forward")
+    if skipped:
+        print(f"not registered, skipped: {', '.join(skipped)}")
+    extra = {"skipped": skipped, "repeats": args.repeats, "warmup": args.warmup, "channels_last": args.channels_last, "compile": args.compile}
+    return rows, extra
+
+
+def _run_coparser_comparison(args) -> list[dict]:
+    sizes = args.coparser_sizes if args.coparser_sizes is not None else ([6] if args.quick else [8, 15, 16, 20])
+    dims = args.coparser_dims or ([32] if args.quick else [256, 768])
+    batch = args.coparser_batch or (2 if args.quick else 8)
+    text_dim, words = (16, 8) if args.quick else (768, 20)
+    if not sizes or (args.only and "SpatialRecurrentCoparser" not in args.only):
+        return []
+    print()
+    print(f"coparser gemm vs shift: batch {batch}, layer part: l={words} words, d={text_dim}; "
+          "times in ms, peaks in MiB, x = shift/gemm")
+    print(coparser.coparser_header())
+    rows = coparser.coparser_rows(
+        ("coparse", "layer"), sizes, dims, batch=batch, text_dim=text_dim, words=words, warmup=args.warmup,
+        repeats=args.repeats, device=resolve_device(args.device),
+        on_row=lambda row: print(coparser.format_coparser_row(row), flush=True),
+    )
+    checks = coparser.coparser_targets(rows)
+    if checks is not None:
+        print("targets at h=w=16, c=768, batch 8: " + "; ".join(f"{n}: {'yes' if ok else 'NO'}" for n, ok in checks))
+    return [{"layer": "SpatialRecurrentCoparser gemm vs shift", **row} for row in rows]
+
+
+def _run_layers(args) -> tuple[list[dict], dict[str, Any]]:
+    cases = _layer_cases_of(args)
+    print(f"layers: batch {args.batch}, training mode, median of {args.repeats} after {args.warmup} warm-up; "
+          "forward under no_grad; peak = extra tensor memory live during the step")
+    print(layers.layers_header())
+    print("-" * len(layers.layers_header()))
+    rows = layers.layers_table(
+        cases, batch=args.batch, device=args.device, dtype=args.dtype, repeats=args.repeats, warmup=args.warmup,
+        memory=args.memory, on_row=lambda row: print(layers.format_layer_row(row), flush=True),
+    )
+    rows += _run_coparser_comparison(args)
+    return rows, {"batch": args.batch, "quick": args.quick, "repeats": args.repeats, "warmup": args.warmup}
+
+
+def _run_train(args) -> tuple[list[dict], dict[str, Any]]:
+    rows = train.train_table(
+        args.models, batch=args.batch, steps=args.steps, warmup=args.warmup, image_size=args.image_size,
+        device=args.device, dtype=args.dtype, compile=args.compile, memory=args.memory,
+    )
+    print(train.format_train(rows))
+    print(f"one step = forward + loss + backward + optimizer step on pre-built batches; samples/s = batch / median of "
+          f"{args.steps} steps after {args.warmup} warm-up; data/s = one process generating samples")
+    return rows, {"steps": args.steps, "warmup": args.warmup, "compile": args.compile}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one section of the benchmark (see ``--help``).
+
+    Args:
+        argv: command-line arguments (default ``sys.argv[1:]``).
+    """
+    args = _parser().parse_args(argv)
+    # Argument errors come before the header, so a mistyped command prints only the error.
+    overrides = _check(args)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    env = environment(resolve_device(getattr(args, "device", "cpu")), getattr(args, "dtype", "float32"))
+    print(format_environment(args.section, env), flush=True)
+    if args.section == "flops":
+        rows, extra = _run_flops(args, overrides)
+    elif args.section == "latency":
+        rows, extra = _run_latency(args)
+    elif args.section == "layers":
+        rows, extra = _run_layers(args)
+    else:
+        rows, extra = _run_train(args)
+    if args.json:
+        write_json(args.json, {"section": args.section, "environment": env, **extra, "rows": rows})
+    return 0

@@ -1,0 +1,191 @@
+"""``bench flops``: multiply-accumulates of every ``_base`` model at its paper's input size.
+
+Each model is built with random weights (nothing downloaded) and run once at batch 1 under
+:class:`torch.utils.flop_counter.FlopCounterMode` (MACs = counted FLOPs / 2). The count
+covers every matrix multiply, convolution and attention product of the whole model, text
+encoder included; it leaves out element-wise work (norms, activations, resizes, softmax),
+as fvcore and the papers' counters do. Each row stands beside the paper's figure, and each
+SADLR row beside its baseline as an overhead ratio.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+import torch
+
+from .report import optional
+
+__all__ = ["PAPER_GMACS", "count_macs", "macs_by_part", "flops_models", "flops_table", "format_flops", "format_parts"]
+
+# Published multiply-accumulates (G): SADLR Table 3 at 480x480; S2RM Table II at 512x512.
+PAPER_GMACS: dict[str, float] = {
+    "lavt_base": 197.4,
+    "lavt_sadlr_base": 203.5,
+    "vlt_base": 142.6,
+    "vlt_sadlr_base": 148.6,
+    "lts_base": 133.3,
+    "lts_sadlr_base": 139.4,
+    "s2rm_swint": 92.9,
+    "s2rm_base": 199.0,
+}
+
+
+def _count(model: torch.nn.Module, image_size: int, max_words: int):
+    from torch.utils.flop_counter import FlopCounterMode
+
+    images = torch.randn(1, 3, image_size, image_size)
+    input_ids = torch.randint(1, 1000, (1, max_words))
+    attention_mask = torch.ones(1, max_words, dtype=torch.long)
+    counter = FlopCounterMode(display=False)
+    model.eval()
+    # nn.MultiheadAttention's eval fast path is one fused op the counter cannot see into
+    # (open_clip's ViT would lose a quarter of its MACs); count the ordinary path.
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        with counter, torch.no_grad():
+            model(images, input_ids, attention_mask)
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
+    return counter
+
+
+def count_macs(model: torch.nn.Module, image_size: int, max_words: int) -> float:
+    """Multiply-accumulates (in G) of one forward pass with batch 1 at ``image_size``.
+
+    Args:
+        model: a reference model (called as ``model(images, input_ids, attention_mask)``).
+        image_size: square input size.
+        max_words: sentence length in tokens.
+    """
+    return _count(model, image_size, max_words).get_total_flops() / 2e9
+
+
+def macs_by_part(model: torch.nn.Module, image_size: int, max_words: int) -> dict[str, float]:
+    """Multiply-accumulates (in G) of one batch-1 forward, split by the model's child modules.
+
+    Each direct child (``text_encoder``, ``backbone``, ``decoder``, ...) gets what ran inside
+    it, in the order the children were registered; work done by the model's own ``forward``
+    outside every child is ``"(model)"``. The parts sum to :func:`count_macs`.
+
+    Args:
+        model: a reference model (called as ``model(images, input_ids, attention_mask)``).
+        image_size: square input size.
+        max_words: sentence length in tokens.
+    """
+    counter = _count(model, image_size, max_words)
+    counts = counter.get_flop_counts()
+    root = type(model).__name__
+    parts: dict[str, float] = {}
+    for child, _ in model.named_children():
+        prefix = f"{root}.{child}"
+        entered = [name for name in counts if name == prefix or name.startswith(prefix + ".")]
+        # A model may call a child's submodules directly (LAVT runs its Swin stage by stage,
+        # never the backbone as a whole): sum the outermost modules that ran under the child.
+        outermost = [name for name in entered if not any(name.startswith(other + ".") for other in entered)]
+        flops = sum(sum(counts[name].values()) for name in outermost)
+        if flops:
+            parts[child] = flops / 2e9
+    rest = counter.get_total_flops() / 2e9 - sum(parts.values())
+    if abs(rest) > 1e-9:
+        parts["(model)"] = rest
+    return parts
+
+
+def flops_models() -> list[str]:
+    """The models ``flops`` measures by default: the papers' sizes (``_base`` and ``_swint``).
+
+    Example:
+        >>> "lavt_sadlr_base" in flops_models()
+        True
+    """
+    from ..registry import list_models
+
+    return [n for n in list_models() if n.endswith(("_base", "_swint"))]
+
+
+def flops_table(
+    names: list[str] | None = None, *, overrides: dict[str, Any] | None = None, progress: bool = True
+) -> list[dict]:
+    """Measure every named (default: every ``_base``) model; one dict per row.
+
+    Each row also holds ``"parts"``, the split of :func:`macs_by_part` (G per child module).
+
+    Args:
+        names: registry names (default: every ``_base`` and ``_swint`` model).
+        overrides: config fields changed in every model (e.g. ``{"swin_window": 12}``); the
+            paper's figures then stand beside a different architecture.
+        progress: report each model's time on stderr.
+    """
+    from ..registry import build_model
+
+    names = names or flops_models()
+    rows = []
+    for name in names:
+        start = time.perf_counter()
+        model = build_model(name, **(overrides or {}))
+        parts = macs_by_part(model, model.config.image_size, model.config.max_words)
+        gmacs = sum(parts.values())
+        params = sum(p.numel() for p in model.parameters()) / 1e6
+        rows.append(
+            {
+                "model": name,
+                "input": model.config.image_size,
+                "gmacs": round(gmacs, 6),
+                "paper_gmacs": PAPER_GMACS.get(name),
+                "params_m": round(params, 2),
+                "parts": {part: round(value, 6) for part, value in parts.items()},
+            }
+        )
+        del model
+        if progress:
+            print(f"  measured {name} in {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
+    by_name = {r["model"]: r for r in rows}
+    for row in rows:
+        paper = row["paper_gmacs"]
+        row["vs_paper"] = round(row["gmacs"] / paper, 3) if paper else None
+        base = row["model"].replace("_sadlr", "")
+        if base != row["model"] and base in by_name:
+            row["sadlr_ratio"] = round(row["gmacs"] / by_name[base]["gmacs"], 3)
+            paper_base = PAPER_GMACS.get(base)
+            row["paper_sadlr_ratio"] = round(paper / paper_base, 3) if paper and paper_base else None
+    return rows
+
+
+def _gmacs(value: float) -> str:
+    # One decimal is enough for the papers' sizes; tiny models cost thousandths of a G.
+    return f"{value:.1f}" if value >= 10 else f"{value:.3g}"
+
+
+def format_flops(rows: list[dict]) -> str:
+    """The ``flops`` table: each model's MACs beside the paper's figure and its SADLR ratio.
+
+    Args:
+        rows: rows from :func:`flops_table`.
+    """
+    header = f"{'model':<18} {'input':>5} {'GMACs':>8} {'paper':>7} {'ours/paper':>10} {'params(M)':>9} {'SADLR ratio':>11} {'paper ratio':>11}"
+    lines = [header, "-" * len(header)]
+    for r in rows:
+        lines.append(
+            f"{r['model']:<18} {r['input']:>5} {_gmacs(r['gmacs']):>8} {optional(r['paper_gmacs'], '>7.1f'):>7} "
+            f"{optional(r['vs_paper'], '>10.3f'):>10} {r['params_m']:>9.1f} {optional(r.get('sadlr_ratio'), '>11.3f'):>11} "
+            f"{optional(r.get('paper_sadlr_ratio'), '>11.3f'):>11}"
+        )
+    return "\n".join(lines)
+
+
+def format_parts(rows: list[dict]) -> str:
+    """The ``--parts`` lines: each model's MACs split by child module.
+
+    Args:
+        rows: rows from :func:`flops_table`.
+    """
+    lines = ["GMACs by part (the model's child modules, in the order they are built):"]
+    width = max(len(r["model"]) for r in rows)
+    for r in rows:
+        parts = "  ".join(f"{part} {_gmacs(value)}" for part, value in r["parts"].items())
+        lines.append(f"{r['model']:<{width}}  {parts}")
+    return "\n".join(lines)

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch.utils.flop_counter import FlopCounterMode
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from reference_models import bench, build_model
-from reference_models.bench import cli, coparser, latency, measure, report
+from reference_models.bench import cli, coparser, flops, latency, measure, report
 from reference_models.devices import resolve_device
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -184,8 +184,7 @@ def test_flops_parts_split_the_total_by_child_module(capsys):
     assert sum(parts.values()) == pytest.approx(bench.count_macs(model, size, words), rel=1e-9)
     # The text encoder's share is what the text encoder alone costs on the same words.
     ids = torch.randint(1, 1000, (1, words))
-    counter = FlopCounterMode(display=False)
-    with counter, torch.no_grad():
+    with flops.counting() as counter, torch.no_grad():
         model.eval().text_encoder(ids, torch.ones_like(ids))
     assert parts["text_encoder"] == pytest.approx(counter.get_total_flops() / 2e9, rel=1e-9)
     assert bench.main(["flops", "--models", "s2rm_tiny", "--parts"]) == 0
@@ -253,3 +252,32 @@ def test_flops_model_arg_changes_every_model(tmp_path, capsys):
     assert saved["rows"][0]["gmacs"] > plain["gmacs"]
     with pytest.raises(ValueError, match="--model-arg: expected KEY=VALUE; got 'decoder_dim'"):
         bench.main(["flops", "--models", "lts_tiny", "--model-arg", "decoder_dim"])
+
+
+@pytest.mark.parametrize("backend", [SDPBackend.FLASH_ATTENTION, SDPBackend.MATH])
+def test_flops_count_every_attention_kernel(backend):
+    # On CPU, FLASH_ATTENTION is the fused CPU kernel (torch 2.14 has no formula for it);
+    # MATH runs the two products as bmm. Both must give the closed form.
+    b, h, s_q, s_k, e = 2, 3, 40, 24, 16
+    q = torch.randn(b, h, s_q, e, requires_grad=True)
+    k, v = (torch.randn(b, h, s_k, e, requires_grad=True) for _ in range(2))
+    with sdpa_kernel(backend), flops.counting() as counter:
+        out = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+    assert counter.get_total_flops() / 2 == b * h * (s_q * s_k * e + s_q * s_k * e)  # q @ k^T, then attn @ v
+    if backend == SDPBackend.FLASH_ATTENTION:
+        with sdpa_kernel(backend), flops.counting() as counter:
+            out = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+            out.sum().backward()
+        # forward, then backward: scores recomputed, two products for the value, two for q and k
+        assert counter.get_total_flops() / 2 == b * h * s_q * s_k * (2 * e + 5 * e)
+
+
+def test_flops_count_multihead_attention():
+    n, dim = 50, 32
+    module = torch.nn.MultiheadAttention(dim, num_heads=4, batch_first=True).eval()
+    x = torch.randn(1, n, dim)
+    with sdpa_kernel(SDPBackend.FLASH_ATTENTION), flops.counting() as counter, torch.no_grad():
+        module(x, x, x, need_weights=False)
+    # q, k, v and output projections, then q @ k^T and attn @ v summed over the heads
+    assert counter.get_total_flops() / 2 == 4 * n * dim * dim + 2 * n * n * dim
+    assert torch.backends.mha.get_fastpath_enabled()  # switched back on afterwards

@@ -6,19 +6,41 @@ covers every matrix multiply, convolution and attention product of the whole mod
 encoder included; it leaves out element-wise work (norms, activations, resizes, softmax),
 as fvcore and the papers' counters do. Each row stands beside the paper's figure, and each
 SADLR row beside its baseline as an overhead ratio.
+
+Attention kernels: torch counts its CUDA flash, memory-efficient and cuDNN kernels, and the
+math fallback is plain ``bmm``; the kernels it has no formula for (the CPU flash kernel in
+torch 2.14, which ``nn.MultiheadAttention`` and ``F.scaled_dot_product_attention`` use on
+CPU) get :func:`attention_forward_flops` and :func:`attention_backward_flops`, so that a
+count does not depend on the torch version or the kernel chosen.
 """
 
 from __future__ import annotations
 
+import contextlib
+import math
 import sys
 import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from .report import optional
 
-__all__ = ["PAPER_GMACS", "count_macs", "macs_by_part", "flops_models", "flops_table", "format_flops", "format_parts"]
+__all__ = [
+    "PAPER_GMACS",
+    "attention_forward_flops",
+    "attention_backward_flops",
+    "attention_formulas",
+    "counting",
+    "count_macs",
+    "macs_by_part",
+    "flops_models",
+    "flops_table",
+    "format_flops",
+    "format_parts",
+]
 
 # Published multiply-accumulates (G): SADLR Table 3 at 480x480; S2RM Table II at 512x512.
 PAPER_GMACS: dict[str, float] = {
@@ -33,23 +55,123 @@ PAPER_GMACS: dict[str, float] = {
 }
 
 
-def _count(model: torch.nn.Module, image_size: int, max_words: int):
-    from torch.utils.flop_counter import FlopCounterMode
+# SDPA kernels torch's counter may have no formula for (torch 2.14 has none for the CPU flash
+# kernel behind nn.MultiheadAttention and F.scaled_dot_product_attention, so a model's count
+# would depend on the torch version). The CUDA flash, efficient and cuDNN kernels have
+# torch's own formulas, and the math fallback runs as bmm calls the counter sees anyway.
+_ATTENTION_FORWARD = (
+    "_scaled_dot_product_flash_attention_for_cpu",
+    "_scaled_dot_product_fused_attention_overrideable",
+    "_scaled_dot_product_attention_math_for_mps",
+)
+_ATTENTION_BACKWARD = (
+    "_scaled_dot_product_flash_attention_for_cpu_backward",
+    "_scaled_dot_product_fused_attention_overrideable_backward",
+)
 
-    images = torch.randn(1, 3, image_size, image_size)
-    input_ids = torch.randint(1, 1000, (1, max_words))
-    attention_mask = torch.ones(1, max_words, dtype=torch.long)
-    counter = FlopCounterMode(display=False)
-    model.eval()
-    # nn.MultiheadAttention's eval fast path is one fused op the counter cannot see into
-    # (open_clip's ViT would lose a quarter of its MACs); count the ordinary path.
+
+def _attention_sizes(query_shape, key_shape, value_shape) -> tuple[int, int, int, int, int]:
+    """``(batch x heads, s_q, s_k, e, e_v)`` of ``(..., s, e)`` query, key and value shapes."""
+    *lead, s_q, e = query_shape
+    # The query's heads count: grouped-query kernels broadcast fewer key/value heads.
+    return math.prod(lead), s_q, key_shape[-2], e, value_shape[-1]
+
+
+def attention_forward_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+    """FLOPs of a fused attention forward: ``q @ k^T`` then ``attention @ v`` (2 per MAC).
+
+    Softmax, scaling and masking are element-wise work and not counted, as for the matrix
+    products elsewhere; a causal mask is not discounted (as in torch's own formulas).
+
+    Args:
+        query_shape: ``(..., s_q, e)``.
+        key_shape: ``(..., s_k, e)``.
+        value_shape: ``(..., s_k, e_v)``.
+        *args: the kernel's other arguments (ignored).
+        out_shape: the output's shapes (ignored).
+        **kwargs: the kernel's keyword arguments (ignored).
+
+    Example:
+        >>> attention_forward_flops((2, 4, 10, 8), (2, 4, 12, 8), (2, 4, 12, 6))  # 2 * 8 * 10 * 12 * (8 + 6)
+        26880
+    """
+    batch, s_q, s_k, e, e_v = _attention_sizes(query_shape, key_shape, value_shape)
+    return 2 * batch * s_q * s_k * (e + e_v)
+
+
+def attention_backward_flops(grad_shape, query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+    """FLOPs of a fused attention backward, by the convention of torch's own formulas.
+
+    Five products: the scores ``q @ k^T`` recomputed, ``grad @ v^T`` and ``attention^T @
+    grad`` (the value's gradient), then the query's and the key's gradients from the scores'.
+
+    Args:
+        grad_shape: the output gradient, ``(..., s_q, e_v)``.
+        query_shape: ``(..., s_q, e)``.
+        key_shape: ``(..., s_k, e)``.
+        value_shape: ``(..., s_k, e_v)``.
+        *args: the kernel's other arguments (ignored).
+        out_shape: the output's shapes (ignored).
+        **kwargs: the kernel's keyword arguments (ignored).
+    """
+    batch, s_q, s_k, e, e_v = _attention_sizes(query_shape, key_shape, value_shape)
+    return 2 * batch * s_q * s_k * (3 * e + 2 * e_v)
+
+
+def attention_formulas() -> dict[Any, Callable[..., int]]:
+    """Formulas for the attention kernels of this torch that its flop counter lacks.
+
+    A kernel that torch already counts keeps torch's formula (the two agree where both
+    exist); a kernel this torch does not have is skipped.
+
+    Example:
+        >>> from torch.utils.flop_counter import flop_registry
+        >>> all(op not in flop_registry for op in attention_formulas())
+        True
+    """
+    from torch.utils.flop_counter import flop_registry
+
+    formulas: dict[Any, Callable[..., int]] = {}
+    for names, formula in ((_ATTENTION_FORWARD, attention_forward_flops), (_ATTENTION_BACKWARD, attention_backward_flops)):
+        for name in names:
+            op = getattr(torch.ops.aten, name, None)
+            if op is not None and op not in flop_registry:
+                formulas[op] = formula
+    return formulas
+
+
+@contextlib.contextmanager
+def counting() -> Iterator[FlopCounterMode]:
+    """Count the FLOPs of what runs inside, every attention kernel included.
+
+    The counter is :class:`~torch.utils.flop_counter.FlopCounterMode` with
+    :func:`attention_formulas` added; nn.MultiheadAttention's inference fast path is
+    switched off meanwhile, because it is one fused op the counter cannot see into
+    (open_clip's ViT would lose a quarter of its MACs).
+
+    Example:
+        >>> with counting() as counter:
+        ...     _ = torch.ones(2, 3) @ torch.ones(3, 4)
+        >>> counter.get_total_flops()
+        48
+    """
+    counter = FlopCounterMode(display=False, custom_mapping=attention_formulas())
     fastpath = torch.backends.mha.get_fastpath_enabled()
     torch.backends.mha.set_fastpath_enabled(False)
     try:
-        with counter, torch.no_grad():
-            model(images, input_ids, attention_mask)
+        with counter:
+            yield counter
     finally:
         torch.backends.mha.set_fastpath_enabled(fastpath)
+
+
+def _count(model: torch.nn.Module, image_size: int, max_words: int) -> FlopCounterMode:
+    images = torch.randn(1, 3, image_size, image_size)
+    input_ids = torch.randint(1, 1000, (1, max_words))
+    attention_mask = torch.ones(1, max_words, dtype=torch.long)
+    model.eval()
+    with counting() as counter, torch.no_grad():
+        model(images, input_ids, attention_mask)
     return counter
 
 

@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from .base import build_tokenizer
     from .checkpoint import find_checkpoint, load_model
-    from .data.refer import load_image
+    from .data.images import load_image
     from .devices import resolve_device
     from .viz import overlay, save_png
 

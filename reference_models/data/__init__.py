@@ -9,6 +9,9 @@
 - :mod:`~reference_models.data.transforms`, :mod:`~reference_models.data.masks`: resizing,
   letterboxing and its inverse, normalisation; COCO polygons and RLE.
 - :mod:`~reference_models.data.samples`: the shared sample keys and :func:`collate`.
+- :mod:`~reference_models.data.images`: :func:`load_image`, the one way pictures are read.
+- :mod:`~reference_models.data.errors`: :class:`DataError` (bad data, one line naming the
+  file) and :class:`BadSampleError` (one sample that cannot be read).
 - :mod:`~reference_models.data.ceiling`: the text-blind ceiling of the synthetic levels.
 """
 
@@ -26,7 +29,11 @@ _SOURCES = {
     "DEFAULT_LEVEL": "synthetic",
     "ReferDataset": "refer",
     "DATASET_SPLITS": "refer",
-    "CorruptImageError": "refer",
+    "CorruptImageError": "errors",
+    "DataError": "errors",
+    "BadSampleError": "errors",
+    "load_image": "images",
+    "BadPickleError": "safe_pickle",
     "UnsafePickleError": "safe_pickle",
     "load_plain_pickle": "safe_pickle",
     "SAMPLE_KEYS": "samples",
@@ -60,6 +67,10 @@ __all__ = [
     "ReferDataset",
     "DATASET_SPLITS",
     "CorruptImageError",
+    "DataError",
+    "BadSampleError",
+    "load_image",
+    "BadPickleError",
     "UnsafePickleError",
     "load_plain_pickle",
     "SAMPLE_KEYS",

@@ -26,9 +26,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 from torch.utils.data import Dataset
 
+from .errors import CorruptImageError
+from .images import load_image
 from .masks import segmentation_to_mask
 from .safe_pickle import load_plain_pickle
 from .samples import make_sample
@@ -52,34 +53,6 @@ DEFAULT_IMAGE_DIRS: dict[str, str] = {
     "refclef": "images/saiapr_tc-12",
     "synthetic": "images/synthetic",
 }
-
-
-class CorruptImageError(OSError):
-    """An image file exists but cannot be decoded (truncated, not an image, ...)."""
-
-
-def load_image(path: str | os.PathLike[str]) -> Image.Image:
-    """Open and fully decode an RGB image, with errors that name the file.
-
-    Args:
-        path: the image file.
-
-    Returns:
-        The decoded RGB image.
-
-    Raises:
-        FileNotFoundError: the file is missing.
-        CorruptImageError: the file cannot be decoded (e.g. truncated bytes).
-    """
-    file = Path(path)
-    if not file.is_file():
-        raise FileNotFoundError(f"{file}: image file not found")
-    try:
-        with Image.open(file) as picture:
-            picture.load()
-            return picture.convert("RGB")
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
-        raise CorruptImageError(f"{file}: cannot decode the image ({type(error).__name__}: {error})") from error
 
 
 def _split_matches(requested: str, ref_split: str) -> bool:
@@ -339,7 +312,7 @@ class ReferDataset(Dataset):
         text = str(sentence.get(self.text_field, sentence.get(other, "")))
         image_id = int(ref["image_id"])
         file = self.image_path(image_id)
-        picture = load_image(file)
+        picture = load_image(file, exif_orientation=False)
         info = self.images[image_id]
         if (picture.height, picture.width) != (int(info["height"]), int(info["width"])):
             raise ValueError(

@@ -10,11 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageFile
 
+from reference_models.data.errors import BadSampleError, DataError
 from reference_models.data.masks import rle_encode
-from reference_models.data.refer import CorruptImageError, ReferDataset
-from reference_models.data.safe_pickle import UnsafePickleError, load_plain_pickle, loads_plain_pickle
+from reference_models.data.refer import ReferDataset
+from reference_models.data.safe_pickle import UnsafePickleError, load_plain_pickle
 from reference_models.data.samples import SAMPLE_KEYS, collate
 from reference_models.data.synthetic import SyntheticReferDataset, export_refer
 from reference_models.data.tokenizers import WordTokenizer
@@ -139,21 +140,35 @@ def test_missing_image_names_the_file(tmp_path):
     root = _export(tmp_path)
     victim = root / "images" / "synthetic" / "val_000001.png"
     victim.unlink()
-    with pytest.raises(FileNotFoundError, match=r"val_000001\.png"):
+    with pytest.raises(FileNotFoundError, match=r"val_000001\.png: the picture of image \d+ \(ref \d+\) not found"):
         ReferDataset(root, "synthetic", "unc", "val", tokenizer=WordTokenizer())
     lazy = ReferDataset(root, "synthetic", "unc", "val", tokenizer=WordTokenizer(), check_images=False)
-    with pytest.raises(FileNotFoundError, match=r"val_000001\.png"):
+    with pytest.raises(BadSampleError, match=r"val_000001\.png: sample \d+ \(ref \d+\) cannot be read: the picture file is gone"):
         for index in range(len(lazy)):
             lazy[index]
 
 
-def test_corrupt_image_names_the_file(tmp_path):
+@pytest.mark.parametrize("pad_truncated", [False, True])
+def test_a_picture_that_fails_to_decode_is_a_bad_sample(tmp_path, monkeypatch, pad_truncated):
+    # Pillow's global switch to pad truncated files with grey (which other libraries set) must
+    # not make the half picture load.
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", pad_truncated)
     root = _export(tmp_path)
     victim = root / "images" / "synthetic" / "val_000000.png"
     victim.write_bytes(victim.read_bytes()[: len(victim.read_bytes()) // 2])
-    data = ReferDataset(root, "synthetic", "unc", "val", tokenizer=WordTokenizer())
-    with pytest.raises(CorruptImageError, match=r"val_000000\.png"):
+    data = ReferDataset(root, "synthetic", "unc", "val", tokenizer=WordTokenizer())  # the header is intact
+    with pytest.raises(BadSampleError) as caught:
         data[0]
+    error = caught.value
+    assert (error.index, error.path, error.ref_id) == (0, str(victim), data.refs[0]["ref_id"])
+    assert error.reason.startswith("cannot decode the picture (OSError: image file is truncated")
+    assert str(error).startswith(f"{victim}: sample 0 (ref {error.ref_id}) cannot be read: ")
+    assert isinstance(error, DataError) and isinstance(error, ValueError)
+    copy = pickle.loads(pickle.dumps(error))  # as a DataLoader worker hands it back
+    assert type(copy) is BadSampleError and str(copy) == str(error)
+    assert (copy.index, copy.path, copy.reason, copy.ref_id) == (error.index, error.path, error.reason, error.ref_id)
+    assert ImageFile.LOAD_TRUNCATED_IMAGES is pad_truncated  # restored
+    data[len(data) - 1]  # the other pictures are fine
 
 
 class _OpensAFile:
@@ -187,18 +202,6 @@ def test_malicious_refs_pickle_is_refused_without_running(tmp_path, payload):
     if hasattr(result, "close"):
         result.close()  # the file object the payload opened
     assert control.exists()
-
-
-def test_plain_pickle_accepts_python2_strings_and_rejects_other_types(tmp_path):
-    # A Python 2 pickle (SHORT_BINSTRING byte strings), as REFER's refs files are.
-    python2 = b"\x80\x02]q\x00}q\x01(U\x06ref_idq\x02K\x07U\x03rawq\x03U\x05caf\xc3\xa9q\x04ua."
-    assert loads_plain_pickle(python2) == [{"ref_id": 7, "raw": "caf\u00e9"}]
-    with pytest.raises(UnsafePickleError, match="set"):
-        loads_plain_pickle(pickle.dumps([{1, 2}], protocol=4))
-    with pytest.raises(UnsafePickleError, match="bytes"):
-        loads_plain_pickle(pickle.dumps([b"x"], protocol=4))
-    with pytest.raises(FileNotFoundError, match="nothing.p"):
-        load_plain_pickle(tmp_path / "nothing.p")
 
 
 @pytest.mark.parametrize(

@@ -67,12 +67,19 @@ class ImageHeader(NamedTuple):
         height: stored height.
         mode: the Pillow mode (``"RGB"``, ``"L"``, ``"I;16"``, ...).
         format: the file format (``"JPEG"``, ``"PNG"``, ...).
+        orientation: the EXIF orientation (1-8) when the header holds EXIF data, else 1.
     """
 
     width: int
     height: int
     mode: str
     format: str
+    orientation: int
+
+    @property
+    def upright_size(self) -> tuple[int, int]:
+        """``(width, height)`` once turned upright by :attr:`orientation` (5-8 swap them)."""
+        return (self.height, self.width) if self.orientation in (5, 6, 7, 8) else (self.width, self.height)
 
 
 def read_header(path: str | os.PathLike[str]) -> ImageHeader:
@@ -93,12 +100,14 @@ def read_header(path: str | os.PathLike[str]) -> ImageHeader:
         >>> with tempfile.TemporaryDirectory() as tmp:
         ...     Image.new("L", (4, 3)).save(f"{tmp}/a.png")
         ...     read_header(f"{tmp}/a.png")
-        ImageHeader(width=4, height=3, mode='L', format='PNG')
+        ImageHeader(width=4, height=3, mode='L', format='PNG', orientation=1)
     """
     file = _existing(path)
     try:
         with Image.open(file) as picture:
-            return ImageHeader(picture.width, picture.height, picture.mode, str(picture.format))
+            # Only EXIF already read with the header: asking a PNG for more would decode it.
+            orientation = read_orientation(picture) if "exif" in picture.info else 1
+            return ImageHeader(picture.width, picture.height, picture.mode, str(picture.format), orientation)
     except DECODE_ERRORS as error:
         raise CorruptImageError(f"{file}: cannot read the picture's header ({_describe(error)})") from None
 

@@ -23,7 +23,10 @@ from typing import Any
 
 import numpy as np
 
+from .errors import one_line
+
 __all__ = [
+    "check_segmentation",
     "polygons_to_mask",
     "rle_encode",
     "rle_decode",
@@ -85,6 +88,47 @@ def _polygon_toggles(xy: np.ndarray, height: int, width: int) -> np.ndarray:
     return column[keep].astype(np.int64) * height + row[keep].astype(np.int64)
 
 
+def _is_whole(value: Any) -> bool:
+    # Whole-number floats are accepted: some exported annotation files store sizes as 480.0.
+    if isinstance(value, (bool, np.bool_)):
+        return False
+    return isinstance(value, (int, np.integer)) or (isinstance(value, (float, np.floating)) and float(value).is_integer())
+
+
+def _image_size(height: Any, width: Any) -> tuple[int, int]:
+    if not (_is_whole(height) and _is_whole(width)):
+        raise ValueError(f"height, width: expected integer sizes; got ({height!r}, {width!r})")
+    if height <= 0 or width <= 0:
+        raise ValueError(f"height, width: expected positive sizes; got ({height}, {width})")
+    return int(height), int(width)
+
+
+def _polygon_points(part: Any, index: int, height: int, width: int) -> np.ndarray | None:
+    """One polygon part as an ``(n, 2)`` array, None when it has no area; ValueError if malformed."""
+    if isinstance(part, np.ndarray):
+        part = part.ravel().tolist()
+    if isinstance(part, (str, bytes)) or not isinstance(part, Sequence):
+        raise ValueError(f"polygons[{index}]: expected a flat list of coordinates; got {type(part).__name__}")
+    if len(part) % 2:
+        raise ValueError(f"polygons[{index}]: expected an even number of coordinates; got {len(part)}")
+    if len(part) < 6:
+        return None
+    if not all(isinstance(v, (int, float, np.number)) and not isinstance(v, bool) for v in part):
+        raise ValueError(f"polygons[{index}]: expected numbers; got {list(part)[:6]!r}...")
+    xy = np.asarray(part, dtype=np.float64).reshape(-1, 2)
+    if not np.isfinite(xy).all():
+        raise ValueError(f"polygons[{index}]: expected finite coordinates; got {list(part)[:6]!r}...")
+    # The outline is traced cell by cell, so a wild coordinate would mean a huge allocation;
+    # no real annotation lies this far outside its image.
+    reach = 16 * max(height, width) + 1024
+    if np.abs(xy).max() > reach:
+        raise ValueError(
+            f"polygons[{index}]: coordinates up to {np.abs(xy).max():g} lie far outside the "
+            f"{height}x{width} image (limit {reach}); is the annotation corrupt?"
+        )
+    return xy
+
+
 def polygons_to_mask(polygons: Sequence[Sequence[float]], height: int, width: int) -> np.ndarray:
     """Rasterise COCO polygons into one boolean mask (the union of the parts), as COCO does.
 
@@ -111,39 +155,14 @@ def polygons_to_mask(polygons: Sequence[Sequence[float]], height: int, width: in
                [0, 0, 0, 0, 0, 0],
                [0, 0, 0, 0, 0, 0]])
     """
-    # Whole-number floats are accepted: some exported annotation files store sizes as 480.0.
-    if not all(isinstance(v, (int, float, np.number)) and not isinstance(v, bool) and float(v).is_integer()
-               for v in (height, width)):
-        raise ValueError(f"height, width: expected integer sizes; got ({height!r}, {width!r})")
-    height, width = int(height), int(width)
-    if height <= 0 or width <= 0:
-        raise ValueError(f"height, width: expected positive sizes; got ({height}, {width})")
-    # The outline is traced cell by cell, so a wild coordinate would mean a huge allocation;
-    # no real annotation lies this far outside its image.
-    reach = 16 * max(height, width) + 1024
+    height, width = _image_size(height, width)
     # +1 where a part's inside run starts, -1 where it ends; overlapping parts add up, so one
     # cumulative sum over the image at the end gives the union of all parts.
     coverage = np.zeros(height * width + 1, dtype=np.int32)
     for index, part in enumerate(polygons):
-        if isinstance(part, np.ndarray):
-            part = part.ravel().tolist()
-        if isinstance(part, (str, bytes)) or not isinstance(part, Sequence):
-            raise ValueError(f"polygons[{index}]: expected a flat list of coordinates; got {type(part).__name__}")
-        if len(part) % 2:
-            raise ValueError(f"polygons[{index}]: expected an even number of coordinates; got {len(part)}")
-        if len(part) < 6:
+        xy = _polygon_points(part, index, height, width)
+        if xy is None:
             continue
-        try:
-            xy = np.asarray(part, dtype=np.float64).reshape(-1, 2)
-        except (TypeError, ValueError):
-            raise ValueError(f"polygons[{index}]: expected numbers; got {list(part)[:6]!r}...") from None
-        if not np.isfinite(xy).all():
-            raise ValueError(f"polygons[{index}]: expected finite coordinates; got {list(part)!r}")
-        if np.abs(xy).max() > reach:
-            raise ValueError(
-                f"polygons[{index}]: coordinates up to {np.abs(xy).max():g} lie far outside the "
-                f"{height}x{width} image (limit {reach}); is the annotation corrupt?"
-            )
         toggles, count = np.unique(_polygon_toggles(xy, height, width), return_counts=True)
         # Toggles at the same pixel cancel in pairs; the rest alternate start, end, start, ...
         edges = toggles[count % 2 == 1]
@@ -263,6 +282,30 @@ def rle_encode(mask: np.ndarray, *, compressed: bool = True) -> dict[str, Any]:
     return {"size": size, "counts": compress_counts(counts) if compressed else counts}
 
 
+def _rle_parts(rle: Any) -> tuple[int, int, list[int]]:
+    """``(height, width, run lengths)`` of a COCO RLE, checked; ValueError if malformed."""
+    if not isinstance(rle, Mapping) or "size" not in rle or "counts" not in rle:
+        raise ValueError(f"rle: expected a dict with 'size' and 'counts'; got {one_line(rle, 80)}")
+    size, counts = rle["size"], rle["counts"]
+    if isinstance(size, (str, bytes)) or not isinstance(size, Sequence) or len(size) != 2 or not all(map(_is_whole, size)):
+        raise ValueError(f"rle: 'size' must be [height, width]; got {one_line(size, 80)}")
+    height, width = (int(v) for v in size)
+    if height < 0 or width < 0:
+        raise ValueError(f"rle: 'size' must not be negative; got {[height, width]}")
+    if isinstance(counts, (str, bytes)):
+        runs = decompress_counts(counts)
+    elif isinstance(counts, Sequence) and all(isinstance(c, (int, np.integer)) and not isinstance(c, bool) for c in counts):
+        runs = [int(c) for c in counts]
+    else:
+        raise ValueError(f"rle: 'counts' must be a string or a list of ints; got {one_line(counts, 80)}")
+    if any(c < 0 for c in runs):
+        raise ValueError("rle: negative run length in counts")
+    total = sum(runs)
+    if total != height * width:
+        raise ValueError(f"rle: run lengths sum to {total}, but size {height}x{width} has {height * width} pixels")
+    return height, width, runs
+
+
 def rle_decode(rle: Mapping[str, Any]) -> np.ndarray:
     """Decode one COCO RLE (compressed string or uncompressed list counts) into a bool mask.
 
@@ -272,25 +315,74 @@ def rle_decode(rle: Mapping[str, Any]) -> np.ndarray:
     Returns:
         A ``(h, w)`` bool array.
 
+    Raises:
+        ValueError: the RLE is malformed (the message says how).
+
     Example:
         >>> rle_decode({"size": [2, 2], "counts": [1, 2, 1]}).astype(int)
         array([[0, 1],
                [1, 0]])
     """
-    if not isinstance(rle, Mapping) or "size" not in rle or "counts" not in rle:
-        raise ValueError(f"rle: expected a dict with 'size' and 'counts'; got {rle!r:.80}")
-    height, width = (int(v) for v in rle["size"])
-    counts = rle["counts"]
-    counts = decompress_counts(counts) if isinstance(counts, (str, bytes)) else [int(c) for c in counts]
-    if any(c < 0 for c in counts):
-        raise ValueError("rle: negative run length in counts")
-    total = sum(counts)
-    if total != height * width:
-        raise ValueError(f"rle: run lengths sum to {total}, but size {height}x{width} has {height * width} pixels")
+    height, width, counts = _rle_parts(rle)
     values = np.zeros(len(counts), dtype=bool)
     values[1::2] = True
     flat = np.repeat(values, counts)
     return flat.reshape((width, height)).T.copy() if flat.size else np.zeros((height, width), dtype=bool)
+
+
+def _segmentation_parts(segmentation: Any) -> tuple[bool, list[Any]]:
+    """``(is_polygons, parts)`` of a ``segmentation`` field; ValueError when it is neither."""
+    if isinstance(segmentation, Mapping):
+        return False, [segmentation]
+    if not isinstance(segmentation, Sequence) or isinstance(segmentation, (str, bytes)):
+        raise ValueError(f"segmentation: expected polygons or RLE; got {type(segmentation).__name__}")
+    parts = list(segmentation)
+    if all(isinstance(p, Mapping) for p in parts) and parts:
+        return False, parts
+    if any(isinstance(p, Mapping) for p in parts):
+        raise ValueError("segmentation: cannot mix polygons and RLE in one annotation")
+    return True, parts
+
+
+def _check_rle_size(rle: Mapping[str, Any], height: int, width: int) -> None:
+    # Before decoding: a wrong size would otherwise allocate that size's pixels first.
+    size = rle.get("size")
+    if isinstance(size, Sequence) and not isinstance(size, (str, bytes)) and len(size) == 2 and all(map(_is_whole, size)):
+        if [int(size[0]), int(size[1])] != [height, width]:
+            raise ValueError(
+                f"segmentation: RLE size {[int(size[0]), int(size[1])]} does not match the image size [{height}, {width}]"
+            )
+
+
+def check_segmentation(segmentation: Any, height: int, width: int) -> None:
+    """Check that :func:`segmentation_to_mask` can decode ``segmentation``, without rasterising.
+
+    Cheap enough to run over every annotation of a dataset before training: polygons are
+    checked for shape, numbers and reach, RLEs for size, counts and their sum.
+
+    Args:
+        segmentation: the annotation's ``segmentation`` value.
+        height: image height.
+        width: image width.
+
+    Raises:
+        ValueError: what is wrong, in one line.
+
+    Example:
+        >>> check_segmentation([[0, 0, 2, 0, 2, 2, 0, 2]], 4, 4)
+        >>> check_segmentation([[0, 0, 2, 0, 2]], 4, 4)
+        Traceback (most recent call last):
+        ...
+        ValueError: polygons[0]: expected an even number of coordinates; got 5
+    """
+    height, width = _image_size(height, width)
+    polygons, parts = _segmentation_parts(segmentation)
+    for index, part in enumerate(parts):
+        if polygons:
+            _polygon_points(part, index, height, width)
+        else:
+            _check_rle_size(part, height, width)
+            _rle_parts(part)
 
 
 def segmentation_to_mask(segmentation: Any, height: int, width: int) -> np.ndarray:
@@ -306,28 +398,19 @@ def segmentation_to_mask(segmentation: Any, height: int, width: int) -> np.ndarr
     Returns:
         A ``(height, width)`` bool array.
 
+    Raises:
+        ValueError: the segmentation is malformed (see :func:`check_segmentation`).
+
     Example:
         >>> segmentation_to_mask([[0, 0, 2, 0, 2, 2, 0, 2]], 4, 4).sum()
         np.int64(4)
     """
-    if isinstance(segmentation, Mapping):
-        parts: list[Any] = [segmentation]
-    elif isinstance(segmentation, Sequence) and not isinstance(segmentation, (str, bytes)):
-        parts = list(segmentation)
-    else:
-        raise ValueError(f"segmentation: expected polygons or RLE; got {type(segmentation).__name__}")
-    if not parts or all(
-        isinstance(p, np.ndarray) or (isinstance(p, Sequence) and not isinstance(p, (str, bytes, Mapping))) for p in parts
-    ):
+    height, width = _image_size(height, width)
+    polygons, parts = _segmentation_parts(segmentation)
+    if polygons:
         return polygons_to_mask(parts, height, width)
     mask = np.zeros((height, width), dtype=bool)
     for part in parts:
-        if not isinstance(part, Mapping):
-            raise ValueError("segmentation: cannot mix polygons and RLE in one annotation")
-        decoded = rle_decode(part)
-        if decoded.shape != (height, width):
-            raise ValueError(
-                f"segmentation: RLE size {list(decoded.shape)} does not match the image size [{height}, {width}]"
-            )
-        mask |= decoded
+        _check_rle_size(part, height, width)
+        mask |= rle_decode(part)
     return mask

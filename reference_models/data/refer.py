@@ -14,24 +14,27 @@ style) in which ``-1`` or an empty list means no target. Splits follow REFER: ``
 selects every ref whose split contains "test", ``testA`` those whose test split contains "A".
 
 Pickled refs are read with :func:`~reference_models.data.safe_pickle.load_plain_pickle`, which
-admits plain containers and scalars only.
+admits plain containers and scalars only, and everything is checked before the dataset exists
+(:func:`~reference_models.data.preflight.check_refer`). Pictures are read by
+:func:`~reference_models.data.images.load_image`, as stored (no EXIF turn: REFER's annotations
+are on the stored pixels).
 """
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 from torch.utils.data import Dataset
 
-from .errors import CorruptImageError
+from .errors import BadSampleError, CorruptImageError, DataError
 from .images import load_image
 from .masks import segmentation_to_mask
-from .safe_pickle import load_plain_pickle
+from .preflight import check_refer, image_file, target_ann_ids
 from .samples import make_sample
 from .tokenizers import Tokenizer
 from .transforms import IMAGENET_MEAN, IMAGENET_STD, ResizeMode
@@ -53,20 +56,6 @@ DEFAULT_IMAGE_DIRS: dict[str, str] = {
     "refclef": "images/saiapr_tc-12",
     "synthetic": "images/synthetic",
 }
-
-
-def _split_matches(requested: str, ref_split: str) -> bool:
-    # REFER's getRefIds semantics: "test" takes every test split, "testA" any test split with A.
-    if requested in ("train", "val"):
-        return ref_split == requested
-    if requested == "test":
-        return "test" in ref_split
-    return ref_split.startswith("test") and requested[-1] in ref_split[4:]
-
-
-def _target_ann_ids(ann_id: Any) -> list[int]:
-    values = ann_id if isinstance(ann_id, (list, tuple)) else [ann_id]
-    return [int(v) for v in values if int(v) != -1]
 
 
 class ReferDataset(Dataset):
@@ -92,9 +81,25 @@ class ReferDataset(Dataset):
         all_sentences: one sample per sentence (default: ``split != "train"``).
         seed: seeds the training sentence choice.
         keep_original_mask: add ``orig_mask`` (target at original size) to samples.
-        check_images: verify at construction that every picture of the split exists.
+        check_images: verify at construction that every picture of the split exists and
+            its header opens with the size ``instances.json`` gives (see
+            :mod:`~reference_models.data.preflight`, which checks everything else always).
         text_field: which sentence field to read, ``"raw"`` (LAVT) or ``"sent"``
             (lower-cased, cleaned); falls back to the other when missing.
+        exif_orientation: turn pictures upright by their EXIF orientation tag. Only for
+            data annotated on the turned pictures (``instances.json`` then holds the turned
+            sizes); REFER's annotations and sentences are on the pixels as stored, so the
+            default reads them as stored (``docs/guides/datasets.md``).
+        progress: show a progress bar while checking the pictures (default: for many
+            pictures on a terminal, unless ``CI`` is set).
+
+    Raises:
+        ValueError: an argument is wrong (the message names it).
+        FileNotFoundError: the data root, refs file, ``instances.json`` or a picture is missing.
+        DataError: the data is malformed (:func:`~reference_models.data.preflight.check_refer`).
+
+    Indexing raises :class:`~reference_models.data.errors.BadSampleError` for a sample that
+    cannot be read (a picture that only fails when decoded, a file gone since construction).
 
     Attributes:
         refs (list[dict]): the refs of ``split``, as read from the refs file.
@@ -130,6 +135,8 @@ class ReferDataset(Dataset):
         keep_original_mask: bool = False,
         check_images: bool = True,
         text_field: str = "raw",
+        exif_orientation: bool = False,
+        progress: bool | None = None,
     ) -> None:
         if dataset not in DATASET_SPLITS:
             raise ValueError(f"dataset: expected one of {sorted(DATASET_SPLITS)}; got {dataset!r}")
@@ -161,12 +168,14 @@ class ReferDataset(Dataset):
         self.epoch = 0
         self.keep_original_mask = keep_original_mask
         self.text_field = text_field
+        self.exif_orientation = bool(exif_orientation)
 
         self.refs_path = self._refs_path()
         self.instances_path = self.root / dataset / "instances.json"
-        self.refs = self._load_refs()
-        self.images, self.annotations = self._load_instances()
-        self._check_links(check_images)
+        self.refs, self.images, self.annotations = check_refer(
+            self.refs_path, self.instances_path, self.image_dir, split,
+            check_images=check_images, exif_orientation=self.exif_orientation, progress=progress,
+        )
         self._index: list[tuple[int, int]] = [
             (ref_index, sent_index if self.all_sentences else -1)
             for ref_index, ref in enumerate(self.refs)
@@ -183,94 +192,11 @@ class ReferDataset(Dataset):
                 return candidate
         raise FileNotFoundError(f"no refs file: neither {candidates[0]} nor {candidates[1]} exists")
 
-    def _load_refs(self) -> list[dict[str, Any]]:
-        path = self.refs_path
-        if path.suffix == ".p":
-            data = load_plain_pickle(path)
-        else:
-            try:
-                data = json.loads(path.read_text(encoding="utf-8"))
-            except (json.JSONDecodeError, UnicodeDecodeError) as error:
-                raise ValueError(f"{path}: not valid JSON ({error})") from error
-        if not isinstance(data, list):
-            raise ValueError(f"{path}: expected a list of refs; got {type(data).__name__}")
-        refs = []
-        for position, ref in enumerate(data):
-            if not isinstance(ref, Mapping) or not {"ref_id", "image_id", "ann_id", "split", "sentences"} <= set(ref):
-                raise ValueError(
-                    f"{path}: ref #{position} lacks one of ref_id, image_id, ann_id, split, sentences: {str(ref)[:120]}"
-                )
-            if not isinstance(ref["split"], str):
-                raise ValueError(f"{path}: ref {ref['ref_id']} has a non-string split {ref['split']!r}")
-            if not _split_matches(self.split, ref["split"]):
-                continue
-            sentences = ref["sentences"]
-            if not isinstance(sentences, list) or not sentences:
-                raise ValueError(f"{path}: ref {ref['ref_id']} has no sentences")
-            for sentence in sentences:
-                if not isinstance(sentence, Mapping) or not ({"raw", "sent"} & set(sentence)):
-                    raise ValueError(f"{path}: ref {ref['ref_id']} has a sentence without 'raw' or 'sent'")
-            refs.append(dict(ref))
-        if not refs:
-            present = sorted({r["split"] for r in data if isinstance(r, Mapping) and isinstance(r.get("split"), str)})
-            raise ValueError(f"{path}: no refs in split {self.split!r}; the file has splits {present}")
-        return refs
-
-    def _load_instances(self) -> tuple[dict[int, dict[str, Any]], dict[int, dict[str, Any]]]:
-        path = self.instances_path
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: instances.json not found (COCO images and annotations of {self.dataset})")
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise ValueError(f"{path}: not valid JSON ({error})") from error
-        if not isinstance(data, Mapping) or "images" not in data or "annotations" not in data:
-            raise ValueError(f"{path}: expected a COCO dict with 'images' and 'annotations'")
-        needed_images = {int(ref["image_id"]) for ref in self.refs}
-        needed_anns = {a for ref in self.refs for a in _target_ann_ids(ref["ann_id"])}
-        images = {}
-        for image in data["images"]:
-            if int(image["id"]) in needed_images:
-                for key in ("file_name", "height", "width"):
-                    if key not in image:
-                        raise ValueError(f"{path}: image {image['id']} has no {key!r}")
-                images[int(image["id"])] = image
-        annotations = {int(a["id"]): a for a in data["annotations"] if int(a["id"]) in needed_anns}
-        return images, annotations
-
-    def _check_links(self, check_images: bool) -> None:
-        for ref in self.refs:
-            image_id = int(ref["image_id"])
-            if image_id not in self.images:
-                raise ValueError(
-                    f"{self.refs_path}: ref {ref['ref_id']} names image {image_id}, absent from {self.instances_path}"
-                )
-            for ann_id in _target_ann_ids(ref["ann_id"]):
-                if ann_id not in self.annotations:
-                    raise ValueError(
-                        f"{self.refs_path}: ref {ref['ref_id']} names annotation {ann_id}, "
-                        f"absent from {self.instances_path}"
-                    )
-                if int(self.annotations[ann_id]["image_id"]) != image_id:
-                    raise ValueError(
-                        f"{self.instances_path}: annotation {ann_id} of ref {ref['ref_id']} is on another image"
-                    )
-        if check_images:
-            checked: set[int] = set()
-            for ref in self.refs:
-                image_id = int(ref["image_id"])
-                if image_id in checked:
-                    continue
-                checked.add(image_id)
-                file = self.image_path(image_id)
-                if not file.is_file():
-                    raise FileNotFoundError(f"{file}: image file of ref {ref['ref_id']} (image {image_id}) not found")
-
     # -- access -------------------------------------------------------------------------------
 
     def image_path(self, image_id: int) -> Path:
         """The picture file of an image id."""
-        return self.image_dir / str(self.images[int(image_id)]["file_name"])
+        return image_file(self.image_dir, self.images[int(image_id)])
 
     def ref_mask(self, ref: Mapping[str, Any]) -> np.ndarray:
         """The target of a ref at original size: the union of its annotations' masks.
@@ -284,11 +210,11 @@ class ReferDataset(Dataset):
         image = self.images[int(ref["image_id"])]
         height, width = int(image["height"]), int(image["width"])
         mask = np.zeros((height, width), dtype=bool)
-        for ann_id in _target_ann_ids(ref["ann_id"]):
+        for ann_id in target_ann_ids(ref["ann_id"]):
             try:
                 mask |= segmentation_to_mask(self.annotations[ann_id]["segmentation"], height, width)
             except (ValueError, KeyError) as error:
-                raise ValueError(f"{self.instances_path}: annotation {ann_id}: bad segmentation ({error})") from error
+                raise DataError(f"{self.instances_path}: annotation {ann_id}: bad segmentation ({error})") from None
         return mask
 
     def set_epoch(self, epoch: int) -> None:
@@ -301,27 +227,21 @@ class ReferDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         if not -len(self) <= index < len(self):
             raise IndexError(f"index {index} out of range for {len(self)} samples")
-        ref_index, sent_index = self._index[index % len(self)]
+        index %= len(self)
+        ref_index, sent_index = self._index[index]
         ref = self.refs[ref_index]
         sentences = ref["sentences"]
         if sent_index < 0:
-            rng = np.random.default_rng([self.seed, self.epoch, index % len(self)])
+            rng = np.random.default_rng([self.seed, self.epoch, index])
             sent_index = int(rng.integers(len(sentences)))
         sentence = sentences[sent_index]
         other = "sent" if self.text_field == "raw" else "raw"
-        text = str(sentence.get(self.text_field, sentence.get(other, "")))
+        text = sentence[self.text_field] if self.text_field in sentence else sentence[other]
         image_id = int(ref["image_id"])
-        file = self.image_path(image_id)
-        picture = load_image(file, exif_orientation=False)
-        info = self.images[image_id]
-        if (picture.height, picture.width) != (int(info["height"]), int(info["width"])):
-            raise ValueError(
-                f"{file}: picture is {picture.height}x{picture.width} but {self.instances_path} says "
-                f"{info['height']}x{info['width']}"
-            )
+        picture, mask = self._picture_and_mask(index, ref)
         return make_sample(
             picture,
-            self.ref_mask(ref),
+            mask,
             text,
             tokenizer=self.tokenizer,
             image_size=self.image_size,
@@ -333,6 +253,29 @@ class ReferDataset(Dataset):
             sent_id=int(sentence.get("sent_id", sent_index)),
             keep_original_mask=self.keep_original_mask,
         )
+
+    def _picture_and_mask(self, index: int, ref: Mapping[str, Any]) -> tuple[Image.Image, np.ndarray]:
+        """Sample ``index``'s picture and target, or a :class:`BadSampleError` saying why not."""
+        file = self.image_path(ref["image_id"])
+        try:
+            picture = load_image(file, exif_orientation=self.exif_orientation)
+        except FileNotFoundError:
+            raise BadSampleError(index, file, "the picture file is gone", ref["ref_id"]) from None
+        except CorruptImageError as error:
+            # The message starts with the file name, which BadSampleError adds itself.
+            raise BadSampleError(index, file, str(error).removeprefix(f"{file}: "), ref["ref_id"]) from None
+        info = self.images[int(ref["image_id"])]
+        if (picture.height, picture.width) != (int(info["height"]), int(info["width"])):
+            reason = (
+                f"the picture is {picture.width}x{picture.height} (width x height) but {self.instances_path} "
+                f"says {int(info['width'])}x{int(info['height'])}"
+            )
+            raise BadSampleError(index, file, reason, ref["ref_id"])
+        try:
+            return picture, self.ref_mask(ref)
+        except DataError as error:
+            reason = str(error).removeprefix(f"{self.instances_path}: ")
+            raise BadSampleError(index, self.instances_path, reason, ref["ref_id"]) from None
 
     def __repr__(self) -> str:
         return (

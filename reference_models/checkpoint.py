@@ -4,12 +4,20 @@ A checkpoint is one ``.pt`` file holding the model weights, the optimizer, sched
 gradient-scaler states, the random-number states, the step counters, and both configs
 (model and training) as plain dicts, so that ``--resume`` continues exactly and
 ``evaluate``/``predict`` can rebuild the model from the file alone.
+
+Every checkpoint also carries ``"digest"``: the SHA-256 of its contents (each tensor's
+dtype, shape and bytes, and every plain value, walked in a fixed order). torch's zip
+reader does not check its members' CRCs, so a flipped byte in a tensor otherwise loads
+silently; :func:`load_checkpoint` recomputes the digest and refuses a file that differs.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import os
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -22,6 +30,8 @@ from .weights import WeightsError, atomic_save, load_weights
 __all__ = [
     "CheckpointError",
     "RUN_CHECKPOINTS",
+    "content_digest",
+    "first_non_finite",
     "save_checkpoint",
     "load_checkpoint",
     "find_checkpoint",
@@ -39,8 +49,65 @@ class CheckpointError(RuntimeError):
     """A checkpoint file is missing, truncated, corrupt or not a checkpoint."""
 
 
+_DIGEST = "digest"
+
+
+def _feed(hasher: Any, value: Any) -> None:
+    """Add ``value`` to ``hasher`` unambiguously (a type tag and a length before contents)."""
+    if isinstance(value, torch.Tensor):
+        flat = value.detach().cpu().contiguous().reshape(-1)
+        hasher.update(f"T{flat.dtype}{tuple(value.shape)}|".encode())
+        hasher.update(flat.view(torch.uint8).numpy().tobytes())
+    elif isinstance(value, dict):
+        hasher.update(f"D{len(value)}|".encode())
+        for key in sorted(value, key=repr):
+            _feed(hasher, key)
+            _feed(hasher, value[key])
+    elif isinstance(value, (list, tuple)):
+        hasher.update(f"{'L' if isinstance(value, list) else 'U'}{len(value)}|".encode())
+        for item in value:
+            _feed(hasher, item)
+    elif value is None or isinstance(value, (bool, int, float, str, bytes)):
+        text = repr(value)
+        hasher.update(f"{type(value).__name__}{len(text)}|{text}".encode())
+    else:
+        raise TypeError(f"checkpoint: cannot digest a {type(value).__name__}; expected tensors and plain values")
+
+
+def content_digest(state: dict[str, Any]) -> str:
+    """The SHA-256 of a checkpoint's contents (its ``"digest"`` entry left out).
+
+    Args:
+        state: tensors and plain Python values, as :func:`save_checkpoint` takes.
+
+    Returns:
+        64 hexadecimal digits.
+
+    Example:
+        >>> a = content_digest({"w": torch.ones(2), "step": 3})
+        >>> a == content_digest({"step": 3, "w": torch.ones(2)}), a == content_digest({"w": torch.ones(2), "step": 4})
+        (True, False)
+    """
+    hasher = hashlib.sha256()
+    _feed(hasher, {k: v for k, v in state.items() if k != _DIGEST})
+    return hasher.hexdigest()
+
+
+def first_non_finite(tensors: dict[str, torch.Tensor]) -> str | None:
+    """The first key whose floating-point tensor holds a NaN or an infinity, or ``None``.
+
+    Example:
+        >>> first_non_finite({"a": torch.ones(2), "b": torch.tensor([1.0, math.nan])})
+        'b'
+    """
+    for key, value in tensors.items():
+        if isinstance(value, torch.Tensor) and value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            return key
+    return None
+
+
 def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
-    """Write ``state`` to ``path`` atomically (a crash mid-write keeps the previous file).
+    """Write ``state`` and its digest to ``path`` atomically (a crash mid-write keeps the previous file).
 
     Args:
         state: tensors and plain Python values (what ``torch.load(weights_only=True)`` reads).
@@ -50,7 +117,7 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
         ``path``.
     """
     path = Path(path)
-    atomic_save(state, path)
+    atomic_save({**state, _DIGEST: content_digest(state)}, path)
     return path
 
 
@@ -78,8 +145,9 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
 
     Raises:
         FileNotFoundError: no file at ``path``.
-        CheckpointError: truncated or corrupt file, or a file that is not a checkpoint; a
-            one-line message that names the file (torch's own error is chained).
+        CheckpointError: truncated or corrupt file (its digest differs from its contents),
+            or a file that is not a checkpoint; a one-line message that names the file
+            (torch's own error is chained).
     """
     path = Path(path)
     if not path.is_file():
@@ -94,7 +162,31 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         raise CheckpointError(_unreadable(path)) from err
     if not isinstance(state, dict) or "model" not in state or "model_config" not in state:
         raise CheckpointError(f"{path}: not a reference_models training checkpoint (no 'model'/'model_config')")
+    _verify_digest(state, path)
     return state
+
+
+def _verify_digest(state: dict[str, Any], path: Path) -> None:
+    saved = state.get(_DIGEST)
+    if saved is None:
+        # written before checkpoints carried digests: nothing to check it against
+        warnings.warn(f"{path}: checkpoint has no digest (written by an older version); cannot check it for corruption", stacklevel=3)
+        return
+    try:
+        actual = content_digest(state)
+    except TypeError as err:
+        raise CheckpointError(f"{path}: corrupt checkpoint ({err})") from None
+    if actual != saved:
+        raise CheckpointError(
+            f"{path}: corrupt checkpoint (its contents do not match the digest it was saved with; "
+            "the file was damaged after writing): use another checkpoint of the run"
+        )
+
+
+def _refuse_non_finite(weights: dict[str, torch.Tensor], path: Path) -> None:
+    bad = first_non_finite(weights)
+    if bad is not None:
+        raise CheckpointError(f"{path}: the weights hold NaN or infinite values (first: {bad}); the run diverged before saving them")
 
 
 def _is_run_config(path: Path) -> bool:
@@ -181,8 +273,11 @@ def load_model_and_train_config(path: str | os.PathLike, *, strict: bool = True,
 
     path = find_checkpoint(path)
     if path.is_dir():
-        return RISModel.from_pretrained(path, strict=strict, **overrides), None
+        model = RISModel.from_pretrained(path, strict=strict, **overrides)
+        _refuse_non_finite(model.state_dict(), path)
+        return model, None
     state = load_checkpoint(path)
+    _refuse_non_finite(state["model"], path)
     model = build_for_loading(ModelConfig.from_dict(state["model_config"]), **overrides)
     try:
         load_weights(model, state["model"], strict=strict)

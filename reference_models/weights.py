@@ -6,7 +6,9 @@ Only local files are read: no hub, no network. Pickle-based files are opened wit
 
 from __future__ import annotations
 
+import errno
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -14,7 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-__all__ = ["WeightsError", "read_state_dict", "load_weights", "atomic_save"]
+__all__ = ["WeightsError", "read_state_dict", "load_weights", "atomic_save", "remove_stale_temporaries"]
 
 _WRAPPER_KEYS = ("state_dict", "model", "module", "model_state")
 
@@ -116,7 +118,11 @@ def load_weights(
 def atomic_save(obj: object, path: str | os.PathLike, *, save: Callable[[object, str], None] | None = None) -> None:
     """Write a file atomically: to a temporary file in the same folder, fsync, then rename.
 
-    A crash mid-write leaves the previous file intact (never a truncated one).
+    A crash mid-write leaves the previous file intact (never a truncated one). A full disk
+    raises :class:`OSError` with ``errno.ENOSPC`` naming ``path`` (torch's zip writer
+    reports it as an opaque ``RuntimeError``); the temporary file is removed either way.
+    Temporary files of a write that was killed are named ``.<name>.*.tmp``:
+    :func:`remove_stale_temporaries` clears them.
 
     Args:
         obj: what to save.
@@ -136,6 +142,40 @@ def atomic_save(obj: object, path: str | os.PathLike, *, save: Callable[[object,
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, (OSError, RuntimeError)) and _disk_full(err, path.parent):
+            raise OSError(errno.ENOSPC, "No space left on device", str(path)) from err
         raise
+
+
+# Below this much free space, a failed write is taken to have failed for want of space.
+_FULL_BELOW = 1 << 20
+
+
+def _disk_full(err: BaseException, folder: Path) -> bool:
+    if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    try:
+        return shutil.disk_usage(folder).free < _FULL_BELOW
+    except OSError:
+        return False
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files that :func:`atomic_save` left when its process was killed.
+
+    Only call it where no other process is writing (a run folder whose lock is held).
+
+    Args:
+        folder: the folder to clean.
+
+    Returns:
+        The files removed.
+    """
+    removed = []
+    for stale in Path(folder).glob(".*.tmp"):
+        if stale.is_file():
+            stale.unlink(missing_ok=True)
+            removed.append(stale)
+    return removed

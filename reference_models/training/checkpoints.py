@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from ..checkpoint import load_checkpoint, save_checkpoint
+from ..checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
 __all__ = ["RESUME_KEYS", "Progress", "rng_state", "set_rng_state", "load_resume_state", "save_training_checkpoint"]
 
@@ -35,6 +35,8 @@ class Progress:
         best: the best validation oIoU so far (-1 before the first validation).
         seconds: training time of earlier sessions of this run (a resumed run adds its own).
         last_val: the latest validation metrics.
+        bad_samples: unreadable samples skipped so far (all processes).
+        skipped_steps: steps skipped for a non-finite loss or gradient so far.
     """
 
     step: int = 0
@@ -43,6 +45,8 @@ class Progress:
     best: float = -1.0
     seconds: float = 0.0
     last_val: dict[str, float] = field(default_factory=dict)
+    bad_samples: int = 0
+    skipped_steps: int = 0
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> Progress:
@@ -50,6 +54,7 @@ class Progress:
         return cls(
             step=state["step"], epoch=state["epoch"], batch_in_epoch=state["batch_in_epoch"], best=state["best"],
             seconds=state.get("seconds", 0.0), last_val=dict(state.get("last_val", {})),
+            bad_samples=state.get("bad_samples", 0), skipped_steps=state.get("skipped_steps", 0),
         )
 
 
@@ -80,6 +85,8 @@ def load_resume_state(out_dir: Path) -> dict[str, Any]:
             f"--resume: {path} holds weights only (no {', '.join(missing)}), like a best.pt; "
             "resuming needs the last.pt the run itself wrote"
         )
+    if not isinstance(state["train_config"], dict):
+        raise CheckpointError(f"{path}: its train_config is not a dict of settings")
     return state
 
 

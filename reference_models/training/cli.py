@@ -89,6 +89,18 @@ def _parser() -> argparse.ArgumentParser:
         "--milestones", type=int, nargs="*", default=None,
         help="epochs where the step schedule divides lr by 10 (default: the recipe's; asda 18 25)",
     )
+    p.add_argument(
+        "--checkpoint-minutes", type=float, default=d.checkpoint_minutes,
+        help="also write last.pt at the first step this many minutes after the last one (0: never by time)",
+    )
+    p.add_argument(
+        "--max-bad-samples", type=int, default=d.max_bad_samples,
+        help="unreadable pictures skipped (listed in bad_samples.jsonl) before the run stops, resumably",
+    )
+    p.add_argument(
+        "--max-bad-steps", type=int, default=d.max_bad_steps,
+        help="steps in a row with a non-finite loss or gradient (each skipped) before the run stops",
+    )
     p.add_argument("--grid-samples", type=int, default=d.grid_samples, help="validation samples in samples.png")
     p.add_argument(
         "--model-arg", dest="model_args", action="append", default=[], metavar="KEY=VALUE",

@@ -48,8 +48,28 @@ def recipe_for(model: str) -> dict[str, Any]:
 #: The smallest value of each integer field (``None`` fields are checked once set).
 _AT_LEAST = {
     "train_size": 1, "val_size": 1, "image_size": 1, "epochs": 1, "batch_size": 1, "grad_accum": 1, "max_steps": 1,
-    "log_every": 1, "threads": 1, "save_every": 0, "workers": 0,
+    "log_every": 1, "threads": 1, "save_every": 0, "workers": 0, "grid_samples": 0, "max_bad_samples": 0, "max_bad_steps": 1,
 }
+
+
+_SCALARS = {"str": (str,), "int": (int,), "float": (int, float), "bool": (bool,), "None": (type(None),)}
+
+
+def _matches(value: Any, annotation: str) -> bool:
+    """Whether ``value`` has the type the annotation string names (``int | None``, ``tuple[int, ...]``)."""
+    for option in annotation.split(" | "):
+        if option.startswith("tuple[") and isinstance(value, tuple):
+            item = option[len("tuple["):].split(",")[0]
+            if all(_matches(v, item) for v in value):
+                return True
+        elif isinstance(value, _SCALARS.get(option, ())) and (option == "bool" or not isinstance(value, bool)):
+            return True
+    return False
+
+
+def _check_type(name: str, value: Any, annotation: str) -> None:
+    if not _matches(value, annotation):
+        raise ValueError(f"{flag_of(name)}: expected {annotation}; got {value!r}")
 
 
 def flag_of(field: str) -> str:
@@ -98,6 +118,12 @@ class TrainConfig:
         compile: run the model through :func:`torch.compile`.
         sync_bn: convert BatchNorm to SyncBatchNorm when training on several GPUs.
         model_args: ``"KEY=VALUE"`` model config overrides (``--model-arg``).
+        checkpoint_minutes: also write ``last.pt`` at the first step after this many minutes
+            since the last one (0: never by time).
+        max_bad_samples: samples whose pictures cannot be decoded that the run skips (each
+            listed in ``bad_samples.jsonl``) before it stops, resumably.
+        max_bad_steps: steps in a row with a non-finite loss or gradient, each skipped,
+            before the run stops (keeping the last good checkpoint).
     """
 
     model: str = DEFAULT_MODEL
@@ -133,9 +159,14 @@ class TrainConfig:
     compile: bool = False
     sync_bn: bool = True
     model_args: tuple[str, ...] = ()
+    checkpoint_minutes: float = 15.0
+    max_bad_samples: int = 10
+    max_bad_steps: int = 5
 
     def __post_init__(self) -> None:
         # Messages name the command-line flag: that is where most users set these fields.
+        for f in dataclasses.fields(self):
+            _check_type(f.name, getattr(self, f.name), f.type)
         if self.amp not in ("none", "bf16", "fp16"):
             raise ValueError(f"--amp: expected 'none', 'bf16' or 'fp16'; got {self.amp!r}")
         if self.optimizer not in (None, "adam", "adamw"):
@@ -153,6 +184,10 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"{flag_of(name)}: expected a number >= 0; got {value}")
+        if not (math.isfinite(self.checkpoint_minutes) and self.checkpoint_minutes >= 0):
+            raise ValueError(f"--checkpoint-minutes: expected a number >= 0; got {self.checkpoint_minutes}")
+        if self.milestones is not None and any(m < 1 for m in self.milestones):
+            raise ValueError(f"--milestones: expected epochs >= 1; got {' '.join(map(str, self.milestones))}")
         if not (self.data == "synthetic" or self.data.startswith("refer:")):
             raise ValueError(f"--data: expected 'synthetic' or 'refer:ROOT'; got {self.data!r}")
 
@@ -179,9 +214,10 @@ class TrainConfig:
 
 
 
-# Settings of the machine, not of the run: a resumed run takes them from the command line
-# (a run started on a GPU can continue on a CPU, with other worker and thread counts).
-_MACHINE_FIELDS = ("device", "workers", "threads", "compile")
+# Settings of the machine and of fault handling, not of the run: a resumed run takes them
+# from the command line (a run started on a GPU can continue on a CPU, with other worker and
+# thread counts; one stopped for bad samples can continue with a higher --max-bad-samples).
+_MACHINE_FIELDS = ("device", "workers", "threads", "compile", "checkpoint_minutes", "max_bad_samples", "max_bad_steps")
 
 # Switches whose command-line flag turns the field off.
 _OFF_SWITCHES = {"sync_bn": "--no-sync-bn"}

@@ -1,4 +1,5 @@
-"""The data of a training run: the datasets, a resumable sampler, and the text-blind control."""
+"""The data of a training run: the datasets, a resumable sampler, skipping unreadable
+samples, and the text-blind control."""
 
 from __future__ import annotations
 
@@ -7,13 +8,14 @@ from collections.abc import Iterator
 from typing import Any
 
 import torch
-from torch.utils.data import Sampler
+from torch.utils.data import Dataset, Sampler
 
 from ..base import build_tokenizer
 from ..config import ModelConfig
+from ..data.errors import BadSampleError, DataError
 from .config import TrainConfig
 
-__all__ = ["ShardedResumableSampler", "build_datasets", "constant_text"]
+__all__ = ["ShardedResumableSampler", "SkipUnreadable", "build_datasets", "constant_text"]
 
 
 class ShardedResumableSampler(Sampler[int]):
@@ -67,8 +69,12 @@ def build_datasets(cfg: TrainConfig, model_config: ModelConfig):
     if synthetic:
         level = DEFAULT_LEVEL if cfg.level is None else cfg.level
         common = {"level": level, "image_size": size, "seed": cfg.seed, "tokenizer": tokenizer, "mean": mean, "std": std}
-        train = SyntheticReferDataset("train", length=cfg.train_size, **common)
-        val = SyntheticReferDataset("val", length=cfg.val_size, **common)
+        try:
+            train = SyntheticReferDataset("train", length=cfg.train_size, **common)
+            val = SyntheticReferDataset("val", length=cfg.val_size, **common)
+        except ValueError as err:
+            # the dataset names its own arguments; the user set them with these flags
+            raise ValueError(_as_flags(str(err))) from None
         return train, val, tokenizer
     from ..data.refer import ReferDataset
 
@@ -79,8 +85,77 @@ def build_datasets(cfg: TrainConfig, model_config: ModelConfig):
     return train, val, tokenizer
 
 
+_DATASET_FLAGS = {"level": "--level", "length": "--train-size/--val-size", "image_size": "--image-size"}
+
+
+def _as_flags(message: str) -> str:
+    """A dataset's error message with its argument's name replaced by the flag that sets it."""
+    name, sep, rest = message.partition(":")
+    return f"{_DATASET_FLAGS[name]}:{rest}" if sep and name in _DATASET_FLAGS else message
+
+
 def constant_text(batch: dict[str, Any], tokenizer) -> dict[str, Any]:
     """The text-blind control: every sentence replaced by the same constant one."""
     tokens = tokenizer("object")
     b = batch["input_ids"].shape[0]
     return {**batch, "input_ids": tokens.input_ids.expand(b, -1).clone(), "attention_mask": tokens.attention_mask.expand(b, -1).clone()}
+
+
+class SkipUnreadable(Dataset):
+    """A dataset whose unreadable samples are replaced by the next readable ones, and reported.
+
+    A picture that only fails when decoded (a truncated JPEG) raises
+    :class:`~reference_models.data.errors.BadSampleError` in the wrapped dataset. Here the
+    sample at ``index`` is then taken from ``index + 1``, ``index + 2``, ... (so batches keep
+    their size and the processes of a job their step count), and every sample returned
+    carries ``"unreadable"``: the list of what was skipped for it (usually empty), for the
+    training loop to log and count.
+
+    Args:
+        dataset: the dataset to wrap.
+        split: its name in the reports (``"train"``, ``"val"``).
+        attempts: how many samples in a row may be unreadable before giving up.
+
+    Example:
+        >>> class Flaky(Dataset):
+        ...     def __len__(self):
+        ...         return 3
+        ...     def __getitem__(self, i):
+        ...         if i == 1:
+        ...             raise BadSampleError(i, "b.jpg", "truncated picture")
+        ...         return {"id": i}
+        >>> sample = SkipUnreadable(Flaky(), "train")[1]
+        >>> sample["id"], [r["path"] for r in sample["unreadable"]]
+        (2, ['b.jpg'])
+    """
+
+    def __init__(self, dataset, split: str, *, attempts: int = 64) -> None:
+        self.dataset, self.split, self.attempts = dataset, split, attempts
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def set_epoch(self, epoch: int) -> None:
+        if hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(epoch)
+
+    def __getattr__(self, name: str):
+        # everything else (tokenizer, image_size, ...) is the wrapped dataset's
+        if name == "dataset":
+            raise AttributeError(name)
+        return getattr(self.dataset, name)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        skipped: list[dict[str, Any]] = []
+        for offset in range(min(self.attempts, len(self.dataset))):
+            try:
+                sample = self.dataset[(index + offset) % len(self.dataset)]
+            except BadSampleError as err:
+                skipped.append({"split": self.split, "index": err.index, "path": err.path, "reason": err.reason, "ref_id": err.ref_id})
+                continue
+            return {**sample, "unreadable": skipped}
+        first = skipped[0]
+        raise DataError(
+            f"{first['path']}: {len(skipped)} {self.split} samples in a row from sample {index} cannot be read "
+            f"(first: {first['reason']}); check the dataset's pictures"
+        )

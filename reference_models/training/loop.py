@@ -11,7 +11,7 @@ import math
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import nn
@@ -23,7 +23,7 @@ from .distributed import DistInfo
 from .optim import build_optimizer, build_scheduler
 from .precision import autocast_for, to_device
 
-__all__ = ["Optimisation", "build_optimisation", "steps_of", "train_epoch"]
+__all__ = ["Optimisation", "StepHooks", "build_optimisation", "steps_of", "train_epoch"]
 
 
 @dataclass
@@ -78,11 +78,39 @@ def _group_size(cfg: TrainConfig, batch_in_epoch: int, batches_per_epoch: int) -
     return batches_per_epoch % cfg.grad_accum
 
 
+class StepHooks(Protocol):
+    """What the loop asks of the run around each step (see :class:`~reference_models.training.run`)."""
+
+    def on_batch(self, batch: dict[str, Any]) -> None:
+        """A micro-batch arrived (the run records the samples it had to skip)."""
+
+    def at_boundary(self, non_finite: torch.Tensor) -> tuple[bool, bool]:
+        """Before the optimizer step: ``(skip this step, stop after it)``, agreed by every process."""
+
+    def on_step(self, loss: torch.Tensor) -> None:
+        """An optimizer step was taken (logging, timed checkpoints)."""
+
+    def on_skipped(self) -> None:
+        """A step was skipped for a non-finite loss or gradient."""
+
+
+def _grads_finite(model: nn.Module) -> torch.Tensor:
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    if not grads:
+        return torch.tensor(True)
+    return torch.stack([torch.isfinite(g).all() for g in grads]).all()
+
+
 def train_epoch(
     opt: Optimisation, loader, progress: Progress, *, cfg: TrainConfig, device: torch.device, dist_info: DistInfo,
-    batches_per_epoch: int, total_steps: int, tokenizer, on_step: Callable[[torch.Tensor], None], bar,
-) -> bool:
+    batches_per_epoch: int, total_steps: int, tokenizer, hooks: StepHooks, bar,
+) -> str:
     """Train on ``loader`` (the rest of one epoch), updating ``progress``.
+
+    A group of micro-batches whose loss (or, without fp16's scaler, gradient) is not finite
+    gives no optimizer step: its gradients are dropped, and the step counter stays. Under
+    fp16 the gradient scaler already skips steps whose gradients overflow, and lowers its
+    scale: that is part of fp16 training, not a fault.
 
     Args:
         opt: what trains.
@@ -94,14 +122,17 @@ def train_epoch(
         batches_per_epoch: micro-batches in a full epoch.
         total_steps: the step at which the run ends.
         tokenizer: for the text-blind control's constant sentence.
-        on_step: called after every optimizer step with the step's (detached) loss (logging, checkpoints).
+        hooks: the run's callbacks around each step.
         bar: the epoch's progress bar.
 
     Returns:
-        Whether the run reached ``total_steps``.
+        ``"done"`` (the run reached ``total_steps``), ``"stop"`` (the hooks asked to stop,
+        after a complete step) or ``"epoch"`` (the epoch's batches ran out).
     """
     micro = 0
+    non_finite_loss = torch.zeros((), dtype=torch.bool, device=device)
     for batch in loader:
+        hooks.on_batch(batch)
         if cfg.text_blind:
             batch = constant_text(batch, tokenizer)
         batch = to_device(batch, device)
@@ -114,16 +145,26 @@ def train_epoch(
                 out = opt.forward_model(batch["image"], batch["input_ids"], batch["attention_mask"])
                 loss = opt.model.loss(out, batch["mask"])
             opt.scaler.scale(loss / group).backward()
+        non_finite_loss |= ~torch.isfinite(loss.detach())
         progress.batch_in_epoch += 1
         bar.update()
         if not final_micro:
             continue
-        opt.scaler.step(opt.optimizer)
-        opt.scaler.update()
-        opt.optimizer.zero_grad(set_to_none=True)
-        opt.scheduler.step()
-        progress.step += 1
-        on_step(loss.detach())
+        non_finite = non_finite_loss if cfg.amp == "fp16" else non_finite_loss | ~_grads_finite(opt.model).to(device)
+        skip, stop = hooks.at_boundary(non_finite)
+        non_finite_loss = torch.zeros_like(non_finite_loss)
+        if skip:
+            opt.optimizer.zero_grad(set_to_none=True)
+            hooks.on_skipped()
+        else:
+            opt.scaler.step(opt.optimizer)
+            opt.scaler.update()
+            opt.optimizer.zero_grad(set_to_none=True)
+            opt.scheduler.step()
+            progress.step += 1
+            hooks.on_step(loss.detach())
         if progress.step >= total_steps:
-            return True
-    return False
+            return "done"
+        if stop:
+            return "stop"
+    return "epoch"

@@ -6,8 +6,10 @@ from typing import Any
 
 from torch import nn
 
+from ..checkpoint import CheckpointError
 from ..config import ModelConfig
 from ..registry import build_for_loading, build_from_config, get_config
+from ..weights import WeightsError, load_weights
 from .config import TrainConfig
 
 __all__ = ["build_run_model"]
@@ -50,17 +52,33 @@ def _model_overrides(cfg: TrainConfig) -> dict[str, Any]:
     return overrides
 
 
-def build_run_model(cfg: TrainConfig, state: dict[str, Any] | None) -> nn.Module:
+def _resumed_model(state: dict[str, Any], source: str) -> nn.Module:
+    try:
+        model = build_for_loading(ModelConfig.from_dict(state["model_config"]))
+    except (TypeError, ValueError, KeyError) as err:
+        raise CheckpointError(f"{source}: its model_config cannot be built ({err})") from None
+    try:
+        load_weights(model, state["model"])
+    except WeightsError as err:
+        name = state["model_config"].get("name", "?")
+        raise CheckpointError(f"{source}: its weights are not those of its model {name!r} ({str(err).partition('; ')[2]})") from None
+    return model
+
+
+def build_run_model(cfg: TrainConfig, state: dict[str, Any] | None, *, source: str = "last.pt") -> nn.Module:
     """The model of a fresh run (``state`` None) or of the checkpoint ``state`` resumes.
 
     Args:
         cfg: the resolved training configuration.
         state: the ``last.pt`` being resumed, if any.
+        source: the file ``state`` came from, for error messages.
+
+    Raises:
+        CheckpointError: the resumed checkpoint's model cannot be built or does not fit its
+            weights (one line naming ``source``).
     """
     if state is not None:
-        model = build_for_loading(ModelConfig.from_dict(state["model_config"]))
-        model.load_state_dict(state["model"])
-        return model
+        return _resumed_model(state, source)
     model_config = get_config(cfg.model).replace(**_model_overrides(cfg))
     if cfg.data != "synthetic" and model_config.tokenizer == "word":
         # the generated benchmark's vocabulary cannot spell real sentences; tiny models

@@ -1,13 +1,18 @@
 """One training run from start to summary: :func:`train`.
 
 The order matters: everything that can be refused (options, device, model, data) is checked
-before the run folder is created, so a bad command leaves nothing behind.
+before the run folder is created, so a bad command leaves nothing behind. From then on the
+folder is locked for the run, and whatever stops the run (a signal, too many unreadable
+samples, a diverged loss) stops it with one line that says how to continue.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import random
+import shlex
 import sys
 import time
 from collections.abc import Iterable
@@ -19,18 +24,25 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader
 
+from ..checkpoint import CheckpointError
+from ..cli import Stopped
 from ..devices import pick_device
+from ..weights import remove_stale_temporaries
 from .checkpoints import Progress, load_resume_state, save_training_checkpoint, set_rng_state
 from .config import TrainConfig, resume_config
-from .data import ShardedResumableSampler, build_datasets
-from .distributed import DistInfo, init_distributed
+from .data import ShardedResumableSampler, SkipUnreadable, build_datasets
+from .distributed import init_distributed
 from .loop import Optimisation, build_optimisation, steps_of, train_epoch
 from .model import build_run_model
 from .pictures import write_pictures
-from .run_folder import MetricsLog, create_default_out, refuse_existing_run, write_config
+from .run_folder import MetricsLog, RunLock, append_rows, create_default_out, refuse_existing_run, write_config
+from .signals import StopRequest, ignore_stop_signals
 from .validation import evaluate_model
 
-__all__ = ["train"]
+__all__ = ["train", "BAD_SAMPLES_FILE"]
+
+#: Where a run lists the samples it skipped because their pictures cannot be decoded.
+BAD_SAMPLES_FILE = "bad_samples.jsonl"
 
 
 def train(
@@ -48,10 +60,12 @@ def train(
     Args:
         cfg: the training configuration (``None`` fields take the recipe).
         out_dir: the run folder (default ``runs/<model>-<time>``, suffixed ``-2``, ... if
-            taken). A fresh run refuses a folder that already holds a run.
+            taken). A fresh run refuses a folder that already holds a run, and any run a
+            folder another live run has locked.
         resume: continue from ``out_dir/last.pt``; its saved configuration wins, except the
-            settings of the machine (``device``, ``workers``, ``threads``, ``compile``),
-            which the caller may change.
+            settings of the machine and of fault handling (``device``, ``workers``,
+            ``threads``, ``compile``, ``checkpoint_minutes``, ``max_bad_samples``,
+            ``max_bad_steps``), which the caller may change.
         progress: show tqdm bars (default: on the main process when stderr is a terminal
             or when not running under CI).
         given: the fields of ``cfg`` the caller set (the command line's flags); on resume,
@@ -61,23 +75,33 @@ def train(
 
     Raises:
         ValueError: a bad option, device, image size or run folder.
+        reference_models.cli.Stopped: the run stopped early (SIGINT/SIGTERM, too many
+            unreadable samples, too many non-finite steps); its message says how to continue.
     """
-    return _Run(cfg, out_dir, resume=resume, progress=progress, given=given).run()
+    with contextlib.ExitStack() as cleanup:
+        return _Run(cfg, out_dir, resume=resume, progress=progress, given=given, cleanup=cleanup).run()
 
 
 class _Run:
     """The state of one run: built by ``__init__`` (nothing written yet), trained by :meth:`run`."""
 
-    def __init__(self, cfg: TrainConfig, out_dir, *, resume: bool, progress: bool | None, given: Iterable[str] | None) -> None:
+    def __init__(self, cfg: TrainConfig, out_dir, *, resume: bool, progress: bool | None, given, cleanup: contextlib.ExitStack) -> None:
         self.out_dir = Path(out_dir) if out_dir is not None else None
-        self.resume = resume
+        self.resume, self.cleanup = resume, cleanup
         self.state: dict[str, Any] | None = None
         ignored: list[str] = []
+        self.world_env = int(os.environ.get("WORLD_SIZE", "1"))
         if resume:
             if self.out_dir is None:
                 raise ValueError("--out: expected the run folder to resume (the one holding last.pt); got none")
+            if int(os.environ.get("RANK", "0")) == 0 and self.out_dir.is_dir():
+                self._lock()
             self.state = load_resume_state(self.out_dir)
-            cfg, ignored = resume_config(cfg, TrainConfig.from_dict(self.state["train_config"]), given)
+            try:
+                saved = TrainConfig.from_dict(self.state["train_config"])
+            except (TypeError, ValueError) as err:
+                raise CheckpointError(f"{self.out_dir / 'last.pt'}: its train_config is not valid ({err})") from None
+            cfg, ignored = resume_config(cfg, saved, given)
         self.cfg = cfg = cfg.resolved()
 
         self.device = pick_device(cfg.device)
@@ -97,7 +121,7 @@ class _Run:
             torch.set_num_threads(cfg.threads)
         torch.manual_seed(cfg.seed)
         random.seed(cfg.seed)
-        model = build_run_model(cfg, self.state)
+        model = build_run_model(cfg, self.state, source=str(self.out_dir / "last.pt") if resume else "last.pt")
         self.model_config = model.config
         model.to(self.device)
         if self.dist.world > 1 and self.device.type == "cuda" and cfg.sync_bn:
@@ -106,16 +130,24 @@ class _Run:
         self.opt: Optimisation = build_optimisation(model, cfg, self.device, self.dist, self.steps_per_epoch)
         self.progress = self._restore()
 
+    def _lock(self) -> RunLock:
+        """Hold the folder's lock until the run ends; clear what a killed write left."""
+        lock = RunLock(self.out_dir)
+        self.cleanup.callback(lock.release)
+        remove_stale_temporaries(self.out_dir)
+        return lock
+
     def _build_data(self) -> None:
         from ..data.samples import collate
 
         cfg, dinfo = self.cfg, self.dist
-        self.train_set, val_set, self.tokenizer = build_datasets(cfg, self.model_config)
+        train_set, val_set, self.tokenizer = build_datasets(cfg, self.model_config)
+        self.train_set, val_set = SkipUnreadable(train_set, "train"), SkipUnreadable(val_set, "val")
         self.sampler = ShardedResumableSampler(len(self.train_set), rank=dinfo.rank, world=dinfo.world, seed=cfg.seed)
         val_sampler = ShardedResumableSampler(len(val_set), rank=dinfo.rank, world=dinfo.world, shuffle=False)
         self.loader_kw = {"batch_size": cfg.batch_size, "num_workers": cfg.workers, "collate_fn": collate, "pin_memory": self.device.type == "cuda"}
         if cfg.workers > 0:
-            self.loader_kw["persistent_workers"] = False
+            self.loader_kw.update(persistent_workers=False, worker_init_fn=ignore_stop_signals)
         # Loaders get their own generators: creating an iterator must not draw from the global
         # RNG, or a resumed run (which creates one more) would see different dropout masks.
         self.val_loader = DataLoader(val_set, sampler=val_sampler, generator=torch.Generator().manual_seed(cfg.seed), **self.loader_kw)
@@ -149,7 +181,7 @@ class _Run:
         return progress
 
     def _claim_folder(self) -> None:
-        """Create (or reopen) the run folder: ``config.json`` and the metrics log."""
+        """Create (or reopen) the run folder, lock it, write ``config.json``, open the log."""
         if self.out_dir is None:
             # rank 0 claims the name; the others learn it, so every summary names one folder
             claimed = [str(create_default_out(self.cfg.model)) if self.dist.main else None]
@@ -157,11 +189,21 @@ class _Run:
                 dist.broadcast_object_list(claimed, src=0)
             self.out_dir = Path(claimed[0])
         if self.dist.main:
-            write_config(self.out_dir, {"train": self.cfg.to_dict(), "model": self.model_config.to_dict()}, resume=self.resume)
+            lock = None
+            if not self.resume:
+                self.out_dir.mkdir(parents=True, exist_ok=True)
+                lock = self._lock()
+            try:
+                write_config(self.out_dir, {"train": self.cfg.to_dict(), "model": self.model_config.to_dict()}, resume=self.resume)
+            except ValueError:
+                if lock is not None:  # another run claimed the folder first: leave it as it was
+                    lock.release(remove=True)
+                raise
         self.log = MetricsLog(self.out_dir / "metrics.jsonl", up_to_step=self.progress.step, enabled=self.dist.main)
 
     def checkpoint(self, name: str, *, resumable: bool = True) -> None:
         """Write ``name`` in the run folder (the main process only)."""
+        self.last_save = time.monotonic()
         if not self.dist.main:
             return
         opt = self.opt
@@ -171,7 +213,37 @@ class _Run:
             train_config=self.cfg.to_dict(), model_config=self.model_config.to_dict(), resumable=resumable,
         )
 
-    def _on_step(self, loss: torch.Tensor) -> None:
+    # -- the loop's hooks (see loop.StepHooks) ----------------------------------------------
+
+    def on_batch(self, batch: dict[str, Any]) -> None:
+        skipped = [dict(r, step=self.progress.step, rank=self.dist.rank) for rows in batch.get("unreadable", ()) for r in rows]
+        if skipped:
+            append_rows(self.out_dir / "bad_samples.jsonl", skipped)
+            self.new_bad += len(skipped)
+
+    def at_boundary(self, non_finite: torch.Tensor) -> tuple[bool, bool]:
+        flags = torch.stack([non_finite.to(torch.float64), torch.tensor(float(self.stop.requested), device=non_finite.device),
+                             torch.tensor(float(self.new_bad), device=non_finite.device)])
+        if self.dist.world > 1:
+            dist.all_reduce(flags)  # every process must skip and stop at the same step
+        skip, signalled, bad = bool(flags[0] > 0), bool(flags[1] > 0), int(flags[2])
+        self.progress.bad_samples += bad
+        self.new_bad = 0
+        self.skipped_in_a_row = self.skipped_in_a_row + 1 if skip else 0
+        if signalled and self.stop_reason is None:
+            self.stop_reason = "signal"
+        if self.progress.bad_samples > self.cfg.max_bad_samples and self.stop_reason is None:
+            self.stop_reason = "bad samples"
+        if self.skipped_in_a_row >= self.cfg.max_bad_steps:
+            self.stop_reason = "diverged"
+        return skip, self.stop_reason is not None
+
+    def on_skipped(self) -> None:
+        p = self.progress
+        p.skipped_steps += 1
+        self.log.append({"step": p.step, "epoch": p.epoch, "skipped": "non-finite loss or gradient", "skipped_in_a_row": self.skipped_in_a_row})
+
+    def on_step(self, loss: torch.Tensor) -> None:
         step, cfg = self.progress.step, self.cfg
         if step % cfg.log_every == 0 or step == 1:
             value = float(loss)
@@ -179,15 +251,18 @@ class _Run:
             self.bar.set_postfix(loss=f"{value:.4f}")
         if cfg.save_every and step % cfg.save_every == 0:
             self.checkpoint("last.pt")
+        elif cfg.checkpoint_minutes and time.monotonic() - self.last_save >= 60 * cfg.checkpoint_minutes:
+            self.checkpoint("last.pt")
 
-    def _epoch(self) -> bool:
-        """Train the rest of the current epoch; returns whether the run reached its last step."""
+    # -- epochs ----------------------------------------------------------------------------
+
+    def _epoch(self) -> str:
+        """Train the rest of the current epoch; returns how it ended (see :func:`train_epoch`)."""
         from tqdm.auto import tqdm
 
         cfg, p = self.cfg, self.progress
         self.sampler.set_epoch(p.epoch, skip=p.batch_in_epoch * cfg.batch_size)
-        if hasattr(self.train_set, "set_epoch"):
-            self.train_set.set_epoch(p.epoch)  # REFER: a new random sentence per ref each epoch
+        self.train_set.set_epoch(p.epoch)  # REFER: a new random sentence per ref each epoch
         loader = DataLoader(self.train_set, sampler=self.sampler, generator=torch.Generator().manual_seed(cfg.seed + p.epoch), **self.loader_kw)
         self.opt.train_model.train()
         # the bar's total is what this epoch will run, so a run that --max-steps ends
@@ -200,7 +275,7 @@ class _Run:
         try:
             return train_epoch(
                 self.opt, loader, p, cfg=cfg, device=self.device, dist_info=self.dist, batches_per_epoch=self.batches_per_epoch,
-                total_steps=self.total_steps, tokenizer=self.tokenizer, on_step=self._on_step, bar=self.bar,
+                total_steps=self.total_steps, tokenizer=self.tokenizer, hooks=self, bar=self.bar,
             )
         finally:
             self.bar.close()
@@ -210,7 +285,7 @@ class _Run:
         p = self.progress
         p.last_val, self.kept = evaluate_model(
             self.opt.model, self.val_loader, self.device, cfg=self.cfg, tokenizer=self.tokenizer, dist_info=self.dist,
-            keep=self.cfg.grid_samples if self.dist.main else 0, progress=self.progress_bars,
+            keep=self.cfg.grid_samples if self.dist.main else 0, progress=self.progress_bars, on_batch=self.on_batch,
         )
         self.log.append({"step": p.step, "epoch": p.epoch, "val": p.last_val})
         if self.progress_bars:
@@ -226,22 +301,58 @@ class _Run:
         """Train to the last step, validating after every epoch; write the summary and pictures."""
         self._claim_folder()
         self.start = time.perf_counter()
+        self.last_save = time.monotonic()
         self.kept: list[dict] = []
+        self.new_bad, self.skipped_in_a_row, self.stop_reason = 0, 0, None
         p = self.progress
-        done = p.step >= self.total_steps
-        while not done and p.epoch < self.cfg.epochs:
-            done = self._epoch()
-            epoch_finished = p.batch_in_epoch >= self.batches_per_epoch
-            if epoch_finished:
-                p.epoch, p.batch_in_epoch = p.epoch + 1, 0
-            if epoch_finished or done:
-                self._validate(epoch_finished=epoch_finished)
+        with StopRequest() as self.stop:
+            done = p.step >= self.total_steps
+            while not done and p.epoch < self.cfg.epochs:
+                ended = self._epoch()
+                done = ended == "done"
+                if ended == "stop":
+                    self._stop()
+                epoch_finished = p.batch_in_epoch >= self.batches_per_epoch
+                if epoch_finished:
+                    p.epoch, p.batch_in_epoch = p.epoch + 1, 0
+                if epoch_finished or done:
+                    self._validate(epoch_finished=epoch_finished)
+                if self.stop.requested:  # a signal during validation
+                    self.stop_reason = "signal"
+                    self._stop()
         return self._finish()
 
-    def _finish(self) -> dict[str, Any]:
-        import json
+    def _resume_command(self) -> str:
+        launcher = f"torchrun --nproc_per_node {self.dist.world} -m" if self.dist.world > 1 else "python -m"
+        return f"{launcher} reference_models.train --out {shlex.quote(str(self.out_dir))} --resume"
 
+    def _stop(self) -> None:
+        """Save what the run has (unless it diverged) and stop with one line."""
+        p, out = self.progress, self.out_dir
+        if self.stop_reason == "diverged":
+            raise Stopped(
+                f"stopped at step {p.step}: {self.skipped_in_a_row} steps in a row had a non-finite loss or gradient "
+                f"(each skipped; see {out / 'metrics.jsonl'}); last.pt keeps the last good checkpoint. Try a lower --lr "
+                "or --amp bf16 instead of fp16 in a new run",
+                1,
+            )
+        # stopped on an epoch's last step: the counters stay at its end, so the resumed run
+        # trains nothing more in it and validates it, as this run would have
+        self.checkpoint("last.pt")
+        if self.dist.world > 1:
+            dist.barrier()
+        if self.stop_reason == "bad samples":
+            raise Stopped(
+                f"stopped at step {p.step}: {p.bad_samples} samples could not be read (more than --max-bad-samples "
+                f"{self.cfg.max_bad_samples}); they are listed in {out / BAD_SAMPLES_FILE}. Fix or remove them, or allow "
+                f"more, and continue with: {self._resume_command()} --max-bad-samples N",
+                2,
+            )
+        raise Stopped(f"{self.stop.signal_name} at step {p.step}: saved {out / 'last.pt'}; continue with: {self._resume_command()}", self.stop.exit_code)
+
+    def _finish(self) -> dict[str, Any]:
         p = self.progress
+        p.bad_samples += self.new_bad  # those of the last validation
         summary = {
             "model": self.cfg.model,
             "val": p.last_val,
@@ -250,6 +361,8 @@ class _Run:
             "steps": p.step,
             "epochs": p.epoch,
             "text_blind": self.cfg.text_blind,
+            "bad_samples": p.bad_samples,
+            "skipped_steps": p.skipped_steps,
             "out": str(self.out_dir),
         }
         if self.dist.main:

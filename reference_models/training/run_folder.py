@@ -1,17 +1,20 @@
-"""The run folder: claiming it, refusing one that holds another run, ``config.json`` and the
-``metrics.jsonl`` log.
+"""The run folder: claiming and locking it, refusing one that holds another run,
+``config.json``, the ``metrics.jsonl`` log and the ``bad_samples.jsonl`` list.
 
-Only the main process of a job writes the folder.
+Only the main process of a job writes the folder (and holds its lock), except
+``bad_samples.jsonl``, to which every process appends the samples it skipped.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import socket
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-__all__ = ["RUN_FILES", "refuse_existing_run", "create_default_out", "write_config", "MetricsLog"]
+__all__ = ["RUN_FILES", "LOCK_FILE", "RunLock", "refuse_existing_run", "create_default_out", "write_config", "MetricsLog", "append_rows"]
 
 #: What a run writes that a fresh run must not overwrite.
 RUN_FILES = ("config.json", "last.pt", "best.pt", "metrics.jsonl", "summary.json")
@@ -30,6 +33,8 @@ def refuse_existing_run(out_dir: Path) -> None:
     """A fresh run may start in a missing or empty folder, never over another run's files."""
     if out_dir.exists() and not out_dir.is_dir():
         raise ValueError(f"--out: expected a folder; got the file {out_dir}")
+    if (out_dir / LOCK_FILE).exists():
+        RunLock(out_dir).release()  # refuses a folder a live run holds, naming the process
     found = [name for name in RUN_FILES if (out_dir / name).exists()]
     if found:
         raise _holds_a_run_error(out_dir, found)
@@ -93,3 +98,74 @@ class MetricsLog:
         self.records.append(row)
         with self.path.open("a") as handle:
             handle.write(json.dumps(row) + "\n")
+
+
+def append_rows(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Append JSON rows to ``path`` in one write (whole lines, even with several writers)."""
+    if rows:
+        with path.open("a") as handle:
+            handle.write("".join(json.dumps(r) + "\n" for r in rows))
+
+
+#: The lock file of a run folder (held, with ``flock``, for as long as a run trains there).
+LOCK_FILE = ".lock"
+
+
+class RunLock:
+    """An exclusive lock on a run folder, held for the whole run.
+
+    The operating system releases a ``flock`` when its process ends, however it ends, so a
+    lock left by a killed run never blocks the next one. The file holds the holder's process
+    id and host, for the message that refuses a second run.
+
+    Args:
+        folder: the run folder (it must exist).
+
+    Raises:
+        ValueError: another live process holds the folder (the message names it).
+
+    Example:
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as run:
+        ...     lock = RunLock(Path(run))
+        ...     try:
+        ...         RunLock(Path(run))
+        ...     except ValueError as err:
+        ...         print(str(err).split(" (")[0].endswith("is in use by another run"))
+        ...     lock.release()
+        True
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.path = folder / LOCK_FILE
+        self._fd: int | None = None
+        self.created = not self.path.exists()
+        try:
+            import fcntl
+        except ImportError:  # Windows: no flock; runs are not protected from each other there
+            return
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise ValueError(
+                f"--out: {folder} is in use by another run ({holder}); wait for it to finish or stop it, then run again"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"process {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+        self._fd = fd
+
+    def release(self, *, remove: bool = False) -> None:
+        """Let another run take the folder (closing the file releases the lock).
+
+        Args:
+            remove: also delete the lock file if this lock created it (a run that could
+                not claim the folder leaves it as it found it).
+        """
+        if self._fd is not None:
+            if remove and self.created:
+                self.path.unlink(missing_ok=True)
+            os.close(self._fd)
+            self._fd = None

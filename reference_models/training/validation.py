@@ -19,14 +19,20 @@ __all__ = ["evaluate_model"]
 
 
 @torch.no_grad()
-def evaluate_model(model: nn.Module, loader, device: torch.device, *, cfg: TrainConfig, tokenizer=None, dist_info: DistInfo = DistInfo(), keep: int = 0, progress: bool = False):
-    """RISMetrics over a loader (reduced across ranks) and the first ``keep`` samples' predictions."""
+def evaluate_model(model: nn.Module, loader, device: torch.device, *, cfg: TrainConfig, tokenizer=None, dist_info: DistInfo = DistInfo(), keep: int = 0, progress: bool = False, on_batch=None):
+    """RISMetrics over a loader (reduced across ranks) and the first ``keep`` samples' predictions.
+
+    ``on_batch(batch)``, when given, sees every batch as the loader gives it (the run
+    records the samples that had to be skipped).
+    """
     from tqdm.auto import tqdm
 
     model.eval()
     metrics = RISMetrics()
     kept: list[dict[str, Any]] = []
     for batch in tqdm(loader, desc="val", leave=False, disable=not progress, dynamic_ncols=True):
+        if on_batch is not None:
+            on_batch(batch)
         if cfg.text_blind:
             batch = constant_text(batch, tokenizer)
         batch = to_device(batch, device)

@@ -282,3 +282,43 @@ def test_bad_options_name_their_flag(tmp_path, config, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
         train(TrainConfig(**{**TINY, **config}), tmp_path / "run", progress=False)
     assert not (tmp_path / "run").exists()
+
+
+def test_undecodable_pictures_are_skipped_listed_and_stop_the_run_past_the_limit(tmp_path):
+    from reference_models.data.synthetic import export_refer
+
+    export_refer(tmp_path / "refer", counts={"train": 4, "val": 1, "test": 1}, image_size=64, progress=False)
+    picture = tmp_path / "refer" / "images" / "synthetic" / "train_000001.png"
+    picture.write_bytes(picture.read_bytes()[:200])  # the header opens; decoding fails
+    data = {"data": f"refer:{tmp_path / 'refer'}", "dataset": "synthetic", "batch_size": 4, "workers": 0, "grid_samples": 0}
+
+    summary = train(TrainConfig(epochs=1, **data), tmp_path / "skips", progress=False)
+    listed = [json.loads(line) for line in (tmp_path / "skips" / "bad_samples.jsonl").read_text().splitlines()]
+    assert summary["bad_samples"] == len(listed) == 3  # the picture's 3 refs
+    assert {r["path"] for r in listed} == {str(picture)} and all(r["split"] == "train" and r["reason"] for r in listed)
+    assert summary["steps"] == 3  # 12 refs in batches of 4: the skipped samples were replaced
+
+    with pytest.raises(Stopped) as stopped:
+        train(TrainConfig(epochs=2, max_bad_samples=2, **data), tmp_path / "stops", progress=False)
+    message = str(stopped.value)
+    assert stopped.value.exit_code == 2 and "\n" not in message
+    assert "3 samples could not be read (more than --max-bad-samples 2)" in message and "bad_samples.jsonl" in message
+    assert f"--out {tmp_path / 'stops'} --resume --max-bad-samples N" in message
+    stopped_at = load_checkpoint(tmp_path / "stops" / "last.pt")["step"]
+    resumed = train(TrainConfig(max_bad_samples=100), tmp_path / "stops", resume=True, progress=False, given=["max_bad_samples"])
+    assert resumed["steps"] == 6 > stopped_at and resumed["bad_samples"] == 6
+
+
+def test_a_dataset_with_nothing_readable_gives_one_line():
+    from reference_models.data.errors import BadSampleError, DataError
+    from reference_models.training.data import SkipUnreadable
+
+    class Broken(torch.utils.data.Dataset):
+        def __len__(self):
+            return 100
+
+        def __getitem__(self, index):
+            raise BadSampleError(index, f"images/{index}.jpg", "truncated picture")
+
+    with pytest.raises(DataError, match=r"^images/10.jpg: 8 train samples in a row from sample 3 cannot be read \(last: truncated picture\)"):
+        SkipUnreadable(Broken(), "train", attempts=8)[3]

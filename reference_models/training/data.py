@@ -108,8 +108,8 @@ class SkipUnreadable(Dataset):
     :class:`~reference_models.data.errors.BadSampleError` in the wrapped dataset. Here the
     sample at ``index`` is then taken from ``index + 1``, ``index + 2``, ... (so batches keep
     their size and the processes of a job their step count), and every sample returned
-    carries ``"unreadable"``: the list of what was skipped for it (usually empty), for the
-    training loop to log and count.
+    carries ``"unreadable"``: ``[]``, or the report of the unreadable sample it replaces, for
+    the training loop to log and count.
 
     Args:
         dataset: the dataset to wrap.
@@ -146,16 +146,19 @@ class SkipUnreadable(Dataset):
         return getattr(self.dataset, name)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
+        # Only the requested sample is reported: an unreadable one met while looking for its
+        # replacement is reported when its own index comes up, so each counts once an epoch.
         skipped: list[dict[str, Any]] = []
         for offset in range(min(self.attempts, len(self.dataset))):
             try:
                 sample = self.dataset[(index + offset) % len(self.dataset)]
             except BadSampleError as err:
-                skipped.append({"split": self.split, "index": err.index, "path": err.path, "reason": err.reason, "ref_id": err.ref_id})
+                if offset == 0:
+                    skipped.append({"split": self.split, "index": err.index, "path": err.path, "reason": err.reason, "ref_id": err.ref_id})
+                last = err
                 continue
             return {**sample, "unreadable": skipped}
-        first = skipped[0]
         raise DataError(
-            f"{first['path']}: {len(skipped)} {self.split} samples in a row from sample {index} cannot be read "
-            f"(first: {first['reason']}); check the dataset's pictures"
+            f"{last.path}: {self.attempts} {self.split} samples in a row from sample {index} cannot be read "
+            f"(last: {last.reason}); check the dataset's pictures"
         )

@@ -15,7 +15,7 @@ from .metrics import GRESMetrics, RISMetrics
 from .pixel_word import LanguageGate, PixelWordAttention
 from .refiner import DynamicQueryRefiner, RefinerOutput
 from .selector import AdaptiveLayerSelector, SelectionOutput
-from .shapes import ShapeError, check_shape, set_shape_checks
+from .shapes import PaddingMaskWarning, ShapeError, check_shape, set_shape_checks
 
 __version__ = "0.1.0"
 
@@ -33,6 +33,7 @@ __all__ = [
     "CASGStage",
     "CASGDecoder",
     "ShapeError",
+    "PaddingMaskWarning",
     "check_shape",
     "set_shape_checks",
     "functional",

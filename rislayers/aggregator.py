@@ -123,6 +123,11 @@ class ScaleWiseAggregator(nn.Module):
             return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
         return F.interpolate(x, size=size, mode="nearest")
 
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        """Name of the output, for ``torch.onnx.export(..., output_names=...)``."""
+        return ("coarse",)
+
     def forward(self, high: torch.Tensor, mid: torch.Tensor, low: torch.Tensor, sentence: torch.Tensor) -> torch.Tensor:
         """Fuse the three levels with the sentence into the coarse map ``F_coarse``.
 
@@ -135,10 +140,11 @@ class ScaleWiseAggregator(nn.Module):
         Returns:
             The coarse map, same size as ``high``.
         """
-        axes = check_shape(high, "b c h w", name="high", c=self.dim, floating=True)
-        check_shape(mid, "b c h w", name="mid", bound=axes, floating=True)
-        check_shape(low, "b c h w", name="low", bound=axes, floating=True)
-        check_shape(sentence, "b d", name="sentence", bound=axes, d=self.text_dim, floating=True)
+        dtype = self.text_proj.weight.dtype
+        axes = check_shape(high, "b c h w", name="high", c=self.dim, floating=True, dtype=dtype)
+        check_shape(mid, "b c h w", name="mid", bound=axes, floating=True, dtype=dtype)
+        check_shape(low, "b c h w", name="low", bound=axes, floating=True, dtype=dtype)
+        check_shape(sentence, "b d", name="sentence", bound=axes, d=self.text_dim, floating=True, dtype=dtype)
 
         full_size = (high.shape[-2], high.shape[-1])
         mid_size = _half(full_size)

@@ -17,8 +17,9 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from .functional import sine_position_encoding_2d
-from .shapes import check_mask, check_shape
+from ._compat import accumulation_dtype, renamed_arguments
+from .functional import sine_position_encoding_2d, zero_padding
+from .shapes import check_words_inputs
 
 __all__ = ["DualBranchAligner", "AlignerOutput"]
 
@@ -98,21 +99,22 @@ class _WordAttentionBlock(nn.Module):
         self.mlp = _Mlp(dim, mlp_hidden, dropout, factory)
 
     def forward(self, tokens: torch.Tensor, words: torch.Tensor, word_mask: torch.Tensor | None) -> torch.Tensor:
-        words = self.word_norm(words)
+        words = self.word_norm(words)  # padding already zeroed by the caller
         q = rearrange(self.query(self.query_norm(tokens)), "b n (heads e) -> b heads n e", heads=self.num_heads)
         k = rearrange(self.key(words), "b l (heads e) -> b heads l e", heads=self.num_heads)
         v = rearrange(self.value(words), "b l (heads e) -> b heads l e", heads=self.num_heads)
-        scores = torch.einsum("bgne,bgle->bgnl", q, k) * self.scale
+        # Scale before the product (smaller float16 intermediates); softmax in float32.
+        scores = torch.einsum("bgne,bgle->bgnl", q * self.scale, k)
+        scores = scores.to(accumulation_dtype(scores.dtype))
         if word_mask is not None:
-            padding = rearrange(~word_mask, "b l -> b 1 1 l")
+            keep = rearrange(word_mask, "b l -> b 1 1 l")
             # The dtype's most negative finite value, not -inf: an all-padding row then gives
             # a finite uniform softmax, which the line below zeroes (no NaN, finite grads).
-            scores = scores.masked_fill(padding, torch.finfo(scores.dtype).min)
+            scores = scores.masked_fill(~keep, torch.finfo(scores.dtype).min)
         weights = scores.softmax(dim=-1)
         if word_mask is not None:
-            has_words = rearrange(word_mask.any(dim=1), "b -> b 1 1 1")
-            weights = weights * has_words.to(weights.dtype)
-        gathered = torch.einsum("bgnl,bgle->bgne", self.attn_drop(weights), v)
+            weights = torch.where(keep, weights, torch.zeros((), dtype=weights.dtype, device=weights.device))
+        gathered = torch.einsum("bgnl,bgle->bgne", self.attn_drop(weights.to(v.dtype)), v)
         gathered = rearrange(gathered, "b heads n e -> b n (heads e)")
         tokens = tokens + self.out_drop(self.out(gathered))  # Eq. 8, F'_K
         return tokens + self.mlp(self.mlp_norm(tokens))  # Eq. 8, F_fine
@@ -179,9 +181,11 @@ class DualBranchAligner(nn.Module):
         dtype: dtype of the parameters.
 
     Shape:
-        - coarse: ``(b, c, h, w)``
+        - feats: ``(b, c, h, w)`` the coarse map (named ``coarse`` before 0.2; the old
+          keyword still works, with a :class:`DeprecationWarning`)
         - words: ``(b, l, d)``
-        - word_mask: ``(b, l)`` bool, True for real tokens; ``None`` means all real
+        - word_mask: ``(b, l)`` bool, True for real tokens; ``None`` means all real (the
+          negation of a ``key_padding_mask``: pass ``~key_padding_mask``)
         - output: :class:`AlignerOutput` with logits ``(b, 1, h*2^s, w*2^s)``, masks
           ``(b, num_masks, h*2^s, w*2^s)`` and coefficients ``(b, num_masks)``
 
@@ -269,28 +273,35 @@ class DualBranchAligner(nn.Module):
     def extra_repr(self) -> str:
         return f"num_masks={self.num_masks}, upsample_steps={self.upsample_steps}"
 
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        """Names of the outputs, for ``torch.onnx.export(..., output_names=...)``."""
+        return AlignerOutput._fields
+
+    @renamed_arguments(coarse="feats")
     def forward(
-        self, coarse: torch.Tensor, words: torch.Tensor, word_mask: torch.Tensor | None = None
+        self, feats: torch.Tensor, words: torch.Tensor, word_mask: torch.Tensor | None = None
     ) -> AlignerOutput:
         """Predict response masks, their word-guided coefficients and the combined logit.
 
         Args:
-            coarse: the coarse aligned map ``F_coarse`` (e.g. from
+            feats: the coarse aligned map ``F_coarse`` (e.g. from
                 :class:`~rislayers.ScaleWiseAggregator`).
             words: word features ``f_T``.
-            word_mask: bool, True for real tokens; ``None`` means every token is real.
+            word_mask: bool, True for real tokens; ``None`` means every token is real. Pass
+                ``~key_padding_mask`` if you hold PyTorch's True-on-padding mask.
 
         Returns:
             :class:`AlignerOutput` ``(logits, masks, coefficients)``.
         """
-        axes = check_shape(coarse, "b c h w", name="coarse", c=self.dim, floating=True)
-        check_shape(words, "b l d", name="words", bound=axes, d=self.text_dim, floating=True)
-        check_mask(word_mask, name="word_mask", bound=axes)
-        height, width = coarse.shape[-2], coarse.shape[-1]
+        dtype = self.mask_head.weight.dtype
+        check_words_inputs(self, feats, words, word_mask, dim=self.dim, text_dim=self.text_dim, dtype=dtype)
+        height, width = feats.shape[-2], feats.shape[-1]
+        words = zero_padding(words, word_mask)
 
-        pos = sine_position_encoding_2d(height, width, self.dim, device=coarse.device, dtype=coarse.dtype)
+        pos = sine_position_encoding_2d(height, width, self.dim, device=feats.device, dtype=feats.dtype)
         pos = rearrange(pos, "c h w -> 1 (h w) c")
-        tokens = rearrange(coarse, "b c h w -> b (h w) c")
+        tokens = rearrange(feats, "b c h w -> b (h w) c")
         for block in self.visual_blocks:
             tokens = block(tokens, pos)
         tokens = self.visual_norm(tokens)  # F_A

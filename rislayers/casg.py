@@ -211,6 +211,11 @@ class CASGStage(nn.Module):
     def _gate(self, x: torch.Tensor) -> torch.Tensor:
         return torch.tanh(x) if self.gate == "tanh" else torch.sigmoid(x)
 
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        """Name of the output, for ``torch.onnx.export(..., output_names=...)``."""
+        return ("fused",)
+
     def forward(self, vis: torch.Tensor, prev: Sequence[torch.Tensor], sentence: torch.Tensor) -> torch.Tensor:
         """Fuse ``vis`` with the coarser stages' outputs under sentence-driven gates.
 
@@ -222,10 +227,11 @@ class CASGStage(nn.Module):
         Returns:
             The stage's output ``F_i^cross``, at the size of ``vis``.
         """
-        check_shape(vis, "b c h w", name="vis", c=self.vis_dim, floating=True)
+        dtype = self.fuse_out[0].weight.dtype
+        check_shape(vis, "b c h w", name="vis", c=self.vis_dim, floating=True, dtype=dtype)
         # Sizes come from the tensor, not the binding: checks may be switched off.
         batch, height, width = vis.shape[0], vis.shape[-2], vis.shape[-1]
-        check_shape(sentence, "b d", name="sentence", bound={"b": batch}, d=self.text_dim, floating=True)
+        check_shape(sentence, "b d", name="sentence", bound={"b": batch}, d=self.text_dim, floating=True, dtype=dtype)
         if isinstance(prev, torch.Tensor) or not isinstance(prev, Sequence) or len(prev) != len(self.prev_dims):
             got = f"length {len(prev)}" if isinstance(prev, Sequence) else type(prev).__name__
             raise ShapeError(
@@ -233,7 +239,7 @@ class CASGStage(nn.Module):
                 f"c_k = {self.prev_dims}; got {got}"
             )
         for k, (feat, channels) in enumerate(zip(prev, self.prev_dims)):
-            check_shape(feat, "b c h w", name=f"prev[{k}]", bound={"b": batch}, c=channels, floating=True)
+            check_shape(feat, "b c h w", name=f"prev[{k}]", bound={"b": batch}, c=channels, floating=True, dtype=dtype)
 
         resized = [
             feat
@@ -389,6 +395,11 @@ class CASGDecoder(nn.Module):
     def extra_repr(self) -> str:
         return f"in_dims={self.in_dims}, text_dim={self.text_dim}, num_classes={self.num_classes}, dims={self.dims}"
 
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        """Name of the output (``"logits"``, or ``"features"`` without a classifier), for ONNX export."""
+        return ("logits",) if self.head is not None else ("features",)
+
     def forward(self, features: Sequence[torch.Tensor], sentence: torch.Tensor) -> torch.Tensor:
         """Decode the pyramid into mask logits at 4x the resolution of ``V1``.
 
@@ -423,11 +434,14 @@ class CASGDecoder(nn.Module):
                 f"features: expected a sequence of 4 maps [V1, V2, V3, F4cross] (b, c_k, h_k, w_k) with "
                 f"c_k = {self.in_dims}; got {got}"
             )
-        check_shape(features[0], "b c h w", name="features[0]", c=self.in_dims[0], floating=True)
+        dtype = self.stages[0].fuse_out[0].weight.dtype
+        check_shape(features[0], "b c h w", name="features[0]", c=self.in_dims[0], floating=True, dtype=dtype)
         batch = features[0].shape[0]
         for k in (1, 2, 3):
-            check_shape(features[k], "b c h w", name=f"features[{k}]", bound={"b": batch}, c=self.in_dims[k], floating=True)
-        check_shape(sentence, "b d", name="sentence", bound={"b": batch}, d=self.text_dim, floating=True)
+            check_shape(
+                features[k], "b c h w", name=f"features[{k}]", bound={"b": batch}, c=self.in_dims[k], floating=True, dtype=dtype
+            )
+        check_shape(sentence, "b d", name="sentence", bound={"b": batch}, d=self.text_dim, floating=True, dtype=dtype)
 
         decoded = [features[3]]
         for stage, vis in zip(self.stages, (features[2], features[1], features[0])):

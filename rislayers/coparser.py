@@ -38,8 +38,10 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from .functional import coord_features, masked_mean, sine_position_encoding_2d
-from .shapes import check_mask, check_shape, positive_int
+from ._compat import accumulation_dtype, is_tracing, renamed_arguments
+from ._coparse_shift import coparse_shift
+from .functional import _masked_mean, coord_features, sine_position_encoding_2d, zero_padding
+from .shapes import check_shape, check_words_inputs, positive_int
 
 __all__ = ["SpatialRecurrentCoparser", "coparse_index"]
 
@@ -112,16 +114,17 @@ def coparse_index(height: int, width: int, directions: Sequence[str] = _DIRECTIO
 
 
 def _masked_softmax(scores: torch.Tensor, word_mask: torch.Tensor | None) -> torch.Tensor:
-    """Softmax over the last axis (words) of ``(b, n, l)`` scores, padding excluded.
+    """Softmax over the last axis (words) of ``(b, n, l)`` scores, padding excluded, in float32.
 
     An all-padding sentence gives all-zero weights (never NaN): its row is filled with one
-    constant, softmaxed to a finite uniform row, then multiplied by the (all-False) mask.
+    constant, softmaxed to a finite uniform row, then zeroed where the mask is False.
     """
+    scores = scores.to(accumulation_dtype(scores.dtype))
     if word_mask is None:
         return scores.softmax(dim=-1)
     keep = word_mask[:, None, :]
-    scores = scores.masked_fill(~keep, torch.finfo(scores.dtype).min)
-    return scores.softmax(dim=-1) * keep.to(scores.dtype)
+    weights = scores.masked_fill(~keep, torch.finfo(scores.dtype).min).softmax(dim=-1)
+    return torch.where(keep, weights, torch.zeros((), dtype=weights.dtype, device=weights.device))
 
 
 class SpatialRecurrentCoparser(nn.Module):
@@ -183,17 +186,18 @@ class SpatialRecurrentCoparser(nn.Module):
         dtype: dtype of the parameters.
 
     Shape:
-        - vis: ``(b, c, h, w)`` with ``(h, w) == size``
+        - feats: ``(b, c, h, w)`` with ``(h, w) == size``; ``b = 0`` gives an empty output
         - words: ``(b, l, d)``
-        - word_mask: ``(b, l)`` bool, True = real token; ``None`` = all real
+        - word_mask: ``(b, l)`` bool, True = real token; ``None`` = all real (the negation
+          of a ``key_padding_mask``: pass ``~key_padding_mask``)
         - output: ``(b, c, h, w)``
 
     Example:
         >>> import torch
         >>> layer = SpatialRecurrentCoparser(32, 24, size=(6, 5))
-        >>> vis, words = torch.randn(2, 32, 6, 5), torch.randn(2, 7, 24)
+        >>> feats, words = torch.randn(2, 32, 6, 5), torch.randn(2, 7, 24)
         >>> mask = torch.tensor([[True] * 4 + [False] * 3, [True] * 7])
-        >>> layer(vis, words, mask).shape
+        >>> layer(feats, words, mask).shape
         torch.Size([2, 32, 6, 5])
         >>> layer.num_groups, layer.compress_proj.in_channels
         (4, 120)
@@ -289,16 +293,17 @@ class SpatialRecurrentCoparser(nn.Module):
         )
 
     # ------------------------------------------------------------------ Eq. 1-4
-    def distribute(self, vis: torch.Tensor, words: torch.Tensor, word_mask: torch.Tensor | None = None) -> torch.Tensor:
+    @renamed_arguments(vis="feats")
+    def distribute(self, feats: torch.Tensor, words: torch.Tensor, word_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Distribution-aware language map ``T_dist`` (Eq. 1-4), channels-last.
 
         Args:
-            vis: the visual map ``V``.
+            feats: the visual map ``V``.
             words: word features ``T``.
             word_mask: bool, True for real tokens; ``None`` means every token is real.
 
         Shape:
-            - vis: ``(b, c, h, w)``
+            - feats: ``(b, c, h, w)``
             - words: ``(b, l, d)``
             - word_mask: ``(b, l)``
             - output: ``(b, n, c)`` with ``n = h*w`` (row-major positions)
@@ -309,14 +314,18 @@ class SpatialRecurrentCoparser(nn.Module):
             >>> layer.distribute(torch.randn(2, 16, 4, 4), torch.randn(2, 3, 8)).shape
             torch.Size([2, 16, 16])
         """
-        axes = self._check_inputs(vis, words, word_mask)
-        batch = axes["b"]
+        self._check_inputs(feats, words, word_mask)
+        return self._distribute(feats, zero_padding(words, word_mask), word_mask)
+
+    def _distribute(self, feats: torch.Tensor, words: torch.Tensor, word_mask: torch.Tensor | None) -> torch.Tensor:
+        """:meth:`distribute` on checked inputs whose padding is already zeroed."""
+        batch = feats.shape[0]
         height, width = self.size
-        sentence = masked_mean(words, word_mask)  # AvgP(T) over real words
-        positions = self.positions.to(vis.dtype)
+        sentence = _masked_mean(words, word_mask)  # AvgP(T) over real words
+        positions = self.positions.to(feats.dtype)
         if self.implementation == "shift":
             tiled = rearrange(sentence, "b d -> b d 1 1").expand(-1, -1, height, width)
-            stacked = torch.cat((vis, tiled, positions.expand(batch, -1, -1, -1)), dim=1)
+            stacked = torch.cat((feats, tiled, positions.expand(batch, -1, -1, -1)), dim=1)
             query = self.distribute_proj(stacked)
         else:
             # The conv of a concatenation is the sum of convs of the parts; the tiled
@@ -324,7 +333,7 @@ class SpatialRecurrentCoparser(nn.Module):
             # result is channels-last, which the attention matmul below reads directly.
             weight = self.distribute_proj.weight.flatten(1)
             w_vis, w_text, w_pos = weight.split((self.dim, self.text_dim, self.pos_dim), dim=1)
-            query = F.linear(rearrange(vis, "b c h w -> b (h w) c"), w_vis)
+            query = F.linear(rearrange(feats, "b c h w -> b (h w) c"), w_vis)
             query = query + F.linear(sentence, w_text)[:, None, :]
             if self.pos_dim:
                 query = query + F.linear(rearrange(positions, "1 p h w -> 1 (h w) p"), w_pos)
@@ -333,10 +342,10 @@ class SpatialRecurrentCoparser(nn.Module):
 
         keys = self.key_proj(words)  # Eq. 2
         values = self.value_proj(words)
-        query_flat = rearrange(query, "b c h w -> b (h w) c")
-        scores = torch.bmm(query_flat, keys.transpose(1, 2)) / math.sqrt(self.dim)
+        query_flat = rearrange(query, "b c h w -> b (h w) c") / math.sqrt(self.dim)
+        scores = torch.bmm(query_flat, keys.transpose(1, 2))
         weights = _masked_softmax(scores, word_mask)  # Eq. 3
-        return torch.bmm(weights, values)  # Eq. 4
+        return torch.bmm(weights.to(values.dtype), values)  # Eq. 4
 
     # ------------------------------------------------------------------ Eq. 5-8
     def coparse(self, vis_flat: torch.Tensor, lang_flat: torch.Tensor) -> torch.Tensor:
@@ -361,33 +370,12 @@ class SpatialRecurrentCoparser(nn.Module):
         axes = check_shape(vis_flat, "b n c", name="vis_flat", n=self.num_positions, c=self.dim, floating=True)
         check_shape(lang_flat, "b n c", name="lang_flat", bound=axes, floating=True)
         if self.implementation == "shift":
-            return self._coparse_shift(vis_flat, lang_flat)
+            return coparse_shift(vis_flat, lang_flat, self.size, self.directions)
+        batch, n = vis_flat.shape[0], self.num_positions
         affinity = torch.bmm(vis_flat, lang_flat.transpose(1, 2))  # A (b, n, n)
-        groups = affinity.reshape(axes["b"], -1).index_select(1, self.group_index)
-        return groups.view(axes["b"], self.num_positions, -1)
-
-    def _coparse_shift(self, vis_flat: torch.Tensor, lang_flat: torch.Tensor) -> torch.Tensor:
-        """Eq. 5-8 literally: shifted copies of the generator, concatenated, correlated."""
-        height, width = self.size
-        vis = rearrange(vis_flat, "b (h w) c -> b h w c", h=height, w=width)
-        lang = rearrange(lang_flat, "b (h w) c -> b h w c", h=height, w=width)
-        pairs = {"l2v": (vis, lang), "v2l": (lang, vis)}  # (parsed, generator)
-        groups = []
-        for direction in self.directions:
-            parsed, generator = pairs[direction]
-            # Eq. 5: T_row (h, h*w, c), concatenated along the width.
-            rows = torch.cat([torch.roll(generator, s, dims=1) for s in range(height)], dim=2)
-            # Eq. 6: C = parsed (h, w, c) x Perm(T_row) (h, c, h*w).
-            col_wise = torch.matmul(parsed, rows.transpose(-1, -2))
-            # Eq. 7: T_col (h*w, w, c), concatenated along the height; Perm2 -> (w, c, w*h)
-            # is applied to each shifted copy before concatenating (a permutation commutes
-            # with roll and cat), so the matmul reads it without another copy.
-            generator_t = generator.transpose(1, 2)  # (b, w, h, c)
-            cols = torch.cat([torch.roll(generator_t, s, dims=1) for s in range(width)], dim=2)
-            # Eq. 8: R = Perm3(Perm1(parsed) (w, h, c) x Perm2(T_col) (w, c, w*h)).
-            row_wise = torch.matmul(parsed.transpose(1, 2), cols.transpose(-1, -2)).transpose(1, 2)
-            groups += [col_wise.flatten(1, 2), row_wise.flatten(1, 2)]
-        return torch.cat(groups, dim=2)
+        # Explicit sizes, not -1: an empty batch (b = 0) has no size to infer.
+        groups = affinity.reshape(batch, n * n).index_select(1, self.group_index)
+        return groups.view(batch, n, self.num_groups * n)
 
     # ------------------------------------------------------------------ Eq. 9-10
     def compress(self, groups: torch.Tensor) -> torch.Tensor:
@@ -407,8 +395,8 @@ class SpatialRecurrentCoparser(nn.Module):
             torch.Size([2, 16, 3, 4])
         """
         height, width = self.size
-        axes = check_shape(groups, "b n m", name="groups", n=self.num_positions, m=self.num_groups * self.num_positions, floating=True)
-        batch, k, n = axes["b"], self.num_groups, self.num_positions
+        check_shape(groups, "b n m", name="groups", n=self.num_positions, m=self.num_groups * self.num_positions, floating=True)
+        batch, k, n = groups.shape[0], self.num_groups, self.num_positions
         if self.implementation == "shift":
             stacked = rearrange(groups, "b (h w) m -> b m h w", h=height, w=width)
             if self.balance_proj is not None:
@@ -427,24 +415,37 @@ class SpatialRecurrentCoparser(nn.Module):
             compressed = rearrange(compressed, "b (h w) c -> b c h w", h=height, w=width)
         return F.relu(self.compress_norm(compressed))
 
-    def forward(self, vis: torch.Tensor, words: torch.Tensor, word_mask: torch.Tensor | None = None) -> torch.Tensor:
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        """Name of the output, for ``torch.onnx.export(..., output_names=...)``."""
+        return ("fused",)
+
+    @renamed_arguments(vis="feats")
+    def forward(self, feats: torch.Tensor, words: torch.Tensor, word_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Fuse the words into the visual map (Eq. 1-10).
 
         Args:
-            vis: visual map ``V`` of the constructed ``size``.
+            feats: visual map ``V`` of the constructed ``size`` (named ``vis`` before 0.2;
+                the old keyword still works, with a :class:`DeprecationWarning`).
             words: word features.
-            word_mask: bool, True for real tokens; ``None`` means every token is real.
+            word_mask: bool, True for real tokens; ``None`` means every token is real. Pass
+                ``~key_padding_mask`` if you hold PyTorch's True-on-padding mask.
 
         Returns:
-            The fused map ``F_cross`` ``(b, c, h, w)``, in the dtype of ``vis``.
+            The fused map ``F_cross`` ``(b, c, h, w)``, in the dtype of ``feats``; an empty
+            batch gives an empty map.
         """
-        self._check_inputs(vis, words, word_mask)
-        lang_flat = self.distribute(vis, words, word_mask)
-        groups = self.coparse(rearrange(vis, "b c h w -> b (h w) c"), lang_flat)
+        self._check_inputs(feats, words, word_mask)
+        if feats.shape[0] == 0 and not is_tracing():
+            # Nothing to fuse; returning early also keeps BatchNorm's running statistics
+            # away from the NaN mean of an empty batch in training mode.
+            return feats + 0
+        lang_flat = self._distribute(feats, zero_padding(words, word_mask), word_mask)
+        groups = self.coparse(rearrange(feats, "b c h w -> b (h w) c"), lang_flat)
         compressed = self.compress(groups)
         if self.fuse_proj is not None:
-            return F.relu(self.fuse_norm(self.fuse_proj(torch.cat((vis, compressed), dim=1))))
-        return vis + compressed
+            return F.relu(self.fuse_norm(self.fuse_proj(torch.cat((feats, compressed), dim=1))))
+        return feats + compressed
 
     def macs(self, length: int, *, batch: int = 1) -> int:
         """Multiply-accumulates of one forward with the current ``implementation``.
@@ -474,9 +475,9 @@ class SpatialRecurrentCoparser(nn.Module):
         fuse = n * 2 * c * c if self.fusion == "concat" else 0
         return b * (distribute + language + correlations + balance + compress + fuse)
 
-    def _check_inputs(self, vis: torch.Tensor, words: torch.Tensor, word_mask: torch.Tensor | None) -> dict[str, int]:
+    def _check_inputs(self, feats: torch.Tensor, words: torch.Tensor, word_mask: torch.Tensor | None) -> None:
         height, width = self.size
-        axes = check_shape(vis, "b c h w", name="vis", c=self.dim, h=height, w=width, floating=True)
-        check_shape(words, "b l d", name="words", bound=axes, d=self.text_dim, floating=True)
-        check_mask(word_mask, name="word_mask", bound=axes)
-        return axes
+        dtype = self.distribute_proj.weight.dtype
+        check_words_inputs(
+            self, feats, words, word_mask, dim=self.dim, text_dim=self.text_dim, dtype=dtype, h=height, w=width
+        )

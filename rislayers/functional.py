@@ -1,4 +1,11 @@
-"""Stateless helpers shared by the layers: masked pooling and position features."""
+"""Stateless helpers shared by the layers: masked pooling and position features.
+
+The pooling helpers accumulate in float32 whatever the input dtype (under
+:class:`torch.autocast` too) and return the input dtype: a float16 sum over a 120 x 120 map
+overflows (65504 is float16's largest value), and so does a count of 256 x 256 positions.
+Padded words are selected away with :func:`torch.where`, never multiplied by zero, so a NaN
+or inf in a padding slot cannot reach the result.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +14,10 @@ import math
 import torch
 from einops import rearrange
 
+from ._compat import accumulation_dtype, float32_region
 from .shapes import check_mask, check_shape
 
-__all__ = ["masked_mean", "masked_avg_pool2d", "coord_features", "sine_position_encoding_2d"]
+__all__ = ["masked_mean", "masked_avg_pool2d", "zero_padding", "coord_features", "sine_position_encoding_2d"]
 
 # Large enough that an empty mask divides 0 by it (giving 0), small enough never to bias a
 # real average: weights are probabilities or 0/1, so any non-empty sum is >= ~1e-6.
@@ -19,11 +27,14 @@ _EPS = 1e-6
 def masked_mean(words: torch.Tensor, word_mask: torch.Tensor | None = None, *, eps: float = _EPS) -> torch.Tensor:
     """Mean of the real (unpadded) words of each sentence.
 
-    A sentence with no real word averages to a zero vector, never NaN.
+    A sentence with no real word averages to a zero vector, never NaN, and whatever the
+    padding slots hold (NaN and inf included) never reaches the result.
 
     Args:
         words: word features.
-        word_mask: bool, True for real tokens; ``None`` means every token is real.
+        word_mask: bool, True for real tokens; ``None`` means every token is real. The
+            negation of :class:`torch.nn.MultiheadAttention`'s ``key_padding_mask`` (pass
+            ``~key_padding_mask``).
         eps: lower bound of the divisor.
 
     Shape:
@@ -40,19 +51,50 @@ def masked_mean(words: torch.Tensor, word_mask: torch.Tensor | None = None, *, e
     """
     axes = check_shape(words, "b l d", name="words", floating=True)
     check_mask(word_mask, name="word_mask", bound=axes)
+    return _masked_mean(words, word_mask, eps=eps)
+
+
+def _masked_mean(words: torch.Tensor, word_mask: torch.Tensor | None, *, eps: float = _EPS) -> torch.Tensor:
+    """:func:`masked_mean` without the input checks (the calling layer made them)."""
+    compute = accumulation_dtype(words.dtype)
+    with float32_region(words.device):
+        if word_mask is None:
+            return words.to(compute).mean(dim=1).to(words.dtype)
+        total = zero_padding(words.to(compute), word_mask).sum(dim=1)
+        count = word_mask.sum(dim=1, keepdim=True).to(compute).clamp_min(eps)
+        return (total / count).to(words.dtype)
+
+
+def zero_padding(words: torch.Tensor, word_mask: torch.Tensor | None) -> torch.Tensor:
+    """``words`` with every padded position set to 0 (selected away, so NaN and inf go too).
+
+    Args:
+        words: word features.
+        word_mask: bool, True for real tokens; ``None`` returns ``words`` unchanged.
+
+    Shape:
+        - words: ``(b, l, d)``
+        - word_mask: ``(b, l)``
+        - output: ``(b, l, d)``
+
+    Example:
+        >>> import torch
+        >>> words = torch.tensor([[[1.0], [float("nan")]]])
+        >>> zero_padding(words, torch.tensor([[True, False]])).flatten().tolist()
+        [1.0, 0.0]
+    """
     if word_mask is None:
-        return words.mean(dim=1)
-    weights = word_mask.to(words.dtype).unsqueeze(-1)
-    total = (words * weights).sum(dim=1)
-    count = weights.sum(dim=1).clamp_min(eps)
-    return total / count
+        return words
+    return torch.where(word_mask.unsqueeze(-1), words, torch.zeros((), dtype=words.dtype, device=words.device))
 
 
 def masked_avg_pool2d(feats: torch.Tensor, weights: torch.Tensor, *, eps: float = _EPS) -> torch.Tensor:
     """Weighted spatial average of a feature map: ``sum(w * x) / sum(w)`` over ``h, w``.
 
     Used to pool features under a (hard or soft) mask. An all-zero mask pools to a zero
-    vector, never NaN, and its gradient stays finite.
+    vector, never NaN, and its gradient stays finite. Sums and the count accumulate in
+    float32 for half and bfloat16 inputs (also under autocast); the result has ``feats``'s
+    dtype.
 
     Args:
         feats: feature map.
@@ -77,10 +119,12 @@ def masked_avg_pool2d(feats: torch.Tensor, weights: torch.Tensor, *, eps: float 
         weights = weights[:, 0]
     else:
         check_shape(weights, "b h w", name="weights", bound=axes)
-    weights = weights.to(feats.dtype)
-    total = torch.einsum("bchw,bhw->bc", feats, weights)
-    count = rearrange(weights, "b h w -> b (h w)").sum(dim=1, keepdim=True).clamp_min(eps)
-    return total / count
+    compute = accumulation_dtype(feats.dtype)
+    with float32_region(feats.device):
+        weights = rearrange(weights, "b h w -> b (h w) 1").to(compute)
+        total = torch.bmm(rearrange(feats, "b c h w -> b c (h w)").to(compute), weights)
+        count = weights.sum(dim=1).clamp_min(eps)
+        return (rearrange(total, "b c 1 -> b c") / count).to(feats.dtype)
 
 
 def coord_features(

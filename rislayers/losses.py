@@ -6,13 +6,15 @@ lose too many bits), and return a float32 value; gradients flow back in the inpu
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .shapes import ShapeError, check_shape
+from .refiner import RefinerOutput
+from .shapes import ShapeError, check_binary, check_shape
 
 __all__ = ["dice_loss", "sigmoid_focal_loss", "DeepSupervisionLoss"]
 
@@ -33,13 +35,18 @@ def _check_reduction(reduction: str) -> None:
 
 
 def _target_map(target: torch.Tensor, axes: dict[str, int]) -> torch.Tensor:
-    """Accept ``(b, h, w)`` or ``(b, 1, h, w)`` targets, bool or float; return float32 ``(b, h, w)``."""
+    """Accept ``(b, h, w)`` or ``(b, 1, h, w)`` targets, bool or {0, 1}; return float32 ``(b, h, w)``."""
     if isinstance(target, torch.Tensor) and target.dim() == 4:
         check_shape(target, "b 1 h w", name="target", bound=axes)
         target = target[:, 0]
     else:
         check_shape(target, "b h w", name="target", bound=axes)
+    _check_target_values(target)
     return target.to(torch.float32)
+
+
+def _check_target_values(target: torch.Tensor) -> None:
+    check_binary(target, name="target", hint="divide a 0/255 mask by 255; threshold a resized or soft mask first")
 
 
 def _foreground_background(logits: torch.Tensor) -> torch.Tensor:
@@ -71,7 +78,8 @@ def dice_loss(
     Args:
         logits: 2-channel logits (background, foreground; softmax) or 1-channel foreground
             logits (sigmoid).
-        target: the ground-truth mask, bool or {0, 1}; ``(b, 1, h, w)`` is accepted too.
+        target: the ground-truth mask, bool or {0, 1} (other values raise ValueError);
+            ``(b, 1, h, w)`` is accepted too.
         classes: ``"both"`` (average of object and background Dice) or ``"foreground"``.
         smooth: additive smoothing of numerator and denominator; must be positive.
         reduction: ``"mean"`` over the batch, ``"sum"``, or ``"none"`` for per-sample losses.
@@ -122,7 +130,7 @@ def sigmoid_focal_loss(
 
     Args:
         logits: 1-channel foreground logits (``(b, h, w)`` is accepted too).
-        target: the ground-truth mask, bool or {0, 1}.
+        target: the ground-truth mask, bool or {0, 1} (other values raise ValueError).
         alpha: weight of the foreground class in ``[0, 1]``; a negative value disables
             class weighting.
         gamma: focusing exponent, ``>= 0``.
@@ -162,16 +170,19 @@ class DeepSupervisionLoss(nn.Module):
 
     SADLR supervises every refinement iteration: ``L = sum_i lambda_i * L_i`` with
     ``lambda = (0.15, 0.15, 0.7)`` for three iterations (Sec. 3.3). Predictions smaller than
-    the target are bilinearly upsampled to it first.
+    the target are bilinearly upsampled to it first. A :class:`~rislayers.RefinerOutput` is
+    accepted as it is (its ``logits`` are the predictions).
 
     Args:
-        weights: one weight per prediction, in the order the predictions are given.
+        weights: one finite, non-negative weight per prediction, in the order the
+            predictions are given.
         loss: a function ``(logits, target) -> scalar``; SADLR's two-class
             :func:`dice_loss` by default.
 
     Shape:
-        - logits: a sequence of ``k`` tensors ``(b, k_cls, h_i, w_i)``
-        - target: ``(b, h, w)``
+        - logits: a sequence of ``k`` tensors ``(b, k_cls, h_i, w_i)``, or a
+          :class:`~rislayers.RefinerOutput`
+        - target: ``(b, h, w)``, bool or {0, 1}
         - output: scalar
 
     Example:
@@ -190,12 +201,25 @@ class DeepSupervisionLoss(nn.Module):
     ) -> None:
         super().__init__()
         weights = tuple(float(w) for w in weights)
-        if not weights or any(w < 0 for w in weights):
-            raise ValueError(f"weights: expected a non-empty sequence of non-negative numbers; got {weights}")
+        if not weights or any(not math.isfinite(w) or w < 0 for w in weights):
+            raise ValueError(f"weights: expected a non-empty sequence of finite, non-negative numbers; got {weights}")
         self.weights = weights
         self.loss = loss
 
-    def forward(self, logits: Sequence[torch.Tensor], target: torch.Tensor) -> torch.Tensor:
+    def forward(self, logits: Sequence[torch.Tensor] | RefinerOutput, target: torch.Tensor) -> torch.Tensor:
+        """The weighted sum of ``loss(prediction, target)`` over the predictions.
+
+        Args:
+            logits: one prediction per weight, or a :class:`~rislayers.RefinerOutput`.
+            target: the ground-truth mask, bool or {0, 1}.
+
+        Returns:
+            A float32 scalar.
+        """
+        if isinstance(logits, RefinerOutput):
+            logits = logits.logits
+        if isinstance(target, torch.Tensor):  # the loss may be the user's: check the values here
+            _check_target_values(target)
         if isinstance(logits, torch.Tensor) or len(logits) != len(self.weights):
             got = "a single tensor" if isinstance(logits, torch.Tensor) else f"{len(logits)} predictions"
             raise ValueError(f"logits: expected a sequence of {len(self.weights)} predictions (one per weight); got {got}")

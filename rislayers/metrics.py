@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import torch
 
-from .shapes import check_shape
+from .shapes import check_binary, check_shape
 
 __all__ = ["RISMetrics", "GRESMetrics"]
 
@@ -26,6 +26,7 @@ def _as_bool_masks(pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tens
                 f"{name}: expected a bool (or 0/1 integer) mask; got dtype {value.dtype} "
                 "(threshold logits first, e.g. logits > 0)"
             )
+        check_binary(value, name=name, hint="compare first, e.g. labels == k; .bool() would count every nonzero value")
     return pred.bool(), target.bool()
 
 
@@ -148,7 +149,7 @@ class RISMetrics(_CounterMetric):
         """Add a batch of predicted and ground-truth masks.
 
         Args:
-            pred: predicted masks (bool, or 0/1 integers).
+            pred: predicted masks (bool, or 0/1 integers; other values raise ValueError).
             target: ground-truth masks of the same shape.
         """
         pred, target = _as_bool_masks(pred, target)
@@ -213,7 +214,7 @@ class GRESMetrics(_CounterMetric):
         """Add a batch.
 
         Args:
-            pred: predicted masks (bool, or 0/1 integers).
+            pred: predicted masks (bool, or 0/1 integers; other values raise ValueError).
             target: ground-truth masks; an all-False mask marks a no-target expression.
             pred_no_target: optional per-sample "no target" decisions; default: pred is empty.
         """

@@ -15,7 +15,9 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from .shapes import check_mask, check_shape
+from ._compat import accumulation_dtype, renamed_arguments
+from .functional import zero_padding
+from .shapes import check_shape, check_words_inputs
 
 __all__ = ["PixelWordAttention", "LanguageGate"]
 
@@ -43,12 +45,27 @@ class _ChannelNorm(nn.Module):
         return (normed * self.weight.to(compute)[:, None] + self.bias.to(compute)[:, None]).to(x.dtype)
 
 
+def _word_softmax(scores: torch.Tensor, word_mask: torch.Tensor | None) -> torch.Tensor:
+    """Softmax over the words (last axis) of ``(b, m, n, l)`` scores, in at least float32.
+
+    Padding words get weight 0; an all-padding sentence gathers nothing (weights all 0, not a
+    uniform mix of padding).
+    """
+    scores = scores.to(accumulation_dtype(scores.dtype))
+    if word_mask is None:
+        return scores.softmax(dim=-1)
+    keep = word_mask[:, None, None, :]
+    weights = scores.masked_fill(~keep, torch.finfo(scores.dtype).min).softmax(dim=-1)
+    return torch.where(keep, weights, torch.zeros((), dtype=weights.dtype, device=weights.device))
+
+
 class PixelWordAttention(nn.Module):
     """LAVT's pixel-word attention module (PWAM).
 
-    Every pixel attends over the words (padding words are masked out of the softmax),
-    gathers a language feature, and the multimodal feature is
-    ``proj_out(proj_vis(vis) * proj_lang(gathered))``.
+    Every pixel attends over the words (padding words are masked out of the softmax, which
+    runs in float32, and their values are selected away before any product, so NaN or inf
+    there cannot leak), gathers a language feature, and the multimodal feature is
+    ``proj_out(proj_vis(feats) * proj_lang(gathered))``.
 
     Args:
         dim: visual channels ``c``.
@@ -60,9 +77,11 @@ class PixelWordAttention(nn.Module):
         dtype: dtype of the parameters.
 
     Shape:
-        - vis: ``(b, c, h, w)``
+        - feats: ``(b, c, h, w)`` the visual map (named ``vis`` before 0.2; the old keyword
+          still works, with a :class:`DeprecationWarning`)
         - words: ``(b, l, d)``
-        - word_mask: ``(b, l)`` bool, True = real word; ``None`` = all real
+        - word_mask: ``(b, l)`` bool, True = real word; ``None`` = all real (pass
+          ``~key_padding_mask`` if you hold PyTorch's True-on-padding mask)
         - output: ``(b, c, h, w)``
 
     Example:
@@ -105,23 +124,35 @@ class PixelWordAttention(nn.Module):
         self.vis_proj = nn.Sequential(nn.Linear(dim, dim, **fk), nn.GELU(), nn.Dropout(dropout))
         self.out_proj = nn.Sequential(nn.Linear(dim, dim, **fk), nn.GELU(), nn.Dropout(dropout))
 
-    def forward(self, vis: torch.Tensor, words: torch.Tensor, word_mask: torch.Tensor | None = None) -> torch.Tensor:
-        axes = check_shape(vis, "b c h w", name="vis", c=self.dim, floating=True)
-        check_shape(words, "b l d", name="words", bound=axes, d=self.text_dim, floating=True)
-        check_mask(word_mask, name="word_mask", bound=axes)
-        h, w = axes["h"], axes["w"]
-        pixels = rearrange(vis, "b c h w -> b (h w) c")
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        """Name of the output, for ``torch.onnx.export(..., output_names=...)``."""
+        return ("fused",)
+
+    @renamed_arguments(vis="feats")
+    def forward(self, feats: torch.Tensor, words: torch.Tensor, word_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Gather a language feature per pixel and multiply it into the map.
+
+        Args:
+            feats: the visual map.
+            words: word features.
+            word_mask: bool, True for real tokens; ``None`` means every token is real.
+
+        Returns:
+            The multimodal map, the shape of ``feats``.
+        """
+        dtype = self.query.weight.dtype
+        check_words_inputs(self, feats, words, word_mask, dim=self.dim, text_dim=self.text_dim, dtype=dtype)
+        h, w = feats.shape[-2], feats.shape[-1]
+        words = zero_padding(words, word_mask)
+        pixels = rearrange(feats, "b c h w -> b (h w) c")
         query = self.query_norm(rearrange(self.query(pixels), "b n k -> b k n"))
         query = rearrange(query, "b (m k) n -> b m n k", m=self.num_heads)
         key = rearrange(self.key(words), "b l (m k) -> b m k l", m=self.num_heads)
         value = rearrange(self.value(words), "b l (m c) -> b m l c", m=self.num_heads)
-        scores = (query @ key) * query.shape[-1] ** -0.5  # (b, m, n, l)
-        if word_mask is not None:
-            scores = scores.masked_fill(~word_mask[:, None, None, :], torch.finfo(scores.dtype).min)
-        attn = scores.softmax(dim=-1)
-        if word_mask is not None:
-            # an all-padding sentence gathers nothing (not a uniform mix of padding)
-            attn = attn * word_mask[:, None, None, :].to(attn.dtype)
+        # Scale the (normalised) queries before the product, not the scores after it.
+        scores = (query * query.shape[-1] ** -0.5) @ key  # (b, m, n, l)
+        attn = _word_softmax(scores, word_mask).to(value.dtype)
         gathered = rearrange(attn @ value, "b m n c -> b n (m c)")
         gathered = self.gathered_norm(rearrange(self.gathered_proj(gathered), "b n c -> b c n"))
         fused = self.vis_proj(pixels) * rearrange(gathered, "b c n -> b n c")
@@ -165,9 +196,24 @@ class LanguageGate(nn.Module):
         if zero_init:
             nn.init.zeros_(self.out.weight)
 
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        """Name of the output, for ``torch.onnx.export(..., output_names=...)``."""
+        return ("gated",)
+
     def forward(self, x: torch.Tensor, fused: torch.Tensor) -> torch.Tensor:
-        axes = check_shape(x, "b c h w", name="x", c=self.dim, floating=True)
-        check_shape(fused, "b c h w", name="fused", bound=axes, floating=True)
+        """Add the gated multimodal feature to the backbone stream.
+
+        Args:
+            x: the backbone stream.
+            fused: the multimodal feature (e.g. from :class:`PixelWordAttention`).
+
+        Returns:
+            ``x + gate(fused) * fused``.
+        """
+        dtype = self.hidden.weight.dtype
+        axes = check_shape(x, "b c h w", name="x", c=self.dim, floating=True, dtype=dtype)
+        check_shape(fused, "b c h w", name="fused", bound=axes, floating=True, dtype=dtype)
         f = rearrange(fused, "b c h w -> b h w c")
         gate = torch.tanh(self.out(torch.relu(self.hidden(f))))
         return x + rearrange(gate * f, "b h w c -> b c h w")

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from .functional import masked_avg_pool2d, masked_mean
+from .functional import _masked_mean, masked_avg_pool2d
 from .shapes import check_mask, check_shape, positive_int
 
 __all__ = ["RefinerOutput", "DynamicQueryRefiner"]
@@ -47,7 +47,8 @@ class DynamicQueryRefiner(nn.Module):
     score map ``R_i``. The foreground of ``R_i`` pools the object vector
     ``O_i = AvgPool(M_i, Y)`` (Eq. 1) and the next query is ``Q_{i+1} = Q_i + O_i`` (Eq. 2)
     or ``O_i`` (the "replace" ablation). ``Q_1`` is a Linear projection of the mean of the
-    real words. All parameters are shared across iterations.
+    real words, or of a sentence vector given instead (such as CLIP's [EOS] feature). All
+    parameters are shared across iterations.
 
     Readings of the paper (defaults follow the text):
 
@@ -83,7 +84,9 @@ class DynamicQueryRefiner(nn.Module):
     Shape:
         - feats: ``(b, c, h, w)``
         - words: ``(b, l, d)``
-        - word_mask: ``(b, l)`` bool, True = real token; ``None`` = all real
+        - word_mask: ``(b, l)`` bool, True = real token; ``None`` = all real (the negation
+          of a ``key_padding_mask``: pass ``~key_padding_mask``)
+        - sentence: ``(b, d)``, instead of ``words``
         - output.logits: ``num_iters`` tensors ``(b, num_classes, h, w)``
         - output.queries: ``num_iters`` tensors ``(b, c)``
 
@@ -95,6 +98,8 @@ class DynamicQueryRefiner(nn.Module):
         (3, torch.Size([2, 2, 6, 5]), torch.Size([2, 32]))
         >>> refiner.layer_widths
         ((32, 8), (8, 16))
+        >>> refiner(torch.randn(2, 32, 6, 5), sentence=torch.randn(2, 24)).logits[-1].shape
+        torch.Size([2, 2, 6, 5])
     """
 
     def __init__(
@@ -205,29 +210,60 @@ class DynamicQueryRefiner(nn.Module):
             return margin > 0
         return margin.sigmoid()
 
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        """Names of the flattened outputs (for ``torch.onnx.export(..., output_names=...)``):
+        ``logits_0 ... logits_{n-1}``, then ``queries_0 ... queries_{n-1}``."""
+        steps = range(self.num_iters)
+        return tuple(f"logits_{i}" for i in steps) + tuple(f"queries_{i}" for i in steps)
+
+    def _sentence(
+        self, feats: torch.Tensor, words: torch.Tensor | None, word_mask: torch.Tensor | None, sentence: torch.Tensor | None
+    ) -> torch.Tensor:
+        """Check the inputs; the sentence vector ``(b, d)`` that Q1 projects."""
+        dtype = self.sentence_proj.weight.dtype
+        axes = check_shape(feats, "b c h w", name="feats", c=self.dim, floating=True, dtype=dtype)
+        if (words is None) == (sentence is None):
+            got = "both" if words is not None else "neither"
+            raise ValueError(f"words, sentence: expected exactly one (word features or a sentence vector); got {got}")
+        if sentence is not None:
+            if word_mask is not None:
+                raise ValueError("word_mask: only used with words; a sentence vector has no padding")
+            check_shape(sentence, "b d", name="sentence", bound=axes, d=self.text_dim, floating=True, dtype=dtype)
+            return sentence
+        check_shape(words, "b l d", name="words", bound=axes, d=self.text_dim, floating=True, dtype=dtype)
+        check_mask(word_mask, name="word_mask", bound=axes, owner=self)
+        return _masked_mean(words, word_mask)
+
     def forward(
         self,
         feats: torch.Tensor,
-        words: torch.Tensor,
+        words: torch.Tensor | None = None,
         word_mask: torch.Tensor | None = None,
+        *,
+        sentence: torch.Tensor | None = None,
     ) -> RefinerOutput:
         """Run ``num_iters`` refinement iterations.
+
+        Give the language either as ``words`` (Q1 projects their masked mean) or as a
+        ``sentence`` vector (Q1 projects it), exactly one of the two.
 
         Args:
             feats: multi-modal feature map ``Y``, ``(b, c, h, w)``.
             words: word features, ``(b, l, d)``.
-            word_mask: ``(b, l)`` bool, True for real tokens; ``None`` means all real.
+            word_mask: ``(b, l)`` bool, True for real tokens; ``None`` means all real. Pass
+                ``~key_padding_mask`` if you hold PyTorch's True-on-padding mask.
+            sentence: a sentence feature ``(b, d)`` instead of ``words``, e.g. CLIP's [EOS]
+                token.
 
         Returns:
             :class:`RefinerOutput` with ``num_iters`` score maps and queries.
         """
-        axes = check_shape(feats, "b c h w", name="feats", c=self.dim, floating=True)
-        check_shape(words, "b l d", name="words", bound=axes, d=self.text_dim, floating=True)
-        check_mask(word_mask, name="word_mask", bound=axes)
+        sentence = self._sentence(feats, words, word_mask, sentence)
         height, width = feats.shape[-2:]
 
         pixels = rearrange(feats, "b c h w -> b (h w) c")  # a view: no copy
-        query = self.sentence_proj(masked_mean(words, word_mask))  # Q1 (Sec. 3.1)
+        query = self.sentence_proj(sentence)  # Q1 (Sec. 3.1)
         logits: list[torch.Tensor] = []
         queries: list[torch.Tensor] = []
         for step in range(self.num_iters):

@@ -124,8 +124,11 @@ class AdaptiveLayerSelector(nn.Module):
         return f"num_candidates={self.num_candidates}, gradient={self.gradient!r}"
 
     def _stack(self, candidates: torch.Tensor | Sequence[torch.Tensor]) -> tuple[torch.Tensor, dict[str, int]]:
+        dtype = self.proj_vis.weight.dtype
         if isinstance(candidates, torch.Tensor):
-            axes = check_shape(candidates, "b k c h w", name="candidates", k=self.num_candidates, c=self.dim, floating=True)
+            axes = check_shape(
+                candidates, "b k c h w", name="candidates", k=self.num_candidates, c=self.dim, floating=True, dtype=dtype
+            )
             return candidates, axes
         if not isinstance(candidates, Sequence) or isinstance(candidates, (str, bytes)):
             raise ShapeError(
@@ -139,8 +142,13 @@ class AdaptiveLayerSelector(nn.Module):
             )
         axes: dict[str, int] = {"k": self.num_candidates, "c": self.dim}
         for i, candidate in enumerate(candidates):
-            check_shape(candidate, "b c h w", name=f"candidates[{i}]", bound=axes, floating=True)
+            check_shape(candidate, "b c h w", name=f"candidates[{i}]", bound=axes, floating=True, dtype=dtype)
         return torch.stack(list(candidates), dim=1), axes
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        """Names of the outputs, for ``torch.onnx.export(..., output_names=...)``."""
+        return SelectionOutput._fields
 
     def forward(
         self,
@@ -159,8 +167,9 @@ class AdaptiveLayerSelector(nn.Module):
             :class:`SelectionOutput` ``(features, probs, index)``.
         """
         stacked, axes = self._stack(candidates)
-        check_shape(cls_tokens, "b k c", name="cls_tokens", bound=axes, floating=True)
-        check_shape(sentence, "b d", name="sentence", bound=axes, d=self.text_dim, floating=True)
+        dtype = self.proj_vis.weight.dtype
+        check_shape(cls_tokens, "b k c", name="cls_tokens", bound=axes, floating=True, dtype=dtype)
+        check_shape(sentence, "b d", name="sentence", bound=axes, d=self.text_dim, floating=True, dtype=dtype)
 
         text = rearrange(self.proj_text(sentence), "b s -> b 1 s")
         scores = text * self.proj_vis(cls_tokens)  # Eq. 1, one score token per candidate

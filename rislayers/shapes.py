@@ -17,17 +17,39 @@ Checks cost a few Python comparisons per call. Set the environment variable
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Any
 
 import torch
 
-__all__ = ["ShapeError", "check_shape", "check_mask", "set_shape_checks", "shape_checks_enabled"]
+from ._compat import autocast_enabled, reads_values, user_stacklevel
+
+__all__ = [
+    "ShapeError",
+    "PaddingMaskWarning",
+    "check_shape",
+    "check_mask",
+    "warn_if_inverted",
+    "set_shape_checks",
+    "shape_checks_enabled",
+]
 
 
 class ShapeError(ValueError):
     """An input tensor does not have the shape a layer expects.
 
     Subclasses :class:`ValueError`, so code that already catches ``ValueError`` keeps working.
+    """
+
+
+class PaddingMaskWarning(UserWarning):
+    """A ``word_mask`` looks inverted: it has the shape of a ``key_padding_mask``.
+
+    rislayers' ``word_mask`` is True on real tokens; :class:`torch.nn.MultiheadAttention`'s
+    ``key_padding_mask`` (and the CRIS and CLIP code that follows it) is True on padding, so
+    pass ``word_mask=~key_padding_mask``. A left-padded ``word_mask`` looks the same as an
+    inverted right-padded one; silence the warning for it with
+    ``warnings.filterwarnings("ignore", category=rislayers.PaddingMaskWarning)``.
     """
 
 
@@ -68,6 +90,7 @@ def check_shape(
     name: str,
     bound: dict[str, int] | None = None,
     floating: bool = False,
+    dtype: torch.dtype | None = None,
     **sizes: int,
 ) -> dict[str, int]:
     """Check ``tensor`` against a named-axis ``pattern`` and bind its axes.
@@ -81,6 +104,10 @@ def check_shape(
             with the axes this tensor binds. ``None`` starts a fresh binding.
         floating: also require a floating-point dtype (features, not ids or masks), so an
             integer tensor fails here with its name rather than deep inside a matmul.
+        dtype: the dtype of the layer's parameters; outside :class:`torch.autocast` a
+            floating tensor of another dtype fails here with its name, rather than in a
+            matmul's "mat1 and mat2 must have the same dtype". Under autocast, which casts
+            per op, any floating dtype passes.
         **sizes: axes whose size is fixed by the module (e.g. ``d=768``); they are added
             to ``bound`` before checking.
 
@@ -90,6 +117,7 @@ def check_shape(
     Raises:
         ShapeError: wrong type, wrong number of dimensions, an axis whose size disagrees
             with its binding, or (with ``floating``) an integer or bool dtype.
+        TypeError: (with ``dtype``) a floating dtype other than the layer's, outside autocast.
 
     Example:
         >>> import torch
@@ -113,6 +141,11 @@ def check_shape(
         )
     if floating and not tensor.is_floating_point():
         raise ShapeError(f"{name}: expected a floating-point tensor; got dtype {tensor.dtype}")
+    if dtype is not None and tensor.dtype != dtype and tensor.is_floating_point() and not autocast_enabled(tensor.device):
+        raise TypeError(
+            f"{name}: expected dtype {dtype} (the layer's parameters); got {tensor.dtype} "
+            f"(cast the input with .to({dtype}), the layer with .to({tensor.dtype}), or run under torch.autocast)"
+        )
     shape = tuple(tensor.shape)
     if len(shape) != len(axes):
         raise ShapeError(
@@ -153,14 +186,17 @@ def positive_int(name: str, value: object) -> int:
     return value
 
 
-def check_mask(mask: Any, *, name: str, bound: dict[str, int], pattern: str = "b l") -> None:
-    """Check an optional boolean padding mask (``None`` passes).
+def check_mask(mask: Any, *, name: str, bound: dict[str, int], pattern: str = "b l", owner: Any = None) -> None:
+    """Check an optional boolean padding mask (``None`` passes) and its polarity.
+
+    Besides shape and dtype, the mask's polarity is checked (see :func:`warn_if_inverted`).
 
     Args:
         mask: ``None`` or a bool tensor, True marking real tokens.
-        name: the argument's name, used in the error message.
+        name: the argument's name, used in the error and warning messages.
         bound: the current axis binding (see :func:`check_shape`).
         pattern: the mask's axes, ``"b l"`` by default.
+        owner: the module whose input this is, passed on to :func:`warn_if_inverted`.
 
     Raises:
         ShapeError: wrong shape.
@@ -172,5 +208,99 @@ def check_mask(mask: Any, *, name: str, bound: dict[str, int], pattern: str = "b
     if mask.dtype != torch.bool:
         raise TypeError(
             f"{name}: expected a bool tensor (True = real token); got dtype {mask.dtype} "
-            "(pass attention_mask.bool() for a Hugging Face 0/1 mask)"
+            "(pass attention_mask.bool() for a Hugging Face 0/1 mask, ~key_padding_mask for a PyTorch one)"
+        )
+    warn_if_inverted(mask, name=name, owner=owner)
+
+
+def check_binary(tensor: torch.Tensor, *, name: str, hint: str) -> None:
+    """Refuse a non-bool mask holding a value other than 0 and 1 (NaN included).
+
+    Reads the values (one host sync), so it is skipped while tracing, on the meta device and
+    with the checks switched off (:func:`set_shape_checks`).
+
+    Args:
+        tensor: a mask, bool (always passes) or numeric.
+        name: the argument's name, used in the error message.
+        hint: how to make such a mask, appended to the message.
+
+    Raises:
+        ValueError: naming the argument and one offending value.
+    """
+    if not _ENABLED or tensor.dtype == torch.bool or not reads_values(tensor):
+        return
+    outside = (tensor != 0) & (tensor != 1)
+    if bool(outside.any()):
+        value = tensor[outside][0].item()
+        raise ValueError(f"{name}: expected a binary mask (bool, or only 0 and 1); got the value {value:g} ({hint})")
+
+
+def check_words_inputs(
+    owner: Any,
+    feats: Any,
+    words: Any,
+    word_mask: Any,
+    *,
+    dim: int,
+    text_dim: int,
+    dtype: torch.dtype | None,
+    **sizes: int,
+) -> dict[str, int]:
+    """The checks of a layer's ``(feats (b, c, h, w), words (b, l, d), word_mask (b, l))`` inputs.
+
+    Args:
+        owner: the layer (see :func:`warn_if_inverted`).
+        feats: the visual map.
+        words: the word features.
+        word_mask: the optional padding mask.
+        dim: the layer's ``c``.
+        text_dim: the layer's ``d``.
+        dtype: the dtype of the layer's parameters (see :func:`check_shape`).
+        **sizes: further fixed axes of ``feats`` (e.g. ``h=16, w=16``).
+
+    Returns:
+        The axis binding.
+    """
+    axes = check_shape(feats, "b c h w", name="feats", c=dim, floating=True, dtype=dtype, **sizes)
+    check_shape(words, "b l d", name="words", bound=axes, d=text_dim, floating=True, dtype=dtype)
+    check_mask(word_mask, name="word_mask", bound=axes, owner=owner)
+    return axes
+
+
+# Set on a module once its masks' polarity is settled (a padded mask was seen, or it warned):
+# each check reads the mask on the host, a device sync, so a layer stops checking after that.
+_SETTLED = "_rislayers_mask_polarity_settled"
+
+
+def warn_if_inverted(mask: torch.Tensor, *, name: str, owner: Any = None) -> None:
+    """Warn when a bool ``(b, l)`` mask has the shape of an inverted, right-padded one.
+
+    A right-padded ``word_mask`` (True = real) has rows ``True ... True False ... False``; the
+    ``key_padding_mask`` of :class:`torch.nn.MultiheadAttention` (True = padding) has rows
+    ``False ... False True ... True``. The mask looks inverted when some row goes from False to
+    True and none goes from True to False; a :class:`PaddingMaskWarning` then names the
+    argument and the conversion (``~key_padding_mask``).
+
+    The check reads the mask's values (one host sync), so it is skipped while tracing
+    (``torch.compile``, ``torch.export``, TorchScript, FX) and on the meta device, and an
+    ``owner`` module stops checking once one of its masks had padding (or it warned).
+
+    Args:
+        mask: a bool ``(b, l)`` mask.
+        name: the argument's name, used in the warning.
+        owner: the module the mask is given to; ``None`` checks every call.
+    """
+    if owner is not None and getattr(owner, _SETTLED, False):
+        return
+    if mask.dim() != 2 or mask.shape[1] < 2 or not reads_values(mask):
+        return
+    rises, falls = torch.stack(((~mask[:, :-1] & mask[:, 1:]).any(), (mask[:, :-1] & ~mask[:, 1:]).any())).tolist()
+    if owner is not None and (rises or falls):
+        object.__setattr__(owner, _SETTLED, True)
+    if rises and not falls:
+        warnings.warn(
+            f"{name}: rows go False ... then True ..., like a right-padded key_padding_mask (True = padding); "
+            f"{name} is True on real tokens: pass {name}=~key_padding_mask",
+            PaddingMaskWarning,
+            stacklevel=user_stacklevel(),
         )

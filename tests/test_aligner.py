@@ -32,7 +32,7 @@ def make_inputs(b=2, c=16, h=3, w=4, l=5, d=12, *, dtype=torch.float32, requires
     word_mask = None
     if lengths is not None:
         word_mask = torch.arange(l)[None, :] < torch.tensor(lengths)[:, None]
-    return {"coarse": coarse, "words": words, "word_mask": word_mask}
+    return {"feats": coarse, "words": words, "word_mask": word_mask}
 
 
 def check_output_contract(out, b, num_masks, height, width):
@@ -111,7 +111,7 @@ def test_all_padding_sentence_is_finite_and_ignores_word_values():
     assert_finite(out)
     backward_sum(out)
     assert_param_grads(aligner, nonzero=False)
-    assert_inputs_grads_finite([inputs["coarse"], inputs["words"]])
+    assert_inputs_grads_finite([inputs["feats"], inputs["words"]])
     assert not inputs["words"].grad[0].any()  # no real word: nothing flows to sample 0's words
     aligner.eval()
     with torch.no_grad():
@@ -128,7 +128,7 @@ def test_every_parameter_gets_a_gradient(norm):
     inputs = make_inputs(lengths=[2, 5], requires_grad=True)
     backward_sum(aligner(**inputs))
     assert_param_grads(aligner)
-    assert_inputs_grads_finite([inputs["coarse"], inputs["words"]])
+    assert_inputs_grads_finite([inputs["feats"], inputs["words"]])
 
 
 def test_batch_independence():
@@ -137,7 +137,7 @@ def test_batch_independence():
 
     def perturb(inp, j):
         new = {key: value.clone() for key, value in inp.items()}
-        new["coarse"][j] = torch.randn_like(new["coarse"][j]) * 3
+        new["feats"][j] = torch.randn_like(new["feats"][j]) * 3
         new["words"][j] = torch.randn_like(new["words"][j]) * 3
         new["word_mask"][j] = torch.tensor([True, False, True, False, False])
         return new
@@ -155,7 +155,7 @@ def test_dtype_kept_and_finite(dtype, norm):
     assert all(t.dtype == dtype for t in out)
     assert_finite(out)
     backward_sum(out)
-    assert_inputs_grads_finite([inputs["coarse"], inputs["words"]])
+    assert_inputs_grads_finite([inputs["feats"], inputs["words"]])
 
 
 def test_batch_of_one():
@@ -172,8 +172,8 @@ def test_shape_errors_name_the_argument():
     inputs = make_inputs()
     with pytest.raises(ShapeError, match=r"^words: .*\(d: 10 != 12\)"):
         aligner(**{**inputs, "words": torch.randn(2, 5, 10)})
-    with pytest.raises(ShapeError, match=r"^coarse: .*\(c: 8 != 16\)"):
-        aligner(**{**inputs, "coarse": torch.randn(2, 8, 3, 4)})
+    with pytest.raises(ShapeError, match=r"^feats: .*\(c: 8 != 16\)"):
+        aligner(**{**inputs, "feats": torch.randn(2, 8, 3, 4)})
     with pytest.raises(ShapeError, match=r"^word_mask: .*\(l: 4 != 5\)"):
         aligner(**{**inputs, "word_mask": torch.ones(2, 4, dtype=torch.bool)})
     with pytest.raises(TypeError, match="word_mask"):

@@ -156,14 +156,14 @@ def test_output_shape_and_dtype(b, h, w, c, d, l, implementation):
 
 
 @pytest.mark.parametrize("implementation", ["gemm", "shift"])
-def test_other_size_raises_shape_error_naming_vis(implementation):
+def test_other_size_raises_shape_error_naming_feats(implementation):
     layer = SpatialRecurrentCoparser(8, 6, size=(4, 5), implementation=implementation)
     words = torch.randn(2, 3, 6)
-    with pytest.raises(ShapeError, match=r"^vis: .*h=4, w=5.*\(h: 5 != 4\)"):
+    with pytest.raises(ShapeError, match=r"^feats: .*h=4, w=5.*\(h: 5 != 4\)"):
         layer(torch.randn(2, 8, 5, 5), words)
-    with pytest.raises(ShapeError, match=r"^vis: .*\(w: 4 != 5\)"):
+    with pytest.raises(ShapeError, match=r"^feats: .*\(w: 4 != 5\)"):
         layer(torch.randn(2, 8, 4, 4), words)
-    with pytest.raises(ShapeError, match=r"^vis: .*\(c: 7 != 8\)"):
+    with pytest.raises(ShapeError, match=r"^feats: .*\(c: 7 != 8\)"):
         layer(torch.randn(2, 7, 4, 5), words)
 
 
@@ -222,11 +222,11 @@ def test_padding_words_do_not_change_the_output(implementation):
 def test_batch_independence(implementation):
     layer = SpatialRecurrentCoparser(12, 10, size=(3, 4), implementation=implementation).eval()
     vis, words, mask = make_inputs(3, 12, 3, 4, 5, 10, real=[2, 5, 3])
-    inputs = {"vis": vis, "words": words, "word_mask": mask}
+    inputs = {"feats": vis, "words": words, "word_mask": mask}
 
     def perturb(values, j):
         new = {key: value.clone() for key, value in values.items()}
-        new["vis"][j] = torch.randn_like(new["vis"][j]) * 3
+        new["feats"][j] = torch.randn_like(new["feats"][j]) * 3
         new["words"][j] = torch.randn_like(new["words"][j])
         new["word_mask"][j] = torch.tensor([True, False, False, False, False])
         return new

@@ -256,11 +256,11 @@ def test_pixel_word_batch_of_one_and_single_position(b, h, w):
 def test_pixel_word_batch_independence():
     module = PixelWordAttention(C, D, num_heads=2, dropout=0.3).eval()
     vis, words, word_mask = make_inputs(b=3, lengths=[5, 3, 2])
-    inputs = {"vis": vis, "words": words, "word_mask": word_mask}
+    inputs = {"feats": vis, "words": words, "word_mask": word_mask}
 
     def perturb(inputs, j):
         new = {key: value.clone() for key, value in inputs.items()}
-        new["vis"][j] = torch.randn_like(new["vis"][j]) * 3.0
+        new["feats"][j] = torch.randn_like(new["feats"][j]) * 3.0
         new["words"][j] = torch.randn_like(new["words"][j])
         new["word_mask"][j] = ~new["word_mask"][j]
         return new
@@ -320,11 +320,11 @@ def test_pixel_word_has_no_dead_parameters():
 def test_pixel_word_shape_errors_name_the_argument():
     module = PixelWordAttention(C, D)
     vis, words, word_mask = make_inputs()
-    with pytest.raises(ShapeError, match=r"^vis: .*\(c: 7 != 8\)"):
+    with pytest.raises(ShapeError, match=r"^feats: .*\(c: 7 != 8\)"):
         module(torch.randn(2, 7, 3, 4), words, word_mask)
-    with pytest.raises(ShapeError, match=r"^vis: "):
+    with pytest.raises(ShapeError, match=r"^feats: "):
         module(vis[0], words, word_mask)
-    with pytest.raises(ShapeError, match=r"^vis: "):
+    with pytest.raises(ShapeError, match=r"^feats: "):
         module(vis.flatten(2), words, word_mask)
     with pytest.raises(ShapeError, match=r"^words: .*\(d: 5 != 6\)"):
         module(vis, torch.randn(2, 5, 5), word_mask)

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from reference_models.data.masks import (
+    check_segmentation,
     compress_counts,
     decompress_counts,
     polygons_to_mask,
@@ -220,3 +221,50 @@ def test_bad_compressed_counts_raise():
         decompress_counts("0 1")
     with pytest.raises(ValueError, match="middle of a number"):
         decompress_counts("0n")
+
+
+_numbers = st.one_of(
+    st.integers(-50, 50), st.floats(width=32), st.text(max_size=2), st.none(), st.booleans(), st.lists(st.integers(0, 3), max_size=2)
+)
+_rles = st.fixed_dictionaries(
+    {
+        "size": st.one_of(st.just([4, 5]), st.lists(st.one_of(st.integers(-1, 6), st.none(), st.floats(0, 6)), max_size=3), st.none(), st.text(max_size=2)),
+        "counts": st.one_of(
+            st.text(alphabet="0123456789:;<=>?@ABCDEFGHIJ\x7f", max_size=6),
+            st.lists(st.one_of(st.integers(-2, 25), st.floats(0, 20), st.none()), max_size=5),
+            st.none(),
+        ),
+    }
+)
+_segmentations = st.one_of(
+    st.lists(st.one_of(st.lists(_numbers, max_size=10), st.text(max_size=3), st.none(), _rles), max_size=3),
+    _rles,
+    st.lists(_rles, max_size=2),
+    st.text(max_size=3),
+    st.none(),
+    st.integers(),
+)
+
+
+@given(segmentation=_segmentations)
+def test_check_segmentation_refuses_exactly_what_decoding_refuses(segmentation):
+    # The pre-flight checks every annotation with check_segmentation instead of rasterising it:
+    # it must pass exactly the segmentations that decode, and decoding must fail only with
+    # ValueError (any other exception fails this test).
+    try:
+        segmentation_to_mask(segmentation, 4, 5)
+        decodes = True
+    except ValueError:
+        decodes = False
+    try:
+        check_segmentation(segmentation, 4, 5)
+        passes = True
+    except ValueError:
+        passes = False
+    assert passes == decodes
+
+
+def test_an_rle_of_the_wrong_size_is_refused_before_it_is_decoded():
+    # 100000 x 100000 would be ten gigabytes of mask; the size check comes first.
+    with pytest.raises(ValueError, match=r"RLE size \[100000, 100000\] does not match the image size \[4, 5\]"):
+        segmentation_to_mask({"size": [100_000, 100_000], "counts": [10**10]}, 4, 5)

@@ -113,9 +113,14 @@ def _polygon_points(part: Any, index: int, height: int, width: int) -> np.ndarra
         raise ValueError(f"polygons[{index}]: expected an even number of coordinates; got {len(part)}")
     if len(part) < 6:
         return None
-    if not all(isinstance(v, (int, float, np.number)) and not isinstance(v, bool) for v in part):
+    try:
+        array = np.asarray(part)
+    except (TypeError, ValueError):  # ragged: a nested list among the numbers
+        array = np.asarray([None])
+    # Numbers only: strings, None and nested lists give other dtypes (bools are numbers to numpy).
+    if array.dtype.kind not in "iufb" or array.ndim != 1:
         raise ValueError(f"polygons[{index}]: expected numbers; got {list(part)[:6]!r}...")
-    xy = np.asarray(part, dtype=np.float64).reshape(-1, 2)
+    xy = array.astype(np.float64).reshape(-1, 2)
     if not np.isfinite(xy).all():
         raise ValueError(f"polygons[{index}]: expected finite coordinates; got {list(part)[:6]!r}...")
     # The outline is traced cell by cell, so a wild coordinate would mean a huge allocation;

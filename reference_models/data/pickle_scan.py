@@ -187,21 +187,26 @@ class _Scanner:
                     elif case == _F_PUSH_SIZED:
                         push(kinds[op])
                         pos += 2 + data[pos + 1] if op in _SHORT else 5 + _U4(data, pos + 1)[0]
-                    else:  # APPENDS, SETITEMS
-                        self.fill(marks.pop(), op == _SETITEMS, at)
+                    else:  # APPENDS, SETITEMS: into the container below the mark
+                        start = marks.pop()
+                        if op == _SETITEMS:
+                            if not _KEY_KINDS.issuperset(stack[start::2]):
+                                self.check_keys(stack[start::2], at)
+                            deepest = max(stack[start + 1 :: 2], default=0)
+                        else:
+                            deepest = max(stack[start:], default=0)
+                        del stack[start:]
+                        if deepest >= stack[-1] > 0:
+                            stack[-1] = self.deeper(deepest, at)
                         pos += 1
                 elif case == _F_GET_LINE:  # GET or PUT
                     pos = data.index(b"\n", pos) + 1
                     index = int(data[at + 1 : pos - 1])
-                    if op != _LINE_PUT:
-                        kind = memo[index] if 0 <= index < len(memo) else None
-                        push(get(index, at) if kind is None or kind > 0 else kind)
-                    elif index == len(memo) and not memoized:
-                        memo.append(stack[-1])
-                        puts = True
-                    else:
+                    if op == _LINE_PUT:
                         put(index, at, memoized)
                         puts = True
+                    else:
+                        push(get(index, at))
                 elif case == _F_APPEND:  # or SETITEM
                     kind = stack.pop()
                     if op == _SETITEM and stack.pop() not in _KEY_KINDS:
@@ -230,18 +235,6 @@ class _Scanner:
                 f"{self.source}: not a readable pickle (truncated or malformed at byte {at}: {one_line(error, 80)})"
             ) from None
         raise self.bad(f"{self.source}: not a readable pickle (truncated: it ends without a STOP opcode)")
-
-    def fill(self, start: int, keyed: bool, at: int) -> None:
-        """APPENDS/SETITEMS: move ``stack[start:]`` into the container below it."""
-        stack = self.stack
-        items = stack[start:]
-        del stack[start:]
-        if keyed:
-            self.check_keys(items[0::2], at)
-            items = items[1::2]
-        deepest = max(items, default=0)
-        if deepest >= stack[-1] > 0:
-            stack[-1] = self.deeper(deepest, at)
 
     def get(self, index: int, at: int) -> int:
         """What the memo holds at ``index``; fetching a container means it may be shared."""

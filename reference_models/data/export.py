@@ -17,7 +17,10 @@ from PIL import Image
 from .lexicon import SHAPES
 from .masks import rle_encode
 from .scenes import DEFAULT_LEVEL, LEVELS, Scene, level_spec
-from .synthetic import _ID_STRIDE, _MAX_OBJECTS_PER_IMAGE, _SPLIT_CODES, _check_options, _generate
+from . import synthetic
+
+# synthetic.py re-exports this module's names, so it is imported whole and read at call
+# time: ``python -m reference_models.data.synthetic`` runs it as __main__ and imports it again.
 
 __all__ = ["export_refer", "main"]
 
@@ -44,9 +47,9 @@ def _check_export_options(
     if isinstance(counts, int):
         counts = {"train": counts, "val": max(1, counts // 5), "test": max(1, counts // 5)}
     for split, count in counts.items():
-        _check_options(split, seed, refs_per_image, sentences_per_ref, no_target_prob, multi_target_prob)
-        if not isinstance(count, int) or not 0 <= count <= _ID_STRIDE:
-            raise ValueError(f"counts[{split!r}]: expected an int in [0, {_ID_STRIDE}]; got {count!r}")
+        synthetic._check_options(split, seed, refs_per_image, sentences_per_ref, no_target_prob, multi_target_prob)
+        if not isinstance(count, int) or not 0 <= count <= synthetic._ID_STRIDE:
+            raise ValueError(f"counts[{split!r}]: expected an int in [0, {synthetic._ID_STRIDE}]; got {count!r}")
     return dict(counts)
 
 
@@ -79,7 +82,7 @@ def _annotations(scene: Scene, image_id: int, mask_format: str, first_position: 
         ys, xs = np.nonzero(scene.masks[index])
         rows.append(
             {
-                "id": image_id * _MAX_OBJECTS_PER_IMAGE + index,
+                "id": image_id * synthetic._MAX_OBJECTS_PER_IMAGE + index,
                 "image_id": image_id,
                 "category_id": SHAPES.index(obj.shape) + 1,
                 "segmentation": _segmentation(scene, index, mask_format, first_position + index),
@@ -98,7 +101,7 @@ def _refs(scene: Scene, scene_refs, image_id: int, split: str, file_name: str, r
     for slot in range(refs_per_image):
         ref = scene_refs[slot % len(scene_refs)]
         ref_id = image_id * refs_per_image + slot
-        ann_ids = [image_id * _MAX_OBJECTS_PER_IMAGE + t for t in ref.targets]
+        ann_ids = [image_id * synthetic._MAX_OBJECTS_PER_IMAGE + t for t in ref.targets]
         single = ref.kind == "single"
         category = SHAPES.index(scene.objects[ref.targets[0]].shape) + 1 if single else 0
         sentences = [
@@ -186,14 +189,14 @@ def export_refer(
     )
     # One scene first: the scene generator checks the remaining options (the picture size),
     # and an earlier export must not be deleted for an option that then fails.
-    _generate("train", 0, **generate)
+    synthetic._generate("train", 0, **generate)
     data_dir, image_dir = _prepare_folders(Path(out_dir), overwrite)
     images, annotations, refs = [], [], []
     bar = tqdm(total=sum(counts.values()), desc=f"synthetic level {level}", unit="image", disable=not progress)
     for split, count in counts.items():
         for scene_index in range(count):
-            scene, scene_refs = _generate(split, scene_index, **generate)
-            image_id = _SPLIT_CODES[split] * _ID_STRIDE + scene_index
+            scene, scene_refs = synthetic._generate(split, scene_index, **generate)
+            image_id = synthetic._SPLIT_CODES[split] * synthetic._ID_STRIDE + scene_index
             file_name = f"{split}_{scene_index:06d}.png"
             Image.fromarray(scene.image, mode="RGB").save(image_dir / file_name)
             images.append({"id": image_id, "file_name": file_name, "height": image_size, "width": image_size})

@@ -361,9 +361,18 @@ class SyntheticReferDataset(Dataset):
         )
 
 
-# The REFER-layout export and its command line live in .export; they are part of this
-# module's interface (``export_refer``, ``python -m reference_models.data.synthetic``).
-from .export import export_refer, main  # noqa: E402
+def __getattr__(name: str):
+    # The REFER-layout export and its command line live in .export, which builds on this
+    # module; they stay part of its interface (``export_refer``, ``python -m
+    # reference_models.data.synthetic``) without a circular import.
+    if name in ("export_refer", "main"):
+        from . import export
+
+        return getattr(export, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 if __name__ == "__main__":
+    from .export import main
+
     raise SystemExit(main())

@@ -327,3 +327,18 @@ def test_torch_compile_matches_eager():
     compiled = torch.compile(layer)
     with torch.no_grad():
         torch.testing.assert_close(compiled(vis, words, mask), layer(vis, words, mask), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("fusion", ["add", "concat"])
+@pytest.mark.parametrize("implementation", ["gemm", "shift"])
+def test_an_empty_batch_gives_an_empty_output(implementation, fusion):
+    layer = SpatialRecurrentCoparser(8, 6, size=(3, 4), implementation=implementation, fusion=fusion)
+    vis, words, mask = make_inputs(0, 8, 3, 4, 5, 6)
+    running = layer.compress_norm.running_mean.clone()
+    out = layer(vis, words, mask)  # training mode: BatchNorm must not see the empty batch
+    assert out.shape == (0, 8, 3, 4) and out.dtype == vis.dtype
+    assert torch.equal(layer.compress_norm.running_mean, running)
+    with torch.no_grad():
+        assert layer.eval()(vis, words, mask).shape == (0, 8, 3, 4)
+    # the groups of an empty batch reshape with explicit sizes (no -1 to infer from 0 elements)
+    assert layer.coparse(torch.randn(0, 12, 8), torch.randn(0, 12, 8)).shape == (0, 12, 48)

@@ -111,3 +111,28 @@ def test_deep_supervision_count_mismatch_is_clear():
         DeepSupervisionLoss()([torch.randn(1, 2, 4, 4)] * 2, torch.zeros(1, 4, 4))
     with pytest.raises(ValueError, match="weights"):
         DeepSupervisionLoss(())
+
+
+@pytest.mark.parametrize("bad", [255.0, 0.5, -1.0, float("nan")])
+@pytest.mark.parametrize("loss_name", ["dice", "focal", "deep_supervision"])
+def test_targets_outside_zero_one_are_refused_naming_target(loss_name, bad):
+    target = torch.zeros(2, 4, 4)
+    target[1, 2, 3] = bad
+    logits = torch.randn(2, 1, 4, 4)
+    losses = {
+        "dice": lambda t: dice_loss(logits, t),
+        "focal": lambda t: sigmoid_focal_loss(logits, t),
+        # with a loss of the user's own, the criterion checks the target itself
+        "deep_supervision": lambda t: DeepSupervisionLoss((1.0,), loss=lambda p, y: p.mean())([logits], t),
+    }
+    with pytest.raises(ValueError, match=r"^target: expected a binary mask .*got the value"):
+        losses[loss_name](target)
+    target[1, 2, 3] = 1.0  # 0/1 floats, 0/1 integers and bools are all fine
+    for good in (target, target.long(), target.bool()):
+        assert torch.isfinite(losses[loss_name](good))
+
+
+@pytest.mark.parametrize("weights", [(0.5, float("nan")), (float("inf"),), (0.2, -0.1)])
+def test_deep_supervision_weights_must_be_finite_and_non_negative(weights):
+    with pytest.raises(ValueError, match=r"^weights: expected .*finite, non-negative"):
+        DeepSupervisionLoss(weights)

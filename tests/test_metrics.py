@@ -175,3 +175,19 @@ def test_all_reduce_sums_counters_across_processes():
     expected = RISMetrics()
     _update(expected, [(PARTIAL_PRED, PARTIAL_TRUE), (FULL, PARTIAL_TRUE)])
     assert results[0] == results[1] == expected.compute()
+
+
+@pytest.mark.parametrize("metric", [RISMetrics, GRESMetrics])
+@pytest.mark.parametrize("argument", ["pred", "target"])
+def test_integer_masks_other_than_zero_one_are_refused(metric, argument):
+    labels = torch.zeros(2, 2, 4, dtype=torch.long)
+    labels[0, 1, 2] = 2  # e.g. a class-index map, which .bool() would silently binarise
+    masks = {"pred": torch.zeros(2, 2, 4, dtype=torch.bool), "target": torch.zeros(2, 2, 4, dtype=torch.bool)}
+    masks[argument] = labels
+    m = metric()
+    with pytest.raises(ValueError, match=rf"^{argument}: expected a binary mask .*got the value 2"):
+        m.update(masks["pred"], masks["target"])
+    assert len(m) == 0  # nothing was counted
+    masks[argument] = labels.clamp(max=1).to(torch.uint8)
+    m.update(masks["pred"], masks["target"])
+    assert len(m) == 2

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from torch.utils.flop_counter import FlopCounterMode
 
 from rislayers import ShapeError
+from rislayers.functional import masked_mean
 from rislayers.refiner import DynamicQueryRefiner, RefinerOutput
 from tests.layer_checks import (
     assert_batch_independent,
@@ -328,6 +329,47 @@ def test_dtype_is_kept(dtype, pooling):
     for name, param in module.named_parameters():
         assert param.grad is not None and param.grad.dtype == dtype, name
         assert torch.isfinite(param.grad).all(), name
+
+
+# -------------------------------------------------------------------------- sentence input
+
+
+@pytest.mark.parametrize("num_classes", [1, 2])
+@pytest.mark.parametrize("pooling", ["hard", "soft"])
+def test_a_sentence_vector_equal_to_the_masked_mean_gives_the_same_output(pooling, num_classes):
+    module = DynamicQueryRefiner(C, D, hidden_dims=SMALL, pooling=pooling, num_classes=num_classes).eval()
+    feats, words, word_mask = make_inputs(b=3, lengths=[6, 2, 4])
+    with torch.no_grad():
+        from_words = module(feats, words, word_mask)
+        from_sentence = module(feats, sentence=masked_mean(words, word_mask))
+    assert_close_outputs(from_sentence, from_words)
+    with torch.no_grad():  # and the sentence really is what Q1 projects
+        torch.testing.assert_close(from_sentence.queries[0], module.sentence_proj(masked_mean(words, word_mask)))
+
+
+def test_a_sentence_vector_trains_like_words():
+    module = DynamicQueryRefiner(C, D, hidden_dims=SMALL, pooling="soft")
+    feats = make_inputs()[0]
+    sentence = torch.randn(2, D, requires_grad=True)
+    backward_sum(module(feats, sentence=sentence))
+    assert_param_grads(module)
+    assert sentence.grad is not None and torch.isfinite(sentence.grad).all()
+
+
+def test_exactly_one_of_words_and_sentence():
+    module = DynamicQueryRefiner(C, D, hidden_dims=SMALL)
+    feats, words, word_mask = make_inputs()
+    sentence = torch.randn(2, D)
+    with pytest.raises(ValueError, match=r"^words, sentence: expected exactly one .*got both"):
+        module(feats, words, sentence=sentence)
+    with pytest.raises(ValueError, match=r"^words, sentence: expected exactly one .*got neither"):
+        module(feats)
+    with pytest.raises(ValueError, match=r"^word_mask: only used with words"):
+        module(feats, word_mask=word_mask, sentence=sentence)
+    with pytest.raises(ShapeError, match=r"^sentence: .*\(d: 3 != 10\)"):
+        module(feats, sentence=torch.randn(2, 3))
+    with pytest.raises(ShapeError, match=r"^sentence: .*\(b: 3 != 2\)"):
+        module(feats, sentence=torch.randn(3, D))
 
 
 # ---------------------------------------------------------------------------------- errors

@@ -1,4 +1,4 @@
-"""Cost reports: ``python -m reference_models.bench {flops,latency,layers,train}``.
+"""Cost reports: ``python -m reference_models.bench {flops,latency,layers,train,gpu}``.
 
 Every section prints a one-line header (machine, torch version, threads, device, dtype,
 date) and a table; ``--json FILE`` writes the header's fields and the table's rows.
@@ -11,10 +11,14 @@ One module per section, each holding its measurement and its table:
 - :mod:`~reference_models.bench.layers`: every rislayers layer at its paper's size, forward
   and forward+backward, with peak memory;
 - :mod:`~reference_models.bench.train`: training samples per second of full optimisation
-  steps.
+  steps;
+- :mod:`~reference_models.bench.gpu`: the GPU check, every measurement that needs a CUDA
+  device in one guarded run of about eight minutes (``--dry-run``: on the CPU, tiny sizes).
 
 Shared by them: :mod:`~reference_models.bench.measure` (timing, peak memory, autocast),
 :mod:`~reference_models.bench.report` (the header, the JSON file),
+:mod:`~reference_models.bench.models` (a model built on its device, random inputs),
+:mod:`~reference_models.bench.guard` (a failing or overrunning unit becomes a row),
 :mod:`~reference_models.bench.coparser` (the S2RM coparser's "gemm" against the literal
 "shift", also printed by ``benchmarks/coparser.py``) and
 :mod:`~reference_models.bench.cli` (the flags).

@@ -15,6 +15,7 @@ import torch
 from ..config import parse_overrides
 from ..devices import resolve_device
 from . import coparser, flops, latency, layers, train
+from . import gpu as gpu_check
 from .measure import DTYPES
 from .report import environment, format_environment, write_json
 
@@ -41,6 +42,7 @@ def _parser() -> argparse.ArgumentParser:
     _latency_flags(sub.add_parser("latency", parents=[common, measured], help="batch-1 forward time, plug-ins beside their baselines"))
     _layers_flags(sub.add_parser("layers", parents=[common, measured], help="every layer at its paper's size, and the coparser gemm vs shift"))
     _train_flags(sub.add_parser("train", parents=[common, measured], help="training samples per second of the tiny models"))
+    _gpu_flags(sub.add_parser("gpu", parents=[common], help="the GPU check: every part that needs a CUDA device, in about 8 minutes"))
     return parser
 
 
@@ -79,6 +81,34 @@ def _train_flags(train: argparse.ArgumentParser) -> None:
     train.add_argument("--compile", action="store_true", help="torch.compile the model (default settings)")
 
 
+def _gpu_flags(gpu: argparse.ArgumentParser) -> None:
+    gpu.add_argument("--dry-run", action="store_true", help="the same code on the CPU at tiny sizes, in seconds")
+    gpu.add_argument("--device", help="the CUDA device (default cuda; the dry run uses the CPU)")
+    gpu.add_argument("--budget", type=float, help="seconds for the whole check, shared among the parts (default 480; dry run 600)")
+    gpu.add_argument("--parts", nargs="+", choices=gpu_check.PARTS, help="only these parts (default: all, in this order)")
+
+
+def _gpu_plan(args) -> gpu_check.GpuPlan:
+    """The plan of ``bench gpu``; raises the flags' errors before anything runs."""
+    if args.budget is not None and not args.budget > 0:
+        raise ValueError(f"--budget: expected a positive number of seconds; got {args.budget}")
+    options = {"parts": args.parts or gpu_check.PARTS}
+    if args.budget is not None:
+        options["budget"] = args.budget
+    if args.dry_run:
+        if args.device is not None:
+            raise ValueError(f"--device: the dry run runs on the CPU; drop --device {args.device} or --dry-run")
+        return gpu_check.dry_plan(**options)
+    device = args.device or "cuda"
+    try:
+        resolved = resolve_device(device, argument="--device")
+    except ValueError as err:
+        raise ValueError(f"{err}; --dry-run runs the check on the CPU at tiny sizes") from None
+    if resolved.type != "cuda":
+        raise ValueError(f"--device: the GPU check needs a CUDA device; got {device!r} (--dry-run runs it on the CPU)")
+    return gpu_check.full_plan(str(resolved), **options)
+
+
 def _layer_cases_of(args) -> list[layers.LayerCase]:
     cases = layers.layer_cases(args.quick)
     if args.only:
@@ -92,8 +122,6 @@ def _layer_cases_of(args) -> list[layers.LayerCase]:
 
 def _check(args) -> dict[str, Any]:
     """Every argument check that needs no measurement; returns the ``--model-arg`` overrides."""
-    if args.threads is not None and args.threads < 1:
-        raise ValueError(f"--threads: expected a positive integer; got {args.threads}")
     resolve_device(getattr(args, "device", "cpu"), argument="--device")
     overrides = parse_overrides(args.model_args, name="--model-arg") if args.section == "flops" else {}
     if args.section in ("flops", "train") and (args.models or overrides):
@@ -189,6 +217,16 @@ def main(argv: list[str] | None = None) -> int:
     """
     args = _parser().parse_args(argv)
     # Argument errors come before the header, so a mistyped command prints only the error.
+    if args.threads is not None and args.threads < 1:
+        raise ValueError(f"--threads: expected a positive integer; got {args.threads}")
+    if args.section == "gpu":
+        plan = _gpu_plan(args)
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        results = gpu_check.run_gpu_check(plan, args.json)
+        rows = [row for part in results["parts"].values() for row in part["rows"]]
+        # Anything not measured (an error, a failed check, no time left) shows in the exit code.
+        return 0 if all(row["status"] == "ok" for row in rows) else 1
     overrides = _check(args)
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -16,9 +16,10 @@ import torch
 
 from ..devices import resolve_device
 from .measure import MIB, autocast, interleaved_seconds, peak_bytes
+from .models import build_on, model_inputs
 from .report import optional
 
-__all__ = ["LATENCY_SYSTEMS", "latency_models", "model_inputs", "latency_table", "format_latency"]
+__all__ = ["LATENCY_SYSTEMS", "latency_models", "latency_table", "format_latency"]
 
 LATENCY_SYSTEMS = ("lavt", "lavt_sadlr", "vlt", "vlt_sadlr", "lts", "lts_sadlr", "asda", "s2rm", "s2rm_sadlr")
 """The systems the ``latency`` section measures by default (with ``_base`` or ``_tiny``)."""
@@ -70,32 +71,14 @@ def _prepare_model(model: torch.nn.Module, device: torch.device, *, channels_las
     return torch.compile(model) if compile else model
 
 
-def model_inputs(config, batch: int, device: torch.device, *, channels_last: bool = False):
-    """Random images and a full-length sentence for a model: ``(images, input_ids, attention_mask)``.
-
-    Args:
-        config: the model's :class:`~reference_models.ModelConfig` (input size, words, vocabulary).
-        batch: samples.
-        device: where the tensors are made.
-        channels_last: images in channels-last memory format.
-    """
-    images = torch.randn(batch, 3, config.image_size, config.image_size, device=device)
-    if channels_last:
-        images = images.contiguous(memory_format=torch.channels_last)
-    # Ids from a range every vocabulary has; every token real (the longest sentence).
-    input_ids = torch.randint(1, min(1000, config.vocab_size), (batch, config.max_words), device=device)
-    attention_mask = torch.ones(batch, config.max_words, dtype=torch.long, device=device)
-    return images, input_ids, attention_mask
-
-
 def _group_steps(group: Sequence[str], device: torch.device, dtype: str, *, channels_last: bool, compile: bool):
     """One inference step per model of a group, with each model's config and size (M params)."""
-    from ..registry import build_model
+    from ..registry import get_config
 
     steps, configs, params = {}, {}, {}
     for name in group:
         torch.manual_seed(0)
-        model = build_model(name)
+        model = build_on(get_config(name), device)
         params[name] = sum(p.numel() for p in model.parameters()) / 1e6
         configs[name] = model.config
         prepared = _prepare_model(model, device, channels_last=channels_last, compile=compile)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 from collections.abc import Mapping
@@ -77,23 +78,29 @@ def format_environment(section: str, env: Mapping[str, Any]) -> str:
     )
 
 
-def _driver_version() -> str | None:
-    """The NVIDIA driver's version, from ``nvidia-smi`` (torch does not expose it)."""
+def _driver_versions() -> tuple[str | None, str | None]:
+    """The NVIDIA driver's version and the newest CUDA it supports, from ``nvidia-smi``.
+
+    torch reports the CUDA it was built with, not what the driver offers; ``nvidia-smi``'s
+    banner states both (``Driver Version: ...  CUDA Version: ...``).
+    """
     smi = shutil.which("nvidia-smi")
     if smi is None:
-        return None
+        return None, None
     try:
-        out = subprocess.run(
-            [smi, "--query-gpu=driver_version", "--format=csv,noheader"], capture_output=True, text=True, timeout=20
-        )
+        out = subprocess.run([smi], capture_output=True, text=True, timeout=30).stdout
     except (OSError, subprocess.SubprocessError):
-        return None
-    lines = out.stdout.strip().splitlines()
-    return lines[0].strip() if out.returncode == 0 and lines else None
+        return None, None
+    driver = re.search(r"Driver Version:\s*([\w.]+)", out)
+    cuda = re.search(r"CUDA Version:\s*([\w.]+)", out)
+    return (driver.group(1) if driver else None), (cuda.group(1) if cuda else None)
 
 
 def cuda_environment(device: torch.device | str) -> dict[str, Any]:
     """The GPU facts a CUDA measurement states: device, memory, driver, CUDA, cuDNN, torch.
+
+    ``cuda_build`` is the CUDA torch was built with, ``driver_cuda`` the newest the driver
+    supports.
 
     Off CUDA the device entries are ``None`` and only the software versions are filled in
     (a dry run on CPU reports the same keys).
@@ -114,6 +121,7 @@ def cuda_environment(device: torch.device | str) -> dict[str, Any]:
         "gpu_memory_gib": None,
         "compute_capability": None,
         "driver": None,
+        "driver_cuda": None,
     }
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
@@ -121,8 +129,8 @@ def cuda_environment(device: torch.device | str) -> dict[str, Any]:
             gpu=props.name,
             gpu_memory_gib=round(props.total_memory / 2**30, 1),
             compute_capability=f"{props.major}.{props.minor}",
-            driver=_driver_version(),
         )
+        facts["driver"], facts["driver_cuda"] = _driver_versions()
     return facts
 
 

@@ -13,7 +13,8 @@ from collections.abc import Callable, Sequence
 import torch
 
 from ..devices import resolve_device
-from .measure import MIB, autocast, median_seconds, peak_bytes
+from .measure import MIB, autocast, median_seconds, peak_bytes, synchronize
+from .models import build_on
 from .report import optional
 
 __all__ = ["train_models", "train_step", "train_table", "format_train"]
@@ -72,7 +73,6 @@ def train_step(model: torch.nn.Module, forward_model: Callable, optimizer, batch
 
 def _train_row(name: str, config, *, batch: int, steps: int, warmup: int, device, dtype: str, compile: bool, memory: bool) -> dict:
     """Build the model and its batches, time ``steps`` steps and measure one more's memory."""
-    from ..registry import build_from_config
     from ..training.config import TrainConfig
     from ..training.optim import build_optimizer
 
@@ -80,10 +80,16 @@ def _train_row(name: str, config, *, batch: int, steps: int, warmup: int, device
     cfg = TrainConfig(model=name, batch_size=batch, train_size=batch * count, val_size=1, image_size=config.image_size).resolved()
     batches, data_rate = _prebuilt_batches(cfg, config, batch, count, device)
     torch.manual_seed(0)
-    model = build_from_config(config).to(device).train()
+    model = build_on(config, device).train()
     forward_model = torch.compile(model) if compile else model
     step = train_step(model, forward_model, build_optimizer(model, cfg), batches, device, dtype)
-    seconds = median_seconds(step, warmup=warmup, repeats=steps, device=device)
+    # The warm-up is timed on its own: with torch.compile it is where the compiling happens.
+    start = time.perf_counter()
+    for _ in range(warmup):
+        step()
+    synchronize(device)
+    warmup_s = time.perf_counter() - start
+    seconds = median_seconds(step, warmup=0, repeats=steps, device=device)
     peak = peak_bytes(step, device) / MIB if memory else None
     return {
         "model": name,
@@ -95,6 +101,7 @@ def _train_row(name: str, config, *, batch: int, steps: int, warmup: int, device
         "samples_per_s": round(batch / seconds, 2),
         "data_samples_per_s": round(data_rate, 1),
         "peak_mib": None if peak is None else round(peak, 1),
+        "warmup_s": round(warmup_s, 3),
     }
 
 
@@ -132,6 +139,10 @@ def train_table(
         compile: ``torch.compile`` the model (default settings).
         memory: measure peak extra memory of one more step.
         progress: report each model's time on stderr.
+
+    Returns:
+        One dict per model; ``warmup_s`` is the time of the warm-up steps together (with
+        ``compile``, the compilation is in it).
     """
     from ..registry import get_config
 

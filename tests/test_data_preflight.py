@@ -275,3 +275,20 @@ def test_a_progress_bar_only_when_asked_or_on_a_terminal(root, capsys, monkeypat
     monkeypatch.setenv("CI", "1")
     check_refer(*args)
     assert capsys.readouterr().err == ""
+
+
+def test_files_are_checked_once_per_content(root, monkeypatch):
+    from reference_models.data import preflight
+
+    calls = []
+    real = preflight.loads_plain_pickle
+    monkeypatch.setattr(preflight, "loads_plain_pickle", lambda data, **kw: calls.append(kw["source"]) or real(data, **kw))
+    monkeypatch.setattr(preflight, "_CHECKED", type(preflight._CHECKED)())
+    _build(root, "train"), _build(root, "val")
+    assert len(calls) == 1  # train and val read one refs file: unpickled and checked once
+    refs = _refs()
+    refs[2]["image_id"] = None
+    _refused(root, r"ref 3 \(refs\[2\]\): 'image_id': expected an int", refs=refs)  # new content: checked anew
+    _write(root)
+    _build(root, "val")
+    assert len(calls) == 2  # the first content again: remembered

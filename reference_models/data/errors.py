@@ -23,7 +23,7 @@ def one_line(text: object, limit: int = 300) -> str:
     """``text`` as one line of at most ``limit`` characters (for messages built from file contents).
 
     Args:
-        text: anything; converted with :func:`str`.
+        text: anything; converted with :class:`str`.
         limit: the longest result.
 
     Returns:

@@ -14,7 +14,7 @@ see, in training and evaluation (:class:`~reference_models.data.refer.ReferDatas
   values lie there, CMYK without ink overflow, palettes with their transparency; anything
   with transparency is laid over white, as a viewer shows it.
 - ``exif_orientation=True`` turns the picture as its EXIF orientation tag says (as
-  :func:`PIL.ImageOps.exif_transpose` does). Predict does this, because the sentence a user
+  Pillow's ``ImageOps.exif_transpose`` does). Predict does this, because the sentence a user
   types describes the picture as their viewer shows it. The REFER datasets do not: their
   annotations and sentences were made on the pixels as stored (see ``docs/guides/datasets.md``).
 

@@ -26,10 +26,12 @@ What is checked:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any, NamedTuple
 
@@ -38,7 +40,7 @@ from PIL import Image
 from .errors import CorruptImageError, DataError, one_line
 from .images import read_header
 from .masks import check_segmentation
-from .safe_pickle import load_plain_pickle
+from .safe_pickle import loads_plain_pickle
 
 __all__ = [
     "PROGRESS_FROM",
@@ -134,15 +136,38 @@ def image_file(image_dir: str | os.PathLike[str], entry: Mapping[str, Any]) -> P
     return Path(image_dir) / str(entry["file_name"])
 
 
-def _read_json(path: Path, what: str) -> Any:
+def _read_bytes(path: Path, what: str) -> bytes:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: {what} not found")
     try:
-        return json.loads(path.read_bytes())
-    except (ValueError, RecursionError) as error:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-        raise DataError(f"{path}: not valid JSON ({one_line(error, 160)})") from None
+        return path.read_bytes()
     except OSError as error:
         raise DataError(f"{path}: cannot read the file ({one_line(error, 160)})") from None
+
+
+def _parse_json(data: bytes, path: Path) -> Any:
+    try:
+        return json.loads(data)
+    except (ValueError, RecursionError) as error:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise DataError(f"{path}: not valid JSON ({one_line(error, 160)})") from None
+
+
+# Files already checked in this process, by content: training reads the same refs and
+# instances for its train and val splits, evaluation for each split, and on RefCOCO each
+# check takes seconds. The datasets share these entries (they never change them).
+_CHECKED: OrderedDict[tuple[str, bytes], Any] = OrderedDict()
+_CHECKED_SIZE = 4
+
+
+def _remembered(kind: str, data: bytes, check: Callable[[], Any]) -> Any:
+    key = (kind, hashlib.blake2b(data, digest_size=16).digest())
+    if key in _CHECKED:
+        _CHECKED.move_to_end(key)
+        return _CHECKED[key]
+    value = _CHECKED[key] = check()
+    while len(_CHECKED) > _CHECKED_SIZE:
+        _CHECKED.popitem(last=False)
+    return value
 
 
 def read_refs(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
@@ -170,15 +195,17 @@ def read_refs(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
         reference_models.data.errors.DataError: .../refs.p: ref 1 (refs[0]): 'sentences'[0]['raw']: expected a str; got None
     """
     file = Path(path)
-    if file.suffix == ".p":
-        data = load_plain_pickle(file)
-    else:
-        data = _read_json(file, "refs file")
-    if not isinstance(data, list):
-        raise DataError(f"{file}: expected a list of refs; got a {type(data).__name__}")
-    for position, ref in enumerate(data):
+    data = _read_bytes(file, "refs file")
+    return _remembered("refs" + file.suffix, data, lambda: _checked_refs(data, file))
+
+
+def _checked_refs(data: bytes, file: Path) -> list[dict[str, Any]]:
+    refs = loads_plain_pickle(data, source=str(file)) if file.suffix == ".p" else _parse_json(data, file)
+    if not isinstance(refs, list):
+        raise DataError(f"{file}: expected a list of refs; got a {type(refs).__name__}")
+    for position, ref in enumerate(refs):
         _check_ref(ref, position, file)
-    return data
+    return refs
 
 
 def _check_ref(ref: Any, position: int, file: Path) -> None:
@@ -249,7 +276,11 @@ def read_instances(path: str | os.PathLike[str]) -> tuple[dict[int, dict[str, An
         reference_models.data.errors.DataError: .../instances.json: image 1 (images[0]): 'file_name': expected a relative path ...
     """
     file = Path(path)
-    data = _read_json(file, "instances.json (COCO images and annotations)")
+    data = _read_bytes(file, "instances.json (COCO images and annotations)")
+    return _remembered("instances", data, lambda: _checked_instances(_parse_json(data, file), file))
+
+
+def _checked_instances(data: Any, file: Path) -> tuple[dict[int, dict[str, Any]], dict[int, dict[str, Any]]]:
     if not isinstance(data, Mapping):
         raise DataError(f"{file}: expected a COCO dict with 'images' and 'annotations'; got a {type(data).__name__}")
     for key in ("images", "annotations"):

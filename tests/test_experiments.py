@@ -1,0 +1,230 @@
+"""The experiment catalogue: every ablation row of the three papers, by name.
+
+The papers' figures cannot be re-read here (the papers live outside the repository), so a
+few are checked against values copied by hand and the rest by the tables' own
+consistency: the same system appears in several tables with the same figures.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+
+from reference_models.config import ModelConfig
+from reference_models.experiments import (
+    PAPERS,
+    Experiment,
+    build_experiment,
+    get_experiment,
+    list_experiments,
+    select_experiments,
+)
+from reference_models.registry import get_config
+
+EXPECTED_ROWS = {
+    "sadlr/table3": ["LTS", "LTS + C", "LTS + S", "VLT", "VLT + C", "VLT + S", "LAVT", "LAVT + C", "LAVT + S"],
+    "sadlr/table4a": ["0", "1", "2", "3", "4"],
+    "sadlr/table4b": ["[128]", "[256]", "[64, 256]", "[512]", "[128, 512]", "[128, 512] × 2"],
+    "sadlr/table4c": ["sum", "replace"],
+    "asda/table2": ["(a)", "(b)", "(c)", "(d)", "(e)", "(f)"],
+    "asda/table3": ["1", "2", "3", "4"],
+    "asda/table4": ["16", "32", "48", "64"],
+    "asda/table5": ["MLP", "Conv", "Linear"],
+    "s2rm/table2": ["SwinT-Ours", "SwinB-Ours"],
+    "s2rm/table4": ["Tile & Concat.", "-Shift-l2v", "-Shift-v2l", "-Shift", "-l2v", "-v2l", "-Balance", "Full"],
+    "s2rm/table5": ["-Lang.", "-Cha.", "-Spa.", "Full", "Sig."],
+    "s2rm/table6": ["Full", "-D3", "-D2&3", "-D1&2&3"],
+    "s2rm/table7": ["ACM + FPN", "PWAM + FPN", "S2RM + FPN", "ACM + CASG", "PWAM + CASG", "S2RM + CASG"],
+}
+ALL = [get_experiment(name) for name in list_experiments()]
+AVAILABLE = [e.name for e in ALL if e.available]
+TABLES = sorted({e.name.rsplit("/", 1)[0] for e in ALL})
+_BUILT: dict[str, object] = {}
+
+
+def _tiny(name: str):
+    """Each row's tiny model, built once for every test that needs it."""
+    key = json.dumps([get_experiment(name).model_name("tiny"), get_experiment(name).overrides], default=str)
+    if key not in _BUILT:
+        _BUILT[key] = build_experiment(name)
+    return _BUILT[key]
+
+
+def val(name: str, metric: str) -> float:
+    return get_experiment(name).reported["val"][metric]
+
+
+# -- the rows ----------------------------------------------------------------------------------
+
+
+def test_every_row_of_every_table_in_the_papers_order():
+    assert [e.name.rsplit("/", 1)[0] for e in ALL] == [t for t in EXPECTED_ROWS for _ in EXPECTED_ROWS[t]]
+    for table, rows in EXPECTED_ROWS.items():
+        assert [e.row for e in ALL if e.name.startswith(table + "/")] == rows, table
+    assert len(set(list_experiments())) == len(ALL) == 64
+
+
+def test_names_are_paper_table_row_and_papers_filter():
+    for e in ALL:
+        paper, table, slug = e.name.split("/")
+        assert (paper, table) == (e.paper, e.table) and slug and slug == slug.lower() and " " not in slug
+    assert list_experiments() == [n for p in PAPERS for n in list_experiments(p)]
+    assert [n.split("/")[0] for n in list_experiments("asda")] == ["asda"] * 17
+    with pytest.raises(ValueError, match="paper: expected one of"):
+        list_experiments("lavt")
+
+
+def test_unknown_names_are_refused_with_near_misses():
+    with pytest.raises(ValueError, match=r"unknown experiment 'sadlr/table4b/64-265' \(did you mean 'sadlr/table4b/64-256'"):
+        get_experiment("sadlr/table4b/64-265")
+    with pytest.raises(ValueError, match=r"--experiment: no experiment .*'sadlr/tabel3'.*did you mean 'sadlr/table3'"):
+        select_experiments(["sadlr/tabel3"])
+    assert [e.row for e in select_experiments(["s2rm/table6", "s2rm/table6/full"])] == ["Full", "-D3", "-D2&3", "-D1&2&3"]
+
+
+def test_experiments_are_frozen():
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        get_experiment("sadlr/table3/lts").model = "vlt"
+
+
+def test_models_are_registered_at_both_sizes_and_the_swin_t_rows_are_swint():
+    for e in ALL:
+        get_config(e.model_name("tiny"))
+        get_config(e.model_name("base"))
+    assert get_experiment("s2rm/table2/swint").model_name("base") == "s2rm_swint"
+    assert get_experiment("s2rm/table2/swinb").model_name("base") == "s2rm_base"
+    assert {e.model_name("base") for e in ALL if e.paper == "s2rm" and e.table != "table2"} == {"s2rm_swint"}
+    with pytest.raises(ValueError, match="size: expected one of"):
+        get_experiment("sadlr/table3/lts").model_name("large")
+
+
+# -- availability --------------------------------------------------------------------------------
+
+
+def test_availability_is_computed_from_the_config_fields(monkeypatch):
+    known = {f.name for f in dataclasses.fields(ModelConfig)}
+    for e in ALL:
+        missing = [k for k in e.overrides if k not in known]
+        assert e.available == (not missing and e.unbuilt is None), e.name
+        if missing:
+            assert e.reason == f"needs ModelConfig fields {', '.join(missing)} (not built yet)"
+    # a row whose fields do not exist yet says which
+    row = Experiment(name="x/t/r", paper="asda", table="t", row="r", model="asda", overrides={"selector_head": "mlp", "not_a_field": 1})
+    assert not row.available and "not_a_field" in row.reason and "aligner_masks" not in row.reason
+
+
+def test_rows_of_modules_not_built_are_unavailable_with_the_module_named():
+    for name in ("sadlr/table3/lts-c", "sadlr/table3/vlt-c", "sadlr/table3/lavt-c"):
+        assert not get_experiment(name).available and "CGAN" in get_experiment(name).reason
+    for name in ("s2rm/table7/acm-fpn", "s2rm/table7/acm-casg"):
+        assert not get_experiment(name).available and "ACM" in get_experiment(name).reason
+    with pytest.raises(ValueError, match="is not available: needs CGAN"):
+        build_experiment("sadlr/table3/lavt-c")
+
+
+def test_each_papers_full_system_is_available_today():
+    for name in ("sadlr/table3/lavt-s", "asda/table2/f", "asda/table5/linear", "s2rm/table2/swint", "s2rm/table6/full"):
+        assert get_experiment(name).available, name
+
+
+@pytest.mark.parametrize("name", AVAILABLE)
+def test_every_available_row_builds_at_tiny_size_with_its_overrides(name):
+    model = _tiny(name)
+    for key, value in get_experiment(name).overrides.items():
+        assert getattr(model.config, key) == value
+
+
+@pytest.mark.parametrize("table", TABLES)
+def test_the_rows_of_a_table_build_different_models(table):
+    rows = [e for e in ALL if e.name.startswith(table + "/") and e.available]
+    configs = [get_config(e.model_name("base")).replace(**e.overrides) for e in rows]
+    shapes = [tuple((k, tuple(v.shape)) for k, v in _tiny(e.name).state_dict().items()) for e in rows]
+    for i in range(len(rows)):
+        for j in range(i):
+            assert configs[i] != configs[j] or shapes[i] != shapes[j], (rows[i].name, rows[j].name)
+
+
+def test_build_experiment_applies_size_and_overrides():
+    model = build_experiment("sadlr/table4b/128-512-x2", refiner_iters=2, loss_weights=(0.5, 0.5))
+    assert (model.config.name, model.config.refiner_hidden, model.config.refiner_repeats) == ("lavt_sadlr_tiny", (128, 512), 2)
+    assert model.config.refiner_iters == 2
+    with pytest.raises(ValueError, match="size: expected one of"):
+        build_experiment("sadlr/table3/lts", size="small")
+
+
+def test_the_table_4b_structures_and_4a_iterations_map_to_the_refiner_fields():
+    assert get_experiment("sadlr/table4b/128").overrides == {"refiner_hidden": (128,)}
+    assert get_experiment("sadlr/table4b/128-512-x2").overrides == {"refiner_hidden": (128, 512), "refiner_repeats": 2}
+    assert get_experiment("sadlr/table4a/0").model == "lavt"
+    for n in (1, 2, 3, 4):
+        overrides = get_experiment(f"sadlr/table4a/{n}").overrides
+        assert overrides["refiner_iters"] == len(overrides["loss_weights"]) == n
+        assert sum(overrides["loss_weights"]) == pytest.approx(1.0)
+    assert get_experiment("sadlr/table4a/3").overrides["loss_weights"] == (0.15, 0.15, 0.7)
+
+
+def test_asdas_short_tables_train_ten_epochs():
+    for e in ALL:
+        assert e.train_overrides == ({"epochs": 10} if e.paper == "asda" and e.table != "table2" else {}), e.name
+
+
+# -- the papers' figures -----------------------------------------------------------------------
+
+
+def test_figures_copied_by_hand():
+    assert get_experiment("sadlr/table3/lts").reported == {"val": {
+        "P@0.5": 0.821, "P@0.6": 0.7751, "P@0.7": 0.7094, "P@0.8": 0.5854, "P@0.9": 0.2714, "oIoU": 0.7084, "mIoU": 0.7192}}
+    assert val("sadlr/table4b/64-256", "P@0.5") == 0.87
+    assert val("sadlr/table4c/replace", "oIoU") == 0.7319
+    assert get_experiment("asda/table2/c").reported["testA"] == {"P@0.5": 0.863, "P@0.7": 0.7735, "P@0.9": 0.2402, "mIoU": 0.7479}
+    assert val("asda/table4/nc16", "mIoU") == 0.7061
+    assert val("s2rm/table4/no-v2l", "P@0.5") == 0.8135
+    assert val("s2rm/table6/no-d1-2-3", "P@0.9") == 0.1133
+    assert get_experiment("s2rm/table2/swint").reported_gmacs == 92.9
+    assert [get_experiment(f"sadlr/table3/{s}").reported_gmacs for s in ("lts", "lts-c", "lts-s")] == [133.3, 143.3, 139.4]
+
+
+def test_every_figure_is_a_fraction_with_the_metrics_keys():
+    keys = {"oIoU", "mIoU", "P@0.5", "P@0.6", "P@0.7", "P@0.8", "P@0.9"}
+    for e in ALL:
+        assert e.reported and set(e.reported) <= {"val", "testA", "testB"}, e.name
+        for metrics in e.reported.values():
+            assert set(metrics) <= keys and all(0 < v < 1 for v in metrics.values()), e.name
+            precisions = [metrics[k] for k in sorted(metrics) if k.startswith("P@")]
+            assert precisions == sorted(precisions, reverse=True), e.name  # P@X falls as X rises
+
+
+def test_the_same_system_has_the_same_figures_in_every_table():
+    same = [
+        # SADLR: the default LAVT + SADLR and the LAVT baseline recur in Tables 3 and 4
+        ("sadlr/table3/lavt-s", "sadlr/table4a/3", "sadlr/table4b/128-512", "sadlr/table4c/sum"),
+        ("sadlr/table3/lavt", "sadlr/table4a/0"),
+        # ASDA: the 10-epoch default in Tables 3, 4 and 5
+        ("asda/table3/n2", "asda/table4/nc32", "asda/table5/linear"),
+        # S2RM: S2RM + FPN (Tables IV, VII), S2RM + CASG (V, VI, VII)
+        ("s2rm/table4/full", "s2rm/table7/s2rm-fpn"),
+        ("s2rm/table5/full", "s2rm/table6/full", "s2rm/table7/s2rm-casg"),
+    ]
+    for names in same:
+        first = get_experiment(names[0])
+        for name in names[1:]:
+            assert get_experiment(name).reported == first.reported, (names[0], name)
+            assert get_config(get_experiment(name).model_name("base")).replace(**get_experiment(name).overrides) == get_config(
+                first.model_name("base")).replace(**first.overrides), name
+    # S2RM Table II's Swin-T precisions are Table V's full model's
+    for metric in ("P@0.5", "P@0.7", "P@0.9"):
+        assert val("s2rm/table2/swint", metric) == val("s2rm/table5/full", metric)
+
+
+def test_the_papers_statements_about_their_tables_hold():
+    # SADLR Sec. 4.4: + SADLR on LTS gains 3.10 P@0.5 and 1.38 oIoU
+    assert val("sadlr/table3/lts-s", "P@0.5") - val("sadlr/table3/lts", "P@0.5") == pytest.approx(0.031)
+    assert val("sadlr/table3/lts-s", "oIoU") - val("sadlr/table3/lts", "oIoU") == pytest.approx(0.0138)
+    # ASDA: (b) improves (a) by 2.68 IoU on val; Linear beats MLP by 0.98
+    assert val("asda/table2/b", "mIoU") - val("asda/table2/a", "mIoU") == pytest.approx(0.0268)
+    assert val("asda/table5/linear", "mIoU") - val("asda/table5/mlp", "mIoU") == pytest.approx(0.0098)
+    # S2RM: S2RM + FPN beats Tile & Concat. by 9.02 oIoU, PWAM + FPN by 1.52
+    assert val("s2rm/table4/full", "oIoU") - val("s2rm/table4/tile-concat", "oIoU") == pytest.approx(0.0902)
+    assert val("s2rm/table7/s2rm-fpn", "oIoU") - val("s2rm/table7/pwam-fpn", "oIoU") == pytest.approx(0.0152)

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from torch.utils.data import DataLoader
 from PIL import Image, ImageFile
 
 from reference_models.data.errors import BadSampleError, DataError
@@ -169,6 +170,14 @@ def test_a_picture_that_fails_to_decode_is_a_bad_sample(tmp_path, monkeypatch, p
     assert (copy.index, copy.path, copy.reason, copy.ref_id) == (error.index, error.path, error.reason, error.ref_id)
     assert ImageFile.LOAD_TRUNCATED_IMAGES is pad_truncated  # restored
     data[len(data) - 1]  # the other pictures are fine
+    if not pad_truncated:
+        # torch re-raises a worker's error as type(error)(text): the parts come back from the text.
+        loader = DataLoader(data, batch_size=1, num_workers=1, collate_fn=collate)
+        with pytest.raises(BadSampleError) as caught:
+            next(iter(loader))
+        assert (caught.value.index, caught.value.path, caught.value.reason, caught.value.ref_id) == (
+            error.index, error.path, error.reason, error.ref_id
+        )
 
 
 class _OpensAFile:

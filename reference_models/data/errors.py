@@ -15,6 +15,7 @@ can skip the sample, log it and count it. It survives pickling, which is how a
 from __future__ import annotations
 
 import os
+import re
 
 __all__ = ["DataError", "BadSampleError", "CorruptImageError", "one_line"]
 
@@ -62,7 +63,7 @@ class BadSampleError(DataError):
     """One sample of a dataset cannot be read; the others may be fine.
 
     Args:
-        index: the sample's index in the dataset.
+        index: the sample's index in the dataset (or the whole message, see below).
         path: the file at fault (usually the picture).
         reason: a short description, e.g. ``"truncated picture (image file is truncated)"``.
         ref_id: the ref the sample belongs to, when known (named in the message).
@@ -81,9 +82,21 @@ class BadSampleError(DataError):
         >>> copy = pickle.loads(pickle.dumps(error))
         >>> (copy.index, copy.path, copy.reason, copy.ref_id)
         (3, 'images/a.jpg', 'truncated picture', 12)
+
+    A message alone (how torch's DataLoader re-raises a worker's error in the main process)
+    is parsed back into the parts:
+
+        >>> again = BadSampleError("Caught BadSampleError in worker.\\nTraceback ...\\n" + f"BadSampleError: {error}")
+        >>> (again.index, again.path, again.reason, again.ref_id)
+        (3, 'images/a.jpg', 'truncated picture', 12)
     """
 
-    def __init__(self, index: int, path: str | os.PathLike[str], reason: str, ref_id: int | None = None) -> None:
+    def __init__(
+        self, index: int | str, path: str | os.PathLike[str] | None = None, reason: str | None = None,
+        ref_id: int | None = None,
+    ) -> None:
+        if path is None and reason is None and isinstance(index, str):
+            index, path, reason, ref_id = _from_worker_message(index)
         self.index = int(index)
         self.path = os.fspath(path)
         self.reason = one_line(reason)
@@ -92,6 +105,25 @@ class BadSampleError(DataError):
         super().__init__(f"{self.path}: {where} cannot be read: {self.reason}")
 
     def __reduce__(self):
-        # The default reduction calls cls(*self.args) with the message alone, which this
-        # __init__ cannot take: DataLoader workers would fail while reporting the error.
+        # The default reduction calls cls(*self.args), the message alone: rebuild from the parts.
         return (type(self), (self.index, self.path, self.reason, self.ref_id))
+
+
+_MESSAGE = re.compile(r"(?P<path>.*): sample (?P<index>\d+)(?: \(ref (?P<ref>-?\d+)\))? cannot be read: (?P<reason>.*)")
+
+
+def _from_worker_message(message: str) -> tuple[int, str, str, int | None]:
+    """The parts of a BadSampleError that a DataLoader worker raised, from the text it sent.
+
+    torch's DataLoader re-raises a worker's exception in the main process as
+    ``type(error)(text)``, where the text ends with the worker's traceback, whose last line is
+    ``...BadSampleError: <message>``. The message's format is this class's own, so the parts
+    come back exactly, and a handler in the main process sees the same error.
+    """
+    lines = message.strip().splitlines()
+    last = lines[-1].split("BadSampleError: ", 1)[-1] if lines else ""
+    match = _MESSAGE.fullmatch(last)
+    if match is None:  # not a message of this class: keep all of it as the reason
+        return -1, "<unknown>", message, None
+    ref = match["ref"]
+    return int(match["index"]), match["path"], match["reason"], None if ref is None else int(ref)

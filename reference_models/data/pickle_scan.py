@@ -150,6 +150,7 @@ class _Scanner:
         )
 
     def run(self) -> bool:
+        # One long loop on purpose: a call per opcode would double the time of a refs file.
         data, stack, marks, memo = self.data, self.stack, self.marks, self.memo
         fast, step, kinds, push, get, put = _FAST, _STEP, _KIND, stack.append, self.get, self.put
         pos = at = 0

@@ -43,6 +43,7 @@ _TORCH_GENERATED_CLASSES = (
     "torch.nn.parallel.DistributedDataParallel",
     "torch.Generator",
     "torch.utils.flop_counter.FlopCounterMode",
+    "torch.optim.lr_scheduler.LRScheduler",
 )
 _TORCH_GENERATED_FUNCTIONS = (
     "torch.compile",
@@ -60,6 +61,7 @@ _TORCH_ON_PAGES = {
     "torch.Size": ("class", "size.html"),
     "torch.autocast": ("class", "amp.html"),
     "torch.optim.Optimizer": ("class", "optim.html"),
+    "torch.amp.GradScaler": ("class", "amp.html"),
     "torch.utils.data.Dataset": ("class", "data.html"),
     "torch.utils.data.DataLoader": ("class", "data.html"),
     "torch.utils.data.Sampler": ("class", "data.html"),
@@ -83,6 +85,7 @@ _TORCH_ALIASES = {
     "torch.utils.data.DistributedSampler": "torch.utils.data.distributed.DistributedSampler",
     "torch.optim.optimizer.Optimizer": "torch.optim.Optimizer",
     "torch.amp.autocast_mode.autocast": "torch.autocast",
+    "torch.amp.grad_scaler.GradScaler": "torch.amp.GradScaler",
     "torch._C.Generator": "torch.Generator",
 }
 

@@ -96,6 +96,9 @@ def content_digest(state: dict[str, Any]) -> str:
 def first_non_finite(tensors: dict[str, torch.Tensor]) -> str | None:
     """The first key whose floating-point tensor holds a NaN or an infinity, or ``None``.
 
+    Args:
+        tensors: a state dict (other values are ignored).
+
     Example:
         >>> first_non_finite({"a": torch.ones(2), "b": torch.tensor([1.0, math.nan])})
         'b'

@@ -29,6 +29,9 @@ class Stopped(Exception):
 def describe_os_error(err: OSError) -> str:
     """An :class:`OSError` in words a user can act on, naming the file.
 
+    Args:
+        err: the error (its ``errno`` and ``filename`` are read).
+
     Example:
         >>> import errno
         >>> describe_os_error(OSError(errno.ENOSPC, "No space left on device", "runs/a/last.pt"))

@@ -93,7 +93,7 @@ def test_the_walk_finds_the_public_api():
     # guard against the walk silently finding nothing (e.g. a broken import path)
     names = set(OBJECTS)
     assert "rislayers.refiner.DynamicQueryRefiner" in names
-    assert "reference_models.train.train" in names
+    assert "reference_models.training.run.train" in names
     assert "reference_models.data.synthetic.SyntheticReferDataset" in names
     assert len(names) > 80
 

@@ -151,7 +151,7 @@ def export_refer(
     (COCO images, annotations with polygons or RLE, categories = shapes) and PNG pictures under
     ``out_dir/images/synthetic/``; read it back with
     ``ReferDataset(out_dir, "synthetic", "unc", split, ...)``. Scene ``i`` of a split is the
-    same scene :class:`SyntheticReferDataset` shows with the same seed and options. Each
+    same scene :class:`~reference_models.data.synthetic.SyntheticReferDataset` shows with the same seed and options. Each
     sentence also stores its ``program``; single-target refs have an int ``ann_id``, plural and
     no-target refs a list (``[-1]`` = no target, as in gRefCOCO).
 

@@ -68,7 +68,11 @@ def rng_state() -> dict[str, Any]:
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
-    """Restore what :func:`rng_state` saved."""
+    """Restore what :func:`rng_state` saved.
+
+    Args:
+        state: the dict :func:`rng_state` returned.
+    """
     torch.set_rng_state(state["torch"])
     random.setstate(state["python"])
     if "cuda" in state and torch.cuda.is_available():
@@ -76,7 +80,15 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def load_resume_state(out_dir: Path) -> dict[str, Any]:
-    """Read ``out_dir/last.pt``, refusing a weights-only file such as a ``best.pt``."""
+    """Read ``out_dir/last.pt``, refusing a weights-only file such as a ``best.pt``.
+
+    Args:
+        out_dir: the run folder.
+
+    Raises:
+        ValueError: the file holds weights only.
+        reference_models.checkpoint.CheckpointError: the file is damaged or not a checkpoint.
+    """
     path = out_dir / "last.pt"
     state = load_checkpoint(path)
     missing = [key for key in RESUME_KEYS if key not in state]

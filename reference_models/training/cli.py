@@ -110,6 +110,15 @@ def _parser() -> argparse.ArgumentParser:
         "--out", type=Path, default=None,
         help="run folder; must not hold a run unless --resume (default: runs/<model>-<time>, suffixed -2, ... if taken)",
     )
+    p.add_argument(
+        "--experiment", default=None, metavar="NAME",
+        help="a paper's ablation row, e.g. sadlr/table4b/64-256 (reference_models.experiments.list_experiments()): "
+        "its model, config overrides and training changes apply unless given here",
+    )
+    p.add_argument(
+        "--size", choices=["tiny", "base"], default=None,
+        help="with --experiment: tiny (CPU) or base (the paper's size for that row) (default: tiny)",
+    )
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt (its saved configuration wins)")
     return p
 
@@ -133,13 +142,20 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.resume and args.out is None:
         parser.error("--resume needs --out DIR (the run folder holding last.pt)")
-    values = {k: v for k, v in vars(args).items() if k not in ("out", "resume")}
+    given = _given_fields(parser, argv)
+    values = {k: v for k, v in vars(args).items() if k not in ("out", "resume", "size")}
+    if args.size is not None and args.experiment is None:
+        parser.error("--size: only with --experiment (--model names a model with its size)")
+    if args.experiment is not None and "model" not in given:
+        from .config import _experiment_of
+
+        values["model"] = _experiment_of(args.experiment).model_name(args.size or "tiny")
     values["model_args"] = tuple(values["model_args"])
     if values["milestones"] is not None:
         values["milestones"] = tuple(values["milestones"])
     cfg = TrainConfig(**values)
     try:
-        summary = train(cfg, args.out, resume=args.resume, given=_given_fields(parser, argv) if args.resume else None)
+        summary = train(cfg, args.out, resume=args.resume, given=given if args.resume else None)
     finally:
         shutdown_distributed()
     if int(os.environ.get("RANK", "0")) == 0:

@@ -73,7 +73,15 @@ def _check_type(name: str, value: Any, annotation: str) -> None:
 
 
 def flag_of(field: str) -> str:
-    """The command-line flag that sets a :class:`TrainConfig` field."""
+    """The command-line flag that sets a :class:`TrainConfig` field.
+
+    Args:
+        field: the field's name.
+
+    Example:
+        >>> flag_of("split_by"), flag_of("model_args")
+        ('--split-by', '--model-arg')
+    """
     return "--model-arg" if field == "model_args" else "--" + field.replace("_", "-")
 
 
@@ -124,6 +132,10 @@ class TrainConfig:
             listed in ``bad_samples.jsonl``) before it stops, resumably.
         max_bad_steps: steps in a row with a non-finite loss or gradient, each skipped,
             before the run stops (keeping the last good checkpoint).
+        experiment: a paper's ablation row (:func:`reference_models.experiments.list_experiments`).
+            Its model (at tiny size while ``model`` is left at its default), its config
+            overrides (under ``--model-arg``, which wins) and its training fields (where the
+            field is left at its default) apply; an unavailable row is refused.
     """
 
     model: str = DEFAULT_MODEL
@@ -162,6 +174,7 @@ class TrainConfig:
     checkpoint_minutes: float = 15.0
     max_bad_samples: int = 10
     max_bad_steps: int = 5
+    experiment: str | None = None
 
     def __post_init__(self) -> None:
         # Messages name the command-line flag: that is where most users set these fields.
@@ -190,13 +203,18 @@ class TrainConfig:
             raise ValueError(f"--milestones: expected epochs >= 1; got {' '.join(map(str, self.milestones))}")
         if not (self.data == "synthetic" or self.data.startswith("refer:")):
             raise ValueError(f"--data: expected 'synthetic' or 'refer:ROOT'; got {self.data!r}")
+        if self.experiment is not None:
+            _experiment_of(self.experiment)  # refuses an unknown or unavailable row now
 
     def model_overrides(self) -> dict[str, Any]:
-        """``model_args`` (``"key=value"`` strings, values JSON or plain text) as config overrides."""
-        return parse_overrides(self.model_args)
+        """The experiment's config overrides, then ``model_args`` (``"key=value"`` strings,
+        values JSON or plain text), which win."""
+        experiment = {} if self.experiment is None else dict(_experiment_of(self.experiment).overrides)
+        return {**experiment, **parse_overrides(self.model_args)}
 
     def resolved(self) -> TrainConfig:
-        """Fill every ``None`` recipe field from the model's recipe."""
+        """Apply the experiment, then fill every ``None`` recipe field from the model's recipe."""
+        self = _with_experiment(self)
         recipe = recipe_for(self.model)
         values = {k: v for k, v in recipe.items() if getattr(self, k, None) is None}
         if values.get("milestones") is None and self.milestones is None:
@@ -212,6 +230,31 @@ class TrainConfig:
         values = {k: (tuple(v) if isinstance(v, list) else v) for k, v in data.items() if k in names}
         return cls(**values)
 
+
+def _experiment_of(name: str):
+    """The available experiment ``name``; errors name ``--experiment``."""
+    from ..experiments import get_experiment
+
+    try:
+        experiment = get_experiment(name)
+    except ValueError as err:
+        raise ValueError(f"--experiment: {str(err).removeprefix('name: ')}") from None
+    if not experiment.available:
+        raise ValueError(f"--experiment: {name} is not available: {experiment.reason}")
+    return experiment
+
+
+def _with_experiment(cfg: TrainConfig) -> TrainConfig:
+    """``cfg`` with its experiment's model and training fields where ``cfg`` leaves them at
+    their defaults (the values a user did not choose)."""
+    if cfg.experiment is None:
+        return cfg
+    experiment = _experiment_of(cfg.experiment)
+    defaults = TrainConfig()
+    values = {k: v for k, v in experiment.train_overrides.items() if getattr(cfg, k) == getattr(defaults, k)}
+    if cfg.model == DEFAULT_MODEL:
+        values["model"] = experiment.model_name("tiny")
+    return dataclasses.replace(cfg, **values)
 
 
 # Settings of the machine and of fault handling, not of the run: a resumed run takes them

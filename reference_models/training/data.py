@@ -58,7 +58,15 @@ class ShardedResumableSampler(Sampler[int]):
 
 
 def build_datasets(cfg: TrainConfig, model_config: ModelConfig):
-    """The training and validation sets of ``cfg``, and the tokenizer they use."""
+    """The training and validation sets of ``cfg``, and the tokenizer they use.
+
+    Args:
+        cfg: the resolved training configuration (its data options).
+        model_config: the model's configuration (its tokenizer, input size, normalisation).
+
+    Returns:
+        ``(train_set, val_set, tokenizer)``.
+    """
     from ..data.synthetic import DEFAULT_LEVEL, SyntheticReferDataset
     from ..data.transforms import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD
 
@@ -95,7 +103,12 @@ def _as_flags(message: str) -> str:
 
 
 def constant_text(batch: dict[str, Any], tokenizer) -> dict[str, Any]:
-    """The text-blind control: every sentence replaced by the same constant one."""
+    """The text-blind control: every sentence replaced by the same constant one.
+
+    Args:
+        batch: a collated batch.
+        tokenizer: the model's tokenizer (it spells the constant sentence).
+    """
     tokens = tokenizer("object")
     b = batch["input_ids"].shape[0]
     return {**batch, "input_ids": tokens.input_ids.expand(b, -1).clone(), "attention_mask": tokens.attention_mask.expand(b, -1).clone()}

@@ -32,7 +32,11 @@ class DistInfo:
 
 
 def init_distributed(device: torch.device) -> DistInfo:
-    """Join the ``torchrun`` process group (NCCL on GPUs, Gloo on CPUs), if there is one."""
+    """Join the ``torchrun`` process group (NCCL on GPUs, Gloo on CPUs), if there is one.
+
+    Args:
+        device: this process's device (it picks the backend).
+    """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return DistInfo()

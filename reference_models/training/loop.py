@@ -48,7 +48,17 @@ class Optimisation:
 
 
 def steps_of(cfg: TrainConfig, sampler_length: int) -> tuple[int, int, int]:
-    """``(batches_per_epoch, steps_per_epoch, total_steps)`` of a run (``--max-steps`` applied)."""
+    """``(batches_per_epoch, steps_per_epoch, total_steps)`` of a run (``--max-steps`` applied).
+
+    Args:
+        cfg: the resolved training configuration.
+        sampler_length: samples per epoch of this process.
+
+    Example:
+        >>> from reference_models.training import TrainConfig
+        >>> steps_of(TrainConfig(epochs=2, batch_size=8, grad_accum=2), 40)
+        (5, 3, 6)
+    """
     batches_per_epoch = math.ceil(sampler_length / cfg.batch_size)
     steps_per_epoch = math.ceil(batches_per_epoch / cfg.grad_accum)
     total_steps = steps_per_epoch * cfg.epochs
@@ -58,7 +68,15 @@ def steps_of(cfg: TrainConfig, sampler_length: int) -> tuple[int, int, int]:
 
 
 def build_optimisation(model: nn.Module, cfg: TrainConfig, device: torch.device, dist_info: DistInfo, steps_per_epoch: int) -> Optimisation:
-    """Wrap the model for DDP and compile, and build its optimizer, schedule and scaler."""
+    """Wrap the model for DDP and compile, and build its optimizer, schedule and scaler.
+
+    Args:
+        model: the model to train (on its device).
+        cfg: the resolved training configuration.
+        device: the model's device.
+        dist_info: this process's place in the job.
+        steps_per_epoch: optimizer steps per epoch (the step schedule's milestones).
+    """
     train_model = model
     if dist_info.world > 1:
         train_model = nn.parallel.DistributedDataParallel(

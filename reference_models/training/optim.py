@@ -15,7 +15,12 @@ _NO_DECAY = ("relative_position_bias_table", "absolute_pos_embed", "positional_e
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """LAVT's grouping: no weight decay on norms, biases and position tables."""
+    """LAVT's grouping: no weight decay on norms, biases and position tables.
+
+    Args:
+        model: the model (frozen parameters are left out).
+        weight_decay: the decay of the other parameters.
+    """
     decay, no_decay = [], []
     for name, param in model.named_parameters():
         if not param.requires_grad:
@@ -25,6 +30,12 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
 
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """The recipe's Adam or AdamW over :func:`param_groups`.
+
+    Args:
+        model: the model to train.
+        cfg: the resolved training configuration (``optimizer``, ``lr``, ``weight_decay``).
+    """
     groups = param_groups(model, cfg.weight_decay)
     if cfg.optimizer == "adam":
         return torch.optim.Adam(groups, lr=cfg.lr)
@@ -34,6 +45,14 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int, total_steps: int):
+    """The per-step learning-rate schedule: poly to zero, x0.1 at milestones, or constant.
+
+    Args:
+        optimizer: the optimizer to schedule.
+        cfg: the resolved training configuration (``schedule``, ``poly_power``, ``milestones``).
+        steps_per_epoch: optimizer steps per epoch (milestones are in epochs).
+        total_steps: the steps of all epochs (where poly reaches zero).
+    """
     if cfg.schedule == "poly":
         return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: max(0.0, 1 - s / max(1, total_steps)) ** cfg.poly_power)
     if cfg.schedule == "step":

@@ -10,7 +10,14 @@ __all__ = ["write_pictures"]
 
 
 def write_pictures(out_dir: Path, records: list[dict], kept: list[dict], model_config: ModelConfig) -> None:
-    """Draw the loss and metric curves of ``records`` and the grid of ``kept`` validation samples."""
+    """Draw the loss and metric curves of ``records`` and the grid of ``kept`` validation samples.
+
+    Args:
+        out_dir: the run folder (``curves.png``, ``samples.png``).
+        records: the rows of ``metrics.jsonl``.
+        kept: validation samples with their predictions (one per refinement iteration).
+        model_config: the model's configuration (its normalisation, to show the pictures).
+    """
     from ..data.transforms import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD
     from ..viz import plot_curves, sample_grid, to_uint8_image
 

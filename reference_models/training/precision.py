@@ -13,12 +13,22 @@ __all__ = ["to_device", "autocast_for"]
 
 
 def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
-    """Move the batch's tensors to ``device`` (other values, e.g. sentences, stay)."""
+    """Move the batch's tensors to ``device`` (other values, e.g. sentences, stay).
+
+    Args:
+        batch: a collated batch.
+        device: where its tensors go.
+    """
     return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
 
 def autocast_for(cfg: TrainConfig, device: torch.device):
-    """The autocast context of ``cfg.amp`` (a no-op context for ``"none"``)."""
+    """The autocast context of ``cfg.amp`` (a no-op context for ``"none"``).
+
+    Args:
+        cfg: the training configuration.
+        device: the device autocast applies to.
+    """
     if cfg.amp == "none":
         return nullcontext()
     return torch.autocast(device.type, dtype=torch.bfloat16 if cfg.amp == "bf16" else torch.float16)

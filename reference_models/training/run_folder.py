@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import pathlib
 import socket
 from datetime import datetime
 from pathlib import Path
@@ -30,7 +31,14 @@ def _holds_a_run_error(out_dir: Path, found: list[str]) -> ValueError:
 
 
 def refuse_existing_run(out_dir: Path) -> None:
-    """A fresh run may start in a missing or empty folder, never over another run's files."""
+    """A fresh run may start in a missing or empty folder, never over another run's files.
+
+    Args:
+        out_dir: the folder asked for with ``--out``.
+
+    Raises:
+        ValueError: a file, a folder holding a run, or one a live run has locked.
+    """
     if out_dir.exists() and not out_dir.is_dir():
         raise ValueError(f"--out: expected a folder; got the file {out_dir}")
     if (out_dir / LOCK_FILE).exists():
@@ -45,6 +53,9 @@ def create_default_out(model: str) -> Path:
 
     Creating the folder (``exist_ok=False``) is what claims a name, so two runs started in
     the same second cannot both pick it.
+
+    Args:
+        model: the model's registry name.
     """
     base = Path("runs") / f"{model}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
     base.parent.mkdir(parents=True, exist_ok=True)
@@ -60,7 +71,13 @@ def create_default_out(model: str) -> Path:
 
 
 def write_config(out_dir: Path, config: dict[str, Any], *, resume: bool) -> None:
-    """Write ``config.json``; a fresh run refuses a folder another run has claimed meanwhile."""
+    """Write ``config.json``; a fresh run refuses a folder another run has claimed meanwhile.
+
+    Args:
+        out_dir: the run folder (created if missing).
+        config: ``{"train": ..., "model": ...}``.
+        resume: a resumed run rewrites its own file.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     text = json.dumps(config, indent=2) + "\n"
     try:
@@ -83,7 +100,7 @@ class MetricsLog:
         enabled: write anything at all (only the main process does).
     """
 
-    def __init__(self, path: Path, *, up_to_step: int = 0, enabled: bool = True) -> None:
+    def __init__(self, path: pathlib.Path, *, up_to_step: int = 0, enabled: bool = True) -> None:
         self.path, self.enabled = path, enabled
         self.records: list[dict[str, Any]] = []
         if enabled and path.exists():
@@ -101,7 +118,12 @@ class MetricsLog:
 
 
 def append_rows(path: Path, rows: list[dict[str, Any]]) -> None:
-    """Append JSON rows to ``path`` in one write (whole lines, even with several writers)."""
+    """Append JSON rows to ``path`` in one write (whole lines, even with several writers).
+
+    Args:
+        path: the ``.jsonl`` file.
+        rows: the rows (nothing is written for none).
+    """
     if rows:
         with path.open("a") as handle:
             handle.write("".join(json.dumps(r) + "\n" for r in rows))
@@ -136,7 +158,7 @@ class RunLock:
         True
     """
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: pathlib.Path) -> None:
         self.path = folder / LOCK_FILE
         self._fd: int | None = None
         self.created = not self.path.exists()

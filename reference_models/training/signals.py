@@ -73,6 +73,10 @@ class StopRequest:
 
 
 def ignore_stop_signals(worker_id: int) -> None:
-    """A DataLoader ``worker_init_fn``: leave SIGINT and SIGTERM to the main process."""
+    """A DataLoader ``worker_init_fn``: leave SIGINT and SIGTERM to the main process.
+
+    Args:
+        worker_id: the worker's number (unused).
+    """
     for signum in _SIGNALS:
         signal.signal(signum, signal.SIG_IGN)

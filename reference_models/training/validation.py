@@ -22,8 +22,20 @@ __all__ = ["evaluate_model"]
 def evaluate_model(model: nn.Module, loader, device: torch.device, *, cfg: TrainConfig, tokenizer=None, dist_info: DistInfo = DistInfo(), keep: int = 0, progress: bool = False, on_batch=None):
     """RISMetrics over a loader (reduced across ranks) and the first ``keep`` samples' predictions.
 
-    ``on_batch(batch)``, when given, sees every batch as the loader gives it (the run
-    records the samples that had to be skipped).
+    Args:
+        model: the model (switched to eval mode).
+        loader: the validation batches.
+        device: where the batches go.
+        cfg: the training configuration (``amp``, ``text_blind``).
+        tokenizer: for the text-blind control's constant sentence.
+        dist_info: this process's place in the job.
+        keep: how many samples' predictions to return (for ``samples.png``).
+        progress: show a progress bar.
+        on_batch: when given, sees every batch as the loader gives it (the run records
+            the samples that had to be skipped).
+
+    Returns:
+        ``(metrics, kept)``.
     """
     from tqdm.auto import tqdm
 

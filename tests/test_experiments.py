@@ -22,6 +22,7 @@ from reference_models.experiments import (
     select_experiments,
 )
 from reference_models.registry import get_config
+from reference_models.training.config import TrainConfig
 
 EXPECTED_ROWS = {
     "sadlr/table3": ["LTS", "LTS + C", "LTS + S", "VLT", "VLT + C", "VLT + S", "LAVT", "LAVT + C", "LAVT + S"],
@@ -228,3 +229,54 @@ def test_the_papers_statements_about_their_tables_hold():
     # S2RM: S2RM + FPN beats Tile & Concat. by 9.02 oIoU, PWAM + FPN by 1.52
     assert val("s2rm/table4/full", "oIoU") - val("s2rm/table4/tile-concat", "oIoU") == pytest.approx(0.0902)
     assert val("s2rm/table7/s2rm-fpn", "oIoU") - val("s2rm/table7/pwam-fpn", "oIoU") == pytest.approx(0.0152)
+
+
+# -- training an experiment --------------------------------------------------------------------
+
+# one row per table, whichever is available first
+TRAINED = [next(e.name for e in ALL if e.name.startswith(t + "/") and e.available) for t in TABLES if any(
+    e.available for e in ALL if e.name.startswith(t + "/"))]
+_QUICK = {"train_size": 2, "val_size": 1, "batch_size": 1, "epochs": 1, "max_steps": 2, "workers": 0, "grid_samples": 0, "image_size": 64}
+
+
+@pytest.mark.parametrize("name", TRAINED)
+def test_one_row_per_table_trains_two_steps_and_config_json_records_it(name, tmp_path):
+    from reference_models.training import train
+
+    experiment = get_experiment(name)
+    summary = train(TrainConfig(experiment=name, **_QUICK), tmp_path / "run", progress=False)
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["train"]["experiment"] == name
+    assert saved["train"]["model"] == experiment.model_name("tiny") == summary["model"]
+    for key, value in experiment.overrides.items():
+        assert saved["model"][key] == (list(value) if isinstance(value, tuple) else value)
+
+
+def test_the_experiment_fills_what_the_user_left_and_the_user_wins():
+    cfg = TrainConfig(experiment="asda/table4/nc16").resolved()
+    assert (cfg.model, cfg.epochs, cfg.model_overrides()) == ("asda_tiny", 10, {"aligner_masks": 16})
+    cfg = TrainConfig(experiment="asda/table4/nc16", epochs=3, model="asda_base", model_args=("aligner_masks=8",)).resolved()
+    assert (cfg.model, cfg.epochs, cfg.model_overrides()) == ("asda_base", 3, {"aligner_masks": 8})
+    assert TrainConfig().resolved().model_overrides() == {}
+
+
+def test_unknown_and_unavailable_experiments_are_refused_in_one_line():
+    with pytest.raises(ValueError, match=r"^--experiment: unknown experiment 'sadlr/table4c/sun' \(did you mean 'sadlr/table4c/sum'"):
+        TrainConfig(experiment="sadlr/table4c/sun")
+    with pytest.raises(ValueError, match=r"^--experiment: sadlr/table3/vlt-c is not available: needs CGAN") as err:
+        TrainConfig(experiment="sadlr/table3/vlt-c")
+    assert "\n" not in str(err.value)
+
+
+def test_the_command_line_picks_the_size_and_keeps_an_explicit_model(monkeypatch):
+    import reference_models.training.cli as cli
+
+    seen = []
+    monkeypatch.setattr(cli, "train", lambda cfg, out, **kw: seen.append(cfg.resolved()) or {})
+    cli.main(["--experiment", "s2rm/table6/no-d3", "--size", "base"])
+    cli.main(["--experiment", "s2rm/table2/swinb", "--size", "base"])
+    cli.main(["--experiment", "asda/table3/n1"])
+    cli.main(["--experiment", "asda/table3/n1", "--model", "asda_base", "--epochs", "2"])
+    assert [(c.model, c.epochs) for c in seen] == [("s2rm_swint", 40), ("s2rm_base", 40), ("asda_tiny", 10), ("asda_base", 2)]
+    with pytest.raises(SystemExit):
+        cli.main(["--size", "base"])

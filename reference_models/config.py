@@ -108,6 +108,25 @@ class ModelConfig:
         selector_gradient: ASDA selection gradient mode.
         aligner_masks: ASDA number of mask bases.
         s2rm_pos_dim: S2RM position channels.
+        s2rm_fusion: S2RM's fusion on the stride-32 map: ``"coparser"`` (the paper's
+            :class:`~rislayers.SpatialRecurrentCoparser`), ``"tile_concat"`` (Table IV's
+            "W. Tile & Concat." baseline, :class:`~rislayers.TileConcatFusion`) or
+            ``"pwam"`` (Table VII, LAVT's :class:`~rislayers.PixelWordAttention`, added to
+            ``V_4``).
+        s2rm_decoder: ``"casg"`` (the paper's :class:`~rislayers.CASGDecoder`) or ``"fpn"``
+            (Table IV's and VII's baseline, :class:`~rislayers.FPNDecoder`).
+        coparser_directions: coparsing directions kept, from ``["l2v", "v2l"]`` (Table IV's
+            "-l2v" is ``["v2l"]``, "-v2l" is ``["l2v"]``).
+        coparser_shift: the recurrent shift of the generator (``false``: Table IV's "-Shift").
+        coparser_balance: the Eq. 9-10 gates (``false``: Table IV's "-Balance").
+        coparser_implementation: ``"gemm"`` (one affinity and a gather) or ``"shift"`` (the
+            literal roll-and-concat); the same function and parameters.
+        casg_language: the sentence in CASG's attentions (``false``: Table V's "-Lang.").
+        casg_channel: CASG's channel attention (``false``: Table V's "-Cha.").
+        casg_spatial: CASG's spatial attention (``false``: Table V's "-Spa.").
+        casg_activation: CASG's attention activation, ``"tanh"`` or ``"sigmoid"`` (Table V's "Sig.").
+        casg_stages: CASG's attention-guided stages kept, 0 to 3, removed coarsest first
+            (Table VI: 3 = Full, 2 = "-D3", 1 = "-D2&3", 0 = "-D1&2&3").
         focal_weight: ASDA focal-loss weight beside Dice.
     """
 
@@ -158,6 +177,17 @@ class ModelConfig:
     focal_weight: float = 1.0
     # S2RM
     s2rm_pos_dim: int = 8
+    s2rm_fusion: str = "coparser"
+    s2rm_decoder: str = "casg"
+    coparser_directions: tuple[str, ...] = ("l2v", "v2l")
+    coparser_shift: bool = True
+    coparser_balance: bool = True
+    coparser_implementation: str = "gemm"
+    casg_language: bool = True
+    casg_channel: bool = True
+    casg_spatial: bool = True
+    casg_activation: str = "tanh"
+    casg_stages: int = 3
 
     def __post_init__(self) -> None:
         choices = {
@@ -170,6 +200,10 @@ class ModelConfig:
             "selector_gradient": ("straight_through", "soft", "none"),
             "norm": ("batch", "group"),
             "tokenizer": ("bert", "clip", "word"),
+            "s2rm_fusion": ("coparser", "tile_concat", "pwam"),
+            "s2rm_decoder": ("casg", "fpn"),
+            "coparser_implementation": ("gemm", "shift"),
+            "casg_activation": ("tanh", "sigmoid"),
         }
         for key, allowed in choices.items():
             value = getattr(self, key)
@@ -202,11 +236,43 @@ class ModelConfig:
                 f"selector_layers: expected [start, end] layer ranges (1-based, start <= end), e.g. "
                 f"[[4, 6], [7, 9]]; got {self.selector_layers!r}"
             )
+        self._check_s2rm()
         if self.plugin == "sadlr" and len(self.loss_weights) != self.refiner_iters:
             raise ValueError(
                 f"loss_weights: expected one weight per refiner iteration ({self.refiner_iters}); "
                 f"got {self.loss_weights}"
             )
+
+    def _check_s2rm(self) -> None:
+        """The S2RM ablation fields (Tables IV-VII)."""
+        for key in ("coparser_shift", "coparser_balance", "casg_language", "casg_channel", "casg_spatial"):
+            if not isinstance(getattr(self, key), bool):
+                raise ValueError(f"{key}: expected true or false; got {getattr(self, key)!r}")
+        directions = self.coparser_directions
+        if (
+            not isinstance(directions, tuple)
+            or not directions
+            or len(set(directions)) != len(directions)
+            or not all(d in ("l2v", "v2l") for d in directions)
+        ):
+            raise ValueError(
+                f"coparser_directions: expected a non-empty list of distinct names from ['l2v', 'v2l'], "
+                f"e.g. ['v2l']; got {directions!r}"
+            )
+        if not _is_int(self.casg_stages, minimum=0) or self.casg_stages > 3:
+            raise ValueError(f"casg_stages: expected an integer from 0 to 3 (attention-guided stages kept); got {self.casg_stages!r}")
+        if self.architecture != "s2rm":
+            return
+        # An ablation of a block that is not built would silently change nothing.
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        unused = {"coparser_": ("s2rm_fusion", self.s2rm_fusion != "coparser"), "casg_": ("s2rm_decoder", self.s2rm_decoder != "casg")}
+        for prefix, (owner, absent) in unused.items():
+            changed = [k for k in defaults if k.startswith(prefix) and getattr(self, k) != defaults[k]]
+            if absent and changed:
+                raise ValueError(
+                    f"{changed[0]}: only used with the {prefix.rstrip('_')} block, but {owner}={getattr(self, owner)!r}; "
+                    f"got {getattr(self, changed[0])!r}"
+                )
 
     # -- (de)serialisation -------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

@@ -10,12 +10,14 @@ from .aggregator import ScaleWiseAggregator
 from .aligner import AlignerOutput, DualBranchAligner
 from .casg import CASGDecoder, CASGStage
 from .coparser import SpatialRecurrentCoparser
+from .fpn import FPNDecoder
 from .losses import DeepSupervisionLoss, dice_loss, sigmoid_focal_loss
 from .metrics import GRESMetrics, RISMetrics
 from .pixel_word import LanguageGate, PixelWordAttention
 from .refiner import DynamicQueryRefiner, RefinerOutput
 from .selector import AdaptiveLayerSelector, SelectionOutput
 from .shapes import PaddingMaskWarning, ShapeError, check_shape, set_shape_checks
+from .tile_concat import TileConcatFusion
 
 __version__ = "0.1.0"
 
@@ -32,6 +34,8 @@ __all__ = [
     "SpatialRecurrentCoparser",
     "CASGStage",
     "CASGDecoder",
+    "TileConcatFusion",
+    "FPNDecoder",
     "ShapeError",
     "PaddingMaskWarning",
     "check_shape",

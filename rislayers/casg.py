@@ -292,6 +292,13 @@ class CASGDecoder(nn.Module):
         num_classes: output channels (1 = one foreground logit). ``None`` builds no
             classifier: :meth:`forward` then returns ``F_1^cross`` ``(b, dims[0], h1, w1)``,
             as :meth:`forward_features` does.
+        num_stages: attention-guided stages kept, 0 to 3 (Table VI: 3 = Full, 2 = "-D3",
+            1 = "-D2&3", 0 = "-D1&2&3"). Stages go coarsest first: a removed stage is not
+            built, its ``V_i`` is not read and the later stages see one map fewer in
+            ``prev``; with 0 the classifier reads ``F_4^cross`` (``c4`` channels) and the
+            logits are upsampled to ``4*h1, 4*w1`` all the same. The decoded map
+            (:meth:`forward_features`) is then at the size of the finest kept stage, with
+            :attr:`out_dim` channels.
         dims: widths of the stages of ``V1, V2, V3`` (high-res first). ``None`` (the paper:
             "F_i^cross of size H/2^{i+1} x W/2^{i+1} x C_i^vis") uses ``in_dims[:3]``; other
             widths add a 1x1 projection of each ``V_i`` (see ``CASGStage(vis_dim=...)``).
@@ -335,6 +342,7 @@ class CASGDecoder(nn.Module):
         text_dim: int,
         *,
         num_classes: int | None = 1,
+        num_stages: int = 3,
         dims: Sequence[int] | None = None,
         head_kernel_size: int = 1,
         mlp_ratio: float = 1.0,
@@ -354,6 +362,9 @@ class CASGDecoder(nn.Module):
         self.in_dims = _dims_tuple("in_dims", in_dims, 4)
         self.text_dim = positive_int("text_dim", text_dim)
         self.num_classes = None if num_classes is None else positive_int("num_classes", num_classes)
+        if isinstance(num_stages, bool) or not isinstance(num_stages, int) or not 0 <= num_stages <= 3:
+            raise ValueError(f"num_stages: expected an integer in [0, 3]; got {num_stages!r}")
+        self.num_stages = num_stages
         self.dims = self.in_dims[:3] if dims is None else _dims_tuple("dims", dims, 3)
         head_kernel_size = positive_int("head_kernel_size", head_kernel_size)
         if head_kernel_size % 2 == 0:
@@ -362,9 +373,12 @@ class CASGDecoder(nn.Module):
         factory = {"device": device, "dtype": dtype}
 
         # Run order: V3's stage first. Each sees F4 and every finer output produced so far.
+        # Stages are removed coarsest first (Table VI's -D3, -D2&3, -D1&2&3): the finest
+        # num_stages levels are kept, and a removed level's V_i is not read.
+        self.levels = (2, 1, 0)[3 - num_stages :]
         stages = []
         prev_dims = [self.in_dims[3]]
-        for level in (2, 1, 0):
+        for level in self.levels:
             stages.append(
                 CASGStage(
                     self.dims[level],
@@ -386,14 +400,19 @@ class CASGDecoder(nn.Module):
             )
             prev_dims.append(self.dims[level])
         self.stages = nn.ModuleList(stages)
+        # Channels of the decoded map: F_1^cross, or F_4^cross itself when no stage is kept.
+        self.out_dim = self.dims[0] if num_stages else self.in_dims[3]
         self.head = (
             None
             if num_classes is None
-            else nn.Conv2d(self.dims[0], num_classes, head_kernel_size, padding=head_kernel_size // 2, **factory)
+            else nn.Conv2d(self.out_dim, num_classes, head_kernel_size, padding=head_kernel_size // 2, **factory)
         )
 
     def extra_repr(self) -> str:
-        return f"in_dims={self.in_dims}, text_dim={self.text_dim}, num_classes={self.num_classes}, dims={self.dims}"
+        return (
+            f"in_dims={self.in_dims}, text_dim={self.text_dim}, num_classes={self.num_classes}, "
+            f"num_stages={self.num_stages}, dims={self.dims}"
+        )
 
     @property
     def output_names(self) -> tuple[str, ...]:
@@ -414,7 +433,8 @@ class CASGDecoder(nn.Module):
         decoded = self.forward_features(features, sentence)
         if self.head is None:
             return decoded
-        height, width = decoded.shape[-2:]
+        # 4x V1's size, whatever the last kept stage's size (F4's with num_stages=0).
+        height, width = features[0].shape[-2:]
         logits = self.head(decoded)
         return F.interpolate(logits, size=(4 * height, 4 * width), mode="bilinear", align_corners=self.align_corners)
 
@@ -434,7 +454,10 @@ class CASGDecoder(nn.Module):
                 f"features: expected a sequence of 4 maps [V1, V2, V3, F4cross] (b, c_k, h_k, w_k) with "
                 f"c_k = {self.in_dims}; got {got}"
             )
-        dtype = self.stages[0].fuse_out[0].weight.dtype
+        if self.num_stages:
+            dtype = self.stages[0].fuse_out[0].weight.dtype
+        else:
+            dtype = None if self.head is None else self.head.weight.dtype
         check_shape(features[0], "b c h w", name="features[0]", c=self.in_dims[0], floating=True, dtype=dtype)
         batch = features[0].shape[0]
         for k in (1, 2, 3):
@@ -444,6 +467,6 @@ class CASGDecoder(nn.Module):
         check_shape(sentence, "b d", name="sentence", bound={"b": batch}, d=self.text_dim, floating=True, dtype=dtype)
 
         decoded = [features[3]]
-        for stage, vis in zip(self.stages, (features[2], features[1], features[0])):
-            decoded.append(stage(vis, tuple(decoded), sentence))
+        for stage, level in zip(self.stages, self.levels):
+            decoded.append(stage(features[level], tuple(decoded), sentence))
         return decoded[-1]

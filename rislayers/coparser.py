@@ -39,78 +39,59 @@ from einops import rearrange
 from torch import nn
 
 from ._compat import accumulation_dtype, is_tracing, renamed_arguments
-from ._coparse_shift import coparse_shift
+from ._coparse_shift import DIRECTIONS, coparse_shift, group_sizes, group_sources, normalise_directions
 from .functional import _masked_mean, coord_features, sine_position_encoding_2d, zero_padding
 from .shapes import check_shape, check_words_inputs, positive_int
 
 __all__ = ["SpatialRecurrentCoparser", "coparse_index"]
 
-_DIRECTIONS = ("l2v", "v2l")
+_DIRECTIONS = DIRECTIONS
 _IMPLEMENTATIONS = ("gemm", "shift")
 _FUSIONS = ("add", "concat")
 
 
-def _normalise_directions(directions: object) -> tuple[str, ...]:
-    ok = (
-        isinstance(directions, Sequence)
-        and not isinstance(directions, (str, bytes))
-        and len(directions) > 0
-        and len(set(directions)) == len(directions)
-        and all(d in _DIRECTIONS for d in directions)
-    )
-    if not ok:
-        raise ValueError(
-            f"directions: expected a non-empty sequence of distinct names from {_DIRECTIONS}; got {directions!r}"
-        )
-    # Groups are always stacked in the paper's order (Eq. 9), whatever order was given.
-    return tuple(d for d in _DIRECTIONS if d in directions)
-
-
-def coparse_index(height: int, width: int, directions: Sequence[str] = _DIRECTIONS) -> torch.Tensor:
+def coparse_index(
+    height: int, width: int, directions: Sequence[str] = _DIRECTIONS, *, shift: bool = True
+) -> torch.Tensor:
     """Flat indices into the affinity ``A (n, n)`` that lay out S2RM's coparsing groups.
 
-    ``A.reshape(b, n * n).index_select(1, index).view(b, n, k * n)`` gives the
+    ``A.reshape(b, n * n).index_select(1, index).view(b, n, m)`` gives the
     ``k = 2 * len(directions)`` groups of Eq. 5-8 (``C_l2v, R_l2v, C_v2l, R_v2l`` for both
     directions), channels-last, in the channel order of the paper: ``C`` channel
     ``s*w + t`` is the generator row shifted by ``s``, column ``t``; ``R`` channel
-    ``s*h + t`` is the generator column shifted by ``s``, row ``t``.
+    ``s*h + t`` is the generator column shifted by ``s``, row ``t``. With the shift
+    ``m = k*n``; without it (``shift=False``, only ``s = 0``: the parsed position's own row
+    for ``C``, own column for ``R``) each direction has ``w + h`` channels.
 
     Args:
         height: ``h`` of the map.
         width: ``w`` of the map.
         directions: ``"l2v"`` (groups read from ``A``) and/or ``"v2l"`` (from ``A^T``).
+        shift: keep every cyclic shift of the generator (the paper), or only the unshifted one.
 
     Returns:
-        int64 tensor of ``n * k * n`` indices into the flattened ``(n, n)`` affinity.
+        int64 tensor of ``n * m`` indices into the flattened ``(n, n)`` affinity.
 
     Example:
         >>> coparse_index(3, 4).shape
         torch.Size([576])
         >>> coparse_index(2, 2, ("l2v",)).view(4, 8)[1]  # position (0, 1) reads A.flatten()[...]
         tensor([4, 5, 6, 7, 5, 7, 4, 6])
+        >>> coparse_index(2, 2, ("l2v",), shift=False).view(4, 4)[1]  # its row, then its column
+        tensor([4, 5, 5, 7])
     """
     positive_int("height", height)
     positive_int("width", width)
-    directions = _normalise_directions(directions)
+    directions = normalise_directions(directions)
     n = height * width
-    row = torch.arange(height).view(height, 1, 1, 1)  # i: the parsed position's row
-    col = torch.arange(width).view(1, width, 1, 1)  # j: the parsed position's column
-    zeros = torch.zeros(height, width, 1, 1, dtype=torch.long)
-    # Eq. 5-6: channel (s, t) of C reads generator position ((i - s) mod h, t).
-    shift_h = torch.arange(height).view(1, 1, height, 1)
-    t_w = torch.arange(width).view(1, 1, 1, width)
-    source_c = (((row - shift_h) % height) * width + t_w + zeros).reshape(n, n)
-    # Eq. 7-8: channel (s, t) of R reads generator position (t, (j - s) mod w).
-    shift_w = torch.arange(width).view(1, 1, width, 1)
-    t_h = torch.arange(height).view(1, 1, 1, height)
-    source_r = (t_h * width + (col - shift_w) % width + zeros).reshape(n, n)
+    source_c, source_r = group_sources(height, width, bool(shift))
     parsed = torch.arange(n).view(n, 1)
     groups = []
     if "l2v" in directions:  # A[q, p]
         groups += [parsed * n + source_c, parsed * n + source_r]
     if "v2l" in directions:  # A^T[q, p] = A[p, q]
         groups += [source_c * n + parsed, source_r * n + parsed]
-    return torch.stack(groups, dim=1).reshape(-1)
+    return torch.cat(groups, dim=1).reshape(-1)
 
 
 def _masked_softmax(scores: torch.Tensor, word_mask: torch.Tensor | None) -> torch.Tensor:
@@ -162,6 +143,12 @@ class SpatialRecurrentCoparser(nn.Module):
       ablations); the groups and gates shrink to ``k = 2 * len(directions)``.
       ``balance=False`` skips Eq. 9-10's gates (Table IV's "-Balance"): the groups go to the
       compressing conv unweighted, and the module has no balance conv.
+    - ``shift=False`` (Table IV's "-Shift" rows) coparses without the recurrent shift: the
+      generator enters Eq. 5 and 7 unshifted only (``s = 0``), so each position is
+      correlated with the other modality's positions in its own row (``C``, ``w`` channels)
+      and its own column (``R``, ``h`` channels) instead of with every row (column) brought
+      to it by the shifts; the groups shrink to ``w`` and ``h`` channels (``group_sizes``)
+      and the balance and compress convs read ``len(directions) * (h + w)`` channels.
     - A sentence with no real word gives ``T_dist = 0`` (its attention weights are zero),
       so its output is finite.
 
@@ -180,6 +167,8 @@ class SpatialRecurrentCoparser(nn.Module):
         pos_dim: channels of the position map ``P`` in Eq. 1 (8, 0, or a multiple of 4).
         directions: coparsing directions kept, from ``("l2v", "v2l")``.
         balance: apply the Eq. 9-10 gates.
+        shift: cyclically shift the generator (Eq. 5, 7); ``False`` keeps only its unshifted
+            slice (Table IV's "-Shift").
         implementation: ``"gemm"`` (fast, default) or ``"shift"`` (literal reference).
         fusion: ``"add"`` (residual, default) or ``"concat"`` (Conv1x1-BN-ReLU).
         device: device of the parameters.
@@ -212,6 +201,7 @@ class SpatialRecurrentCoparser(nn.Module):
         pos_dim: int = 8,
         directions: Sequence[str] = _DIRECTIONS,
         balance: bool = True,
+        shift: bool = True,
         implementation: str = "gemm",
         fusion: str = "add",
         device: torch.device | str | None = None,
@@ -234,10 +224,13 @@ class SpatialRecurrentCoparser(nn.Module):
         if isinstance(pos_dim, bool) or not isinstance(pos_dim, int) or pos_dim < 0 or (pos_dim not in (0, 8) and pos_dim % 4):
             raise ValueError(f"pos_dim: expected 0, 8 or a positive multiple of 4; got {pos_dim!r}")
         self.pos_dim = pos_dim
-        self.directions = _normalise_directions(directions)
+        self.directions = normalise_directions(directions)
         if not isinstance(balance, bool):
             raise ValueError(f"balance: expected a bool; got {balance!r}")
         self.balance = balance
+        if not isinstance(shift, bool):
+            raise ValueError(f"shift: expected a bool; got {shift!r}")
+        self.shift = shift
         if implementation not in _IMPLEMENTATIONS:
             raise ValueError(f"implementation: expected one of {_IMPLEMENTATIONS}; got {implementation!r}")
         self.implementation = implementation
@@ -248,7 +241,8 @@ class SpatialRecurrentCoparser(nn.Module):
         height, width = self.size
         self.num_positions = height * width
         self.num_groups = 2 * len(self.directions)
-        group_channels = self.num_groups * self.num_positions
+        self.group_sizes = group_sizes(height, width, self.directions, shift)
+        group_channels = sum(self.group_sizes)
 
         # Eq. 1. No conv bias: BatchNorm follows and would cancel it.
         self.distribute_proj = nn.Conv2d(self.dim + self.text_dim + pos_dim, self.dim, 1, bias=False, **factory)
@@ -282,13 +276,13 @@ class SpatialRecurrentCoparser(nn.Module):
         # two implementations are interchangeable.
         self.register_buffer("positions", positions, persistent=False)
         self.register_buffer(
-            "group_index", coparse_index(height, width, self.directions).to(device), persistent=False
+            "group_index", coparse_index(height, width, self.directions, shift=shift).to(device), persistent=False
         )
 
     def extra_repr(self) -> str:
         return (
             f"dim={self.dim}, text_dim={self.text_dim}, size={self.size}, pos_dim={self.pos_dim}, "
-            f"directions={self.directions}, balance={self.balance}, "
+            f"directions={self.directions}, balance={self.balance}, shift={self.shift}, "
             f"implementation={self.implementation!r}, fusion={self.fusion!r}"
         )
 
@@ -358,8 +352,9 @@ class SpatialRecurrentCoparser(nn.Module):
         Shape:
             - vis_flat: ``(b, n, c)``
             - lang_flat: ``(b, n, c)``
-            - output: ``(b, n, k*n)``: ``k = 2 * len(directions)`` groups of ``n``
-              channels, in the order ``C_l2v, R_l2v, C_v2l, R_v2l`` (those kept).
+            - output: ``(b, n, m)``: ``k = 2 * len(directions)`` groups of ``n`` channels
+              (``m = k*n``; without the shift ``w`` for ``C`` and ``h`` for ``R``, see
+              :attr:`group_sizes`), in the order ``C_l2v, R_l2v, C_v2l, R_v2l`` (those kept).
 
         Example:
             >>> import torch
@@ -370,12 +365,12 @@ class SpatialRecurrentCoparser(nn.Module):
         axes = check_shape(vis_flat, "b n c", name="vis_flat", n=self.num_positions, c=self.dim, floating=True)
         check_shape(lang_flat, "b n c", name="lang_flat", bound=axes, floating=True)
         if self.implementation == "shift":
-            return coparse_shift(vis_flat, lang_flat, self.size, self.directions)
+            return coparse_shift(vis_flat, lang_flat, self.size, self.directions, self.shift)
         batch, n = vis_flat.shape[0], self.num_positions
         affinity = torch.bmm(vis_flat, lang_flat.transpose(1, 2))  # A (b, n, n)
         # Explicit sizes, not -1: an empty batch (b = 0) has no size to infer.
         groups = affinity.reshape(batch, n * n).index_select(1, self.group_index)
-        return groups.view(batch, n, self.num_groups * n)
+        return groups.view(batch, n, sum(self.group_sizes))
 
     # ------------------------------------------------------------------ Eq. 9-10
     def compress(self, groups: torch.Tensor) -> torch.Tensor:
@@ -385,7 +380,7 @@ class SpatialRecurrentCoparser(nn.Module):
             groups: the output of :meth:`coparse`.
 
         Shape:
-            - groups: ``(b, n, k*n)``
+            - groups: ``(b, n, m)``, ``m = sum(group_sizes)``
             - output: ``(b, c, h, w)``
 
         Example:
@@ -395,13 +390,13 @@ class SpatialRecurrentCoparser(nn.Module):
             torch.Size([2, 16, 3, 4])
         """
         height, width = self.size
-        check_shape(groups, "b n m", name="groups", n=self.num_positions, m=self.num_groups * self.num_positions, floating=True)
+        check_shape(groups, "b n m", name="groups", n=self.num_positions, m=sum(self.group_sizes), floating=True)
         batch, k, n = groups.shape[0], self.num_groups, self.num_positions
         if self.implementation == "shift":
             stacked = rearrange(groups, "b (h w) m -> b m h w", h=height, w=width)
             if self.balance_proj is not None:
                 gates = self.balance_proj(stacked).mean(dim=(2, 3)).sigmoid()  # Eq. 9
-                parts = stacked.chunk(k, dim=1)
+                parts = stacked.split(self.group_sizes, dim=1)
                 stacked = torch.cat([parts[g] * gates[:, g, None, None, None] for g in range(k)], dim=1)  # Eq. 10
             compressed = self.compress_proj(stacked)
         else:
@@ -409,11 +404,19 @@ class SpatialRecurrentCoparser(nn.Module):
                 # AvgP(Conv1x1(G)) == Conv1x1(AvgP(G)): average the groups first.
                 logits = F.linear(groups.mean(dim=1), self.balance_proj.weight.flatten(1), self.balance_proj.bias)
                 gates = logits.sigmoid()  # Eq. 9
-                groups = (groups.view(batch, n, k, n) * gates[:, None, :, None]).view(batch, n, k * n)  # Eq. 10
+                groups = self._gated(groups, gates)  # Eq. 10
             # The 1x1 conv as a matmul on the channels-last groups (no transposed copy).
             compressed = F.linear(groups, self.compress_proj.weight.flatten(1))
             compressed = rearrange(compressed, "b (h w) c -> b c h w", h=height, w=width)
         return F.relu(self.compress_norm(compressed))
+
+    def _gated(self, groups: torch.Tensor, gates: torch.Tensor) -> torch.Tensor:
+        """Channels-last groups ``(b, n, m)`` times their group's gate ``(b, k)`` (Eq. 10)."""
+        batch, n, k = groups.shape[0], self.num_positions, self.num_groups
+        if not self.shift:  # groups of w and h channels: one product per group
+            parts = groups.split(self.group_sizes, dim=2)
+            return torch.cat([part * gates[:, g, None, None] for g, part in enumerate(parts)], dim=2)
+        return (groups.view(batch, n, k, n) * gates[:, None, :, None]).view(batch, n, k * n)
 
     @property
     def output_names(self) -> tuple[str, ...]:
@@ -466,12 +469,13 @@ class SpatialRecurrentCoparser(nn.Module):
         """
         l, b = positive_int("length", length), positive_int("batch", batch)
         n, c, d, k, p = self.num_positions, self.dim, self.text_dim, self.num_groups, self.pos_dim
-        shift = self.implementation == "shift"
+        shift, m = self.implementation == "shift", sum(self.group_sizes)
         distribute = n * (c + d + p) * c if shift else n * (c + p) * c + d * c
         language = 2 * l * d * c + 2 * n * l * c
-        correlations = (k if shift else 1) * n * n * c
-        balance = 0 if not self.balance else (n * k * n * k if shift else k * n * k)
-        compress = n * k * n * c
+        # The literal form correlates each group's channels; "gemm" always forms all of A.
+        correlations = n * m * c if shift else n * n * c
+        balance = 0 if not self.balance else (n * m * k if shift else m * k)
+        compress = n * m * c
         fuse = n * 2 * c * c if self.fusion == "concat" else 0
         return b * (distribute + language + correlations + balance + compress + fuse)
 

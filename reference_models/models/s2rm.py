@@ -28,7 +28,18 @@ from __future__ import annotations
 
 import torch
 
-from rislayers import CASGDecoder, ShapeError, SpatialRecurrentCoparser, check_shape, dice_loss
+from torch import nn
+
+from rislayers import (
+    CASGDecoder,
+    FPNDecoder,
+    PixelWordAttention,
+    ShapeError,
+    SpatialRecurrentCoparser,
+    TileConcatFusion,
+    check_shape,
+    dice_loss,
+)
 from rislayers.functional import masked_mean
 
 from ..base import RISModel, SegmentationOutput, build_swin, build_text_encoder, foreground_logit, upsample_to
@@ -40,6 +51,48 @@ __all__ = ["S2RM"]
 
 # Swin's last stage is at stride 32 of the image; the coparser is built for that map.
 COPARSER_STRIDE = 32
+
+
+def _build_coparser(config: ModelConfig, dim: int) -> SpatialRecurrentCoparser:
+    """The paper's fusion with the Table IV options (``coparser_*`` fields)."""
+    return SpatialRecurrentCoparser(
+        dim,
+        config.text_dim,
+        size=config.image_size // COPARSER_STRIDE,
+        pos_dim=config.s2rm_pos_dim,
+        directions=config.coparser_directions,
+        balance=config.coparser_balance,
+        shift=config.coparser_shift,
+        implementation=config.coparser_implementation,
+    )
+
+
+def _build_fusion(config: ModelConfig, dim: int) -> nn.Module:
+    """Table IV's tile-and-concatenate baseline, or Table VII's PWAM (LAVT's, one head)."""
+    if config.s2rm_fusion == "tile_concat":
+        return TileConcatFusion(dim, config.text_dim)
+    return PixelWordAttention(dim, config.text_dim)
+
+
+def _build_decoder(config: ModelConfig, dims: tuple[int, ...], *, num_classes: int | None) -> nn.Module:
+    """CASG with the Table V-VI options (``casg_*`` fields), or the FPN baseline.
+
+    The FPN is as wide as the finest Swin stage (``C_1^vis``), the width of CASG's finest
+    stage, so both hand the classifier (or SADLR's refiner) a map of the same width.
+    """
+    if config.s2rm_decoder == "fpn":
+        return FPNDecoder(dims, dim=dims[0], num_classes=num_classes, norm=config.norm)
+    return CASGDecoder(
+        dims,
+        config.text_dim,
+        num_classes=num_classes,
+        num_stages=config.casg_stages,
+        norm=config.norm,
+        gate=config.casg_activation,
+        channel_attention=config.casg_channel,
+        spatial_attention=config.casg_spatial,
+        language=config.casg_language,
+    )
 
 
 @register_architecture("s2rm")
@@ -54,7 +107,9 @@ class S2RM(RISModel):
     ``vision_weights`` (the backbone, ``vision_encoder="swin"``); the ``text_*`` fields (BERT);
     ``s2rm_pos_dim`` (the coparser's position channels ``P`` of Eq. 1); ``norm`` (the
     decoder's and the coparser's conv norms); ``plugin`` and the ``refiner_*`` fields and
-    ``loss_weights`` (SADLR).
+    ``loss_weights`` (SADLR). The ablations of Tables IV-VII: ``s2rm_fusion`` (``model.coparser``
+    for the paper's fusion, else ``model.fusion``), the ``coparser_*`` fields,
+    ``s2rm_decoder`` and the ``casg_*`` fields.
 
     Args:
         config: a :class:`~reference_models.config.ModelConfig` with ``architecture="s2rm"``.
@@ -94,13 +149,14 @@ class S2RM(RISModel):
         self.text_encoder = build_text_encoder(config)
         self.backbone = build_swin(config)
         dims = self.backbone.dims
-        self.coparser = SpatialRecurrentCoparser(
-            dims[-1], config.text_dim, size=config.image_size // COPARSER_STRIDE, pos_dim=config.s2rm_pos_dim
-        )
+        # The paper's fusion keeps the name `coparser`; the Table IV/VII baselines are `fusion`.
+        self.coparser = _build_coparser(config, dims[-1]) if config.s2rm_fusion == "coparser" else None
+        self.fusion = None if self.coparser is not None else _build_fusion(config, dims[-1])
         sadlr = config.plugin == "sadlr"
         # With SADLR the refiner replaces the final classifier, so the decoder has none.
-        self.decoder = CASGDecoder(dims, config.text_dim, num_classes=None if sadlr else 1, norm=config.norm)
-        self.head = SegmentationHead(dims[0], config.text_dim, config) if sadlr else None
+        self.decoder = _build_decoder(config, dims, num_classes=None if sadlr else 1)
+        decoded_dim = self.decoder.out_dim if config.s2rm_decoder == "casg" else self.decoder.dim
+        self.head = SegmentationHead(decoded_dim, config.text_dim, config) if sadlr else None
 
     def _check_images(self, images: torch.Tensor) -> None:
         size = self.config.image_size
@@ -119,9 +175,18 @@ class S2RM(RISModel):
         self._check_images(images)
         text = self.encode_text(input_ids, attention_mask)
         vis_1, vis_2, vis_3, vis_4 = self.backbone(images)
-        fused_4 = self.coparser(vis_4, text.words, text.word_mask)  # F_4^cross, Eq. 1-10
-        sentence = masked_mean(text.words, text.word_mask)  # AvgP(T), Sec. III-C
-        decoded = self.decoder([vis_1, vis_2, vis_3, fused_4], sentence)  # Eq. 11-15
+        if self.coparser is not None:
+            fused_4 = self.coparser(vis_4, text.words, text.word_mask)  # F_4^cross, Eq. 1-10
+        elif isinstance(self.fusion, PixelWordAttention):
+            # Residual, as the coparser's fused product is added to V_4: only the block differs.
+            fused_4 = vis_4 + self.fusion(vis_4, text.words, text.word_mask)
+        else:
+            fused_4 = self.fusion(vis_4, text.words, text.word_mask)
+        if isinstance(self.decoder, FPNDecoder):
+            decoded = self.decoder([vis_1, vis_2, vis_3, fused_4])
+        else:
+            sentence = masked_mean(text.words, text.word_mask)  # AvgP(T), Sec. III-C
+            decoded = self.decoder([vis_1, vis_2, vis_3, fused_4], sentence)  # Eq. 11-15
         size = images.shape[-2:]
         if self.head is None:
             # The decoder already ends with the paper's conv and 4x bilinear upsampling.

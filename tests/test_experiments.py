@@ -280,3 +280,30 @@ def test_the_command_line_picks_the_size_and_keeps_an_explicit_model(monkeypatch
     assert [(c.model, c.epochs) for c in seen] == [("s2rm_swint", 40), ("s2rm_base", 40), ("asda_tiny", 10), ("asda_base", 2)]
     with pytest.raises(SystemExit):
         cli.main(["--size", "base"])
+
+
+# -- bench flops --experiment ------------------------------------------------------------------
+
+
+def test_bench_flops_measures_rows_beside_the_papers_figures_and_skips_the_unavailable(tmp_path, capsys):
+    from reference_models.bench.cli import main
+
+    out = tmp_path / "flops.json"
+    assert main(["flops", "--experiment", "sadlr/table3/lts", "--experiment", "sadlr/table3/lts-c", "--experiment", "sadlr/table3/lts-s", "--size", "tiny", "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "skipped sadlr/table3/lts-c: needs CGAN" in printed
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["experiment"], r["model"], r["paper_gmacs"]) for r in rows] == [
+        ("sadlr/table3/lts", "lts_tiny", 133.3), ("sadlr/table3/lts-s", "lts_sadlr_tiny", 139.4)]
+    assert rows[1]["gmacs"] > rows[0]["gmacs"] > 0  # the refiner costs something
+    assert "133.3" in printed and "139.4" in printed
+
+
+def test_bench_flops_refuses_a_prefix_that_names_nothing_before_measuring(capsys):
+    from reference_models.bench.cli import main
+
+    with pytest.raises(ValueError, match=r"--experiment: no experiment is called or starts with 'sadlr/table9'"):
+        main(["flops", "--experiment", "sadlr/table9"])
+    with pytest.raises(ValueError, match="drop --models"):
+        main(["flops", "--experiment", "sadlr/table3", "--models", "lavt_base"])
+    assert capsys.readouterr().out == ""

@@ -53,6 +53,11 @@ def _flops_flags(flops: argparse.ArgumentParser) -> None:
         "--model-arg", dest="model_args", action="append", default=[], metavar="KEY=VALUE",
         help="change a config field of every model, e.g. --model-arg swin_window=12 (repeatable)",
     )
+    flops.add_argument(
+        "--experiment", dest="experiments", action="append", default=[], metavar="NAME",
+        help="a paper's ablation row or a prefix of rows, e.g. sadlr/table3 (repeatable; instead of --models)",
+    )
+    flops.add_argument("--size", choices=("base", "tiny"), default="base", help="with --experiment: the size of each row's model (default base)")
 
 
 def _latency_flags(latency: argparse.ArgumentParser) -> None:
@@ -124,6 +129,12 @@ def _check(args) -> dict[str, Any]:
     """Every argument check that needs no measurement; returns the ``--model-arg`` overrides."""
     resolve_device(getattr(args, "device", "cpu"), argument="--device")
     overrides = parse_overrides(args.model_args, name="--model-arg") if args.section == "flops" else {}
+    if args.section == "flops" and args.experiments:
+        from ..experiments import select_experiments
+
+        if args.models or overrides:
+            raise ValueError("--experiment: each row names its model and config; drop --models and --model-arg")
+        select_experiments(args.experiments)
     if args.section in ("flops", "train") and (args.models or overrides):
         from ..registry import get_config
 
@@ -135,7 +146,24 @@ def _check(args) -> dict[str, Any]:
     return overrides
 
 
+def _run_experiment_flops(args) -> tuple[list[dict], dict[str, Any]]:
+    from ..experiments import select_experiments
+
+    chosen = select_experiments(args.experiments)
+    skipped = [e for e in chosen if not e.available]
+    rows = flops.experiment_flops_table([e for e in chosen if e.available], size=args.size)
+    if rows:
+        print(flops.format_experiment_flops(rows))
+        print("MACs: matmul/conv/attention multiply-accumulates of one batch-1 forward (text encoder included); "
+              "paper: the FLOPs the paper gives for the row.")
+    for e in skipped:
+        print(f"skipped {e.name}: {e.reason}")
+    return rows, {"experiments": list(args.experiments), "size": args.size, "skipped": {e.name: e.reason for e in skipped}}
+
+
 def _run_flops(args, overrides: dict[str, Any]) -> tuple[list[dict], dict[str, Any]]:
+    if args.experiments:
+        return _run_experiment_flops(args)
     rows = flops.flops_table(args.models, overrides=overrides)
     extra: dict[str, Any] = {}
     if overrides:

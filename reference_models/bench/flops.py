@@ -40,6 +40,8 @@ __all__ = [
     "flops_table",
     "format_flops",
     "format_parts",
+    "experiment_flops_table",
+    "format_experiment_flops",
 ]
 
 # Published multiply-accumulates (G): SADLR Table 3 at 480x480; S2RM Table II at 512x512.
@@ -310,4 +312,61 @@ def format_parts(rows: list[dict]) -> str:
     for r in rows:
         parts = "  ".join(f"{part} {_gmacs(value)}" for part, value in r["parts"].items())
         lines.append(f"{r['model']:<{width}}  {parts}")
+    return "\n".join(lines)
+
+
+def experiment_flops_table(experiments: list, *, size: str = "base", progress: bool = True) -> list[dict]:
+    """Measure each available experiment's model; one dict per row, beside the paper's FLOPs.
+
+    Args:
+        experiments: :class:`~reference_models.experiments.Experiment` rows (the unavailable
+            ones are the caller's to leave out).
+        size: ``"base"`` (the paper's size for each row) or ``"tiny"``.
+        progress: report each row's time on stderr.
+
+    Example:
+        >>> from reference_models.experiments import select_experiments
+        >>> rows = experiment_flops_table(select_experiments(["sadlr/table4c/sum"]), size="tiny", progress=False)
+        >>> rows[0]["experiment"], rows[0]["model"], rows[0]["paper_gmacs"]
+        ('sadlr/table4c/sum', 'lavt_sadlr_tiny', None)
+    """
+    from ..experiments import build_experiment
+
+    rows = []
+    for experiment in experiments:
+        start = time.perf_counter()
+        model = build_experiment(experiment.name, size)
+        gmacs = count_macs(model, model.config.image_size, model.config.max_words)
+        paper = experiment.reported_gmacs
+        rows.append({
+            "experiment": experiment.name,
+            "row": experiment.row,
+            "model": model.config.name,
+            "input": model.config.image_size,
+            "gmacs": round(gmacs, 6),
+            "paper_gmacs": paper,
+            # a tiny model's count says nothing against the paper's size
+            "vs_paper": round(gmacs / paper, 3) if paper and size == "base" else None,
+            "params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 2),
+        })
+        del model
+        if progress:
+            print(f"  measured {experiment.name} in {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
+    return rows
+
+
+def format_experiment_flops(rows: list[dict]) -> str:
+    """The ``flops --experiment`` table: each row's MACs beside the paper's FLOPs.
+
+    Args:
+        rows: rows from :func:`experiment_flops_table`.
+    """
+    width = max([len("experiment"), *(len(r["experiment"]) for r in rows)])
+    header = f"{'experiment':<{width}} {'row':<16} {'model':<16} {'input':>5} {'GMACs':>8} {'paper':>7} {'ours/paper':>10} {'params(M)':>9}"
+    lines = [header, "-" * len(header)]
+    for r in rows:
+        lines.append(
+            f"{r['experiment']:<{width}} {r['row']:<16} {r['model']:<16} {r['input']:>5} {_gmacs(r['gmacs']):>8} "
+            f"{optional(r['paper_gmacs'], '>7.1f'):>7} {optional(r['vs_paper'], '>10.3f'):>10} {r['params_m']:>9.1f}"
+        )
     return "\n".join(lines)

@@ -342,3 +342,88 @@ def test_an_empty_batch_gives_an_empty_output(implementation, fusion):
         assert layer.eval()(vis, words, mask).shape == (0, 8, 3, 4)
     # the groups of an empty batch reshape with explicit sizes (no -1 to infer from 0 elements)
     assert layer.coparse(torch.randn(0, 12, 8), torch.randn(0, 12, 8)).shape == (0, 12, 48)
+
+
+# --------------------------------------------------------------------------- shift=False (Table IV "-Shift")
+
+
+@settings(max_examples=15)
+@given(
+    b=st.integers(1, 2),
+    h=st.integers(1, 6),
+    w=st.integers(1, 6),
+    c=st.integers(1, 8),
+    directions=st.sampled_from(DIRECTION_SETS),
+    balance=st.booleans(),
+)
+def test_without_shift_gemm_matches_shift(b, h, w, c, directions, balance):
+    gemm, shift = twin_layers(c, 4, (h, w), directions=directions, balance=balance, shift=False)
+    assert gemm.compress_proj.in_channels == len(directions) * (h + w)
+    vis, words, mask = make_inputs(b, c, h, w, 3, 4, dtype=torch.float64)
+    gemm.eval(), shift.eval()
+    torch.testing.assert_close(gemm(vis, words, mask), shift(vis, words, mask), atol=1e-10, rtol=1e-10)
+
+
+@pytest.mark.parametrize("implementation", ["gemm", "shift"])
+@pytest.mark.parametrize("directions", DIRECTION_SETS)
+def test_without_shift_only_the_unshifted_slice_is_correlated(implementation, directions):
+    # The s = 0 channels of the paper's groups: the position's own row (C) and column (R).
+    h, w = 3, 4
+    layer = SpatialRecurrentCoparser(5, 3, size=(h, w), directions=directions, shift=False, implementation=implementation, dtype=torch.float64)
+    vis_flat = torch.randn(2, h * w, 5, dtype=torch.float64)
+    lang_flat = torch.randn(2, h * w, 5, dtype=torch.float64)
+    full = naive_groups(vis_flat, lang_flat, h, w, directions).split(h * w, dim=2)
+    expected = torch.cat([g[..., : (w if k % 2 == 0 else h)] for k, g in enumerate(full)], dim=2)
+    assert layer.group_sizes == (w, h) * len(directions)
+    torch.testing.assert_close(layer.coparse(vis_flat, lang_flat), expected)
+
+
+def test_shift_option_changes_the_output():
+    # On a 1x1 map there is no shift to remove: the same weights give the same output.
+    with_shift = SpatialRecurrentCoparser(6, 4, size=(1, 1)).eval()
+    without = SpatialRecurrentCoparser(6, 4, size=(1, 1), shift=False).eval()
+    without.load_state_dict(with_shift.state_dict())
+    vis, words, mask = make_inputs(2, 6, 1, 1, 3, 4)
+    with torch.no_grad():
+        torch.testing.assert_close(with_shift(vis, words, mask), without(vis, words, mask))
+    # On a larger map the -Shift layer reads fewer channels, and they are the s = 0 ones.
+    wide, narrow = SpatialRecurrentCoparser(6, 4, size=(3, 3)), SpatialRecurrentCoparser(6, 4, size=(3, 3), shift=False)
+    assert wide.compress_proj.in_channels == 36 and narrow.compress_proj.in_channels == 12
+    vis_flat, lang_flat = torch.randn(1, 9, 6), torch.randn(1, 9, 6)
+    full, cut = wide.coparse(vis_flat, lang_flat), narrow.coparse(vis_flat, lang_flat)
+    torch.testing.assert_close(cut[..., :3], full[..., :3])  # C_l2v, s = 0
+    assert not torch.allclose(full[..., 3:6], cut[..., 3:6])  # past s = 0 the layouts part
+
+
+@pytest.mark.parametrize("implementation", ["gemm", "shift"])
+def test_without_shift_padding_batch_and_edge_cases(implementation):
+    layer = SpatialRecurrentCoparser(12, 10, size=(3, 4), shift=False, implementation=implementation).eval()
+    vis, words, mask = make_inputs(3, 12, 3, 4, 5, 10, real=[2, 5, 3])
+    with torch.no_grad():
+        padded_words, padded_mask = pad_words(words, mask, 4)
+        torch.testing.assert_close(layer(vis, words, mask), layer(vis, padded_words, padded_mask), atol=1e-5, rtol=1e-5)
+    inputs = {"feats": vis, "words": words, "word_mask": mask}
+
+    def perturb(values, j):
+        new = {key: value.clone() for key, value in values.items()}
+        new["feats"][j] = torch.randn_like(new["feats"][j]) * 3
+        new["words"][j] = torch.randn_like(new["words"][j])
+        return new
+
+    assert_batch_independent(lambda x: layer(**x), inputs, perturb, changed=1, watched=0)
+    layer.train()
+    vis1, words1 = vis[:1].clone().requires_grad_(), words[:1].clone().requires_grad_()
+    out = layer(vis1, words1, torch.zeros(1, 5, dtype=torch.bool))  # batch of one, all padding
+    assert_finite(out)
+    backward_sum(out)
+    assert_inputs_grads_finite([vis1, words1])
+    assert_param_grads(layer, nonzero=False)
+
+
+def test_without_shift_every_parameter_gets_a_gradient_and_macs_shrink():
+    layer = SpatialRecurrentCoparser(12, 10, size=(3, 4), shift=False)
+    backward_sum(layer(*make_inputs(3, 12, 3, 4, 5, 10, real=[2, 5, 3])))
+    assert_param_grads(layer)
+    assert layer.macs(5) < SpatialRecurrentCoparser(12, 10, size=(3, 4)).macs(5)
+    with pytest.raises(ValueError, match=r"^shift: "):
+        SpatialRecurrentCoparser(8, 6, size=(3, 3), shift="no")

@@ -197,8 +197,8 @@ def test_non_finite_steps_are_skipped_and_counted_then_the_run_stops(tmp_path, m
     monkeypatch.setattr(run_module, "build_optimisation", lambda model, *a, **k: original_build(_always_nan(model), *a, **k))
     with pytest.raises(Stopped, match=r"stopped at step 0: 3 steps in a row had a non-finite loss or gradient") as stopped:
         train(TrainConfig(epochs=1, max_bad_steps=3, **TINY), tmp_path / "diverged", progress=False)
-    assert stopped.value.exit_code == 1
-    assert not (tmp_path / "diverged" / "last.pt").exists()
+    assert stopped.value.exit_code == 1 and "no checkpoint had been written" in str(stopped.value)
+    assert not (tmp_path / "diverged").exists(), "a run that saved nothing must not leave a folder that refuses a rerun"
 
 
 def _always_nan(model):
@@ -322,3 +322,25 @@ def test_a_dataset_with_nothing_readable_gives_one_line():
 
     with pytest.raises(DataError, match=r"^images/10.jpg: 8 train samples in a row from sample 3 cannot be read \(last: truncated picture\)"):
         SkipUnreadable(Broken(), "train", attempts=8)[3]
+
+
+def test_a_run_that_crashes_before_its_first_checkpoint_leaves_nothing_that_blocks_a_rerun(tmp_path, monkeypatch):
+    from reference_models.training import loop
+
+    original = loop.build_optimisation
+
+    def crashing(model, *args, **kwargs):
+        def loss(out, mask):
+            raise RuntimeError("CUDA out of memory (simulated)")
+
+        model.loss = loss
+        return original(model, *args, **kwargs)
+
+    monkeypatch.setattr(run_module, "build_optimisation", crashing)
+    (tmp_path / "kept").mkdir()
+    for folder in (tmp_path / "new", tmp_path / "kept"):
+        with pytest.raises(RuntimeError, match="simulated"):
+            train(TrainConfig(epochs=1, **TINY), folder, progress=False)
+    assert not (tmp_path / "new").exists() and list((tmp_path / "kept").iterdir()) == []
+    monkeypatch.undo()
+    assert train(TrainConfig(epochs=1, **TINY), tmp_path / "new", progress=False)["steps"] == 4

@@ -182,6 +182,8 @@ class _Run:
 
     def _claim_folder(self) -> None:
         """Create (or reopen) the run folder, lock it, write ``config.json``, open the log."""
+        self.created_folder = self.out_dir is None or not self.out_dir.exists()
+        self.lock: RunLock | None = None
         if self.out_dir is None:
             # rank 0 claims the name; the others learn it, so every summary names one folder
             claimed = [str(create_default_out(self.cfg.model)) if self.dist.main else None]
@@ -193,6 +195,7 @@ class _Run:
             if not self.resume:
                 self.out_dir.mkdir(parents=True, exist_ok=True)
                 lock = self._lock()
+            self.lock = lock
             try:
                 write_config(self.out_dir, {"train": self.cfg.to_dict(), "model": self.model_config.to_dict()}, resume=self.resume)
             except ValueError:
@@ -206,6 +209,7 @@ class _Run:
         self.last_save = time.monotonic()
         if not self.dist.main:
             return
+        self.saved = True
         opt = self.opt
         save_training_checkpoint(
             self.out_dir / name, model=opt.model, optimizer=opt.optimizer, scheduler=opt.scheduler, scaler=opt.scaler,
@@ -304,6 +308,31 @@ class _Run:
         self.last_save = time.monotonic()
         self.kept: list[dict] = []
         self.new_bad, self.skipped_in_a_row, self.stop_reason = 0, 0, None
+        self.saved = self.resume  # a resumed run's folder already holds its last.pt
+        try:
+            self._train()
+        except BaseException:
+            if not self.saved:
+                self._forget_folder()
+            raise
+        return self._finish()
+
+    def _forget_folder(self) -> None:
+        """Remove what a fresh run that failed before its first checkpoint wrote.
+
+        Nothing was computed that a rerun would not compute again, and a folder holding
+        ``config.json`` without ``last.pt`` would refuse that rerun.
+        """
+        if not self.dist.main or self.out_dir is None:
+            return
+        for name in ("config.json", "metrics.jsonl", BAD_SAMPLES_FILE):
+            (self.out_dir / name).unlink(missing_ok=True)
+        if self.lock is not None:
+            self.lock.release(remove=True)
+        if self.created_folder and self.out_dir.is_dir() and not any(self.out_dir.iterdir()):
+            self.out_dir.rmdir()
+
+    def _train(self) -> None:
         p = self.progress
         with StopRequest() as self.stop:
             done = p.step >= self.total_steps
@@ -320,7 +349,6 @@ class _Run:
                 if self.stop.requested:  # a signal during validation
                     self.stop_reason = "signal"
                     self._stop()
-        return self._finish()
 
     def _resume_command(self) -> str:
         launcher = f"torchrun --nproc_per_node {self.dist.world} -m" if self.dist.world > 1 else "python -m"
@@ -330,10 +358,11 @@ class _Run:
         """Save what the run has (unless it diverged) and stop with one line."""
         p, out = self.progress, self.out_dir
         if self.stop_reason == "diverged":
+            kept = "last.pt keeps the last good checkpoint" if self.saved else f"no checkpoint had been written, so {out} was cleared"
             raise Stopped(
                 f"stopped at step {p.step}: {self.skipped_in_a_row} steps in a row had a non-finite loss or gradient "
-                f"(each skipped; see {out / 'metrics.jsonl'}); last.pt keeps the last good checkpoint. Try a lower --lr "
-                "or --amp bf16 instead of fp16 in a new run",
+                f"(each skipped and logged in metrics.jsonl); {kept}. Try a lower --lr or --amp bf16 instead of fp16 "
+                "in a new run",
                 1,
             )
         # stopped on an epoch's last step: the counters stay at its end, so the resumed run

@@ -15,12 +15,18 @@ Protocols:
   letterbox if any) and thresholded there, against the original-size mask.
 - ``resized``: LAVT's published protocol: prediction and ground truth both at the model's
   input resolution (the mask nearest-resized).
+
+``--threshold P`` predicts foreground where its probability exceeds ``P`` (default 0.5,
+i.e. logit > 0). Each split also reports oIoU by expression length in words (the sentence as
+the dataset gives it, split on whitespace), in S2RM Table III's buckets 1, 2, 3-4 and 5-20
+(longer sentences count in 5-20, as the models read at most 20 tokens).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -34,7 +40,64 @@ from .devices import resolve_device
 from .data.refer import DATASET_SPLITS
 from .data.scenes import DEFAULT_LEVEL
 
-__all__ = ["evaluate", "main"]
+__all__ = ["LENGTH_BUCKETS", "logit_threshold", "length_bucket", "evaluate", "main"]
+
+#: S2RM Table III's expression-length buckets: ``(label, fewest words, most words or None)``.
+LENGTH_BUCKETS: tuple[tuple[str, int, int | None], ...] = (("1", 1, 1), ("2", 2, 2), ("3-4", 3, 4), ("5-20", 5, None))
+
+
+def logit_threshold(probability: float, *, argument: str = "threshold") -> float:
+    """The logit that a foreground probability threshold stands for.
+
+    Args:
+        probability: in (0, 1); 0.5 is logit 0.
+        argument: what the error message calls it.
+
+    Example:
+        >>> logit_threshold(0.5), round(logit_threshold(0.75), 4)
+        (0.0, 1.0986)
+    """
+    if not (isinstance(probability, (int, float)) and 0 < probability < 1):
+        raise ValueError(f"{argument}: expected a probability strictly between 0 and 1; got {probability!r}")
+    return math.log(probability) - math.log1p(-probability)
+
+
+def length_bucket(sentence: str, buckets=LENGTH_BUCKETS) -> str:
+    """The label of the bucket a sentence's word count falls in (an empty one counts as 1).
+
+    Args:
+        sentence: the expression as the dataset gives it.
+        buckets: ``(label, fewest, most or None)`` in increasing order.
+
+    Example:
+        >>> [length_bucket(s) for s in ("dog", "left dog", "the dog on the left", "man")]
+        ['1', '2', '5-20', '1']
+    """
+    words = max(1, len(sentence.split()))
+    for label, low, high in buckets:
+        if words >= low and (high is None or words <= high):
+            return label
+    raise ValueError(f"buckets: none holds a sentence of {words} words; got {buckets}")
+
+
+class _LengthIoU:
+    """Sum of intersections and unions per length bucket: oIoU by expression length."""
+
+    def __init__(self, buckets) -> None:
+        self.buckets = buckets
+        self.sums = {label: [0, 0, 0] for label, _, _ in buckets}  # intersection, union, samples
+
+    def update(self, pred: torch.Tensor, target: torch.Tensor, sentence: str) -> None:
+        sums = self.sums[length_bucket(sentence, self.buckets)]
+        sums[0] += int((pred & target).sum())
+        sums[1] += int((pred | target).sum())
+        sums[2] += 1
+
+    def compute(self) -> dict[str, dict[str, float | int | None]]:
+        return {
+            label: {"oIoU": (i / u if u else (1.0 if n else None)), "samples": n}
+            for label, (i, u, n) in self.sums.items()
+        }
 
 # The options that choose the evaluation data, with their values when neither the command
 # line nor the checkpoint's training config gives one.
@@ -65,11 +128,15 @@ def _dataset(model_config, *, data: str, split: str, dataset: str, split_by: str
 
 
 @torch.no_grad()
-def evaluate(model, loader, *, protocol: str = "original", device: str | torch.device = "cpu", progress: bool = False) -> dict[str, float]:
+def evaluate(
+    model, loader, *, protocol: str = "original", device: str | torch.device = "cpu", progress: bool = False,
+    threshold: float = 0.5, length_buckets=None,
+) -> dict[str, Any]:
     """Metrics of ``model`` over ``loader`` (batches from :func:`reference_models.data.samples.collate`).
 
     Args:
-        model: a reference model (its ``logits[:, 0] > 0`` is the prediction).
+        model: a reference model (foreground where the probability of ``logits[:, 0]``
+            exceeds ``threshold``).
         loader: batches with ``image``, ``input_ids``, ``attention_mask`` and ``mask``; for
             ``protocol="original"`` also ``content_box``, ``orig_size`` and ``orig_mask``
             (datasets built with ``keep_original_mask=True``).
@@ -77,6 +144,10 @@ def evaluate(model, loader, *, protocol: str = "original", device: str | torch.d
             at the model's input size).
         device: where the model runs.
         progress: show a tqdm bar.
+        threshold: the foreground probability above which a pixel is predicted (0.5: logit 0).
+        length_buckets: also report ``"oIoU_by_length"`` (``{label: {"oIoU", "samples"}}``)
+            over these ``(label, fewest, most)`` word-count buckets, e.g. :data:`LENGTH_BUCKETS`;
+            the batches must then hold ``sentence``.
 
     Returns:
         :class:`~rislayers.metrics.RISMetrics`' keys (fractions), plus
@@ -88,33 +159,46 @@ def evaluate(model, loader, *, protocol: str = "original", device: str | torch.d
 
     if protocol not in ("original", "resized"):
         raise ValueError(f"protocol: expected 'original' or 'resized'; got {protocol!r}")
+    cut = logit_threshold(threshold)
     model.eval().to(device)
     ris, gres, any_empty = RISMetrics(), GRESMetrics(), False
+    by_length = _LengthIoU(length_buckets) if length_buckets else None
     for batch in tqdm(loader, desc="evaluate", disable=not progress, dynamic_ncols=True):
         logits = model(batch["image"].to(device), batch["input_ids"].to(device), batch["attention_mask"].to(device)).logits[:, 0].float().cpu()
         if protocol == "resized":
-            pairs = [(logits > 0, batch["mask"])]
+            pairs = [(logits[i : i + 1] > cut, batch["mask"][i : i + 1].bool()) for i in range(logits.shape[0])]
         else:
             pairs = [
-                ((to_original_size(logits[i], batch["content_box"][i], batch["orig_size"][i]) > 0)[None], batch["orig_mask"][i][None])
+                ((to_original_size(logits[i], batch["content_box"][i], batch["orig_size"][i]) > cut)[None], batch["orig_mask"][i][None].bool())
                 for i in range(logits.shape[0])
             ]
-        for pred, target in pairs:
+        for i, (pred, target) in enumerate(pairs):
             ris.update(pred, target)
             gres.update(pred, target)
             any_empty = any_empty or bool((~target.flatten(1).any(1)).any())
-    result = ris.compute()
+            if by_length is not None:
+                by_length.update(pred, target, batch["sentence"][i])
+    result: dict[str, Any] = ris.compute()
     if any_empty:
         result.update(gres.compute())
+    if by_length is not None:
+        result["oIoU_by_length"] = by_length.compute()
     return result
 
 
-def _table(results: dict[str, dict[str, float]]) -> str:
-    keys = list(next(iter(results.values())))
+def _table(results: dict[str, dict[str, Any]]) -> str:
+    keys = [k for k, v in next(iter(results.values())).items() if not isinstance(v, dict)]
     header = f"{'split':<10}" + "".join(f"{k:>9}" for k in keys)
     rows = [header, "-" * len(header)]
     for split, metrics in results.items():
         rows.append(f"{split:<10}" + "".join(f"{100 * metrics[k]:>9.2f}" for k in keys))
+    lengths = [(split, m["oIoU_by_length"]) for split, m in results.items() if "oIoU_by_length" in m]
+    if lengths:
+        labels = list(lengths[0][1])
+        rows += ["", "oIoU by expression length (words; samples in brackets)", f"{'split':<10}" + "".join(f"{k:>16}" for k in labels)]
+        for split, buckets in lengths:
+            cells = ["-" if b["oIoU"] is None else f"{100 * b['oIoU']:.2f} ({b['samples']})" for b in buckets.values()]
+            rows.append(f"{split:<10}" + "".join(f"{c:>16}" for c in cells))
     return "\n".join(rows) + "\n(percent)"
 
 
@@ -207,8 +291,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--device", default="cuda" if torch.cuda.is_available() else "cpu", help="'cpu', 'cuda', 'cuda:N' or 'mps' (default: cuda when available, else cpu)"
     )
+    p.add_argument(
+        "--threshold", type=float, default=0.5,
+        help="foreground where its probability exceeds this (default: %(default)s, i.e. logit 0)",
+    )
     p.add_argument("--json", type=Path, help="write {split: metrics} (fractions) to this file")
     args = p.parse_args(argv)
+    logit_threshold(args.threshold, argument="--threshold")  # refused before anything loads
 
     from .checkpoint import find_checkpoint, load_model_and_train_config
     from .data.samples import collate
@@ -232,7 +321,10 @@ def main(argv: list[str] | None = None) -> int:
             level=args.level, size=args.size, seed=args.seed, protocol=args.protocol,
         )
         loader = DataLoader(data, batch_size=args.batch_size, num_workers=args.workers, collate_fn=collate)
-        results[split] = evaluate(model, loader, protocol=args.protocol, device=device, progress=sys.stderr.isatty())
+        results[split] = evaluate(
+            model, loader, protocol=args.protocol, device=device, progress=sys.stderr.isatty(),
+            threshold=args.threshold, length_buckets=LENGTH_BUCKETS,
+        )
     print(_table(results))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

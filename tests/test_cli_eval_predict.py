@@ -299,3 +299,74 @@ def test_predict_keeps_existing_outputs_unless_overwrite(checkpoint, photo, tmp_
     assert _predict(checkpoint, photo, out, "the red circle", "--overwrite") == 0
     with Image.open(mask) as written:
         assert written.size == (40, 30) and set(np.unique(np.asarray(written)).tolist()) <= {0, 255}
+
+
+# -- evaluate: threshold and expression length -------------------------------------------------
+
+
+class _FixedLogits(torch.nn.Module):
+    """Returns the same logits for every batch: one row per sample, as given."""
+
+    def __init__(self, logits: torch.Tensor) -> None:
+        super().__init__()
+        self.logits = logits
+
+    def forward(self, images, input_ids, attention_mask):
+        from types import SimpleNamespace
+
+        return SimpleNamespace(logits=self.logits[: images.shape[0], None])
+
+
+def _batch(masks: torch.Tensor, sentences: list[str]) -> dict:
+    b = masks.shape[0]
+    return {"image": torch.zeros(b, 3, 1, 4), "input_ids": torch.zeros(b, 2, dtype=torch.long),
+            "attention_mask": torch.ones(b, 2, dtype=torch.long), "mask": masks, "sentence": sentences}
+
+
+def test_evaluate_threshold_is_on_the_foreground_probability():
+    from reference_models.evaluate import evaluate, logit_threshold
+
+    # probabilities 0.2, 0.45, 0.55, 0.8 along one row; the target is the two right pixels
+    probs = torch.tensor([[[0.2, 0.45, 0.55, 0.8]]])
+    model = _FixedLogits(torch.logit(probs))
+    batch = _batch(torch.tensor([[[False, False, True, True]]]), ["the two on the right"])
+    oiou = {t: evaluate(model, [batch], protocol="resized", threshold=t)["oIoU"] for t in (0.1, 0.3, 0.5, 0.7, 0.9)}
+    # predicted: 4 pixels (IoU 2/4), 3 (2/3), 2 (exact), 1 (1/2), none (0)
+    assert oiou == pytest.approx({0.1: 0.5, 0.3: 2 / 3, 0.5: 1.0, 0.7: 0.5, 0.9: 0.0})
+    assert logit_threshold(0.5) == 0.0
+    for bad in (0.0, 1.0, 1.5, float("nan")):
+        with pytest.raises(ValueError, match="threshold: expected a probability strictly between 0 and 1"):
+            evaluate(model, [batch], protocol="resized", threshold=bad)
+
+
+def test_evaluate_reports_oiou_by_expression_length():
+    from reference_models.evaluate import LENGTH_BUCKETS, _table, evaluate, length_bucket
+
+    assert [length_bucket(s) for s in ("cat", "  red  cat ", "the red cat", "a b c d", "a b c d e", " ".join("w" * 30))] == [
+        "1", "2", "3-4", "3-4", "5-20", "5-20"]
+    # four samples of one row of 4 pixels; the prediction is the left two pixels everywhere
+    model = _FixedLogits(torch.tensor([[[5.0, 5.0, -5.0, -5.0]]]).repeat(4, 1, 1))
+    masks = torch.tensor([[[True, True, False, False]], [[True, False, False, False]], [[False, False, True, True]], [[True, True, True, False]]])
+    sentences = ["left", "the far left", "right two", "left three"]
+    result = evaluate(model, [_batch(masks, sentences)], protocol="resized", length_buckets=LENGTH_BUCKETS)
+    assert result["oIoU_by_length"] == {
+        "1": {"oIoU": 1.0, "samples": 1},            # exact
+        "2": {"oIoU": pytest.approx(2 / 7), "samples": 2},  # I = 0 + 2, U = 4 + 3
+        "3-4": {"oIoU": 0.5, "samples": 1},          # I = 1, U = 2
+        "5-20": {"oIoU": None, "samples": 0},
+    }
+    table = _table({"val": result})
+    assert "oIoU by expression length" in table and "100.00 (1)" in table and "28.57 (2)" in table
+    assert "oIoU_by_length" not in evaluate(model, [_batch(masks, sentences)], protocol="resized")
+
+
+def test_evaluate_cli_threshold_and_lengths_in_the_json(tmp_path, model, capsys):
+    run_dir = _save_run(tmp_path / "run", model, TrainConfig())
+    out = tmp_path / "m.json"
+    assert evaluate_main(["--checkpoint", str(run_dir), *FAST, "--threshold", "0.7", "--json", str(out)]) == 0
+    results = json.loads(out.read_text())["val"]
+    assert set(results["oIoU_by_length"]) == {"1", "2", "3-4", "5-20"}
+    assert sum(b["samples"] for b in results["oIoU_by_length"].values()) == 2
+    assert "oIoU by expression length" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="--threshold: expected a probability"):
+        evaluate_main(["--checkpoint", str(run_dir), *FAST, "--threshold", "1"])

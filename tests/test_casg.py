@@ -13,7 +13,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from layer_checks import (
@@ -379,3 +379,92 @@ def test_decoder_without_classifier_returns_the_finest_fused_map():
         fused = headless(features, sentence)
         assert fused.shape == (2, 8, 16, 16)
         torch.testing.assert_close(fused, with_head.forward_features(features, sentence))
+
+
+# --------------------------------------------------------------------------- num_stages (Table VI)
+
+
+@settings(max_examples=10)
+@given(
+    batch=st.integers(1, 2),
+    h1=st.integers(1, 12),
+    w1=st.integers(1, 12),
+    num_stages=st.integers(0, 3),
+    num_classes=st.one_of(st.none(), st.integers(1, 2)),
+)
+def test_removed_stages_keep_the_output_contract(batch, h1, w1, num_stages, num_classes):
+    decoder = CASGDecoder(IN_DIMS, TEXT_DIM, num_stages=num_stages, num_classes=num_classes).eval()
+    out = decoder(**decoder_inputs(batch, h1, w1))
+    assert len(decoder.stages) == num_stages
+    if num_classes is None:
+        level = 0 if num_stages else 3  # V1 whenever a stage is kept, else F4
+        finest = pyramid(h1, "ceil")[level], pyramid(w1, "ceil")[level]
+        assert out.shape == (batch, decoder.out_dim, *finest)
+    else:
+        assert out.shape == (batch, num_classes, 4 * h1, 4 * w1)
+    assert_finite(out)
+
+
+def test_removed_stages_go_coarsest_first():
+    decoder = CASGDecoder(IN_DIMS, TEXT_DIM, num_stages=2, num_classes=2, dtype=torch.float64).eval()
+    assert [s.dim for s in decoder.stages] == [12, 8] and [s.prev_dims for s in decoder.stages] == [(20,), (20, 12)]
+    features = make_features(2, IN_DIMS, 9, 7, dtype=torch.float64)
+    sentence = torch.randn(2, TEXT_DIM, dtype=torch.float64)
+    v1, v2, v3, f4 = features
+    with torch.no_grad():
+        f2 = decoder.stages[0](v2, [f4], sentence)
+        f1 = decoder.stages[1](v1, [f4, f2], sentence)
+        expected = F.interpolate(decoder.head(f1), size=(36, 28), mode="bilinear", align_corners=False)
+        torch.testing.assert_close(decoder(features, sentence), expected)
+        # V3's stage is gone: V3 is not read.
+        torch.testing.assert_close(decoder([v1, v2, v3 + 5, f4], sentence), expected)
+
+
+def test_no_stage_classifies_the_fused_coarsest_map():
+    decoder = CASGDecoder(IN_DIMS, TEXT_DIM, num_stages=0).eval()
+    assert decoder.head.in_channels == IN_DIMS[3] and decoder.out_dim == IN_DIMS[3]
+    features = make_features(2, IN_DIMS, 8, 8)
+    with torch.no_grad():
+        expected = F.interpolate(decoder.head(features[3]), size=(32, 32), mode="bilinear", align_corners=False)
+        torch.testing.assert_close(decoder(features, torch.randn(2, TEXT_DIM)), expected)
+
+
+@pytest.mark.parametrize("num_stages", [0, 1, 2])
+def test_removed_stages_batch_of_one_and_batch_independence(num_stages):
+    decoder = CASGDecoder(IN_DIMS, TEXT_DIM, num_stages=num_stages).eval()
+    inputs = decoder_inputs(3, 8, 6)
+    assert_batch_independent(run_decoder(decoder), inputs, perturb_sample, changed=1, watched=0)
+    decoder.train()
+    inputs = decoder_inputs(1, 16, 16)
+    inputs["sentence"] = torch.zeros(1, TEXT_DIM)
+    leaves = [*inputs["features"], inputs["sentence"]]
+    for t in leaves:
+        t.requires_grad_(True)
+    out = decoder(inputs["features"], inputs["sentence"])
+    assert_finite(out)
+    backward_sum(out)
+    assert_param_grads(decoder, nonzero=False)
+    for level in {0, 1, 2} - set(decoder.levels):  # removed stages' V_i: no gradient at all
+        assert inputs["features"][level].grad is None
+    assert_inputs_grads_finite([t for t in leaves if t.grad is not None])
+
+
+@pytest.mark.parametrize("value", [4, -1, True, 2.0])
+def test_bad_num_stages_raises(value):
+    with pytest.raises(ValueError, match=r"^num_stages: .*got"):
+        CASGDecoder(IN_DIMS, TEXT_DIM, num_stages=value)
+
+
+@pytest.mark.parametrize(
+    "options", [{"gate": "sigmoid"}, {"language": False}, {"channel_attention": False}, {"spatial_attention": False}]
+)
+def test_each_table_v_option_changes_the_output(options):
+    # The same weights (where the option leaves them) and different outputs: not ignored.
+    torch.manual_seed(0)
+    full = CASGDecoder(IN_DIMS, TEXT_DIM).eval()
+    ablated = CASGDecoder(IN_DIMS, TEXT_DIM, **options).eval()
+    own = ablated.state_dict()
+    ablated.load_state_dict({k: v for k, v in full.state_dict().items() if k in own and own[k].shape == v.shape}, strict=False)
+    inputs = decoder_inputs()
+    with torch.no_grad():
+        assert not torch.allclose(full(**inputs), ablated(**inputs))

@@ -6,8 +6,17 @@ import pytest
 import torch
 from torch import nn
 
-from rislayers import DynamicQueryRefiner, ShapeError
+from rislayers import (
+    CASGDecoder,
+    DynamicQueryRefiner,
+    FPNDecoder,
+    PixelWordAttention,
+    ShapeError,
+    SpatialRecurrentCoparser,
+    TileConcatFusion,
+)
 from reference_models import build_model
+from reference_models.config import parse_overrides
 from reference_models.base import RISModel
 from tests.layer_checks import (
     assert_close_outputs,
@@ -161,3 +170,113 @@ def test_save_and_load_round_trip(tmp_path, name):
     assert type(loaded) is type(model) and loaded.config == model.config
     with torch.no_grad():
         assert_close_outputs(model(images, ids, mask), loaded(images, ids, mask), atol=0, rtol=0)
+
+
+# --------------------------------------------------------------------------- Tables IV-VII (issue 14)
+
+# Every ablation row of S2RM's Tables IV-VII as config fields (ACM, CEFNet's fusion, is not built).
+FPN = {"s2rm_decoder": "fpn"}
+TABLE_ROWS = {
+    "IV/tile_concat": {"s2rm_fusion": "tile_concat", **FPN},
+    "IV/-shift-l2v": {"coparser_shift": False, "coparser_directions": ("v2l",), **FPN},
+    "IV/-shift-v2l": {"coparser_shift": False, "coparser_directions": ("l2v",), **FPN},
+    "IV/-shift": {"coparser_shift": False, **FPN},
+    "IV/-l2v": {"coparser_directions": ("v2l",), **FPN},
+    "IV/-v2l": {"coparser_directions": ("l2v",), **FPN},
+    "IV/-balance": {"coparser_balance": False, **FPN},
+    "IV/full": FPN,
+    "V/-lang": {"casg_language": False},
+    "V/-cha": {"casg_channel": False},
+    "V/-spa": {"casg_spatial": False},
+    "V/full": {},
+    "V/sig": {"casg_activation": "sigmoid"},
+    "VI/-d3": {"casg_stages": 2},
+    "VI/-d2&3": {"casg_stages": 1},
+    "VI/-d1&2&3": {"casg_stages": 0},
+    "VII/pwam+fpn": {"s2rm_fusion": "pwam", **FPN},
+    "VII/pwam+casg": {"s2rm_fusion": "pwam"},
+}
+
+
+@pytest.mark.parametrize("row", list(TABLE_ROWS))
+def test_every_table_row_builds_and_trains_at_tiny_size(row):
+    torch.manual_seed(0)
+    model = build_model("s2rm_tiny", **TABLE_ROWS[row])
+    images, ids, mask = model_inputs(2, IMAGE)
+    out = model(images, ids, mask)
+    assert out.logits.shape == (2, 1, IMAGE, IMAGE)
+    assert_finite(out)
+    model.loss(out, model_target(2, IMAGE)).backward()
+    # A removed CASG stage does not read its Swin stage, whose output norm then learns nothing.
+    unread = {f"backbone.out_norms.{level}." for level in {0, 1, 2} - set(getattr(model.decoder, "levels", (0, 1, 2)))}
+    assert_param_grads(model, exclude=lambda name: any(name.startswith(p) for p in unread))
+
+
+def test_default_models_build_the_same_modules_as_before():
+    # The paper's composition, written out as it was before the ablation fields existed.
+    model = build_model("s2rm_tiny")
+    config, dims = model.config, model.backbone.dims
+    coparser = SpatialRecurrentCoparser(dims[-1], config.text_dim, size=config.image_size // 32, pos_dim=config.s2rm_pos_dim)
+    decoder = CASGDecoder(dims, config.text_dim, num_classes=1, norm=config.norm)
+    expected = {f"coparser.{k}": v.shape for k, v in coparser.state_dict().items()}
+    expected |= {f"decoder.{k}": v.shape for k, v in decoder.state_dict().items()}
+    actual = {k: v.shape for k, v in model.state_dict().items() if k.startswith(("coparser.", "decoder."))}
+    assert actual == expected
+    assert model.fusion is None and model.coparser.shift and model.decoder.num_stages == 3
+    # Counted at the commit before the fields: 190 tensors, 1,718,468 parameters.
+    assert len(model.state_dict()) == 190 and sum(p.numel() for p in model.parameters()) == 1_718_468
+
+
+def test_fields_reach_the_layers():
+    layer = build_model("s2rm_tiny", coparser_directions=("l2v",), coparser_shift=False, coparser_balance=False,
+                        coparser_implementation="shift").coparser
+    assert (layer.directions, layer.shift, layer.balance, layer.implementation) == (("l2v",), False, False, "shift")
+    stages = build_model("s2rm_tiny", casg_language=False, casg_channel=False, casg_spatial=False,
+                         casg_activation="sigmoid", casg_stages=1).decoder.stages
+    assert len(stages) == 1
+    assert (stages[0].language, stages[0].channel_attention, stages[0].spatial_attention, stages[0].gate) == (
+        False, False, False, "sigmoid")
+    assert isinstance(build_model("s2rm_tiny", s2rm_fusion="tile_concat").fusion, TileConcatFusion)
+    pwam = build_model("s2rm_tiny", s2rm_fusion="pwam")
+    assert isinstance(pwam.fusion, PixelWordAttention) and pwam.coparser is None
+    assert isinstance(build_model("s2rm_sadlr_tiny", **FPN).decoder, FPNDecoder)
+
+
+def test_model_args_parse_into_a_buildable_config():
+    overrides = parse_overrides(["coparser_directions=l2v", "coparser_shift=false", "casg_stages=0"])
+    assert overrides == {"coparser_directions": ("l2v",), "coparser_shift": False, "casg_stages": 0}
+    model = build_model("s2rm_tiny", **overrides)
+    assert model.coparser.directions == ("l2v",) and model.decoder.num_stages == 0
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"coparser_directions": ()}, "coparser_directions"),
+        ({"coparser_directions": ("l2v", "l2v")}, "coparser_directions"),
+        ({"coparser_directions": ("up",)}, "coparser_directions"),
+        ({"casg_stages": 4}, "casg_stages"),
+        ({"casg_stages": -1}, "casg_stages"),
+        ({"coparser_shift": "no"}, "coparser_shift"),
+        ({"casg_spatial": 0}, "casg_spatial"),
+        ({"s2rm_fusion": "acm"}, "s2rm_fusion"),
+        ({"s2rm_decoder": "unet"}, "s2rm_decoder"),
+        ({"casg_activation": "relu"}, "casg_activation"),
+        ({"coparser_implementation": "fft"}, "coparser_implementation"),
+        ({"s2rm_fusion": "pwam", "coparser_balance": False}, "coparser_balance"),
+        ({"s2rm_decoder": "fpn", "casg_stages": 2}, "casg_stages"),
+    ],
+)
+def test_bad_ablation_fields_raise_naming_the_field(overrides, field):
+    with pytest.raises(ValueError, match=rf"^{field}: .*got"):
+        build_model("s2rm_tiny", **overrides)
+
+
+@pytest.mark.parametrize("row", ["IV/tile_concat", "VII/pwam+fpn", "VI/-d1&2&3"])
+def test_ablated_models_ignore_padding_words(row):
+    model = build_model("s2rm_tiny", **TABLE_ROWS[row]).eval()
+    images, ids, mask = model_inputs(2, IMAGE)
+    padded_ids = torch.cat([ids, torch.randint(1, 1000, (2, 3))], dim=1)
+    padded_mask = torch.cat([mask, torch.zeros(2, 3, dtype=torch.long)], dim=1)
+    with torch.no_grad():
+        assert_close_outputs(model(images, ids, mask), model(images, padded_ids, padded_mask))

@@ -298,7 +298,7 @@ class CASGDecoder(nn.Module):
             ``prev``; with 0 the classifier reads ``F_4^cross`` (``c4`` channels) and the
             logits are upsampled to ``4*h1, 4*w1`` all the same. The decoded map
             (:meth:`forward_features`) is then at the size of the finest kept stage, with
-            :attr:`out_dim` channels.
+            ``out_dim`` channels.
         dims: widths of the stages of ``V1, V2, V3`` (high-res first). ``None`` (the paper:
             "F_i^cross of size H/2^{i+1} x W/2^{i+1} x C_i^vis") uses ``in_dims[:3]``; other
             widths add a 1x1 projection of each ``V_i`` (see ``CASGStage(vis_dim=...)``).

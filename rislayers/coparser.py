@@ -354,7 +354,7 @@ class SpatialRecurrentCoparser(nn.Module):
             - lang_flat: ``(b, n, c)``
             - output: ``(b, n, m)``: ``k = 2 * len(directions)`` groups of ``n`` channels
               (``m = k*n``; without the shift ``w`` for ``C`` and ``h`` for ``R``, see
-              :attr:`group_sizes`), in the order ``C_l2v, R_l2v, C_v2l, R_v2l`` (those kept).
+              ``group_sizes``), in the order ``C_l2v, R_l2v, C_v2l, R_v2l`` (those kept).
 
         Example:
             >>> import torch

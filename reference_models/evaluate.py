@@ -42,7 +42,7 @@ from .data.scenes import DEFAULT_LEVEL
 
 __all__ = ["LENGTH_BUCKETS", "logit_threshold", "length_bucket", "evaluate", "main"]
 
-#: S2RM Table III's expression-length buckets: ``(label, fewest words, most words or None)``.
+#: The expression-length buckets of S2RM Table III, each ``(label, fewest words, most words or None)``.
 LENGTH_BUCKETS: tuple[tuple[str, int, int | None], ...] = (("1", 1, 1), ("2", 2, 2), ("3-4", 3, 4), ("5-20", 5, None))
 
 

@@ -307,3 +307,18 @@ def test_bench_flops_refuses_a_prefix_that_names_nothing_before_measuring(capsys
     with pytest.raises(ValueError, match="drop --models"):
         main(["flops", "--experiment", "sadlr/table3", "--models", "lavt_base"])
     assert capsys.readouterr().out == ""
+
+
+# -- the guide page ----------------------------------------------------------------------------
+
+
+def test_the_guide_page_is_what_the_catalogue_generates():
+    from pathlib import Path
+
+    from reference_models.experiments.page import page_text
+
+    page = Path(__file__).resolve().parents[1] / "docs" / "guides" / "experiments.md"
+    assert page.read_text() == page_text(), "regenerate: python -m reference_models.experiments > docs/guides/experiments.md"
+    for e in ALL:
+        assert f"`--experiment {e.name}`" in page.read_text()
+    assert "| 3 | LTS + C | `lts_base` | `--experiment sadlr/table3/lts-c` | oIoU 71.39, 143.3 GFLOPs | no: needs CGAN" in page_text()

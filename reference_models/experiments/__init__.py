@@ -4,6 +4,7 @@
   list, look up and build them;
 - :mod:`~reference_models.experiments.sadlr`, :mod:`~reference_models.experiments.asda`,
   :mod:`~reference_models.experiments.s2rm`: each paper's tables, with its figures;
+- :mod:`~reference_models.experiments.page`: the generated guide page listing them all.
 
 Example:
     >>> from reference_models.experiments import list_experiments, get_experiment

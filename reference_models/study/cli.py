@@ -1,0 +1,164 @@
+"""``python -m reference_models.study NAME... [--seeds N] [--out DIR] [--quick]``.
+
+Trains every available row named (experiment names or table prefixes) once per seed, at
+the tiny size with the study's settings, evaluates each run, and rewrites
+``DIR/results.json``, ``DIR/results.md`` and ``DIR/results.png`` after every finished run.
+Run it again with the same ``--out`` to continue a stopped study: finished runs are kept.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from .plan import DEFAULT_SETTINGS, QUICK_SETTINGS, StudyPlan, StudySettings, plan_study, run_folder
+from .report import write_markdown, write_plot
+from .results import study_results, text_blind_ceiling_of, write_results_json
+from . import runner
+
+__all__ = ["build_parser", "settings_from_args", "run_study", "main"]
+
+#: The file of a study folder that fixes its settings for every later invocation.
+SETTINGS_FILE = "study.json"
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    """A parser whose errors are one line (no usage block), like the other tools' errors."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line's parser (see ``--help``)."""
+    d = DEFAULT_SETTINGS
+    p = _OneLineParser(prog="python -m reference_models.study", description=__doc__.split("\n\n")[0].strip("`"))
+    p.add_argument("names", nargs="*", metavar="NAME", help="experiment names or table prefixes, e.g. sadlr/table4c")
+    p.add_argument("--out", type=Path, default=None, help="the study folder (default: studies/<first NAME with / as ->)")
+    p.add_argument("--seeds", type=int, default=None, help=f"runs per row, seeds 0..N-1 (default: {d.seeds}; 1 with --quick)")
+    p.add_argument("--quick", action="store_true", help="smoke size: 2 steps of 4 samples, 8 evaluations, 1 seed")
+    p.add_argument("--level", type=int, default=None, help=f"synthetic level (default: {d.level})")
+    p.add_argument("--steps", type=int, default=None, help=f"optimizer steps per run (default: {d.steps})")
+    p.add_argument("--image-size", type=int, default=None, help=f"input side in pixels (default: {d.image_size})")
+    p.add_argument("--batch-size", type=int, default=None, help=f"samples per step (default: {d.batch_size})")
+    p.add_argument("--eval-size", type=int, default=None, help=f"validation expressions per evaluation (default: {d.eval_size})")
+    p.add_argument("--workers", type=int, default=None, help=f"DataLoader workers (default: {d.workers}; 0 with --quick)")
+    p.add_argument("--device", default=None, help="'auto', 'cpu', 'cuda', 'cuda:N' (default: auto)")
+    p.add_argument("--list", action="store_true", help="print the rows and runs the study would do, and exit")
+    return p
+
+
+def settings_from_args(args: argparse.Namespace) -> StudySettings:
+    """The study's settings: ``--quick``'s or the defaults, with the given flags applied.
+
+    Args:
+        args: the parsed command line.
+    """
+    base = QUICK_SETTINGS if args.quick else DEFAULT_SETTINGS
+    given = {name: getattr(args, name) for name in ("seeds", "level", "steps", "image_size", "batch_size", "eval_size", "workers", "device")}
+    return dataclasses.replace(base, **{k: v for k, v in given.items() if v is not None})
+
+
+def _claim(out: Path, settings: StudySettings) -> None:
+    """Record the settings in a new study folder; refuse a folder studied with other ones."""
+    path = out / SETTINGS_FILE
+    wanted = settings.run_identity()
+    if path.is_file():
+        saved = json.loads(path.read_text())
+        changed = [f"{k} {saved.get(k)!r} -> {v!r}" for k, v in wanted.items() if saved.get(k) != v]
+        if changed:
+            raise ValueError(f"--out: {out} holds a study with other settings ({', '.join(changed)}); choose another --out")
+        return
+    runner.write_atomic(path, json.dumps(wanted, indent=2) + "\n")
+
+
+def _write_all(plan: StudyPlan, measured: dict[str, list[dict[str, float]]], ceiling: dict[str, float], out: Path) -> dict[str, Any]:
+    results = study_results(plan, measured, ceiling)
+    write_results_json(results, out)
+    write_markdown(results, out)
+    write_plot(results, out)
+    return results
+
+
+def run_study(plan: StudyPlan, out: Path, *, progress: bool | None = None) -> dict[str, Any]:
+    """Bring every run of ``plan`` to *finished*, rewriting the result files after each.
+
+    Args:
+        plan: the rows, seeds and settings.
+        out: the study folder (created if missing).
+        progress: show a tqdm bar over the runs (default: when stderr is a terminal and
+            ``CI`` is not set).
+
+    Returns:
+        The final ``results.json`` dict.
+    """
+    from tqdm.auto import tqdm
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    _claim(out, plan.settings)
+    s = plan.settings
+    ceiling = text_blind_ceiling_of(s.level, s.image_size, s.eval_size, s.eval_seed)
+    if progress is None:
+        progress = sys.stderr.isatty() and not os.environ.get("CI")
+    runs = plan.runs()
+    measured: dict[str, list[dict[str, float]]] = {}
+    # what earlier invocations finished counts from the start, in seed order
+    for experiment, seed in runs:
+        if runner.run_state(run_folder(out, experiment, seed)) == "finished":
+            measured.setdefault(experiment.name, []).append(runner.run_one(experiment, seed, s, run_folder(out, experiment, seed))[0])
+    results = _write_all(plan, measured, ceiling, out)
+    bar = tqdm(runs, desc="study", unit="run", disable=not progress, dynamic_ncols=True)
+    for experiment, seed in bar:
+        folder = run_folder(out, experiment, seed)
+        bar.set_postfix_str(f"{experiment.name} seed {seed}")
+        if runner.run_state(folder) == "finished":
+            continue
+        metrics, what = runner.run_one(experiment, seed, s, folder)
+        measured.setdefault(experiment.name, []).append(metrics)
+        results = _write_all(plan, _in_seed_order(plan, out), ceiling, out)
+        print(f"{experiment.name} seed {seed}: {what}, oIoU {100 * metrics['oIoU']:.2f}", file=sys.stderr)
+    bar.close()
+    return results
+
+
+def _in_seed_order(plan: StudyPlan, out: Path) -> dict[str, list[dict[str, float]]]:
+    """The finished runs' metrics, read back from their folders, per row in seed order."""
+    measured: dict[str, list[dict[str, float]]] = {}
+    for experiment, seed in sorted(plan.runs(), key=lambda run: run[1]):
+        folder = run_folder(out, experiment, seed)
+        if runner.run_state(folder) == "finished":
+            measured.setdefault(experiment.name, []).append(json.loads((folder / runner.EVALUATION_FILE).read_text())["metrics"])
+    return measured
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line: run (or continue) a study and write its results.
+
+    Args:
+        argv: command-line arguments (default: ``sys.argv[1:]``); see ``--help``.
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = settings_from_args(args)
+        plan = plan_study(args.names, settings)
+    except ValueError as err:
+        parser.error(str(err))
+    for experiment, reason in plan.skipped:
+        print(f"skipping {experiment.name}: {reason}", file=sys.stderr)
+    if not plan.rows:
+        parser.error(f"NAME: none of the rows named is available ({', '.join(args.names)})")
+    out = args.out if args.out is not None else Path("studies") / args.names[0].strip("/").replace("/", "-")
+    if args.list:
+        for experiment, seed in plan.runs():
+            print(run_folder(out, experiment, seed))
+        return 0
+    run_study(plan, out)
+    print(f"wrote {out / 'results.json'}, {out / 'results.md'}, {out / 'results.png'}")
+    return 0

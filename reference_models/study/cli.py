@@ -66,6 +66,8 @@ def settings_from_args(args: argparse.Namespace) -> StudySettings:
 
 def _claim(out: Path, settings: StudySettings) -> None:
     """Record the settings in a new study folder; refuse a folder studied with other ones."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out: expected a folder; got the file {out}")
     path = out / SETTINGS_FILE
     wanted = settings.run_identity()
     if path.is_file():
@@ -159,6 +161,10 @@ def main(argv: list[str] | None = None) -> int:
         for experiment, seed in plan.runs():
             print(run_folder(out, experiment, seed))
         return 0
+    try:
+        _claim(out, settings)  # refused here, before anything trains, as one line
+    except ValueError as err:
+        parser.error(str(err))
     run_study(plan, out)
     print(f"wrote {out / 'results.json'}, {out / 'results.md'}, {out / 'results.png'}")
     return 0

@@ -80,7 +80,7 @@ def user_stacklevel() -> int:
 
 
 def renamed_arguments(**renames: str) -> Callable[[_F], _F]:
-    """Accept ``old=new`` keyword names for one release, with a :class:`DeprecationWarning`.
+    """Accept ``old=new`` keyword names for one release, with a ``DeprecationWarning``.
 
     The wrapped function keeps its signature (``inspect.signature`` follows ``__wrapped__``),
     and a call using the new names goes straight through.

@@ -182,7 +182,7 @@ class DualBranchAligner(nn.Module):
 
     Shape:
         - feats: ``(b, c, h, w)`` the coarse map (named ``coarse`` before 0.2; the old
-          keyword still works, with a :class:`DeprecationWarning`)
+          keyword still works, with a ``DeprecationWarning``)
         - words: ``(b, l, d)``
         - word_mask: ``(b, l)`` bool, True for real tokens; ``None`` means all real (the
           negation of a ``key_padding_mask``: pass ``~key_padding_mask``)

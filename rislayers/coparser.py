@@ -429,7 +429,7 @@ class SpatialRecurrentCoparser(nn.Module):
 
         Args:
             feats: visual map ``V`` of the constructed ``size`` (named ``vis`` before 0.2;
-                the old keyword still works, with a :class:`DeprecationWarning`).
+                the old keyword still works, with a ``DeprecationWarning``).
             words: word features.
             word_mask: bool, True for real tokens; ``None`` means every token is real. Pass
                 ``~key_padding_mask`` if you hold PyTorch's True-on-padding mask.

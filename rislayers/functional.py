@@ -3,7 +3,7 @@
 The pooling helpers accumulate in float32 whatever the input dtype (under
 :class:`torch.autocast` too) and return the input dtype: a float16 sum over a 120 x 120 map
 overflows (65504 is float16's largest value), and so does a count of 256 x 256 positions.
-Padded words are selected away with :func:`torch.where`, never multiplied by zero, so a NaN
+Padded words are selected away with ``torch.where``, never multiplied by zero, so a NaN
 or inf in a padding slot cannot reach the result.
 """
 

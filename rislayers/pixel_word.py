@@ -78,7 +78,7 @@ class PixelWordAttention(nn.Module):
 
     Shape:
         - feats: ``(b, c, h, w)`` the visual map (named ``vis`` before 0.2; the old keyword
-          still works, with a :class:`DeprecationWarning`)
+          still works, with a ``DeprecationWarning``)
         - words: ``(b, l, d)``
         - word_mask: ``(b, l)`` bool, True = real word; ``None`` = all real (pass
           ``~key_padding_mask`` if you hold PyTorch's True-on-padding mask)

@@ -50,7 +50,7 @@ def documented(site) -> set[str]:
 
 def test_sphinx_build_nitpicky_and_warning_free(site):
     assert (site / "index.html").exists()
-    for page in ("api/layers.html", "api/models.html", "api/data.html", "guides/plug_a_layer.html"):
+    for page in ("api/layers.html", "api/models.html", "api/data.html", "guides/plug_a_layer.html", "guides/clip_model.html", "guides/export.html"):
         assert (site / page).exists(), page
 
 

@@ -117,7 +117,7 @@ def test_torch_export_and_onnx_match_eager_and_onnxruntime(name, tmp_path):
     # Inputs are named after the forward's arguments; a list argument by position.
     input_names = ["feats", "words", "word_mask"] if name != "casg_decoder" else ["v1", "v2", "v3", "f4", "sentence"]
     onnx_program = torch.onnx.export(
-        program, dynamo=True, input_names=input_names, output_names=list(module.output_names), optimize=False
+        program, dynamo=True, input_names=input_names, output_names=list(module.output_names), optimize=False, verbose=False
     )
     path = tmp_path / f"{name}.onnx"
     onnx_program.save(str(path))

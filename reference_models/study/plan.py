@@ -60,7 +60,7 @@ class StudySettings:
 
     @property
     def train_size(self) -> int:
-        """Training samples: exactly ``steps`` batches, so each run is one epoch of fresh samples."""
+        """Training samples, exactly ``steps`` batches, so each run is one epoch of fresh samples."""
         return self.steps * self.batch_size
 
     def to_dict(self) -> dict[str, Any]:
@@ -76,12 +76,12 @@ class StudySettings:
         return {k: v for k, v in self.to_dict().items() if k not in ("seeds", "workers", "device")}
 
 
-#: The full study's settings: level 1 (the easiest level, where a tiny model learns to read
+#: The full study's settings, level 1 (the easiest level, where a tiny model learns to read
 #: the sentence within a CPU-sized budget), 1000 steps of batch 32 (the tiny recipe's
 #: measured budget), 64 px, 3 seeds.
 DEFAULT_SETTINGS = StudySettings()
 
-#: The smoke size of ``--quick``: two steps of four samples, a handful of evaluations, one
+#: The smoke size of ``--quick``, two steps of four samples, a handful of evaluations, one
 #: seed. It checks the machinery, not the papers.
 QUICK_SETTINGS = StudySettings(steps=2, batch_size=4, val_size=4, eval_size=8, seeds=1, workers=0, quick=True)
 

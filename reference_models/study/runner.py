@@ -24,7 +24,7 @@ from .plan import StudySettings
 
 __all__ = ["EVALUATION_FILE", "run_state", "train_config", "evaluate_run", "run_one", "write_atomic"]
 
-#: The file of a run folder that holds its evaluation: ``{"split", "checkpoint", "samples",
+#: The file of a run folder that holds its evaluation, ``{"split", "checkpoint", "samples",
 #: "seed", "metrics": {...}}``.
 EVALUATION_FILE = "evaluation.json"
 

@@ -290,9 +290,10 @@ def warn_if_inverted(mask: torch.Tensor, *, name: str, owner: Any = None) -> Non
         name: the argument's name, used in the warning.
         owner: the module the mask is given to; ``None`` checks every call.
     """
-    if owner is not None and getattr(owner, _SETTLED, False):
+    # Tracing first: a compiled graph then guards on nothing of this check.
+    if not reads_values(mask) or mask.dim() != 2 or mask.shape[1] < 2:
         return
-    if mask.dim() != 2 or mask.shape[1] < 2 or not reads_values(mask):
+    if owner is not None and getattr(owner, _SETTLED, False):
         return
     rises, falls = torch.stack(((~mask[:, :-1] & mask[:, 1:]).any(), (mask[:, :-1] & ~mask[:, 1:]).any())).tolist()
     if owner is not None and (rises or falls):

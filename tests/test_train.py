@@ -219,6 +219,8 @@ def test_evaluate_on_refer_export_matches_direct_metrics(tmp_path):
             direct.update(logits[:, 0] > 0, batch["mask"])
     assert len(direct) == len(data) >= 4 * 3  # every sentence of every ref is one sample
     assert 0 < direct.compute()["oIoU"] < 1
+    by_length = reported.pop("oIoU_by_length")  # evaluate's extra: oIoU per sentence length
+    assert sum(b["samples"] for b in by_length.values()) == len(data)
     assert reported == pytest.approx(direct.compute(), abs=1e-12)
 
 

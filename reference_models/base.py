@@ -85,6 +85,7 @@ def build_text_encoder(config: ModelConfig) -> nn.Module:
         vocab_size=config.vocab_size,
         context_length=max(config.max_words, 77 if config.vocab_size == 49408 else config.max_words),
         embed_dim=config.clip_embed_dim,
+        activation=config.clip_activation,
         weights=config.text_weights,
     )
 
@@ -151,8 +152,8 @@ def build_clip_vision(config: ModelConfig) -> ClipVisionEncoder:
     """The CLIP ViT image encoder a config asks for.
 
     Args:
-        config: reads ``image_size``, the ``clip_*`` sizes and ``vision_weights`` (a local
-            open_clip checkpoint, or None for random init).
+        config: reads ``image_size``, the ``clip_*`` sizes, ``clip_activation`` and
+            ``vision_weights`` (a local open_clip checkpoint, or None for random init).
     """
     return ClipVisionEncoder(
         config.image_size,
@@ -161,6 +162,7 @@ def build_clip_vision(config: ModelConfig) -> ClipVisionEncoder:
         heads=config.clip_heads,
         patch_size=config.clip_patch,
         embed_dim=config.clip_embed_dim,
+        activation=config.clip_activation,
         weights=config.vision_weights,
     )
 

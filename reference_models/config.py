@@ -75,6 +75,11 @@ class ModelConfig:
         clip_heads: CLIP ViT heads.
         clip_patch: CLIP ViT patch size.
         clip_embed_dim: CLIP joint embedding size (text projection output).
+        clip_activation: the MLP activation of both CLIP towers, ``"quick_gelu"`` (OpenAI's
+            weights, e.g. ViT-B/16: the ``asda_*`` recipes) or ``"gelu"`` (open_clip's default,
+            LAION-style weights). It has no weights, so it must match the checkpoint's
+            training; a file that hints otherwise is refused. The default is ``"gelu"`` so a
+            ``config.json`` written before this field rebuilds the model it was trained as.
         vision_weights: local checkpoint for the vision encoder (timm or open_clip file).
         drop_path: Swin's stochastic-depth rate (0.2 for the papers' Swin-B, 0 for tiny).
         text_encoder: ``"bert"`` (transformers) or ``"clip"`` (open_clip text tower).
@@ -145,6 +150,7 @@ class ModelConfig:
     clip_heads: int = 12
     clip_patch: int = 16
     clip_embed_dim: int = 512
+    clip_activation: str = "gelu"
     vision_weights: str | None = None
     drop_path: float = 0.2
     # text
@@ -200,6 +206,7 @@ class ModelConfig:
             "selector_gradient": ("straight_through", "soft", "none"),
             "norm": ("batch", "group"),
             "tokenizer": ("bert", "clip", "word"),
+            "clip_activation": ("gelu", "quick_gelu"),
             "s2rm_fusion": ("coparser", "tile_concat", "pwam"),
             "s2rm_decoder": ("casg", "fpn"),
             "coparser_implementation": ("gemm", "shift"),

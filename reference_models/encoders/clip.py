@@ -2,18 +2,80 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from ..weights import load_weights
+from ..weights import WeightsError, load_weights
 from .text import TextFeatures
 
-__all__ = ["ClipVisionEncoder", "ClipTextEncoder"]
+__all__ = ["ClipVisionEncoder", "ClipTextEncoder", "CLIP_ACTIVATIONS", "activation_hint"]
+
+# The MLP activation of the CLIP towers. OpenAI trained its CLIP models with QuickGELU
+# (x * sigmoid(1.702 x)); open_clip's default is nn.GELU, which is what LAION-style
+# checkpoints were trained with. The activation has no weights, so the file cannot say
+# which one it needs: running the wrong one still loads, and silently shifts every feature.
+CLIP_ACTIVATIONS = ("gelu", "quick_gelu")
+
+
+def _check_activation(activation: str) -> bool:
+    """``activation`` as open_clip's ``quick_gelu`` flag, or a one-line error naming it."""
+    if activation not in CLIP_ACTIVATIONS:
+        raise ValueError(f"activation: expected one of {CLIP_ACTIVATIONS}; got {activation!r}")
+    return activation == "quick_gelu"
+
+
+def activation_hint(path: str | os.PathLike) -> tuple[str, str] | None:
+    """What a CLIP weights file says about the activation it was trained with, if anything.
+
+    The hints, strongest first: an ``open_clip_config.json`` beside the file (how open_clip
+    and the Hugging Face hub ship a checkpoint; its ``model_cfg.quick_gelu`` is the answer
+    either way), then a file name containing ``quickgelu``/``quick_gelu`` or ``openai``
+    (open_clip's names for OpenAI's weights, which all use QuickGELU). A name alone never
+    implies GELU: most files are simply called ``open_clip_pytorch_model.bin``.
+
+    Args:
+        path: the weights file.
+
+    Returns:
+        ``(activation, reason)``, or None when nothing in or beside the file says.
+    """
+    path = Path(path)
+    sidecar = path.parent / "open_clip_config.json"
+    if sidecar.is_file():
+        try:
+            data = json.loads(sidecar.read_text())
+        except (OSError, ValueError):
+            data = None
+        model_cfg = data.get("model_cfg", data) if isinstance(data, dict) else None
+        if isinstance(model_cfg, dict) and "vision_cfg" in model_cfg:
+            quick = bool(model_cfg.get("quick_gelu", False))  # open_clip's default is GELU
+            return ("quick_gelu" if quick else "gelu"), f"{sidecar} has quick_gelu={str(quick).lower()}"
+    name = path.name.lower()
+    for marker in ("quickgelu", "quick_gelu", "openai"):
+        if marker in name:
+            return "quick_gelu", f"its name contains {marker!r} (OpenAI's weights use QuickGELU)"
+    return None
+
+
+def _refuse_mismatched_activation(path: str | os.PathLike, activation: str) -> None:
+    """Refuse, rather than warn, when a file's hint disagrees with the configured activation.
+
+    A warning would scroll past while every feature of the run is computed with the wrong
+    nonlinearity; the fix (setting ``clip_activation``) is one flag.
+    """
+    hint = activation_hint(path)
+    if hint is not None and hint[0] != activation:
+        raise WeightsError(
+            f"{path}: trained with {hint[0]} ({hint[1]}) but clip_activation={activation!r}; "
+            f"pass --model-arg clip_activation={hint[0]}"
+        )
 
 
 def _resize_grid(pos: torch.Tensor, grid: int) -> torch.Tensor:
@@ -41,6 +103,9 @@ class ClipVisionEncoder(nn.Module):
         heads: attention heads (ViT-B: 12).
         patch_size: patch size (16).
         embed_dim: joint embedding size (512 for ViT-B/16).
+        activation: the MLP activation, ``"quick_gelu"`` (OpenAI's weights, open_clip's
+            ``ViT-B-16-quickgelu``) or ``"gelu"`` (open_clip's default); it must be the one
+            the weights were trained with.
         weights: a local open_clip checkpoint of the whole CLIP model (``visual.*`` keys are
             used) or of the vision tower alone.
         strict: fail on any mismatched key.
@@ -60,23 +125,34 @@ class ClipVisionEncoder(nn.Module):
         heads: int = 12,
         patch_size: int = 16,
         embed_dim: int = 512,
+        activation: str = "gelu",
         weights: str | os.PathLike | None = None,
         strict: bool = True,
     ) -> None:
         super().__init__()
         from open_clip.model import CLIPVisionCfg, _build_vision_tower
 
+        quick_gelu = _check_activation(activation)
+
         if image_size % patch_size:
             raise ValueError(f"image_size: expected a multiple of patch_size={patch_size}; got {image_size}")
         cfg = CLIPVisionCfg(layers=layers, width=width, head_width=width // heads, patch_size=patch_size, image_size=image_size)
-        self.visual = _build_vision_tower(embed_dim, cfg)
+        self.visual = _build_vision_tower(embed_dim, cfg, quick_gelu=quick_gelu)
+        self.activation = activation
         self.width, self.layers, self.patch_size = width, layers, patch_size
         self.grid = image_size // patch_size
         if weights is not None:
             self.load_pretrained(weights, strict=strict)
 
     def load_pretrained(self, path: str | os.PathLike, *, strict: bool = True) -> None:
-        """Load a local open_clip checkpoint, resizing the position table to this grid."""
+        """Load a local open_clip checkpoint, resizing the position table to this grid.
+
+        Args:
+            path: the checkpoint; refused when it hints at another activation
+                (:func:`activation_hint`).
+            strict: fail on any missing, unexpected or mis-shaped key.
+        """
+        _refuse_mismatched_activation(path, self.activation)
 
         def adapt(state: dict[str, torch.Tensor], module: nn.Module) -> dict[str, torch.Tensor]:
             if any(k.startswith("visual.") for k in state):
@@ -128,6 +204,8 @@ class ClipTextEncoder(nn.Module):
         vocab_size: vocabulary size (CLIP BPE: 49408).
         context_length: position table length (>= the tokenizer's max length).
         embed_dim: joint embedding size (512).
+        activation: the MLP activation, ``"quick_gelu"`` or ``"gelu"``, as for
+            :class:`ClipVisionEncoder`.
         weights: a local open_clip checkpoint of the whole CLIP model.
         strict: fail on any mismatched key.
 
@@ -145,20 +223,31 @@ class ClipTextEncoder(nn.Module):
         vocab_size: int = 49408,
         context_length: int = 77,
         embed_dim: int = 512,
+        activation: str = "gelu",
         weights: str | os.PathLike | None = None,
         strict: bool = True,
     ) -> None:
         super().__init__()
         from open_clip.model import CLIPTextCfg, _build_text_tower
 
+        quick_gelu = _check_activation(activation)
+
         cfg = CLIPTextCfg(context_length=context_length, vocab_size=vocab_size, width=width, heads=heads, layers=layers)
-        self.text = _build_text_tower(embed_dim, cfg)
+        self.text = _build_text_tower(embed_dim, cfg, quick_gelu=quick_gelu)
+        self.activation = activation
         self.dim, self.embed_dim, self.context_length = width, embed_dim, context_length
         if weights is not None:
             self.load_pretrained(weights, strict=strict)
 
     def load_pretrained(self, path: str | os.PathLike, *, strict: bool = True) -> None:
-        """Load the text half of a local open_clip checkpoint."""
+        """Load the text half of a local open_clip checkpoint.
+
+        Args:
+            path: the checkpoint; refused when it hints at another activation
+                (:func:`activation_hint`).
+            strict: fail on any missing, unexpected or mis-shaped key.
+        """
+        _refuse_mismatched_activation(path, self.activation)
 
         def adapt(state: dict[str, torch.Tensor], module: nn.Module) -> dict[str, torch.Tensor]:
             return {k: v for k, v in state.items() if not k.startswith("visual.") and k != "logit_scale"}

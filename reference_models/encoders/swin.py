@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 
 import torch
@@ -31,8 +32,11 @@ class SwinEncoder(nn.Module):
         num_heads: heads per stage.
         window_size: attention window (LAVT uses 12 with Swin-B).
         drop_path_rate: stochastic depth.
-        weights: a local timm/original Swin checkpoint; relative-position tables are
-            resized to ``window_size`` by timm's checkpoint filter; the classifier head is dropped.
+        weights: a local Swin checkpoint, in timm's layout or the original Microsoft one
+            (``{"model": ...}`` with ``layers.i.downsample`` at the end of stage ``i``, a
+            ``head`` classifier, ``relative_position_index``/``attn_mask`` buffers), converted
+            by timm's checkpoint filter. Relative-position tables of another window size are
+            resized to ``window_size``, with a warning; the classifier head is dropped.
         strict: fail on any mismatched key (default) rather than loading what fits.
 
     Shape:
@@ -67,6 +71,7 @@ class SwinEncoder(nn.Module):
         )
         # timm's model has no per-stage norms; like LAVT and features_only users we normalise
         # each stage's output before it leaves the encoder.
+        self.window_size = window_size
         self.dims = tuple(embed_dim * 2**i for i in range(len(depths)))
         self.out_norms = nn.ModuleList(nn.LayerNorm(d) for d in self.dims)
         self.swin.norm = nn.Identity()
@@ -74,11 +79,37 @@ class SwinEncoder(nn.Module):
             self.load_pretrained(weights, strict=strict)
 
     def load_pretrained(self, path: str | os.PathLike, *, strict: bool = True) -> None:
-        """Load a local Swin checkpoint into the backbone (not the output norms)."""
+        """Load a local Swin checkpoint into the backbone (not the output norms).
+
+        Args:
+            path: a checkpoint in timm's or the original Microsoft layout.
+            strict: fail on any missing, unexpected or mis-shaped key (one line naming the
+                file and the first keys).
+        """
         from timm.models.swin_transformer import checkpoint_filter_fn
 
         def adapt(state: dict[str, torch.Tensor], module: nn.Module) -> dict[str, torch.Tensor]:
-            state = checkpoint_filter_fn(state, module)
+            # timm's filter looks up the block of every relative-position table and raises a
+            # bare AttributeError for a block this model lacks (a deeper checkpoint): keep
+            # those keys out of it so the loader reports them as "not in model".
+            blocks = dict(module.named_modules())
+            orphans = {
+                k: v for k, v in state.items() if k.endswith(".relative_position_bias_table") and k.rsplit(".", 1)[0] not in blocks
+            }
+            resized = [
+                f"{k} {tuple(v.shape)}"
+                for k, v in state.items()
+                if k.endswith(".relative_position_bias_table") and k not in orphans
+                and v.shape != blocks[k.rsplit(".", 1)[0]].relative_position_bias_table.shape
+            ]
+            if resized:
+                warnings.warn(
+                    f"{path}: relative-position tables of another window size resized to swin_window="
+                    f"{self.window_size} (first: {resized[0]}); the checkpoint was trained with another window",
+                    stacklevel=3,
+                )
+            state = checkpoint_filter_fn({k: v for k, v in state.items() if k not in orphans}, module)
+            state.update(orphans)
             return {k: v for k, v in state.items() if not k.startswith(("head.", "norm."))}
 
         load_weights(

@@ -31,11 +31,15 @@ _register_sadlr_family("lavt")
 _register_sadlr_family("vlt")
 _register_sadlr_family("lts")
 
-CLIP_B16 = {"vision_encoder": "clip", "clip_width": 768, "clip_layers": 12, "clip_heads": 12, "clip_patch": 16, "clip_embed_dim": 512}
+# OpenAI's ViT-B/16 (ASDA's and CRIS's backbone) was trained with QuickGELU; the tiny model
+# uses it too so that it trains the same network as the base one.
+CLIP_B16 = {"vision_encoder": "clip", "clip_width": 768, "clip_layers": 12, "clip_heads": 12, "clip_patch": 16, "clip_embed_dim": 512,
+            "clip_activation": "quick_gelu"}
 CLIP_TEXT_BASE = {"text_encoder": "clip", "tokenizer": "clip", "text_dim": 512, "text_layers": 12, "text_heads": 8, "text_intermediate": 2048, "vocab_size": 49408}
 # 9 layers so that ASDA's candidate groups (4-6, 7-9) exist; the BERT vocabulary size lets
 # the tiny models share tokenizers (the CLIP text tower pools at the last real token).
-CLIP_TINY = {"vision_encoder": "clip", "clip_width": 32, "clip_layers": 9, "clip_heads": 2, "clip_patch": 8, "clip_embed_dim": 32}
+CLIP_TINY = {"vision_encoder": "clip", "clip_width": 32, "clip_layers": 9, "clip_heads": 2, "clip_patch": 8, "clip_embed_dim": 32,
+             "clip_activation": "quick_gelu"}
 CLIP_TEXT_TINY = {"text_encoder": "clip", "tokenizer": "word", "text_dim": 32, "text_layers": 2, "text_heads": 2, "text_intermediate": 128, "vocab_size": 30522}
 # ASDA Sec. 4.2: 416 px, N_c = 32 masks, n = 2 attention layers, 17 tokens with [SOS]/[EOS]
 # for RefCOCO/RefCOCO+ (pass max_words=22 for G-Ref); 512 is the published aligner width.

@@ -42,6 +42,15 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=_HelpFormatter,
     )
     d = TrainConfig()
+    _data_flags(p, d)
+    _optimisation_flags(p, d)
+    _run_flags(p, d)
+    _fault_and_folder_flags(p, d)
+    return p
+
+
+def _data_flags(p: argparse.ArgumentParser, d: TrainConfig) -> None:
+    """The model and the data it trains on."""
     splits_by = sorted({b for splits in DATASET_SPLITS.values() for b in splits})
     p.add_argument("--model", default=d.model, help="registry name (see reference_models.list_models())")
     p.add_argument("--data", default=d.data, help="'synthetic' or 'refer:ROOT' (a REFER-layout folder)")
@@ -55,6 +64,10 @@ def _parser() -> argparse.ArgumentParser:
         "--image-size", type=int, default=None,
         help="input size in pixels: a multiple of 4 for Swin models, of 32 for S2RM, of clip_patch for CLIP ones (default: the model's)",
     )
+
+
+def _optimisation_flags(p: argparse.ArgumentParser, d: TrainConfig) -> None:
+    """The optimisation recipe (None: the model's recipe)."""
     p.add_argument("--epochs", type=int, default=None, help=_recipe_default("epochs"))
     p.add_argument("--batch-size", type=int, default=None, help="per process; " + _recipe_default("batch_size"))
     p.add_argument("--optimizer", choices=["adam", "adamw"], default=None, help=_recipe_default("optimizer"))
@@ -71,6 +84,10 @@ def _parser() -> argparse.ArgumentParser:
         "--threads", type=int, default=None,
         help=f"intra-op CPU threads (default: the model's recipe (tiny {RECIPES['tiny']['threads']}), else torch's choice)",
     )
+
+
+def _run_flags(p: argparse.ArgumentParser, d: TrainConfig) -> None:
+    """Seeds, logging, weights, the machine and the schedule's details."""
     p.add_argument("--seed", type=int, default=d.seed, help="seeds the model, the data order and the synthetic data")
     p.add_argument("--max-steps", type=int, default=None, help="stop after this many optimizer steps (default: run every epoch)")
     p.add_argument("--save-every", type=int, default=d.save_every, help="also checkpoint every N steps (0: per epoch)")
@@ -89,6 +106,10 @@ def _parser() -> argparse.ArgumentParser:
         "--milestones", type=int, nargs="*", default=None,
         help="epochs where the step schedule divides lr by 10 (default: the recipe's; asda 18 25)",
     )
+
+
+def _fault_and_folder_flags(p: argparse.ArgumentParser, d: TrainConfig) -> None:
+    """Fault handling, the run folder, experiments and resuming."""
     p.add_argument(
         "--checkpoint-minutes", type=float, default=d.checkpoint_minutes,
         help="also write last.pt at the first step this many minutes after the last one (0: never by time)",
@@ -120,7 +141,6 @@ def _parser() -> argparse.ArgumentParser:
         help="with --experiment: tiny (CPU) or base (the paper's size for that row) (default: tiny)",
     )
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt (its saved configuration wins)")
-    return p
 
 
 def _given_fields(parser: argparse.ArgumentParser, argv: list[str] | None) -> list[str]:

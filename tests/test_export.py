@@ -78,6 +78,10 @@ CASES = {
         {"vis": {0: BATCH}, "prev": [{0: BATCH}, {0: BATCH}], "sentence": {0: BATCH}},
     ),
     "casg_decoder": Case(lambda: R.CASGDecoder((4, 4, 4, 8), D), lambda b, l: pyramid(b), {"features": [{0: BATCH}] * 4, "sentence": {0: BATCH}}),
+    "tile_concat": Case(lambda: R.TileConcatFusion(C, D), word_inputs, WORD_DIMS),
+    "fpn_decoder": Case(
+        lambda: R.FPNDecoder((4, 4, 4, 8), dim=8), lambda b, l: {"features": pyramid(b)["features"]}, {"features": [{0: BATCH}] * 4}
+    ),
 }
 ONNX_CASES = ["refiner", "coparser", "aligner", "casg_decoder"]
 

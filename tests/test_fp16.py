@@ -83,6 +83,15 @@ PAPER_CASES: dict[str, tuple[Callable[[], torch.nn.Module], Callable[[], tuple]]
             torch.randn(1, 768),
         ),
     ),
+    "tile & concat fusion (S2RM Table IV, 512 px)": (
+        lambda: R.TileConcatFusion(1024, 768),
+        lambda: (magnitudes(1, 1024, 16, 16), *sentence_words(20, 768)),
+    ),
+    # widths cut as for CASG (fp16 convolutions on the CPU are ~100x slower), sizes the paper's
+    "FPN decoder (S2RM Table IV, 512 px)": (
+        lambda: R.FPNDecoder((8, 8, 8, 16), dim=8),
+        lambda: ([magnitudes(1, 8, 128, 128), magnitudes(1, 8, 64, 64), magnitudes(1, 8, 32, 32), magnitudes(1, 16, 16, 16)],),
+    ),
 }
 
 

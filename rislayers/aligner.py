@@ -25,6 +25,8 @@ __all__ = ["DualBranchAligner", "AlignerOutput"]
 
 _NORMS = ("batch", "group", "none")
 _UPSAMPLE_MODES = ("nearest", "bilinear")
+_BRANCHES = ("dual", "single", "visual")
+_BLOCKS = ("pre_norm", "published")
 
 
 class AlignerOutput(NamedTuple):
@@ -33,9 +35,10 @@ class AlignerOutput(NamedTuple):
     logits: torch.Tensor
     """The foreground logit ``M = sum_k coefficients_k * masks_k``, ``(b, 1, h*2^s, w*2^s)``."""
     masks: torch.Tensor
-    """The response masks ``M'`` in ``[0, 1]``, ``(b, num_masks, h*2^s, w*2^s)``."""
+    """The response masks ``M'`` in ``[0, 1]``, ``(b, num_masks, h*2^s, w*2^s)``; with one
+    branch, the sigmoid of ``logits``."""
     coefficients: torch.Tensor
-    """The mask coefficients ``f_coef`` in ``[-1, 1]``, ``(b, num_masks)``."""
+    """The mask coefficients ``f_coef`` in ``[-1, 1]``, ``(b, num_masks)``; ``(b, 0)`` with one branch."""
 
 
 class _Mlp(nn.Sequential):
@@ -50,12 +53,20 @@ class _Mlp(nn.Sequential):
 
 
 class _SelfAttentionBlock(nn.Module):
-    """Pre-norm self-attention + MLP over pixel tokens; the position code enters q and k."""
+    """Self-attention + MLP over pixel tokens; the position code enters q and k.
 
-    def __init__(self, dim: int, num_heads: int, mlp_hidden: int, dropout: float, factory: dict) -> None:
+    Pre-norm (``post_norm=False``): ``x + Attn(LN(x))`` then ``x + MLP(LN(x))``. Post-norm
+    (``post_norm=True``, the published code's transformer encoder layers):
+    ``LN(x + Attn(x))`` then ``LN(x + MLP(x))``.
+    """
+
+    def __init__(
+        self, dim: int, num_heads: int, mlp_hidden: int, dropout: float, factory: dict, *, post_norm: bool = False
+    ) -> None:
         super().__init__()
         self.num_heads = num_heads
         self.dropout = dropout
+        self.post_norm = post_norm
         self.attn_norm = nn.LayerNorm(dim, **factory)
         self.query = nn.Linear(dim, dim, **factory)
         # A key bias adds the same amount to every score of a query, which the softmax
@@ -67,16 +78,20 @@ class _SelfAttentionBlock(nn.Module):
         self.mlp_norm = nn.LayerNorm(dim, **factory)
         self.mlp = _Mlp(dim, mlp_hidden, dropout, factory)
 
-    def forward(self, tokens: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
-        normed = self.attn_norm(tokens)
-        with_pos = normed + pos
+    def _attend(self, tokens: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        with_pos = tokens + pos
         split = "b n (heads e) -> b heads n e"
         q = rearrange(self.query(with_pos), split, heads=self.num_heads)
         k = rearrange(self.key(with_pos), split, heads=self.num_heads)
-        v = rearrange(self.value(normed), split, heads=self.num_heads)
+        v = rearrange(self.value(tokens), split, heads=self.num_heads)
         attended = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)
-        attended = rearrange(attended, "b heads n e -> b n (heads e)")
-        tokens = tokens + self.out_drop(self.out(attended))  # Eq. 6, attention step
+        return self.out_drop(self.out(rearrange(attended, "b heads n e -> b n (heads e)")))
+
+    def forward(self, tokens: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        if self.post_norm:
+            tokens = self.attn_norm(tokens + self._attend(tokens, pos))
+            return self.mlp_norm(tokens + self.mlp(tokens))
+        tokens = tokens + self._attend(self.attn_norm(tokens), pos)  # Eq. 6, attention step
         return tokens + self.mlp(self.mlp_norm(tokens))  # Eq. 6, MLP step
 
 
@@ -133,6 +148,37 @@ class _ConvNormReLU(nn.Sequential):
         super().__init__(conv, normalise, nn.ReLU())
 
 
+def _check_options(**options: object) -> None:
+    """ValueErrors naming the first bad constructor argument of :class:`DualBranchAligner`."""
+    for name in ("dim", "text_dim", "num_masks", "num_layers", "num_heads"):
+        value = options[name]
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name}: expected a positive integer; got {value!r}")
+    dim, num_heads = options["dim"], options["num_heads"]
+    if dim % 4 != 0 or dim % num_heads != 0:
+        raise ValueError(f"dim: expected a multiple of 4 and of num_heads={num_heads}; got {dim}")
+    upsample_steps = options["upsample_steps"]
+    if not isinstance(upsample_steps, int) or upsample_steps < 0:
+        raise ValueError(f"upsample_steps: expected a non-negative integer; got {upsample_steps!r}")
+    if not options["mlp_ratio"] > 0:
+        raise ValueError(f"mlp_ratio: expected a positive number; got {options['mlp_ratio']!r}")
+    decoder_dim = options["decoder_dim"]
+    if decoder_dim is not None and (not isinstance(decoder_dim, int) or decoder_dim < 1):
+        raise ValueError(f"decoder_dim: expected a positive integer or None; got {decoder_dim!r}")
+    for name, choices in (
+        ("norm", _NORMS),
+        ("upsample_mode", _UPSAMPLE_MODES),
+        ("branches", _BRANCHES),
+        ("blocks", _BLOCKS),
+    ):
+        if options[name] not in choices:
+            raise ValueError(f"{name}: expected one of {choices}; got {options[name]!r}")
+    if not isinstance(options["word_mask"], bool):
+        raise ValueError(f"word_mask: expected a bool; got {options['word_mask']!r}")
+    if not 0.0 <= options["dropout"] < 1.0:
+        raise ValueError(f"dropout: expected a probability in [0, 1); got {options['dropout']!r}")
+
+
 class DualBranchAligner(nn.Module):
     """Decode mask candidates from vision and mix them with word-guided coefficients (ASDA WGDA).
 
@@ -150,17 +196,40 @@ class DualBranchAligner(nn.Module):
 
     Output (Eq. 10): ``logits = sum_k f_coef[k] * M'[k]``.
 
-    Departures from the published code, all deliberate: the word padding mask is honoured
-    (the published code ignores it); the coefficients are pooled over space instead of
-    read by ``Linear(26*26*32, 32)``, so any map size works; the masks use the paper's
-    sigmoid (the published code applies ReLU).
+    ``branches`` selects the ablation variants of ASDA's Table 2:
+
+    - ``"dual"`` (default, row (f)): the two branches above.
+    - ``"single"`` (row (e), the single-branch alignment of CRIS and ReSTR, Fig. 3): ``F_A``
+      attends to the words with the same word-attention block, and the segmentation
+      decoder reads that ``F_fine``; a 1x1 conv gives one channel. ``logits`` is that raw
+      channel, ``masks`` its sigmoid ``(b, 1, H, W)`` and ``coefficients`` an empty
+      ``(b, 0)`` tensor; no coefficient head is built.
+    - ``"visual"`` (rows (a)-(d), "the segmentation decoder" without word interaction):
+      ``F_A`` goes straight to the segmentation decoder, with the outputs of ``"single"``.
+      Neither the word block nor the coefficient head is built; the words are still
+      checked (one call signature for every variant) but never reach the output.
+
+    Departures from the published code, all deliberate and each with an option where a
+    run may want the published behaviour: the word padding mask is honoured
+    (``word_mask=False`` ignores it as the published code does: padding words then take
+    part in the softmax like real ones, so their values change the output); the visual
+    blocks are pre-norm (``blocks="published"`` builds the released code's post-norm
+    encoder layers, see below); the coefficients are pooled over space instead of read by
+    ``Linear(26*26*32, 32)``, so any map size works; the masks use the paper's sigmoid
+    (the published code applies ReLU).
+
+    ``blocks="published"``: each visual block is a post-norm transformer encoder layer,
+    ``x = LN(x + Attn(x + pos, x + pos, x))`` then ``x = LN(x + MLP(x))``, with the MLP's
+    hidden width equal to ``dim`` (``mlp_ratio`` then applies to the word block only). No
+    final LayerNorm follows them: a post-norm stack already ends with one, and a second
+    one in a row would only rescale.
 
     Paper ambiguities, as options: the MLP width (``mlp_ratio``, 4 as in the published
     word-attention block and standard transformers), the convolution norm (``norm``:
     ``"batch"`` as in the published conv blocks, ``"group"`` for tiny batches, ``"none"``),
     the width of the upsampling convolutions (``decoder_dim``, default ``dim // 2`` as in
     the published decoder), the upsampling mode (``"nearest"`` as published) and dropout.
-    Eq. 6 writes the MLP step without a LayerNorm; the blocks here are standard pre-norm
+    Eq. 6 writes the MLP step without a LayerNorm; the default blocks are standard pre-norm
     blocks (a LayerNorm before the attention and before the MLP), as the design asks.
     With ``norm="batch"``, training on a batch of one ``1x1`` map fails (BatchNorm needs
     more than one value per channel); use ``"group"`` there.
@@ -168,7 +237,8 @@ class DualBranchAligner(nn.Module):
     Args:
         dim: visual channels ``c`` of the coarse map (a multiple of 4 and of ``num_heads``).
         text_dim: channels ``d`` of the words.
-        num_masks: number of response masks and coefficients ``N_c`` (32 in the paper).
+        num_masks: number of response masks and coefficients ``N_c`` (32 in the paper);
+            ``"single"`` and ``"visual"`` predict one channel and ignore it.
         num_layers: self-attention blocks ``n`` in CFS (2 in the paper).
         num_heads: attention heads of both branches.
         upsample_steps: 2x upsampling steps ``s`` of the mask decoder (3 in the paper).
@@ -176,6 +246,10 @@ class DualBranchAligner(nn.Module):
         decoder_dim: channels of the upsampling convolutions; default ``dim // 2``.
         norm: ``"batch"``, ``"group"`` or ``"none"`` after each 3x3 convolution.
         upsample_mode: ``"nearest"`` or ``"bilinear"``.
+        branches: ``"dual"``, ``"single"`` or ``"visual"`` (see above).
+        word_mask: honour the word padding mask in the word attention (``False``: the
+            published code, which ignores it).
+        blocks: ``"pre_norm"`` or ``"published"`` visual attention blocks (see above).
         dropout: dropout in the attention blocks (0.1 in the published code).
         device: device of the parameters.
         dtype: dtype of the parameters.
@@ -187,7 +261,9 @@ class DualBranchAligner(nn.Module):
         - word_mask: ``(b, l)`` bool, True for real tokens; ``None`` means all real (the
           negation of a ``key_padding_mask``: pass ``~key_padding_mask``)
         - output: :class:`AlignerOutput` with logits ``(b, 1, h*2^s, w*2^s)``, masks
-          ``(b, num_masks, h*2^s, w*2^s)`` and coefficients ``(b, num_masks)``
+          ``(b, num_masks, h*2^s, w*2^s)`` and coefficients ``(b, num_masks)``; for
+          ``"single"`` and ``"visual"`` masks ``(b, 1, h*2^s, w*2^s)`` and coefficients
+          ``(b, 0)``
 
     Example:
         >>> import torch
@@ -195,6 +271,10 @@ class DualBranchAligner(nn.Module):
         >>> out = aligner(torch.randn(2, 32, 5, 6), torch.randn(2, 7, 16))
         >>> out.logits.shape, out.masks.shape, out.coefficients.shape
         (torch.Size([2, 1, 20, 24]), torch.Size([2, 8, 20, 24]), torch.Size([2, 8]))
+        >>> single = DualBranchAligner(32, 16, num_heads=4, upsample_steps=2, branches="single")
+        >>> out = single(torch.randn(2, 32, 5, 6), torch.randn(2, 7, 16))
+        >>> out.logits.shape, out.masks.shape, out.coefficients.shape
+        (torch.Size([2, 1, 20, 24]), torch.Size([2, 1, 20, 24]), torch.Size([2, 0]))
     """
 
     def __init__(
@@ -210,73 +290,88 @@ class DualBranchAligner(nn.Module):
         decoder_dim: int | None = None,
         norm: Literal["batch", "group", "none"] = "batch",
         upsample_mode: Literal["nearest", "bilinear"] = "nearest",
+        branches: Literal["dual", "single", "visual"] = "dual",
+        word_mask: bool = True,
+        blocks: Literal["pre_norm", "published"] = "pre_norm",
         dropout: float = 0.0,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        positive = {
-            "dim": dim,
-            "text_dim": text_dim,
-            "num_masks": num_masks,
-            "num_layers": num_layers,
-            "num_heads": num_heads,
-        }
-        for name, value in positive.items():
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}: expected a positive integer; got {value!r}")
-        if dim % 4 != 0 or dim % num_heads != 0:
-            raise ValueError(f"dim: expected a multiple of 4 and of num_heads={num_heads}; got {dim}")
-        if not isinstance(upsample_steps, int) or upsample_steps < 0:
-            raise ValueError(f"upsample_steps: expected a non-negative integer; got {upsample_steps!r}")
-        if not mlp_ratio > 0:
-            raise ValueError(f"mlp_ratio: expected a positive number; got {mlp_ratio!r}")
-        decoder_dim = dim // 2 if decoder_dim is None else decoder_dim
-        if not isinstance(decoder_dim, int) or decoder_dim < 1:
-            raise ValueError(f"decoder_dim: expected a positive integer or None; got {decoder_dim!r}")
-        if norm not in _NORMS:
-            raise ValueError(f"norm: expected one of {_NORMS}; got {norm!r}")
-        if upsample_mode not in _UPSAMPLE_MODES:
-            raise ValueError(f"upsample_mode: expected one of {_UPSAMPLE_MODES}; got {upsample_mode!r}")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout: expected a probability in [0, 1); got {dropout!r}")
+        _check_options(
+            dim=dim,
+            text_dim=text_dim,
+            num_masks=num_masks,
+            num_layers=num_layers,
+            num_heads=num_heads,
+            upsample_steps=upsample_steps,
+            mlp_ratio=mlp_ratio,
+            decoder_dim=decoder_dim,
+            norm=norm,
+            upsample_mode=upsample_mode,
+            branches=branches,
+            word_mask=word_mask,
+            blocks=blocks,
+            dropout=dropout,
+        )
         factory = {"device": device, "dtype": dtype}
         self.dim = dim
         self.text_dim = text_dim
-        self.num_masks = num_masks
+        self.branches = branches
+        self.mask_words = word_mask
+        self.blocks = blocks
+        self.num_masks = num_masks if branches == "dual" else 1
         self.upsample_steps = upsample_steps
         mlp_hidden = max(1, round(dim * mlp_ratio))
 
         # CFS: local visual attention (Eq. 6) and segmentation decoder (Eq. 7).
+        published = blocks == "published"
+        visual_hidden = dim if published else mlp_hidden
         self.visual_blocks = nn.ModuleList(
-            _SelfAttentionBlock(dim, num_heads, mlp_hidden, dropout, factory) for _ in range(num_layers)
+            _SelfAttentionBlock(dim, num_heads, visual_hidden, dropout, factory, post_norm=published)
+            for _ in range(num_layers)
         )
-        self.visual_norm = nn.LayerNorm(dim, **factory)
-        steps: list[nn.Module] = []
-        width = dim
-        align = False if upsample_mode == "bilinear" else None
-        for _ in range(upsample_steps):
-            steps.append(nn.Upsample(scale_factor=2, mode=upsample_mode, align_corners=align))
-            steps.append(_ConvNormReLU(width, decoder_dim, 3, norm, factory))
-            width = decoder_dim
-        self.mask_decoder = nn.Sequential(*steps)
-        self.mask_head = nn.Conv2d(width, num_masks, 1, **factory)
+        self.visual_norm = nn.Identity() if published else nn.LayerNorm(dim, **factory)
+        width = dim // 2 if decoder_dim is None else decoder_dim
+        self.mask_decoder = self._build_decoder(dim, width, upsample_steps, norm, upsample_mode, factory)
+        self.mask_head = nn.Conv2d(width if upsample_steps else dim, self.num_masks, 1, **factory)
 
         # WCG: word-guided cross-attention (Eq. 8) and coefficient generation (Eq. 9).
-        self.word_block = _WordAttentionBlock(dim, text_dim, num_heads, mlp_hidden, dropout, factory)
-        self.coefficient_head = nn.Sequential(
-            _ConvNormReLU(dim, dim, 3, norm, factory),
-            _ConvNormReLU(dim, dim, 3, norm, factory),
-            nn.Conv2d(dim, num_masks, 1, **factory),
-        )
+        self.word_block = None
+        if branches != "visual":
+            self.word_block = _WordAttentionBlock(dim, text_dim, num_heads, mlp_hidden, dropout, factory)
+        self.coefficient_head = None
+        if branches == "dual":
+            self.coefficient_head = nn.Sequential(
+                _ConvNormReLU(dim, dim, 3, norm, factory),
+                _ConvNormReLU(dim, dim, 3, norm, factory),
+                nn.Conv2d(dim, num_masks, 1, **factory),
+            )
+
+    @staticmethod
+    def _build_decoder(dim: int, width: int, steps: int, norm: str, mode: str, factory: dict) -> nn.Sequential:
+        layers: list[nn.Module] = []
+        align = False if mode == "bilinear" else None
+        for step in range(steps):
+            layers.append(nn.Upsample(scale_factor=2, mode=mode, align_corners=align))
+            layers.append(_ConvNormReLU(dim if step == 0 else width, width, 3, norm, factory))
+        return nn.Sequential(*layers)
 
     def extra_repr(self) -> str:
-        return f"num_masks={self.num_masks}, upsample_steps={self.upsample_steps}"
+        return (
+            f"num_masks={self.num_masks}, upsample_steps={self.upsample_steps}, branches={self.branches!r}, "
+            f"word_mask={self.mask_words}, blocks={self.blocks!r}"
+        )
 
     @property
     def output_names(self) -> tuple[str, ...]:
         """Names of the outputs, for ``torch.onnx.export(..., output_names=...)``."""
         return AlignerOutput._fields
+
+    def _one_channel_output(self, decoded: torch.Tensor) -> AlignerOutput:
+        # Without coefficients the decoder's single channel is the logit itself.
+        logits = self.mask_head(self.mask_decoder(decoded))
+        return AlignerOutput(logits, logits.sigmoid(), logits.new_zeros(logits.shape[0], 0))
 
     @renamed_arguments(coarse="feats")
     def forward(
@@ -289,7 +384,8 @@ class DualBranchAligner(nn.Module):
                 :class:`~rislayers.ScaleWiseAggregator`).
             words: word features ``f_T``.
             word_mask: bool, True for real tokens; ``None`` means every token is real. Pass
-                ``~key_padding_mask`` if you hold PyTorch's True-on-padding mask.
+                ``~key_padding_mask`` if you hold PyTorch's True-on-padding mask. Checked
+                but not applied when the layer was built with ``word_mask=False``.
 
         Returns:
             :class:`AlignerOutput` ``(logits, masks, coefficients)``.
@@ -297,7 +393,10 @@ class DualBranchAligner(nn.Module):
         dtype = self.mask_head.weight.dtype
         check_words_inputs(self, feats, words, word_mask, dim=self.dim, text_dim=self.text_dim, dtype=dtype)
         height, width = feats.shape[-2], feats.shape[-1]
-        words = zero_padding(words, word_mask)
+        if self.mask_words:
+            words = zero_padding(words, word_mask)
+        else:
+            word_mask = None  # the published code: padding words attend like real ones
 
         pos = sine_position_encoding_2d(height, width, self.dim, device=feats.device, dtype=feats.dtype)
         pos = rearrange(pos, "c h w -> 1 (h w) c")
@@ -307,11 +406,14 @@ class DualBranchAligner(nn.Module):
         tokens = self.visual_norm(tokens)  # F_A
 
         visual_map = rearrange(tokens, "b (h w) c -> b c h w", h=height, w=width)
-        masks = self.mask_head(self.mask_decoder(visual_map)).sigmoid()  # Eq. 7, M'
-
+        if self.word_block is None:  # "visual": no word interaction at all
+            return self._one_channel_output(visual_map)
         fine = self.word_block(tokens, words, word_mask)  # Eq. 8, F_fine
         fine_map = rearrange(fine, "b (h w) c -> b c h w", h=height, w=width)
-        coefficients = self.coefficient_head(fine_map).mean(dim=(-2, -1)).tanh()  # Eq. 9
+        if self.coefficient_head is None:  # "single": the decoder reads the word-fused map
+            return self._one_channel_output(fine_map)
 
+        masks = self.mask_head(self.mask_decoder(visual_map)).sigmoid()  # Eq. 7, M'
+        coefficients = self.coefficient_head(fine_map).mean(dim=(-2, -1)).tanh()  # Eq. 9
         logits = torch.einsum("bk,bkhw->bhw", coefficients, masks)  # Eq. 10
         return AlignerOutput(rearrange(logits, "b h w -> b 1 h w"), masks, coefficients)

@@ -194,3 +194,167 @@ def test_constructor_errors_name_the_argument():
 def test_torch_compile_matches_eager():
     aligner = small(num_layers=1, upsample_steps=1).eval()  # one of each part keeps compiling short
     assert_compile_matches_eager(aligner, **make_inputs(lengths=[2, 5]))
+
+
+# ------------------------------------------------- Table 2 variants and published-code options
+
+BRANCHES = ("dual", "single", "visual")
+
+
+def check_one_channel_contract(out, b, height, width):
+    assert isinstance(out, AlignerOutput)
+    assert out.logits.shape == (b, 1, height, width)
+    assert out.masks.shape == (b, 1, height, width)
+    assert out.coefficients.shape == (b, 0)
+    assert_finite(out)
+    torch.testing.assert_close(out.masks, out.logits.sigmoid())
+
+
+@given(
+    b=st.integers(1, 3),
+    c=st.sampled_from([4, 8]),
+    h=st.integers(1, 4),
+    w=st.integers(1, 4),
+    l=st.integers(1, 5),
+    d=st.integers(1, 8),
+    steps=st.integers(0, 2),
+    branches=st.sampled_from(["single", "visual"]),
+    blocks=st.sampled_from(["pre_norm", "published"]),
+    word_mask=st.booleans(),
+    data=st.data(),
+)
+def test_one_branch_variants_over_sizes(b, c, h, w, l, d, steps, branches, blocks, word_mask, data):
+    aligner = DualBranchAligner(
+        c, d, num_masks=3, num_heads=1, upsample_steps=steps, branches=branches, blocks=blocks, word_mask=word_mask
+    ).eval()
+    lengths = data.draw(st.lists(st.integers(0, l), min_size=b, max_size=b))
+    out = aligner(**make_inputs(b, c, h, w, l, d, lengths=lengths))
+    check_one_channel_contract(out, b, h * 2**steps, w * 2**steps)
+
+
+def test_one_branch_variants_build_only_their_parts():
+    single, visual = small(branches="single"), small(branches="visual")
+    assert single.coefficient_head is None and single.word_block is not None
+    assert visual.coefficient_head is None and visual.word_block is None
+    assert single.mask_head.out_channels == visual.mask_head.out_channels == 1
+    assert not any(name.startswith("coefficient_head") for name, _ in single.named_parameters())
+    assert not any(name.startswith(("word_block", "coefficient_head")) for name, _ in visual.named_parameters())
+
+
+def test_single_branch_reads_the_words_and_visual_ignores_them():
+    inputs = make_inputs(lengths=[3, 5])
+    words = inputs["words"].clone()
+    words[0, 1] = torch.randn(12) * 5  # a real word of sample 0
+    for branches, words_matter in (("single", True), ("visual", False)):
+        aligner = small(branches=branches).eval()
+        with torch.no_grad():
+            base = aligner(**inputs)
+            changed = aligner(**{**inputs, "words": words})
+            no_mask = aligner(**{**inputs, "word_mask": None})
+        if words_matter:
+            assert not torch.allclose(changed.logits[0], base.logits[0])
+        else:
+            assert_close_outputs(changed, base, atol=0, rtol=0)
+            assert_close_outputs(no_mask, base, atol=0, rtol=0)
+        torch.testing.assert_close(changed.logits[1], base.logits[1])
+
+
+@pytest.mark.parametrize("branches", ["dual", "single"])
+def test_word_mask_false_lets_padding_words_change_the_output(branches):
+    inputs = make_inputs(lengths=[3, 5])
+    words = inputs["words"].clone()
+    words[0, 4] = torch.randn(12) * 5  # a padding word of sample 0
+    for honour in (True, False):
+        torch.manual_seed(0)
+        aligner = small(branches=branches, word_mask=honour).eval()
+        with torch.no_grad():
+            base = aligner(**inputs)
+            changed = aligner(**{**inputs, "words": words})
+        if honour:
+            assert_close_outputs(changed, base, atol=1e-6)
+        else:
+            assert not torch.allclose(changed.logits[0], base.logits[0])
+            torch.testing.assert_close(changed.logits[1], base.logits[1])  # sample 1 untouched
+
+
+def test_word_mask_false_attends_to_padding_like_real_words():
+    # Ignoring the mask is the same as declaring every token real.
+    torch.manual_seed(0)
+    aligner = small(word_mask=False).eval()
+    inputs = make_inputs(lengths=[2, 4])
+    with torch.no_grad():
+        assert_close_outputs(aligner(**inputs), aligner(**{**inputs, "word_mask": None}), atol=0, rtol=0)
+
+
+def test_published_blocks_are_post_norm_with_ffn_ratio_one():
+    aligner = small(blocks="published", num_layers=2).eval()
+    assert isinstance(aligner.visual_norm, torch.nn.Identity)
+    assert all(block.mlp[0].out_features == 16 for block in aligner.visual_blocks)
+    assert small().visual_blocks[0].mlp[0].out_features == 64  # pre-norm keeps mlp_ratio
+    outputs = []
+    for block in aligner.visual_blocks:
+        block.register_forward_hook(lambda module, args, out: outputs.append(out))
+    with torch.no_grad():
+        aligner(**make_inputs(h=3, w=4))
+    for out in outputs:  # each block ends in a LayerNorm (unit affine at init): normed tokens
+        torch.testing.assert_close(out.mean(-1), torch.zeros(out.shape[:-1]), atol=1e-5, rtol=0)
+        torch.testing.assert_close(out.var(-1, unbiased=False), torch.ones(out.shape[:-1]), atol=1e-3, rtol=0)
+
+
+def test_pre_norm_blocks_do_not_end_normed():
+    aligner = small().eval()
+    outputs = []
+    aligner.visual_blocks[0].register_forward_hook(lambda module, args, out: outputs.append(out))
+    with torch.no_grad():
+        aligner(**{**make_inputs(), "feats": torch.randn(2, 16, 3, 4) * 4 + 2})
+    assert not torch.allclose(outputs[0].mean(-1), torch.zeros(2, 12), atol=1e-2)
+
+
+@pytest.mark.parametrize("branches", BRANCHES)
+@pytest.mark.parametrize("blocks", ["pre_norm", "published"])
+def test_every_parameter_of_every_variant_gets_a_gradient(branches, blocks):
+    aligner = small(branches=branches, blocks=blocks, word_mask=blocks == "pre_norm", dropout=0.1)
+    inputs = make_inputs(lengths=[2, 5], requires_grad=True)
+    backward_sum(aligner(**inputs))
+    assert_param_grads(aligner)
+    if branches == "visual":
+        assert inputs["words"].grad is None  # the words never enter the graph
+        assert_inputs_grads_finite([inputs["feats"]])
+    else:
+        assert_inputs_grads_finite([inputs["feats"], inputs["words"]])
+
+
+@pytest.mark.parametrize("branches", ["single", "visual"])
+def test_one_branch_variants_are_batch_independent(branches):
+    aligner = small(branches=branches, blocks="published").eval()
+    inputs = make_inputs(b=3, lengths=[5, 2, 4])
+
+    def perturb(inp, j):
+        new = {key: value.clone() for key, value in inp.items()}
+        new["feats"][j] = torch.randn_like(new["feats"][j]) * 3
+        new["words"][j] = torch.randn_like(new["words"][j]) * 3
+        return new
+
+    assert_batch_independent(lambda inp: aligner(**inp), inputs, perturb, changed=1, watched=0)
+
+
+@pytest.mark.parametrize("branches", ["single", "visual"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_one_branch_variants_keep_the_dtype_and_handle_edge_cases(branches, dtype):
+    aligner = small(branches=branches, norm="group", dtype=dtype)
+    inputs = make_inputs(b=1, h=1, w=1, dtype=dtype, lengths=[0], requires_grad=True)  # batch of one, no real word
+    out = aligner(**inputs)
+    assert all(t.dtype == dtype for t in out)
+    check_one_channel_contract(out, 1, 4, 4)
+    backward_sum(out)
+    assert_param_grads(aligner, nonzero=False)
+    assert_inputs_grads_finite([inputs["feats"]] + ([inputs["words"]] if branches == "single" else []))
+
+
+def test_variant_constructor_errors_name_the_argument():
+    with pytest.raises(ValueError, match=r"^branches: expected one of \('dual', 'single', 'visual'\); got 'triple'"):
+        small(branches="triple")
+    with pytest.raises(ValueError, match=r"^blocks: expected one of \('pre_norm', 'published'\); got 'post_norm'"):
+        small(blocks="post_norm")
+    with pytest.raises(ValueError, match=r"^word_mask: expected a bool; got 'yes'"):
+        small(word_mask="yes")

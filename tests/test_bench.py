@@ -281,3 +281,30 @@ def test_flops_count_multihead_attention():
     # q, k, v and output projections, then q @ k^T and attn @ v summed over the heads
     assert counter.get_total_flops() / 2 == 4 * n * dim * dim + 2 * n * n * dim
     assert torch.backends.mha.get_fastpath_enabled()  # switched back on afterwards
+
+
+def test_flops_experiment_pairs_each_sadlr_row_with_its_baseline(tmp_path, capsys):
+    path = tmp_path / "flops.json"
+    argv = ["flops", "--experiment", "sadlr/table3/lts", "--experiment", "sadlr/table3/lts-s", "--size", "tiny", "--json", str(path)]
+    assert bench.main(argv) == 0
+    rows = json.loads(path.read_text())["rows"]
+    assert [r["model"] for r in rows] == ["lts_tiny", "lts_sadlr_tiny"]
+    assert "sadlr_ratio" not in rows[0]
+    assert rows[1]["sadlr_ratio"] == pytest.approx(rows[1]["gmacs"] / rows[0]["gmacs"], abs=1e-3)
+    # the paper's own ratio whatever size ours ran at: LTS + S 139.4 G over LTS 133.3 G
+    assert rows[1]["paper_sadlr_ratio"] == pytest.approx(139.4 / 133.3, abs=1e-3)
+    header = capsys.readouterr().out.splitlines()
+    assert any("SADLR ratio" in line for line in header)
+
+
+def test_sadlr_table3_base_ratios_match_the_paper():
+    # SADLR Table 3 gives each baseline's FLOPs beside "+ S": what the plug-in costs.
+    from reference_models.bench.flops import experiment_flops_table
+    from reference_models.experiments import select_experiments
+
+    chosen = [e for e in select_experiments(["sadlr/table3"]) if e.available]
+    rows = experiment_flops_table(chosen, progress=False)
+    paired = [r for r in rows if "sadlr_ratio" in r]
+    assert {r["model"] for r in paired} == {"lts_sadlr_base", "vlt_sadlr_base", "lavt_sadlr_base"}
+    for row in paired:
+        assert abs(row["sadlr_ratio"] - row["paper_sadlr_ratio"]) <= 0.02, row

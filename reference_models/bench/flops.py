@@ -352,7 +352,24 @@ def experiment_flops_table(experiments: list, *, size: str = "base", progress: b
         del model
         if progress:
             print(f"  measured {experiment.name} in {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
+    _add_plugin_ratios(rows)
     return rows
+
+
+def _add_plugin_ratios(rows: list[dict]) -> None:
+    """SADLR's cost: each ``*_sadlr_*`` row over its baseline's row of the same table.
+
+    SADLR Table 3 prints each baseline beside "+ S", so the ratio of the paper's two FLOPs
+    is what the plug-in costs in the paper; ours is the same ratio of our counts.
+    """
+    by_table_model = {(r["experiment"].rsplit("/", 1)[0], r["model"]): r for r in rows}
+    for row in rows:
+        base = by_table_model.get((row["experiment"].rsplit("/", 1)[0], row["model"].replace("_sadlr", "")))
+        if base is None or base is row:
+            continue
+        row["sadlr_ratio"] = round(row["gmacs"] / base["gmacs"], 3)
+        papers = (row["paper_gmacs"], base["paper_gmacs"])
+        row["paper_sadlr_ratio"] = round(papers[0] / papers[1], 3) if all(papers) else None
 
 
 def format_experiment_flops(rows: list[dict]) -> str:
@@ -362,11 +379,15 @@ def format_experiment_flops(rows: list[dict]) -> str:
         rows: rows from :func:`experiment_flops_table`.
     """
     width = max([len("experiment"), *(len(r["experiment"]) for r in rows)])
-    header = f"{'experiment':<{width}} {'row':<16} {'model':<16} {'input':>5} {'GMACs':>8} {'paper':>7} {'ours/paper':>10} {'params(M)':>9}"
+    header = (
+        f"{'experiment':<{width}} {'row':<16} {'model':<16} {'input':>5} {'GMACs':>8} {'paper':>7} {'ours/paper':>10} "
+        f"{'params(M)':>9} {'SADLR ratio':>11} {'paper ratio':>11}"
+    )
     lines = [header, "-" * len(header)]
     for r in rows:
         lines.append(
             f"{r['experiment']:<{width}} {r['row']:<16} {r['model']:<16} {r['input']:>5} {_gmacs(r['gmacs']):>8} "
-            f"{optional(r['paper_gmacs'], '>7.1f'):>7} {optional(r['vs_paper'], '>10.3f'):>10} {r['params_m']:>9.1f}"
+            f"{optional(r['paper_gmacs'], '>7.1f'):>7} {optional(r['vs_paper'], '>10.3f'):>10} {r['params_m']:>9.1f} "
+            f"{optional(r.get('sadlr_ratio'), '>11.3f'):>11} {optional(r.get('paper_sadlr_ratio'), '>11.3f'):>11}"
         )
     return "\n".join(lines)

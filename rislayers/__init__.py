@@ -9,6 +9,7 @@ from . import functional, losses, metrics
 from .aggregator import ScaleWiseAggregator
 from .aligner import AlignerOutput, DualBranchAligner
 from .casg import CASGDecoder, CASGStage
+from .concat_fusion import ConcatProjectFusion
 from .coparser import SpatialRecurrentCoparser
 from .fpn import FPNDecoder
 from .losses import DeepSupervisionLoss, dice_loss, sigmoid_focal_loss
@@ -31,6 +32,7 @@ __all__ = [
     "ScaleWiseAggregator",
     "DualBranchAligner",
     "AlignerOutput",
+    "ConcatProjectFusion",
     "SpatialRecurrentCoparser",
     "CASGStage",
     "CASGDecoder",

@@ -21,6 +21,7 @@ __all__ = ["AdaptiveLayerSelector", "SelectionOutput"]
 
 GradientMode = Literal["straight_through", "soft", "none"]
 _GRADIENT_MODES = ("straight_through", "soft", "none")
+_HEADS = ("linear", "mlp", "conv")
 
 
 class SelectionOutput(NamedTuple):
@@ -59,9 +60,27 @@ class AdaptiveLayerSelector(nn.Module):
 
     Ties between equal probabilities resolve to the lowest index (``torch.argmax``).
 
-    The two projections and the scoring Linear have no bias: a bias of ``proj_vis`` or of
-    the scorer adds the same logit to every candidate, which the softmax cancels, so it
-    could never learn. The paper projects only the class token (into ``f_E``'s space);
+    ``head`` chooses ``Phi_as``'s scoring network, the three of ASDA's Table 5 (the paper
+    names them only "Linear, Convolution (Conv), and Multi-layer Perceptron (MLP)", each
+    followed by the softmax; the readings below are ours):
+
+    - ``"linear"`` (default, the paper's choice): one ``Linear(score_dim, 1)`` shared by the
+      candidates.
+    - ``"mlp"``: ``Linear(score_dim, score_dim) -> ReLU -> Linear(score_dim, 1)`` shared by
+      the candidates. The hidden Linear keeps its bias (the ReLU after it means the softmax
+      does not cancel it); the last one has none.
+    - ``"conv"``: a ``Conv1d(score_dim, 1, kernel_size=3, padding=1)`` along the candidate
+      axis, the score tokens read as a ``(b, score_dim, k)`` sequence, so each candidate's
+      logit also sees its neighbouring layers' score tokens (zero-padded at the ends). With
+      one candidate only the centre tap acts, which is the ``"linear"`` head.
+
+    ``sentence`` may also hold one vector per candidate, ``(b, k, d)``: the published code
+    scores each ViT layer's class token against the text encoder's [EOS] token of the same
+    layer rather than against the final sentence feature.
+
+    The two projections and the scorer's last layer have no bias: a bias of ``proj_vis``
+    (with one sentence vector) or of the scorer's output adds the same logit to every
+    candidate, which the softmax cancels, so it could never learn. The paper projects only the class token (into ``f_E``'s space);
     ``proj_text`` is the design's extra adapter, needed when the sentence and the visual
     tokens come from encoders of different widths.
 
@@ -72,13 +91,14 @@ class AdaptiveLayerSelector(nn.Module):
         gradient: ``"straight_through"``, ``"soft"`` or ``"none"`` (see above).
         score_dim: width of the score tokens; default ``text_dim`` (the paper scores in
             the sentence's space).
+        head: ``"linear"``, ``"mlp"`` or ``"conv"`` scoring network (see above).
         device: device of the parameters.
         dtype: dtype of the parameters.
 
     Shape:
         - candidates: ``(b, k, c, h, w)`` or a sequence of ``k`` tensors ``(b, c, h, w)``
         - cls_tokens: ``(b, k, c)``
-        - sentence: ``(b, d)``
+        - sentence: ``(b, d)``, or ``(b, k, d)`` (one text vector per candidate)
         - output: :class:`SelectionOutput` with features ``(b, c, h, w)``, probs
           ``(b, k)`` and index ``(b,)``
 
@@ -99,6 +119,7 @@ class AdaptiveLayerSelector(nn.Module):
         num_candidates: int,
         gradient: GradientMode = "straight_through",
         score_dim: int | None = None,
+        head: Literal["linear", "mlp", "conv"] = "linear",
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
@@ -111,17 +132,52 @@ class AdaptiveLayerSelector(nn.Module):
         score_dim = text_dim if score_dim is None else score_dim
         if not isinstance(score_dim, int) or score_dim < 1:
             raise ValueError(f"score_dim: expected a positive integer or None; got {score_dim!r}")
+        if head not in _HEADS:
+            raise ValueError(f"head: expected one of {_HEADS}; got {head!r}")
         factory = {"device": device, "dtype": dtype}
         self.dim = dim
         self.text_dim = text_dim
         self.num_candidates = num_candidates
         self.gradient = gradient
+        self.head = head
         self.proj_text = nn.Linear(text_dim, score_dim, bias=False, **factory)
         self.proj_vis = nn.Linear(dim, score_dim, bias=False, **factory)
-        self.scorer = nn.Linear(score_dim, 1, bias=False, **factory)
+        self.scorer = self._build_scorer(head, score_dim, factory)
+
+    @staticmethod
+    def _build_scorer(head: str, score_dim: int, factory: dict) -> nn.Module:
+        if head == "mlp":
+            return nn.Sequential(
+                nn.Linear(score_dim, score_dim, **factory),
+                nn.ReLU(),
+                nn.Linear(score_dim, 1, bias=False, **factory),
+            )
+        if head == "conv":
+            return nn.Conv1d(score_dim, 1, kernel_size=3, padding=1, bias=False, **factory)
+        return nn.Linear(score_dim, 1, bias=False, **factory)
 
     def extra_repr(self) -> str:
-        return f"num_candidates={self.num_candidates}, gradient={self.gradient!r}"
+        return f"num_candidates={self.num_candidates}, gradient={self.gradient!r}, head={self.head!r}"
+
+    def _logits(self, scores: torch.Tensor) -> torch.Tensor:
+        """One logit per candidate from the score tokens ``(b, k, s)``."""
+        if self.head == "conv":
+            return rearrange(self.scorer(rearrange(scores, "b k s -> b s k")), "b 1 k -> b k")
+        return rearrange(self.scorer(scores), "b k 1 -> b k")
+
+    def _text(self, sentence: torch.Tensor, axes: dict[str, int]) -> torch.Tensor:
+        """The projected text, ``(b, 1, s)`` for one sentence vector or ``(b, k, s)`` for one per candidate."""
+        dtype = self.proj_vis.weight.dtype
+        if isinstance(sentence, torch.Tensor) and sentence.dim() == 3:
+            check_shape(sentence, "b k d", name="sentence", bound=axes, d=self.text_dim, floating=True, dtype=dtype)
+            return self.proj_text(sentence)
+        if isinstance(sentence, torch.Tensor) and sentence.dim() != 2:
+            raise ShapeError(
+                f"sentence: expected (b, d) or (b, k, d) with b={axes['b']}, k={self.num_candidates}, "
+                f"d={self.text_dim}; got {tuple(sentence.shape)}"
+            )
+        check_shape(sentence, "b d", name="sentence", bound=axes, d=self.text_dim, floating=True, dtype=dtype)
+        return rearrange(self.proj_text(sentence), "b s -> b 1 s")
 
     def _stack(self, candidates: torch.Tensor | Sequence[torch.Tensor]) -> tuple[torch.Tensor, dict[str, int]]:
         dtype = self.proj_vis.weight.dtype
@@ -161,7 +217,8 @@ class AdaptiveLayerSelector(nn.Module):
         Args:
             candidates: the candidate layers' maps, stacked or as a sequence.
             cls_tokens: each candidate layer's class token ``f_C^k``.
-            sentence: the sentence vector ``f_E`` (e.g. CLIP's [EOS] activation).
+            sentence: the sentence vector ``f_E`` (e.g. CLIP's [EOS] activation), or one
+                per candidate ``(b, k, d)`` (e.g. the [EOS] token of each text layer).
 
         Returns:
             :class:`SelectionOutput` ``(features, probs, index)``.
@@ -169,12 +226,10 @@ class AdaptiveLayerSelector(nn.Module):
         stacked, axes = self._stack(candidates)
         dtype = self.proj_vis.weight.dtype
         check_shape(cls_tokens, "b k c", name="cls_tokens", bound=axes, floating=True, dtype=dtype)
-        check_shape(sentence, "b d", name="sentence", bound=axes, d=self.text_dim, floating=True, dtype=dtype)
+        text = self._text(sentence, axes)
 
-        text = rearrange(self.proj_text(sentence), "b s -> b 1 s")
         scores = text * self.proj_vis(cls_tokens)  # Eq. 1, one score token per candidate
-        logits = rearrange(self.scorer(scores), "b k 1 -> b k", k=self.num_candidates)
-        probs = logits.softmax(dim=-1)  # Eq. 2 (Phi_as = Linear + softmax)
+        probs = self._logits(scores).softmax(dim=-1)  # Eq. 2 (Phi_as = scorer + softmax)
         index = probs.argmax(dim=-1)
 
         if self.gradient == "soft":

@@ -20,15 +20,21 @@ from tests.layer_checks import (
 )
 
 MODES = ("straight_through", "soft", "none")
-SELECTOR_PARAMS = ("proj_text.weight", "proj_vis.weight", "scorer.weight")
+HEADS = ("linear", "mlp", "conv")
+SELECTOR_PARAMS = {
+    "linear": ("proj_text.weight", "proj_vis.weight", "scorer.weight"),
+    "mlp": ("proj_text.weight", "proj_vis.weight", "scorer.0.weight", "scorer.0.bias", "scorer.2.weight"),
+    "conv": ("proj_text.weight", "proj_vis.weight", "scorer.weight"),
+}
 
 
-def make_inputs(b=2, k=3, c=8, h=4, w=5, d=6, *, dtype=torch.float32, requires_grad=False):
+def make_inputs(b=2, k=3, c=8, h=4, w=5, d=6, *, dtype=torch.float32, requires_grad=False, per_candidate=False):
     candidates = torch.randn(b, k, c, h, w, dtype=dtype, requires_grad=requires_grad)
+    sentence_shape = (b, k, d) if per_candidate else (b, d)
     return {
         "candidates": candidates,
         "cls_tokens": torch.randn(b, k, c, dtype=dtype),
-        "sentence": torch.randn(b, d, dtype=dtype),
+        "sentence": torch.randn(*sentence_shape, dtype=dtype),
     }
 
 
@@ -49,10 +55,12 @@ def hard_pick(candidates, index):
     d=st.integers(1, 10),
     mode=st.sampled_from(MODES),
     as_sequence=st.booleans(),
+    head=st.sampled_from(HEADS),
+    per_candidate=st.booleans(),
 )
-def test_shapes_and_hard_pick_for_both_input_forms(b, k, c, h, w, d, mode, as_sequence):
-    selector = AdaptiveLayerSelector(c, d, num_candidates=k, gradient=mode)
-    inputs = make_inputs(b, k, c, h, w, d)
+def test_shapes_and_hard_pick_for_both_input_forms(b, k, c, h, w, d, mode, as_sequence, head, per_candidate):
+    selector = AdaptiveLayerSelector(c, d, num_candidates=k, gradient=mode, head=head)
+    inputs = make_inputs(b, k, c, h, w, d, per_candidate=per_candidate)
     out = selector(**(as_list(inputs) if as_sequence else inputs))
     assert isinstance(out, SelectionOutput)
     assert out.features.shape == (b, c, h, w)
@@ -83,14 +91,17 @@ def test_selection_follows_the_sentence():
     assert index.unique().numel() > 1
 
 
-def test_straight_through_trains_the_selector_and_routes_candidate_grads_like_hard_pick():
-    inputs = make_inputs(requires_grad=True)
+@pytest.mark.parametrize("head", HEADS)
+@pytest.mark.parametrize("per_candidate", [False, True])
+def test_straight_through_trains_the_selector_and_routes_candidate_grads_like_hard_pick(head, per_candidate):
+    inputs = make_inputs(requires_grad=True, per_candidate=per_candidate)
     weights = torch.randn(2, 8, 4, 5)
-    selector = AdaptiveLayerSelector(8, 6, num_candidates=3, gradient="straight_through")
+    selector = AdaptiveLayerSelector(8, 6, num_candidates=3, gradient="straight_through", head=head)
     out = selector(**inputs)
     (out.features * weights).sum().backward()  # the features alone carry the gradient
     assert_param_grads(selector)
-    for name in SELECTOR_PARAMS:
+    assert sorted(name for name, _ in selector.named_parameters()) == sorted(SELECTOR_PARAMS[head])
+    for name in SELECTOR_PARAMS[head]:
         assert dict(selector.named_parameters())[name].grad.abs().sum() > 0
     # candidates get exactly the hard pick's gradient: `weights` at the chosen layer, 0 elsewhere
     expected = torch.zeros_like(inputs["candidates"])
@@ -99,9 +110,10 @@ def test_straight_through_trains_the_selector_and_routes_candidate_grads_like_ha
     torch.testing.assert_close(inputs["candidates"].grad, expected)
 
 
-def test_none_gives_the_selector_no_gradient_at_all():
+@pytest.mark.parametrize("head", HEADS)
+def test_none_gives_the_selector_no_gradient_at_all(head):
     inputs = make_inputs(requires_grad=True)
-    selector = AdaptiveLayerSelector(8, 6, num_candidates=3, gradient="none")
+    selector = AdaptiveLayerSelector(8, 6, num_candidates=3, gradient="none", head=head)
     out = selector(**inputs)
     assert not out.probs.requires_grad
     backward_sum(out)
@@ -110,18 +122,20 @@ def test_none_gives_the_selector_no_gradient_at_all():
     assert inputs["candidates"].grad is not None
 
 
-def test_soft_trains_the_selector():
+@pytest.mark.parametrize("head", HEADS)
+def test_soft_trains_the_selector(head):
     inputs = make_inputs(requires_grad=True)
-    selector = AdaptiveLayerSelector(8, 6, num_candidates=3, gradient="soft")
+    selector = AdaptiveLayerSelector(8, 6, num_candidates=3, gradient="soft", head=head)
     selector(**inputs).features.sum().backward()
     assert_param_grads(selector)
     assert (inputs["candidates"].grad != 0).all()
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_batch_independence(mode):
-    selector = AdaptiveLayerSelector(8, 6, num_candidates=3, gradient=mode).eval()
-    inputs = make_inputs(b=3)
+@pytest.mark.parametrize(("head", "per_candidate"), [("linear", False), ("mlp", True), ("conv", False), ("conv", True)])
+def test_batch_independence(mode, head, per_candidate):
+    selector = AdaptiveLayerSelector(8, 6, num_candidates=3, gradient=mode, head=head).eval()
+    inputs = make_inputs(b=3, per_candidate=per_candidate)
 
     assert_batch_independent(lambda inp: selector(**inp), inputs, perturb_sample, changed=2, watched=0)
     assert_batch_independent(lambda inp: selector(**inp), inputs, perturb_sample, changed=0, watched=1)
@@ -129,8 +143,9 @@ def test_batch_independence(mode):
 
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_dtype_kept_and_finite(mode, dtype):
-    selector = AdaptiveLayerSelector(8, 6, num_candidates=3, gradient=mode, dtype=dtype)
+@pytest.mark.parametrize("head", HEADS)
+def test_dtype_kept_and_finite(mode, dtype, head):
+    selector = AdaptiveLayerSelector(8, 6, num_candidates=3, gradient=mode, head=head, dtype=dtype)
     inputs = make_inputs(dtype=dtype, requires_grad=True)
     out = selector(**inputs)
     assert out.features.dtype == dtype and out.probs.dtype == dtype
@@ -141,8 +156,9 @@ def test_dtype_kept_and_finite(mode, dtype):
         assert torch.equal(out.features, hard_pick(inputs["candidates"], out.index))
 
 
-def test_batch_of_one():
-    selector = AdaptiveLayerSelector(8, 6, num_candidates=2)
+@pytest.mark.parametrize("head", HEADS)
+def test_batch_of_one(head):
+    selector = AdaptiveLayerSelector(8, 6, num_candidates=2, head=head)
     inputs = make_inputs(b=1, k=2, h=1, w=1, requires_grad=True)
     out = selector(**inputs)
     assert out.features.shape == (1, 8, 1, 1)
@@ -175,6 +191,79 @@ def test_constructor_errors_name_the_argument():
         AdaptiveLayerSelector(8, 6, num_candidates=0)
     with pytest.raises(ValueError, match="text_dim"):
         AdaptiveLayerSelector(8, 0, num_candidates=2)
+    with pytest.raises(ValueError, match=r"^head: expected one of \('linear', 'mlp', 'conv'\); got 'attention'"):
+        AdaptiveLayerSelector(8, 6, num_candidates=2, head="attention")
+
+
+def scorer_outputs(selector, inputs):
+    """The logits the scorer gives (before the softmax), via a forward hook."""
+    seen = []
+    handle = selector.scorer.register_forward_hook(lambda module, args, out: seen.append(out.flatten()))
+    with torch.no_grad():
+        selector(**inputs)
+    handle.remove()
+    return seen[0]
+
+
+def test_conv_head_lets_neighbouring_candidates_inform_each_other():
+    # Linear and MLP heads score each candidate alone: changing candidate 2's class token
+    # leaves the odds between candidates 0 and 1 alone. The conv head's candidate 1 sees 2.
+    inputs = make_inputs(b=1)
+    cls_tokens = inputs["cls_tokens"].clone()
+    cls_tokens[0, 2] = torch.randn(8) * 3
+    for head, neighbours_matter in (("linear", False), ("mlp", False), ("conv", True)):
+        selector = AdaptiveLayerSelector(8, 6, num_candidates=3, head=head)
+        with torch.no_grad():
+            before, after = (selector(**{**inputs, "cls_tokens": t}).probs[0] for t in (inputs["cls_tokens"], cls_tokens))
+        odds_before = (before[0] / before[1]).log()
+        odds_after = (after[0] / after[1]).log()
+        assert torch.isclose(odds_before, odds_after, atol=1e-5).item() != neighbours_matter, head
+
+
+def test_conv_head_with_one_candidate_is_its_centre_tap():
+    torch.manual_seed(0)
+    conv = AdaptiveLayerSelector(8, 6, num_candidates=1, head="conv")
+    linear = AdaptiveLayerSelector(8, 6, num_candidates=1, head="linear")
+    with torch.no_grad():
+        linear.proj_text.weight.copy_(conv.proj_text.weight)
+        linear.proj_vis.weight.copy_(conv.proj_vis.weight)
+        linear.scorer.weight.copy_(conv.scorer.weight[:, :, 1])
+    inputs = make_inputs(b=3, k=1)
+    torch.testing.assert_close(scorer_outputs(conv, inputs), scorer_outputs(linear, inputs))
+
+
+@pytest.mark.parametrize("head", HEADS)
+def test_one_sentence_equals_the_same_vector_for_every_candidate(head):
+    selector = AdaptiveLayerSelector(8, 6, num_candidates=3, head=head)
+    inputs = make_inputs()
+    repeated = {**inputs, "sentence": inputs["sentence"][:, None].expand(-1, 3, -1)}
+    assert_close_outputs(selector(**inputs), selector(**repeated), atol=1e-6)
+
+
+def test_per_candidate_text_scores_each_candidate_against_its_own_vector():
+    selector = AdaptiveLayerSelector(8, 6, num_candidates=3)
+    inputs = make_inputs(b=1, per_candidate=True)
+    sentence = inputs["sentence"].clone()
+    sentence[0, 2] = torch.randn(6) * 3
+    with torch.no_grad():
+        before = selector(**inputs).probs[0]
+        after = selector(**{**inputs, "sentence": sentence}).probs[0]
+    assert not torch.allclose(before, after)
+    # with the linear head only candidate 2's logit moved: the odds of 0 against 1 stay
+    torch.testing.assert_close((before[0] / before[1]).log(), (after[0] / after[1]).log(), atol=1e-5, rtol=1e-4)
+
+
+def test_per_candidate_sentence_shape_errors():
+    selector = AdaptiveLayerSelector(8, 6, num_candidates=3)
+    inputs = make_inputs()
+    with pytest.raises(ShapeError, match=r"^sentence: .*\(k: 2 != 3\)"):
+        selector(**{**inputs, "sentence": torch.randn(2, 2, 6)})
+    with pytest.raises(ShapeError, match=r"^sentence: .*\(d: 5 != 6\)"):
+        selector(**{**inputs, "sentence": torch.randn(2, 3, 5)})
+    with pytest.raises(ShapeError, match=r"^sentence: .*\(b: 1 != 2\)"):
+        selector(**{**inputs, "sentence": torch.randn(1, 3, 6)})
+    with pytest.raises(ShapeError, match=r"^sentence: expected \(b, d\) or \(b, k, d\) with b=2, k=3, d=6; got \(2, 3, 6, 1\)$"):
+        selector(**{**inputs, "sentence": torch.randn(2, 3, 6, 1)})
 
 
 def test_torch_compile_matches_eager():

@@ -9,12 +9,21 @@ Options that choose the data (``--data``, ``--dataset``, ``--split-by``, ``--lev
 configuration; a ``save_pretrained`` folder has none and gets the generated benchmark at
 the standard level. One line on stderr says what is evaluated.
 
-Protocols:
+Protocols (``--protocol``):
 
-- ``original`` (default): logits are resized back onto each original image (undoing the
-  letterbox if any) and thresholded there, against the original-size mask.
-- ``resized``: LAVT's published protocol: prediction and ground truth both at the model's
-  input resolution (the mask nearest-resized).
+- ``original`` (default): logits are resized bilinearly back onto each original image
+  (undoing the letterbox if any) and thresholded there, against the original-size mask.
+- ``resized``: LAVT's published ``test.py``: the image and the target mask are resized to
+  the model's input size (the mask with nearest neighbour) and the prediction is scored
+  there; oIoU is the cumulative intersection over the cumulative union, mIoU the mean of
+  the per-sample IoUs, P@0.5..0.9 the fraction of samples at or above each IoU. On the
+  generated benchmark, whose pictures are drawn at the input size, both agree.
+
+SADLR models also print and write ``by_iteration``: the figures of the mask of every
+refinement iteration, first to last (the last is the prediction; SADLR Table 4 (a)). ASDA
+models print and write ``selection``: which ViT layers the adaptive selection chose
+(``counts``), the mean entropy of its probabilities (nats) and its sentence sensitivity,
+the fraction of images whose chosen layer differs between two of their expressions.
 
 ``--threshold P`` predicts foreground where its probability exceeds ``P`` (default 0.5,
 i.e. logit > 0). Each split also reports oIoU by expression length in words (the sentence as
@@ -39,6 +48,7 @@ from rislayers import GRESMetrics, RISMetrics
 from .devices import resolve_device
 from .data.refer import DATASET_SPLITS
 from .data.scenes import DEFAULT_LEVEL
+from .evaluation_extras import SelectionStats, iteration_logits, iteration_table, rolled_selection, selection_table
 
 __all__ = ["LENGTH_BUCKETS", "logit_threshold", "length_bucket", "evaluate", "main"]
 
@@ -127,6 +137,49 @@ def _dataset(model_config, *, data: str, split: str, dataset: str, split_by: str
     )
 
 
+def _scored_pairs(logits: torch.Tensor, batch: dict[str, Any], protocol: str, cut: float) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """``(predicted mask, target)`` of each sample, ``(1, h, w)`` bool, under ``protocol``."""
+    from .data.transforms import to_original_size
+
+    if protocol == "resized":
+        return [(logits[i : i + 1] > cut, batch["mask"][i : i + 1].bool()) for i in range(logits.shape[0])]
+    return [
+        ((to_original_size(logits[i], batch["content_box"][i], batch["orig_size"][i]) > cut)[None], batch["orig_mask"][i][None].bool())
+        for i in range(logits.shape[0])
+    ]
+
+
+class _IterationScores:
+    """RISMetrics of each SADLR iteration's mask (dropped if a batch cannot give them)."""
+
+    def __init__(self) -> None:
+        self.metrics: list[RISMetrics] | None = None
+        self.broken = False
+
+    def update(self, iterations: list[torch.Tensor] | None, batch: dict[str, Any], protocol: str, cut: float) -> None:
+        if iterations is None or (self.metrics is not None and len(self.metrics) != len(iterations)):
+            self.broken = self.broken or self.metrics is not None
+            return
+        if self.metrics is None:
+            self.metrics = [RISMetrics() for _ in iterations]
+        for metric, logits in zip(self.metrics, iterations):
+            for pred, target in _scored_pairs(logits[:, 0].float().cpu(), batch, protocol, cut):
+                metric.update(pred, target)
+
+    def compute(self) -> list[dict[str, float]] | None:
+        return None if self.metrics is None or self.broken else [metric.compute() for metric in self.metrics]
+
+
+def _update_selection(stats: SelectionStats, model, batch: dict[str, Any], inputs: tuple[torch.Tensor, ...]) -> None:
+    """Add the layers ASDA chose for the batch; the sentences are rolled when no image id groups them."""
+    selection = getattr(model, "last_selection", None)
+    if selection is None:
+        return
+    image_ids = batch.get("image_id")
+    rolled = rolled_selection(model, *inputs) if image_ids is None else None
+    stats.update(selection, inputs[0].shape[0], image_ids=image_ids, rolled=rolled)
+
+
 @torch.no_grad()
 def evaluate(
     model, loader, *, protocol: str = "original", device: str | torch.device = "cpu", progress: bool = False,
@@ -134,14 +187,24 @@ def evaluate(
 ) -> dict[str, Any]:
     """Metrics of ``model`` over ``loader`` (batches from :func:`reference_models.data.samples.collate`).
 
+    Protocols:
+
+    - ``"original"``: each prediction (logits) is resized bilinearly back onto its image's
+      original size, undoing the letterbox if any, thresholded there and scored against the
+      original-size mask (CRIS's and ASDA's protocol);
+    - ``"resized"``: LAVT's ``test.py``: the prediction is thresholded at the model's input
+      size and scored against the target resized to that size with nearest neighbour (the
+      batch's ``mask``); oIoU sums intersections and unions over samples, mIoU averages the
+      per-sample IoU, P@X counts IoU >= X. Both agree when the images are already at the
+      input size (the generated benchmark).
+
     Args:
         model: a reference model (foreground where the probability of ``logits[:, 0]``
             exceeds ``threshold``).
         loader: batches with ``image``, ``input_ids``, ``attention_mask`` and ``mask``; for
             ``protocol="original"`` also ``content_box``, ``orig_size`` and ``orig_mask``
             (datasets built with ``keep_original_mask=True``).
-        protocol: ``"original"`` (score at each image's own size) or ``"resized"`` (LAVT's:
-            at the model's input size).
+        protocol: ``"original"`` or ``"resized"`` (see above).
         device: where the model runs.
         progress: show a tqdm bar.
         threshold: the foreground probability above which a pixel is predicted (0.5: logit 0).
@@ -151,11 +214,15 @@ def evaluate(
 
     Returns:
         :class:`~rislayers.metrics.RISMetrics`' keys (fractions), plus
-        :class:`~rislayers.metrics.GRESMetrics`' when any target is empty.
+        :class:`~rislayers.metrics.GRESMetrics`' when any target is empty. SADLR models
+        (``config.plugin == "sadlr"``) add ``"by_iteration"``: RISMetrics' keys for the mask
+        of each refinement iteration, first to last, each resized and scored like the final
+        one (the last equals the final figures). ASDA models (those with ``last_selection``)
+        add ``"selection"``: :meth:`SelectionStats.compute
+        <reference_models.evaluation_extras.SelectionStats.compute>`, grouped by the batches'
+        ``image_id`` when they hold one, else with the sentences rolled within the batch.
     """
     from tqdm.auto import tqdm
-
-    from .data.transforms import to_original_size
 
     if protocol not in ("original", "resized"):
         raise ValueError(f"protocol: expected 'original' or 'resized'; got {protocol!r}")
@@ -163,31 +230,34 @@ def evaluate(
     model.eval().to(device)
     ris, gres, any_empty = RISMetrics(), GRESMetrics(), False
     by_length = _LengthIoU(length_buckets) if length_buckets else None
+    by_iteration = _IterationScores()
+    selection = SelectionStats() if hasattr(model, "last_selection") else None
     for batch in tqdm(loader, desc="evaluate", disable=not progress, dynamic_ncols=True):
-        logits = model(batch["image"].to(device), batch["input_ids"].to(device), batch["attention_mask"].to(device)).logits[:, 0].float().cpu()
-        if protocol == "resized":
-            pairs = [(logits[i : i + 1] > cut, batch["mask"][i : i + 1].bool()) for i in range(logits.shape[0])]
-        else:
-            pairs = [
-                ((to_original_size(logits[i], batch["content_box"][i], batch["orig_size"][i]) > cut)[None], batch["orig_mask"][i][None].bool())
-                for i in range(logits.shape[0])
-            ]
-        for i, (pred, target) in enumerate(pairs):
+        inputs = tuple(batch[key].to(device) for key in ("image", "input_ids", "attention_mask"))
+        output = model(*inputs)
+        for i, (pred, target) in enumerate(_scored_pairs(output.logits[:, 0].float().cpu(), batch, protocol, cut)):
             ris.update(pred, target)
             gres.update(pred, target)
             any_empty = any_empty or bool((~target.flatten(1).any(1)).any())
             if by_length is not None:
                 by_length.update(pred, target, batch["sentence"][i])
+        by_iteration.update(iteration_logits(model, output, tuple(output.logits.shape[-2:])), batch, protocol, cut)
+        if selection is not None:
+            _update_selection(selection, model, batch, inputs)
     result: dict[str, Any] = ris.compute()
     if any_empty:
         result.update(gres.compute())
     if by_length is not None:
         result["oIoU_by_length"] = by_length.compute()
+    if (iterations := by_iteration.compute()) is not None:
+        result["by_iteration"] = iterations
+    if selection is not None and (chosen := selection.compute()):
+        result["selection"] = chosen
     return result
 
 
 def _table(results: dict[str, dict[str, Any]]) -> str:
-    keys = [k for k, v in next(iter(results.values())).items() if not isinstance(v, dict)]
+    keys = [k for k, v in next(iter(results.values())).items() if isinstance(v, (int, float))]
     header = f"{'split':<10}" + "".join(f"{k:>9}" for k in keys)
     rows = [header, "-" * len(header)]
     for split, metrics in results.items():
@@ -199,7 +269,7 @@ def _table(results: dict[str, dict[str, Any]]) -> str:
         for split, buckets in lengths:
             cells = ["-" if b["oIoU"] is None else f"{100 * b['oIoU']:.2f} ({b['samples']})" for b in buckets.values()]
             rows.append(f"{split:<10}" + "".join(f"{c:>16}" for c in cells))
-    return "\n".join(rows) + "\n(percent)"
+    return "\n".join(rows + iteration_table(results) + selection_table(results)) + "\n(percent)"
 
 
 def _from_training(name: str, train: dict[str, Any]) -> bool:
@@ -276,7 +346,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--split", nargs="+", default=["val"], help="one or more splits (val testA testB test ...; default: val)")
     p.add_argument(
         "--protocol", choices=["original", "resized"], default="original",
-        help="score at each image's own size, or at the model's input size as LAVT (default: %(default)s)",
+        help="original: score at each image's own size (logits resized back, then thresholded); resized: LAVT's "
+        "test.py, the prediction at the model's input size against the mask nearest-resized to it (default: %(default)s)",
     )
     p.add_argument(
         "--level", type=int, default=None, help=f"synthetic difficulty level (default: the checkpoint's training level, else {DEFAULT_LEVEL})"
@@ -295,7 +366,10 @@ def main(argv: list[str] | None = None) -> int:
         "--threshold", type=float, default=0.5,
         help="foreground where its probability exceeds this (default: %(default)s, i.e. logit 0)",
     )
-    p.add_argument("--json", type=Path, help="write {split: metrics} (fractions) to this file")
+    p.add_argument(
+        "--json", type=Path,
+        help="write {split: metrics} (fractions; with by_iteration for SADLR models, selection for ASDA models) to this file",
+    )
     args = p.parse_args(argv)
     logit_threshold(args.threshold, argument="--threshold")  # refused before anything loads
 

@@ -370,3 +370,28 @@ def test_evaluate_cli_threshold_and_lengths_in_the_json(tmp_path, model, capsys)
     assert "oIoU by expression length" in capsys.readouterr().out
     with pytest.raises(ValueError, match="--threshold: expected a probability"):
         evaluate_main(["--checkpoint", str(run_dir), *FAST, "--threshold", "1"])
+
+
+# -- evaluate: SADLR iterations and the protocols on the command line ---------------------------
+
+
+@pytest.mark.parametrize("protocol", ["original", "resized"])
+def test_evaluate_cli_prints_and_writes_every_sadlr_iteration(protocol, tmp_path, model, capsys):
+    run_dir = _save_run(tmp_path / "run", model, TrainConfig())
+    out = tmp_path / "m.json"
+    assert evaluate_main(["--checkpoint", str(run_dir), *FAST, "--protocol", protocol, "--json", str(out)]) == 0
+    results = json.loads(out.read_text())["val"]
+    iterations = results["by_iteration"]
+    assert len(iterations) == model.config.refiner_iters
+    assert iterations[-1] == {key: results[key] for key in iterations[-1]}
+    assert "selection" not in results  # no layer selector in LAVT
+    printed = capsys.readouterr().out
+    assert "SADLR: the mask of each refinement iteration (the last is the prediction)" in printed
+
+
+def test_evaluate_help_describes_both_protocols(capsys):
+    with pytest.raises(SystemExit):
+        evaluate_main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "resized: LAVT's test.py, the prediction at the model's input size against the mask nearest-resized to it" in text
+    assert "original: score at each image's own size" in text

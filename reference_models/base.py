@@ -48,16 +48,18 @@ def foreground_logit(logits: torch.Tensor) -> torch.Tensor:
     return logits[:, 1:2] - logits[:, 0:1] if logits.shape[1] == 2 else logits
 
 
-def upsample_to(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+def upsample_to(x: torch.Tensor, size: tuple[int, int], *, align_corners: bool = False) -> torch.Tensor:
     """Bilinear resize to ``size`` (no-op when already there).
 
     Args:
         x: ``(b, k, h, w)`` maps.
         size: the target ``(height, width)``.
+        align_corners: the corner pixels' centres of input and output coincide (LAVT's code,
+            ``ModelConfig.decoder_align_corners``); ``False`` scales by the size ratio.
     """
     if tuple(x.shape[-2:]) == tuple(size):
         return x
-    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=align_corners)
 
 
 def build_text_encoder(config: ModelConfig) -> nn.Module:

@@ -23,18 +23,18 @@ __all__ = ["PixelWordAttention", "LanguageGate"]
 
 
 class _ChannelNorm(nn.Module):
-    """Instance norm over the positions of a ``(b, c, n)`` sequence, per channel, with affine.
+    """Instance norm over the positions of a ``(b, c, n)`` sequence, per channel.
 
-    The maths of ``nn.InstanceNorm1d(c, affine=True)``, computed in at least float32 (bf16
+    The maths of ``nn.InstanceNorm1d(c, affine=affine)``, computed in at least float32 (bf16
     sums over many positions lose precision; float64 stays float64) and defined for a single
-    position too (a 1x1 map at the last stage), where it returns the bias.
+    position too (a 1x1 map at the last stage), where it returns the bias (zero without affine).
     """
 
-    def __init__(self, dim: int, *, eps: float = 1e-5, device=None, dtype=None) -> None:
+    def __init__(self, dim: int, *, affine: bool = True, eps: float = 1e-5, device=None, dtype=None) -> None:
         super().__init__()
         self.eps = eps
-        self.weight = nn.Parameter(torch.ones(dim, device=device, dtype=dtype))
-        self.bias = nn.Parameter(torch.zeros(dim, device=device, dtype=dtype))
+        self.weight = nn.Parameter(torch.ones(dim, device=device, dtype=dtype)) if affine else None
+        self.bias = nn.Parameter(torch.zeros(dim, device=device, dtype=dtype)) if affine else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         compute = torch.promote_types(x.dtype, torch.float32)
@@ -42,7 +42,12 @@ class _ChannelNorm(nn.Module):
         mean = x32.mean(dim=-1, keepdim=True)
         var = x32.var(dim=-1, unbiased=False, keepdim=True)
         normed = (x32 - mean) * torch.rsqrt(var + self.eps)
-        return (normed * self.weight.to(compute)[:, None] + self.bias.to(compute)[:, None]).to(x.dtype)
+        if self.weight is not None:
+            normed = normed * self.weight.to(compute)[:, None] + self.bias.to(compute)[:, None]
+        return normed.to(x.dtype)
+
+    def extra_repr(self) -> str:
+        return f"eps={self.eps}, affine={self.weight is not None}"
 
 
 def _word_softmax(scores: torch.Tensor, word_mask: torch.Tensor | None) -> torch.Tensor:
@@ -73,6 +78,9 @@ class PixelWordAttention(nn.Module):
         key_dim: attention width (default ``dim``).
         num_heads: attention heads (LAVT: 1).
         dropout: dropout after the visual and output projections.
+        norm_affine: learnable per-channel scale and shift in the two instance norms (of the
+            queries and of the gathered language feature). ``False`` is LAVT's published code
+            (``nn.InstanceNorm1d`` without affine): the norms then hold no parameters.
         device: device of the parameters.
         dtype: dtype of the parameters.
 
@@ -89,6 +97,9 @@ class PixelWordAttention(nn.Module):
         >>> pwam = PixelWordAttention(32, 48)
         >>> pwam(torch.randn(2, 32, 8, 8), torch.randn(2, 5, 48)).shape
         torch.Size([2, 32, 8, 8])
+        >>> lavt_code = PixelWordAttention(32, 48, norm_affine=False)  # parameter-free norms
+        >>> [name for name, _ in lavt_code.named_parameters() if "norm" in name]
+        []
     """
 
     def __init__(
@@ -99,6 +110,7 @@ class PixelWordAttention(nn.Module):
         key_dim: int | None = None,
         num_heads: int = 1,
         dropout: float = 0.0,
+        norm_affine: bool = True,
         device=None,
         dtype=None,
     ) -> None:
@@ -107,6 +119,8 @@ class PixelWordAttention(nn.Module):
         for name, value in (("dim", dim), ("text_dim", text_dim), ("key_dim", key_dim), ("num_heads", num_heads)):
             if value < 1:
                 raise ValueError(f"{name}: expected a positive integer; got {value}")
+        if not isinstance(norm_affine, bool):
+            raise ValueError(f"norm_affine: expected True or False; got {norm_affine!r}")
         if key_dim % num_heads or dim % num_heads:
             raise ValueError(f"num_heads: {num_heads} must divide key_dim={key_dim} and dim={dim}")
         fk = {"device": device, "dtype": dtype}
@@ -116,11 +130,11 @@ class PixelWordAttention(nn.Module):
         # a key bias adds the same score to every word of a pixel (softmax ignores it), and a
         # value bias shifts every gathered vector by the same constant, which the norm removes.
         self.query = nn.Linear(dim, key_dim, bias=False, **fk)
-        self.query_norm = _ChannelNorm(key_dim, **fk)
+        self.query_norm = _ChannelNorm(key_dim, affine=norm_affine, **fk)
         self.key = nn.Linear(text_dim, key_dim, bias=False, **fk)
         self.value = nn.Linear(text_dim, dim, bias=False, **fk)
         self.gathered_proj = nn.Linear(dim, dim, bias=False, **fk)
-        self.gathered_norm = _ChannelNorm(dim, **fk)
+        self.gathered_norm = _ChannelNorm(dim, affine=norm_affine, **fk)
         self.vis_proj = nn.Sequential(nn.Linear(dim, dim, **fk), nn.GELU(), nn.Dropout(dropout))
         self.out_proj = nn.Sequential(nn.Linear(dim, dim, **fk), nn.GELU(), nn.Dropout(dropout))
 

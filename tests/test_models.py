@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import pytest
@@ -218,3 +219,144 @@ def test_model_arg_strings_parse_to_config_values():
         parse_overrides(["refiner_iter=2"])
     with pytest.raises(ValueError, match="--model-arg: expected KEY=VALUE; got 'norm'"):
         parse_overrides(["norm"])
+
+
+# ----------------------------------------------------- LAVT's published-code options
+
+
+def _lavt_pair(name="lavt_tiny", **options):
+    """A default model and one with ``options``, holding the same weights where both have them."""
+    torch.manual_seed(0)
+    default = build_model(name).eval()
+    other = build_model(name, **options).eval()
+    other.load_state_dict(default.state_dict(), strict=False)
+    return default, other
+
+
+def _perturb_(module: torch.nn.Module) -> None:
+    with torch.no_grad():
+        for param in module.parameters():
+            param.add_(torch.randn_like(param))
+
+
+@pytest.mark.parametrize("name", ["lavt_tiny", "lavt_sadlr_tiny"])
+def test_lavt_last_gate_is_not_built_by_default_and_never_read_when_built(name):
+    default, with_gate = _lavt_pair(name, lavt_last_gate=True)
+    assert len(default.gates) == 3 and not [k for k in default.state_dict() if k.startswith("gates.3.")]
+    assert len(with_gate.gates) == 4 and set(with_gate.state_dict()) - set(default.state_dict()) == {
+        "gates.3.hidden.weight", "gates.3.out.weight"
+    }
+    batch = _batch()
+    _perturb_(with_gate.gates[3])  # whatever it holds, nothing reads it
+    with torch.no_grad():
+        torch.testing.assert_close(with_gate(*batch).logits, default(*batch).logits, rtol=0, atol=0)
+        _perturb_(with_gate.gates[2])  # guard: the other gates are read
+        assert not torch.equal(with_gate(*batch).logits, default(*batch).logits)
+
+
+def test_weights_holding_the_last_gate_load_into_a_default_model_with_a_note():
+    _, with_gate = _lavt_pair("lavt_sadlr_tiny", lavt_last_gate=True)
+    old = with_gate.state_dict()
+    assert "gates.3.out.weight" in old
+    fresh = build_model("lavt_sadlr_tiny").eval()
+    with pytest.warns(UserWarning, match="ignoring the weights of the last stage's language gate \\(gates.3.hidden.weight"):
+        fresh.load_state_dict(old)  # strict
+    assert "gates.3.out.weight" in old  # the caller's dict is left as it was
+    batch = _batch()
+    with torch.no_grad():
+        torch.testing.assert_close(fresh(*batch).logits, with_gate(*batch).logits, rtol=0, atol=0)
+    # a model that holds the gate keeps them, without a note
+    keeper = build_model("lavt_sadlr_tiny", lavt_last_gate=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        keeper.load_state_dict(old)
+    torch.testing.assert_close(keeper.gates[3].hidden.weight, with_gate.gates[3].hidden.weight)
+    # nested under a prefix (a wrapper module) the same keys are found
+    wrapper = torch.nn.ModuleDict({"net": build_model("lavt_sadlr_tiny")})
+    with pytest.warns(UserWarning, match="gates.3"):
+        wrapper.load_state_dict({f"net.{k}": v for k, v in old.items()})
+
+
+def test_pwam_norm_affine_false_builds_parameter_free_norms_and_trains():
+    default, lavt_code = _lavt_pair(pwam_norm_affine=False)
+    removed = set(default.state_dict()) - set(lavt_code.state_dict())
+    assert removed == {f"fusions.{i}.{n}_norm.{p}" for i in range(4) for n in ("query", "gathered") for p in ("weight", "bias")}
+    assert all(f.query_norm.weight is None and f.gathered_norm.bias is None for f in lavt_code.fusions)
+    batch = _batch()
+    with torch.no_grad():  # fresh affine norms (scale 1, shift 0) compute the same function ...
+        torch.testing.assert_close(lavt_code(*batch).logits, default(*batch).logits, rtol=1e-5, atol=1e-5)
+        for fusion in default.fusions:  # ... trained ones do not
+            fusion.gathered_norm.bias.normal_()
+        assert (lavt_code(*batch).logits - default(*batch).logits).abs().max() > 1e-4
+    out = lavt_code.train()(*batch)
+    lavt_code.loss(out, torch.rand(2, 64, 64) > 0.5).backward()
+    assert all(torch.isfinite(p.grad).all() for p in lavt_code.fusions.parameters() if p.grad is not None)
+
+
+def test_decoder_align_corners_reaches_the_decoder_and_the_final_upsampling():
+    import torch.nn.functional as F
+
+    from reference_models.base import foreground_logit
+
+    default, aligned = _lavt_pair(decoder_align_corners=True)
+    assert aligned.decoder.align_corners and not default.decoder.align_corners
+    images, ids, mask = _batch()
+    with torch.no_grad():
+        text = aligned.encode_text(ids, mask)
+        maps = aligned.encode(images, text)
+        # the decoder, written out with LAVT's resize
+        x = maps[-1]
+        for block, skip in zip(aligned.decoder.blocks, reversed(maps[:-1])):
+            x = block(torch.cat([F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=True), skip], 1))
+        logits = aligned.head(x, text)[-1]
+        expected = F.interpolate(foreground_logit(logits), size=images.shape[-2:], mode="bilinear", align_corners=True)
+        torch.testing.assert_close(aligned(images, ids, mask).logits, expected)
+        assert (default(images, ids, mask).logits - expected).abs().max() > 1e-4
+
+
+def _weighted_ce_by_hand(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """sum_i w[y_i] * -log p_i[y_i] / sum_i w[y_i] over every pixel, w = (0.9, 1.1)."""
+    log_p = logits.double().log_softmax(dim=1)
+    y = target.long()
+    picked = log_p.gather(1, y[:, None])[:, 0]
+    w = torch.tensor([0.9, 1.1], dtype=torch.float64)[y]
+    return -(w * picked).sum() / w.sum()
+
+
+@pytest.mark.parametrize("align_corners", [False, True])
+def test_head_loss_weighted_ce_is_lavts_criterion_for_the_classifier(align_corners):
+    import torch.nn.functional as F
+
+    model = build_model("lavt_tiny", head_loss="weighted_ce", decoder_align_corners=align_corners)
+    out = model(*_batch())
+    target = torch.rand(2, 64, 64) > 0.7
+    full = F.interpolate(out.aux_logits[0], size=(64, 64), mode="bilinear", align_corners=align_corners)
+    expected = _weighted_ce_by_hand(full, target)
+    loss = model.loss(out, target)
+    assert loss.dtype == torch.float32
+    torch.testing.assert_close(loss.double(), expected, rtol=1e-5, atol=1e-6)
+    # the class weights act: the same logits with the plain cross-entropy differ
+    assert abs(F.cross_entropy(full, target.long()).item() - loss.item()) > 1e-4
+    loss.backward()
+    assert torch.isfinite(model.head.classifier.weight.grad).all()
+
+
+def test_head_loss_weighted_ce_with_sadlr_weights_every_iteration():
+    import torch.nn.functional as F
+
+    model = build_model("lavt_sadlr_tiny", head_loss="weighted_ce", refiner_iters=2, loss_weights=(0.25, 0.75))
+    out = model(*_batch())
+    target = torch.rand(2, 64, 64) > 0.6
+    parts = [_weighted_ce_by_hand(F.interpolate(p, size=(64, 64), mode="bilinear", align_corners=False), target) for p in out.aux_logits]
+    torch.testing.assert_close(model.loss(out, target).double(), 0.25 * parts[0] + 0.75 * parts[1], rtol=1e-5, atol=1e-6)
+    # Dice stays the default, and differs
+    dice = build_model("lavt_sadlr_tiny", refiner_iters=2, loss_weights=(0.25, 0.75))
+    dice.load_state_dict(model.state_dict())
+    assert abs(dice.loss(dice(*_batch()), target).item() - model.loss(out, target).item()) > 1e-3
+
+
+def test_weighted_cross_entropy_refuses_other_than_two_classes():
+    from reference_models.models.heads import weighted_cross_entropy
+
+    with pytest.raises(ValueError, match=r"^logits: expected \(b, 2, h, w\) .* got shape \(2, 1, 4, 4\)"):
+        weighted_cross_entropy(torch.zeros(2, 1, 4, 4), torch.zeros(2, 4, 4, dtype=torch.bool))

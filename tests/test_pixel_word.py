@@ -50,11 +50,13 @@ def _gelu(x: torch.Tensor) -> torch.Tensor:
 
 
 def _instance_norm(rows: list[torch.Tensor], norm) -> list[torch.Tensor]:
-    """Normalise each channel over the positions (one row per position), then scale and shift."""
+    """Normalise each channel over the positions (one row per position), then scale and shift
+    (when the norm has an affine part)."""
     stacked = torch.stack(rows)
     mean = stacked.mean(0)
     var = ((stacked - mean) ** 2).mean(0)
-    return [(row - mean) / torch.sqrt(var + norm.eps) * norm.weight + norm.bias for row in rows]
+    normed = [(row - mean) / torch.sqrt(var + norm.eps) for row in rows]
+    return normed if norm.weight is None else [row * norm.weight + norm.bias for row in normed]
 
 
 def literal_pixel_word(module: PixelWordAttention, vis, words, word_mask):
@@ -133,11 +135,12 @@ class FusionStage(nn.Module):
     d=st.integers(1, 8),
     lengths=st.lists(st.integers(0, 5), min_size=3, max_size=3),
     use_mask=st.booleans(),
+    norm_affine=st.booleans(),
 )
-def test_pixel_word_output_shapes(b, heads, per_head, key_per_head, h, w, l, d, lengths, use_mask):
+def test_pixel_word_output_shapes(b, heads, per_head, key_per_head, h, w, l, d, lengths, use_mask, norm_affine):
     c = heads * per_head
     key_dim = None if key_per_head is None else heads * key_per_head
-    module = PixelWordAttention(c, d, key_dim=key_dim, num_heads=heads)
+    module = PixelWordAttention(c, d, key_dim=key_dim, num_heads=heads, norm_affine=norm_affine)
     assert module.query.out_features == (c if key_dim is None else key_dim)
     vis, words, word_mask = make_inputs(b, c, h, w, l, d, lengths=[min(n, l) for n in lengths[:b]])
     out = module(vis, words, word_mask if use_mask else None)
@@ -159,13 +162,14 @@ def test_pixel_word_defaults_are_lavt():
 # ======================================================== PixelWordAttention: semantics
 
 
-@pytest.mark.parametrize(("heads", "key_dim"), [(1, None), (2, None), (4, 12)])
-def test_pixel_word_matches_literal_reference(heads, key_dim):
-    module = PixelWordAttention(C, D, key_dim=key_dim, num_heads=heads, dtype=torch.float64).eval()
+@pytest.mark.parametrize(("heads", "key_dim", "norm_affine"), [(1, None, True), (2, None, True), (4, 12, True), (1, None, False), (2, 12, False)])
+def test_pixel_word_matches_literal_reference(heads, key_dim, norm_affine):
+    module = PixelWordAttention(C, D, key_dim=key_dim, num_heads=heads, norm_affine=norm_affine, dtype=torch.float64).eval()
     with torch.no_grad():  # non-trivial affine norms so the reference checks where they act
         for norm in (module.query_norm, module.gathered_norm):
-            norm.weight.normal_()
-            norm.bias.normal_()
+            if norm_affine:
+                norm.weight.normal_()
+                norm.bias.normal_()
     # a full sentence, a short one, and one of padding only
     vis, words, word_mask = make_inputs(b=3, dtype=torch.float64, lengths=[5, 2, 0])
     with torch.no_grad():
@@ -188,10 +192,49 @@ def test_channel_norm_is_instance_norm():
     torch.testing.assert_close(norm(x[..., :1]), norm.bias[None, :, None].expand(3, C, 1))
 
 
+def test_pixel_word_without_norm_affine_is_lavts_instance_norm():
+    # LAVT's code: nn.InstanceNorm1d without affine after the query and gathered projections
+    module = PixelWordAttention(C, D, norm_affine=False, dtype=torch.float64)
+    assert module.query_norm.weight is None and module.gathered_norm.bias is None
+    assert not [k for k in module.state_dict() if "norm" in k]
+    affine = PixelWordAttention(C, D, dtype=torch.float64)
+    assert set(affine.state_dict()) - set(module.state_dict()) == {
+        "query_norm.weight", "query_norm.bias", "gathered_norm.weight", "gathered_norm.bias"
+    }
+    x = torch.randn(3, C, 10, dtype=torch.float64)
+    for norm in (nn.InstanceNorm1d(C), nn.InstanceNorm1d(C).train()):
+        torch.testing.assert_close(module.query_norm(x), norm(x), atol=1e-12, rtol=1e-12)
+    # one position: defined, and zero (nothing to shift it with)
+    assert torch.equal(module.query_norm(x[..., :1]), torch.zeros(3, C, 1, dtype=torch.float64))
+    # a freshly initialised affine norm (scale 1, shift 0) computes the same function
+    affine.load_state_dict(module.state_dict(), strict=False)
+    vis, words, word_mask = make_inputs(b=3, dtype=torch.float64, lengths=[5, 2, 0])
+    with torch.no_grad():
+        assert_close_outputs(affine(vis, words, word_mask), module(vis, words, word_mask), atol=1e-12, rtol=1e-12)
+        # ... and a trained-looking one does not
+        affine.gathered_norm.bias.normal_()
+        assert (affine(vis, words, word_mask) - module(vis, words, word_mask)).abs().max() > 1e-3
+
+
+def test_pixel_word_all_padding_without_norm_affine_reads_no_language():
+    module = PixelWordAttention(C, D, num_heads=2, norm_affine=False)
+    vis, words, _ = make_inputs(b=2)
+    no_words = torch.zeros(words.shape[:2], dtype=torch.bool)
+    vis, words = requires_grad(vis, words)
+    out = module(vis, words, no_words)
+    backward_sum(out)
+    assert_inputs_grads_finite([vis, words])
+    with torch.no_grad():  # the gathered feature is zero and no shift follows it
+        pixels = vis.detach().flatten(2).transpose(1, 2)
+        expected = module.out_proj(module.vis_proj(pixels) * 0.0)
+        torch.testing.assert_close(out, expected.transpose(1, 2).reshape(out.shape))
+
+
 @pytest.mark.parametrize("extra", [1, 4])
 @pytest.mark.parametrize("with_mask", [True, False])
-def test_pixel_word_ignores_padding_words(extra, with_mask):
-    module = PixelWordAttention(C, D, num_heads=2).eval()
+@pytest.mark.parametrize("norm_affine", [True, False])
+def test_pixel_word_ignores_padding_words(extra, with_mask, norm_affine):
+    module = PixelWordAttention(C, D, num_heads=2, norm_affine=norm_affine).eval()
     vis, words, word_mask = make_inputs(b=3, lengths=[5, 3, 1])
     word_mask = word_mask if with_mask else None
     padded_words, padded_mask = pad_words(words, word_mask, extra, fill=50.0)
@@ -253,8 +296,9 @@ def test_pixel_word_batch_of_one_and_single_position(b, h, w):
     assert_param_grads(module, nonzero=False)
 
 
-def test_pixel_word_batch_independence():
-    module = PixelWordAttention(C, D, num_heads=2, dropout=0.3).eval()
+@pytest.mark.parametrize("norm_affine", [True, False])
+def test_pixel_word_batch_independence(norm_affine):
+    module = PixelWordAttention(C, D, num_heads=2, dropout=0.3, norm_affine=norm_affine).eval()
     vis, words, word_mask = make_inputs(b=3, lengths=[5, 3, 2])
     inputs = {"feats": vis, "words": words, "word_mask": word_mask}
 
@@ -275,9 +319,10 @@ def test_pixel_word_batch_independence():
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_pixel_word_keeps_dtype(dtype):
-    reference = PixelWordAttention(C, D, num_heads=2).eval()
-    module = PixelWordAttention(C, D, num_heads=2, dtype=dtype).eval()
+@pytest.mark.parametrize("norm_affine", [True, False])
+def test_pixel_word_keeps_dtype(dtype, norm_affine):
+    reference = PixelWordAttention(C, D, num_heads=2, norm_affine=norm_affine).eval()
+    module = PixelWordAttention(C, D, num_heads=2, norm_affine=norm_affine, dtype=dtype).eval()
     module.load_state_dict(reference.state_dict())
     assert all(p.dtype == dtype for p in module.parameters())
     vis, words, word_mask = make_inputs(b=3, lengths=[5, 2, 0])
@@ -294,18 +339,20 @@ def test_pixel_word_keeps_dtype(dtype):
     assert (out.detach().float() - expected).abs().max() <= 0.05 * scale + 0.02
 
 
-def test_pixel_word_every_parameter_gets_a_gradient():
-    module = PixelWordAttention(C, D, num_heads=2)
+@pytest.mark.parametrize("norm_affine", [True, False])
+def test_pixel_word_every_parameter_gets_a_gradient(norm_affine):
+    module = PixelWordAttention(C, D, num_heads=2, norm_affine=norm_affine)
     vis, words, word_mask = make_inputs(b=2, h=3, w=4, lengths=[5, 2])  # >1 position: the norms' weights act
     out = module(vis, words, word_mask)
     backward_sum(out)
     assert_param_grads(module)
 
 
-def test_pixel_word_has_no_dead_parameters():
+@pytest.mark.parametrize("norm_affine", [True, False])
+def test_pixel_word_has_no_dead_parameters(norm_affine):
     # a parameter whose change never changes the output (e.g. a bias in front of the
     # position norm, or a key bias under the softmax) is useless; every one here must matter
-    module = PixelWordAttention(C, D, num_heads=2, dtype=torch.float64).eval()
+    module = PixelWordAttention(C, D, num_heads=2, norm_affine=norm_affine, dtype=torch.float64).eval()
     vis, words, word_mask = make_inputs(b=2, dtype=torch.float64, lengths=[5, 2])
     with torch.no_grad():
         before = module(vis, words, word_mask)
@@ -357,6 +404,11 @@ def test_pixel_word_bad_constructor_arguments(name, args):
     value = str(args[name])
     with pytest.raises(ValueError, match=rf"^{name}: .*{value}"):
         PixelWordAttention(kwargs.pop("dim"), kwargs.pop("text_dim"), **kwargs)
+
+
+def test_pixel_word_bad_norm_affine():
+    with pytest.raises(ValueError, match=r"^norm_affine: expected True or False; got 'no'"):
+        PixelWordAttention(C, D, norm_affine="no")
 
 
 def test_pixel_word_bad_dropout():

@@ -3,20 +3,51 @@
 SADLR (Sec. 3) plugs into a baseline by removing its final 2-class classifier and feeding
 the decoder's stride-4 map to :class:`rislayers.DynamicQueryRefiner`; nothing else of the
 baseline changes. This module is that switch, so LAVT, VLT, LTS (and S2RM) get the plug-in
-from one place.
+from one place, and the loss on those logits: SADLR's 2-class Dice (its Table 3 trains every
+baseline with it) or LAVT's class-weighted cross-entropy (``head_loss="weighted_ce"``).
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from rislayers import DeepSupervisionLoss, DynamicQueryRefiner, dice_loss
 
+from ..base import upsample_to
 from ..config import ModelConfig
 from ..encoders import TextFeatures
 
-__all__ = ["SegmentationHead"]
+__all__ = ["SegmentationHead", "weighted_cross_entropy"]
+
+#: LAVT's class weights (background, foreground) in its training criterion.
+LAVT_CLASS_WEIGHTS = (0.9, 1.1)
+
+
+def weighted_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """LAVT's loss: 2-class cross-entropy weighted 0.9 (background) and 1.1 (foreground).
+
+    Averaged over the pixels with PyTorch's weighted mean (divided by the summed weights of
+    the pixels' classes), in float32.
+
+    Args:
+        logits: ``(b, 2, h, w)`` background and foreground scores.
+        target: ``(b, h, w)``, bool or {0, 1}, at the logits' size.
+
+    Returns:
+        A float32 scalar.
+
+    Example:
+        >>> import torch
+        >>> logits = torch.zeros(1, 2, 2, 2)  # 50/50 everywhere: the loss is log 2
+        >>> round(weighted_cross_entropy(logits, torch.ones(1, 2, 2, dtype=torch.bool)).item(), 4)
+        0.6931
+    """
+    if logits.dim() != 4 or logits.shape[1] != 2:
+        raise ValueError(f"logits: expected (b, 2, h, w) background and foreground scores; got shape {tuple(logits.shape)}")
+    weight = torch.tensor(LAVT_CLASS_WEIGHTS, dtype=torch.float32, device=logits.device)
+    return F.cross_entropy(logits.float(), target.long(), weight=weight)
 
 
 class SegmentationHead(nn.Module):
@@ -25,7 +56,9 @@ class SegmentationHead(nn.Module):
     Args:
         dim: channels of the decoder map.
         text_dim: channels of the word features (used by the refiner).
-        config: supplies ``plugin`` and the ``refiner_*`` options and ``loss_weights``.
+        config: supplies ``plugin``, the ``refiner_*`` options, ``loss_weights``,
+            ``head_loss`` and ``decoder_align_corners`` (how the logits are upsampled to the
+            target for the loss, as the model upsamples its prediction).
 
     Shape:
         - feats: ``(b, c, h, w)``
@@ -36,6 +69,9 @@ class SegmentationHead(nn.Module):
     def __init__(self, dim: int, text_dim: int, config: ModelConfig) -> None:
         super().__init__()
         self.plugin = config.plugin
+        self.align_corners = config.decoder_align_corners
+        loss = dice_loss if config.head_loss == "dice" else weighted_cross_entropy
+        self.criterion = DeepSupervisionLoss(config.loss_weights if config.plugin == "sadlr" else (1.0,), loss=loss)
         if config.plugin == "sadlr":
             self.refiner = DynamicQueryRefiner(
                 dim,
@@ -46,7 +82,6 @@ class SegmentationHead(nn.Module):
                 update=config.refiner_update,
                 pooling=config.refiner_pooling,
             )
-            self.criterion = DeepSupervisionLoss(config.loss_weights)
         else:
             self.classifier = nn.Conv2d(dim, 2, kernel_size=1)
 
@@ -56,7 +91,9 @@ class SegmentationHead(nn.Module):
         return [self.classifier(feats)]
 
     def loss(self, logits: list[torch.Tensor], target: torch.Tensor) -> torch.Tensor:
-        """SADLR: iteration-weighted 2-class Dice; baseline: 2-class Dice (SADLR Table 3 setting)."""
-        if self.plugin == "sadlr":
-            return self.criterion(logits, target)
-        return DeepSupervisionLoss((1.0,))(logits[-1:], target)
+        """``head_loss`` (2-class Dice or LAVT's weighted cross-entropy) at the target's size:
+        SADLR's iterations weighted by ``loss_weights``, the baseline's classifier alone."""
+        predictions = logits if self.plugin == "sadlr" else logits[-1:]
+        if self.align_corners:  # otherwise the criterion upsamples, with align_corners=False
+            predictions = [upsample_to(p.float(), tuple(target.shape[-2:]), align_corners=True) for p in predictions]
+        return self.criterion(predictions, target)

@@ -4,10 +4,17 @@ Language enters the Swin backbone after every stage (pixel-word attention + lang
 from :mod:`rislayers.pixel_word`), and a simple top-down decoder turns the four multimodal
 maps into a stride-4 map of ``decoder_dim`` channels. The baseline classifies that map with
 a 1x1 conv; ``lavt_sadlr`` refines it with :class:`rislayers.DynamicQueryRefiner` instead.
+
+Three configuration fields read LAVT's published code where it differs from this one, so its
+released weights load and compute what they computed there (``python -m
+reference_models.convert lavt``): ``pwam_norm_affine=False`` (PWAM's instance norms without
+scale and shift), ``decoder_align_corners=True`` (its bilinear resizes) and
+``lavt_last_gate=True`` (its last-stage language gate, built but never read).
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import torch
@@ -52,13 +59,20 @@ class SimpleDecoder(nn.Module):
     Args:
         in_dims: channels of the maps, finest first.
         dim: hidden width (LAVT: 512, half of Swin-B's stage-4 channels).
+        align_corners: bilinear upsampling with ``align_corners=True`` (LAVT's code).
 
     Shape:
         - feats: maps finest first, ``(b, in_dims[i], h_i, w_i)``
         - output: ``(b, dim, h_0, w_0)``
+
+    Example:
+        >>> import torch
+        >>> decoder = SimpleDecoder([8, 16], 12, align_corners=True)
+        >>> decoder([torch.randn(2, 8, 8, 8), torch.randn(2, 16, 4, 4)]).shape
+        torch.Size([2, 12, 8, 8])
     """
 
-    def __init__(self, in_dims: Sequence[int], dim: int) -> None:
+    def __init__(self, in_dims: Sequence[int], dim: int, *, align_corners: bool = False) -> None:
         super().__init__()
         in_dims = list(in_dims)
         blocks = []
@@ -68,17 +82,27 @@ class SimpleDecoder(nn.Module):
             prev = dim
         self.blocks = nn.ModuleList(blocks)
         self.dim = dim
+        self.align_corners = align_corners
 
     def forward(self, feats: Sequence[torch.Tensor]) -> torch.Tensor:
         x = feats[-1]
         for block, skip in zip(self.blocks, reversed(feats[:-1])):
-            x = block(torch.cat([upsample_to(x, skip.shape[-2:]), skip], dim=1))
+            x = block(torch.cat([upsample_to(x, skip.shape[-2:], align_corners=self.align_corners), skip], dim=1))
         return x
+
+
+def _drop_unused_gate_hook(module: LAVT, state: dict[str, torch.Tensor], prefix: str, *_) -> None:
+    module.drop_unused_gate(state, prefix)
 
 
 @register_architecture("lavt")
 class LAVT(RISModel):
     """LAVT with a 2-class classifier, or SADLR's refiner when ``config.plugin == "sadlr"``.
+
+    The last stage's language gate is not built unless ``config.lavt_last_gate``: its
+    output would be the backbone stream of a fifth stage, which does not exist. Weights saved
+    with it (by earlier versions, or LAVT's releases) still load into a model without it:
+    :meth:`drop_unused_gate` removes those keys, with a note.
 
     Args:
         config: a :class:`~reference_models.config.ModelConfig` with ``architecture="lavt"``.
@@ -94,10 +118,41 @@ class LAVT(RISModel):
         self.text_encoder = build_text_encoder(config)
         self.backbone = build_swin(config)
         dims = self.backbone.dims
-        self.fusions = nn.ModuleList(PixelWordAttention(d, config.text_dim, dropout=0.0) for d in dims)
-        self.gates = nn.ModuleList(LanguageGate(d) for d in dims)
-        self.decoder = SimpleDecoder(dims, config.decoder_dim)
+        self.fusions = nn.ModuleList(
+            PixelWordAttention(d, config.text_dim, dropout=0.0, norm_affine=config.pwam_norm_affine) for d in dims
+        )
+        self.gates = nn.ModuleList(LanguageGate(d) for d in (dims if config.lavt_last_gate else dims[:-1]))
+        self.decoder = SimpleDecoder(dims, config.decoder_dim, align_corners=config.decoder_align_corners)
         self.head = SegmentationHead(config.decoder_dim, config.text_dim, config)
+        if not config.lavt_last_gate:
+            self.register_load_state_dict_pre_hook(_drop_unused_gate_hook)
+
+    def drop_unused_gate(self, state: dict[str, torch.Tensor], prefix: str = "") -> list[str]:
+        """Remove the last stage's gate weights from ``state`` (in place) when this model has none.
+
+        Earlier versions built that gate (as LAVT's code does) although nothing reads its
+        output, so it never trained; its weights are dropped with a one-time note. Runs
+        before every :meth:`load_state_dict`.
+
+        Args:
+            state: a state dict of this model (or of a model holding it under ``prefix``).
+            prefix: the model's key prefix in ``state``.
+
+        Returns:
+            The keys removed.
+        """
+        if len(self.gates) == self.backbone.num_stages:
+            return []
+        stale = [key for key in state if key.startswith(f"{prefix}gates.{len(self.gates)}.")]
+        for key in stale:
+            del state[key]
+        if stale:
+            warnings.warn(
+                f"LAVT: ignoring the weights of the last stage's language gate ({stale[0]}, ...): its output is "
+                "never read (pass lavt_last_gate=true to keep them)",
+                stacklevel=2,
+            )
+        return stale
 
     def encode(self, images: torch.Tensor, text) -> list[torch.Tensor]:
         """The four multimodal maps (finest first), language fused inside the backbone."""
@@ -107,7 +162,8 @@ class LAVT(RISModel):
             x = self.backbone.run_stage(i, x)
             vis = rearrange(x, "b h w c -> b c h w")
             fused = self.fusions[i](vis, text.words, text.word_mask)
-            x = rearrange(self.gates[i](vis, fused), "b c h w -> b h w c")
+            if i + 1 < self.backbone.num_stages:  # the gated stream only feeds the next stage
+                x = rearrange(self.gates[i](vis, fused), "b c h w -> b h w c")
             maps.append(self.backbone.to_nchw(i, rearrange(fused, "b c h w -> b h w c")))
         return maps
 
@@ -116,7 +172,7 @@ class LAVT(RISModel):
         text = self.encode_text(input_ids, attention_mask)
         feats = self.decoder(self.encode(images, text))
         logits = self.head(feats, text)
-        final = upsample_to(foreground_logit(logits[-1]), images.shape[-2:])
+        final = upsample_to(foreground_logit(logits[-1]), images.shape[-2:], align_corners=self.config.decoder_align_corners)
         return SegmentationOutput(logits=final, aux_logits=logits)
 
     def loss(self, output: SegmentationOutput, target: torch.Tensor) -> torch.Tensor:

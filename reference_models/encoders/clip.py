@@ -255,18 +255,68 @@ class ClipTextEncoder(nn.Module):
         load_weights(self.text, path, strict=strict, transform=adapt)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> TextFeatures:
+        """Word features (after ``ln_final``) and the projected [EOS] sentence feature.
+
+        Args:
+            input_ids: ``(b, l)`` token ids.
+            attention_mask: ``(b, l)``, nonzero on real tokens; None means all real.
+        """
+        return self._encode(input_ids, attention_mask, keep_layers=False)[0]
+
+    def forward_with_layer_eos(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> tuple[TextFeatures, torch.Tensor]:
+        """:meth:`forward`'s features and every layer's [EOS] activation.
+
+        The [EOS] (last real) token of each layer's residual stream, before ``ln_final`` and
+        the projection (both are trained on the last layer's stream only): what ASDA's
+        released code scores the ViT layer of the same depth against.
+
+        Args:
+            input_ids: ``(b, l)`` token ids.
+            attention_mask: ``(b, l)``, nonzero on real tokens; None means all real.
+
+        Returns:
+            ``(features, layer_eos)``: :class:`TextFeatures` and ``(b, layers, width)``.
+
+        Example:
+            >>> import torch
+            >>> encoder = ClipTextEncoder(32, layers=3, heads=2, vocab_size=100, context_length=8, embed_dim=16)
+            >>> features, layer_eos = encoder.forward_with_layer_eos(torch.randint(1, 100, (2, 5)))
+            >>> features.sentence.shape, layer_eos.shape
+            (torch.Size([2, 16]), torch.Size([2, 3, 32]))
+        """
+        return self._encode(input_ids, attention_mask, keep_layers=True)
+
+    def _encode(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, *, keep_layers: bool
+    ) -> tuple[TextFeatures, torch.Tensor | None]:
         t = self.text
         b, l = input_ids.shape
         if l > self.context_length:
             raise ValueError(f"input_ids: at most {self.context_length} tokens; got {l}")
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
+        last = attention_mask.long().sum(dim=1).clamp_min(1) - 1
+        batch = torch.arange(b, device=input_ids.device)
         x = t.token_embedding(input_ids) + t.positional_embedding[:l].to(t.token_embedding.weight.dtype)
         causal = torch.full((l, l), float("-inf"), device=x.device, dtype=x.dtype).triu(1)
-        x = t.transformer(x, attn_mask=causal)
+        layer_eos = None
+        if keep_layers:
+            # The blocks one by one, as open_clip's Transformer.forward runs them.
+            batch_first = getattr(t.transformer, "batch_first", True)
+            per_layer = []
+            for block in t.transformer.resblocks:
+                if batch_first:
+                    x = block(x, attn_mask=causal)
+                else:
+                    x = block(x.transpose(0, 1), attn_mask=causal).transpose(0, 1)
+                per_layer.append(x[batch, last])
+            layer_eos = torch.stack(per_layer, dim=1)
+        else:
+            x = t.transformer(x, attn_mask=causal)
         words = t.ln_final(x)
-        last = attention_mask.long().sum(dim=1).clamp_min(1) - 1
-        eos = words[torch.arange(b, device=words.device), last]
+        eos = words[batch, last]
         proj = t.text_projection
         sentence = proj(eos) if isinstance(proj, nn.Linear) else eos @ proj
-        return TextFeatures(words=words, word_mask=attention_mask.bool(), sentence=sentence)
+        return TextFeatures(words=words, word_mask=attention_mask.bool(), sentence=sentence), layer_eos

@@ -6,7 +6,7 @@ only.
 """
 
 from . import functional, losses, metrics
-from .aggregator import ScaleWiseAggregator
+from .aggregator import PublishedScaleWiseAggregator, ScaleWiseAggregator
 from .aligner import AlignerOutput, DualBranchAligner
 from .casg import CASGDecoder, CASGStage
 from .concat_fusion import ConcatProjectFusion
@@ -30,6 +30,7 @@ __all__ = [
     "AdaptiveLayerSelector",
     "SelectionOutput",
     "ScaleWiseAggregator",
+    "PublishedScaleWiseAggregator",
     "DualBranchAligner",
     "AlignerOutput",
     "ConcatProjectFusion",

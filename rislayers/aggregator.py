@@ -2,7 +2,9 @@
 
 Implements Eq. 4-5 of "Adaptive Selection based Referring Image Segmentation" (ASDA,
 ACM MM 2024): the top layer is modulated by the sentence, the middle and low layers are
-shrunk to 1/2 and 1/4 of the map and merged top-down at a narrow width, FPN-style.
+shrunk to 1/2 and 1/4 of the map and merged top-down at a narrow width, FPN-style
+(:class:`ScaleWiseAggregator`). :class:`PublishedScaleWiseAggregator` is the released
+code's much wider variant, which enlarges the lower levels instead.
 """
 
 from __future__ import annotations
@@ -14,12 +16,21 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from .shapes import check_shape
+from .shapes import check_shape, positive_int
 
-__all__ = ["ScaleWiseAggregator"]
+__all__ = ["ScaleWiseAggregator", "PublishedScaleWiseAggregator"]
 
 _DOWNSAMPLE_MODES = ("max", "avg")
 _UPSAMPLE_MODES = ("nearest", "bilinear")
+
+
+def _check_levels(layer: nn.Module, high: torch.Tensor, mid: torch.Tensor, low: torch.Tensor, sentence: torch.Tensor) -> None:
+    """The checks of an aggregator's ``(high, mid, low, sentence)``: three maps of one size and a sentence."""
+    dtype = layer.text_proj.weight.dtype
+    axes = check_shape(high, "b c h w", name="high", c=layer.dim, floating=True, dtype=dtype)
+    check_shape(mid, "b c h w", name="mid", bound=axes, floating=True, dtype=dtype)
+    check_shape(low, "b c h w", name="low", bound=axes, floating=True, dtype=dtype)
+    check_shape(sentence, "b d", name="sentence", bound=axes, d=layer.text_dim, floating=True, dtype=dtype)
 
 
 def _half(size: tuple[int, int]) -> tuple[int, int]:
@@ -50,9 +61,11 @@ class ScaleWiseAggregator(nn.Module):
 
     Paper ambiguities, as options: the paper only says the low and middle levels are
     "downsampled"; ``downsample="max"`` (default) follows the simple feature pyramid of
-    ViTDet that SFA cites and the published code's max pooling, ``"avg"`` averages.
-    ``upsample_mode`` defaults to ``"nearest"``, the FPN top-down convention the published
-    code uses. ``proj`` is a plain Linear from the sentence to ``dim`` (Eq. 4 multiplies
+    ViTDet that SFA cites (max pooling for its smaller scale), ``"avg"`` averages. The
+    published code does not pool the inputs: it enlarges the middle and low levels with
+    transposed convolutions, merges at 1x, 2x and 4x the grid and max-pools the OUTPUT
+    back to the grid (:class:`PublishedScaleWiseAggregator`). ``upsample_mode`` defaults
+    to ``"nearest"``, the FPN top-down convention the published code uses. ``proj`` is a plain Linear from the sentence to ``dim`` (Eq. 4 multiplies
     ``f_H`` by ``f_E`` directly, which needs equal widths).
 
     Args:
@@ -140,11 +153,7 @@ class ScaleWiseAggregator(nn.Module):
         Returns:
             The coarse map, same size as ``high``.
         """
-        dtype = self.text_proj.weight.dtype
-        axes = check_shape(high, "b c h w", name="high", c=self.dim, floating=True, dtype=dtype)
-        check_shape(mid, "b c h w", name="mid", bound=axes, floating=True, dtype=dtype)
-        check_shape(low, "b c h w", name="low", bound=axes, floating=True, dtype=dtype)
-        check_shape(sentence, "b d", name="sentence", bound=axes, d=self.text_dim, floating=True, dtype=dtype)
+        _check_levels(self, high, mid, low, sentence)
 
         full_size = (high.shape[-2], high.shape[-1])
         mid_size = _half(full_size)
@@ -157,3 +166,124 @@ class ScaleWiseAggregator(nn.Module):
         mid_fused = self.mid_lateral(mid_small) + low_up  # Eq. 5, F'_M
         merged = self.global_lateral(global_feats) + self._up(mid_fused, full_size)
         return self.aggregate(merged)  # Eq. 5, F_coarse
+
+
+def _conv_bn_leaky(in_dim: int, out_dim: int, kernel_size: int, factory: dict) -> nn.Sequential:
+    # No conv bias: the BatchNorm after it subtracts the mean.
+    return nn.Sequential(
+        nn.Conv2d(in_dim, out_dim, kernel_size, padding=kernel_size // 2, bias=False, **factory),
+        nn.BatchNorm2d(out_dim, **factory),
+        nn.LeakyReLU(),
+    )
+
+
+class PublishedScaleWiseAggregator(nn.Module):
+    """The released code's SFA: levels enlarged by transposed convs, merged wide, max-pooled back.
+
+    Same inputs and output as :class:`ScaleWiseAggregator`, but the middle and low levels
+    are made LARGER (2x and 4x the grid) rather than smaller, the top-down path runs at
+    ``hidden_dim`` (512) instead of 32 channels, and the result is max-pooled back to the
+    grid. With ``*`` element-wise, ``CBL`` a convolution + BatchNorm + LeakyReLU block and
+    ``Up`` nearest 2x upsampling::
+
+        F_G   = F_H * Linear(f_E)                                       at h
+        M     = ConvT2x(F_M)                                            at 2h
+        L     = ConvT2x(LeakyReLU(BN(ConvT2x(F_L))))                    at 4h
+        P_G   = CBL1x1(F_G);  P_M = CBL1x1(M) + Up(P_G);  P_L = CBL1x1(L) + Up(P_M)
+        O_k   = MaxPool(CBL3x3(P_k)) to h,  k = G, M, L
+        coarse = Conv1x1(Cat(O_G, O_M, O_L))                            -> dim, at h
+
+    The layer follows a description of the released code; the details it leaves open are
+    our choices: the transposed
+    convolutions have kernel 2 and stride 2 (one per 2x, exact sizes for any grid) and keep
+    ``dim`` channels; the two of the low level have a BatchNorm + LeakyReLU between them
+    (two linear maps in a row would be one); the three 3x3 output convolutions are CBL
+    blocks like the projections; each level's output is max-pooled to the grid (kernel =
+    stride = its scale) and the three are concatenated and projected by a plain 1x1
+    convolution with bias, so the output is a linear map like ``ScaleWiseAggregator``'s
+    (CRIS's neck concatenates its levels the same way); LeakyReLU keeps torch's default
+    slope 0.01.
+
+    The cost is large: about 49 GMACs at ``dim=768``, ``text_dim=512``, ``hidden_dim=512``
+    on a 26x26 grid (ViT-B/16 at 416 px), most of it in the 3x3 output convolutions at 2x
+    and 4x the grid. BatchNorm in training mode needs more than one value per channel, so
+    training on a batch of one ``1x1`` grid fails; such inputs run in eval mode.
+
+    Args:
+        dim: visual channels ``c`` of the three levels and of the output.
+        text_dim: channels ``d`` of the sentence vector.
+        hidden_dim: width of the projections and of the top-down path (512 in the code).
+        device: device of the parameters.
+        dtype: dtype of the parameters.
+
+    Shape:
+        - high, mid, low: ``(b, c, h, w)`` each (``F_H``, ``F_M``, ``F_L``)
+        - sentence: ``(b, d)``
+        - output: ``(b, c, h, w)``, the size of ``high`` (``F_coarse``)
+
+    Example:
+        >>> import torch
+        >>> sfa = PublishedScaleWiseAggregator(32, 16, hidden_dim=8).eval()
+        >>> high, mid, low = (torch.randn(2, 32, 13, 13) for _ in range(3))
+        >>> sfa(high, mid, low, torch.randn(2, 16)).shape
+        torch.Size([2, 32, 13, 13])
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        text_dim: int,
+        *,
+        hidden_dim: int = 512,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        factory = {"device": device, "dtype": dtype}
+        self.dim = positive_int("dim", dim)
+        self.text_dim = positive_int("text_dim", text_dim)
+        self.hidden_dim = positive_int("hidden_dim", hidden_dim)
+        self.text_proj = nn.Linear(text_dim, dim, **factory)
+        self.mid_up = nn.ConvTranspose2d(dim, dim, 2, stride=2, **factory)
+        self.low_up = nn.Sequential(
+            nn.ConvTranspose2d(dim, dim, 2, stride=2, bias=False, **factory),
+            nn.BatchNorm2d(dim, **factory),
+            nn.LeakyReLU(),
+            nn.ConvTranspose2d(dim, dim, 2, stride=2, **factory),
+        )
+        # Coarse to fine: the sentence-modulated grid, the 2x level, the 4x level.
+        self.lateral = nn.ModuleList(_conv_bn_leaky(dim, hidden_dim, 1, factory) for _ in range(3))
+        self.output = nn.ModuleList(_conv_bn_leaky(hidden_dim, hidden_dim, 3, factory) for _ in range(3))
+        self.project = nn.Conv2d(3 * hidden_dim, dim, 1, **factory)
+
+    def extra_repr(self) -> str:
+        return f"hidden_dim={self.hidden_dim}"
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        """Name of the output, for ``torch.onnx.export(..., output_names=...)``."""
+        return ("coarse",)
+
+    def forward(self, high: torch.Tensor, mid: torch.Tensor, low: torch.Tensor, sentence: torch.Tensor) -> torch.Tensor:
+        """Fuse the three levels with the sentence into the coarse map, as the released code does.
+
+        Args:
+            high: the highest-level map ``F_H``.
+            mid: the selected middle-level map ``F_M``, the size of ``high``.
+            low: the selected low-level map ``F_L``, the size of ``high``.
+            sentence: the sentence vector ``f_E``.
+
+        Returns:
+            The coarse map, same size as ``high``.
+        """
+        _check_levels(self, high, mid, low, sentence)
+
+        global_feats = high * rearrange(self.text_proj(sentence), "b c -> b c 1 1")  # Eq. 4
+        levels = (global_feats, self.mid_up(mid), self.low_up(low))  # at 1x, 2x, 4x the grid
+        merged = None
+        outputs = []
+        for scale, level, lateral, output in zip((1, 2, 4), levels, self.lateral, self.output):
+            merged = lateral(level) if merged is None else lateral(level) + F.interpolate(merged, scale_factor=2.0)
+            refined = output(merged)
+            outputs.append(refined if scale == 1 else F.max_pool2d(refined, scale))
+        return self.project(torch.cat(outputs, dim=1))

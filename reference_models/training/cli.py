@@ -66,6 +66,11 @@ def _data_flags(p: argparse.ArgumentParser, d: TrainConfig) -> None:
     )
 
 
+def _module_names(text: str) -> tuple[str, ...]:
+    """``"backbone, text_encoder"`` -> ``("backbone", "text_encoder")`` (``--freeze``)."""
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
 def _optimisation_flags(p: argparse.ArgumentParser, d: TrainConfig) -> None:
     """The optimisation recipe (None: the model's recipe)."""
     p.add_argument("--epochs", type=int, default=None, help=_recipe_default("epochs"))
@@ -76,6 +81,15 @@ def _optimisation_flags(p: argparse.ArgumentParser, d: TrainConfig) -> None:
     p.add_argument(
         "--schedule", choices=["poly", "step", "constant"], default=None,
         help="poly: per step to 0; step: x0.1 at --milestones; " + _recipe_default("schedule"),
+    )
+    p.add_argument(
+        "--freeze", type=_module_names, default=d.freeze, metavar="NAMES",
+        help="comma-separated modules left untrained and out of the optimizer, e.g. backbone,text_encoder or "
+        "text_encoder.bert.embeddings (default: none)",
+    )
+    p.add_argument(
+        "--backbone-lr-scale", type=float, default=d.backbone_lr_scale,
+        help="the vision backbone's learning rate as a multiple of --lr (ASDA's code: 0.1)",
     )
     p.add_argument("--amp", choices=["none", "bf16", "fp16"], default=d.amp, help="autocast precision")
     p.add_argument("--grad-accum", type=int, default=d.grad_accum, help="micro-batches per optimizer step")

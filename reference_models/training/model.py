@@ -1,4 +1,5 @@
-"""The model a run trains: built fresh from its configuration, or rebuilt from ``last.pt``."""
+"""The model a run trains: built fresh from its configuration, or rebuilt from ``last.pt``,
+with the parts ``--freeze`` names left untrained."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from ..config import ModelConfig
 from ..registry import build_for_loading, build_from_config, get_config
 from ..weights import WeightsError, load_weights
 from .config import TrainConfig
+from .optim import freeze_modules
 
 __all__ = ["build_run_model"]
 
@@ -76,9 +78,14 @@ def build_run_model(cfg: TrainConfig, state: dict[str, Any] | None, *, source: s
     Raises:
         CheckpointError: the resumed checkpoint's model cannot be built or does not fit its
             weights (one line naming ``source``).
+        ValueError: a ``--freeze`` name that is not in the model.
     """
-    if state is not None:
-        return _resumed_model(state, source)
+    model = _resumed_model(state, source) if state is not None else _fresh_model(cfg)
+    freeze_modules(model, cfg.freeze)
+    return model
+
+
+def _fresh_model(cfg: TrainConfig) -> nn.Module:
     model_config = get_config(cfg.model).replace(**_model_overrides(cfg))
     if cfg.data != "synthetic" and model_config.tokenizer == "word":
         # the generated benchmark's vocabulary cannot spell real sentences; tiny models

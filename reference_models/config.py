@@ -133,6 +133,38 @@ class ModelConfig:
         casg_stages: CASG's attention-guided stages kept, 0 to 3, removed coarsest first
             (Table VI: 3 = Full, 2 = "-D3", 1 = "-D2&3", 0 = "-D1&2&3").
         focal_weight: ASDA focal-loss weight beside Dice.
+        asda_selection: how ASDA picks its low and mid ViT layers: ``"adaptive"`` (AFS, the
+            paper), ``"fixed"`` (``asda_fixed_layers``, CRIS's hand-picked layers: Table 2
+            (b)) or ``"top"`` (the last layer alone: Table 2 (a), with ``asda_fusion="concat"``).
+        asda_fixed_layers: the low and mid layers (1-based) of ``asda_selection="fixed"``.
+        asda_fusion: ``"sfa"`` (the scale-wise aggregator, Eq. 4-5) or ``"concat"`` (CRIS's
+            concatenate-and-project fusion, Table 2 (a)-(c)).
+        asda_aggregator: the SFA reading, ``"paper"`` (Eq. 5, 32 channels) or
+            ``"published"`` (the released code's 512-wide transposed-convolution version).
+        asda_loss: ``"focal_dice"`` (the paper) or ``"bce_dice"`` (the released code's
+            focal loss at alpha=-1, gamma=0, i.e. binary cross-entropy, plus Dice).
+        selector_head: AFS's scoring network, ``"linear"``, ``"mlp"`` or ``"conv"`` (Table 5).
+        selector_text: what AFS scores the class tokens against: ``"sentence"`` (``f_E``,
+            the paper) or ``"layer_eos"`` (the released code: the CLIP text tower's [EOS]
+            token at the layer of the same depth, from its residual stream, before
+            ``ln_final`` and the projection; needs ``text_encoder="clip"`` and
+            ``text_layers`` reaching the deepest candidate layer).
+        aligner_branches: WGDA's branches: ``"dual"`` (the paper), ``"single"`` (the coarse
+            map attends to the words, then the segmentation decoder: Table 2 (e)) or
+            ``"visual"`` (the segmentation decoder alone: Table 2 (a)-(d)).
+        aligner_word_mask: honour the word padding mask in WGDA (``false``: the released
+            code, which attends to padding words).
+        aligner_blocks: WGDA's visual attention blocks, ``"pre_norm"`` (standard, the
+            design) or ``"published"`` (the released code's post-norm blocks with an MLP as
+            wide as the tokens).
+        pwam_norm_affine: learnable scale and shift in PWAM's instance norms (``false``:
+            LAVT's code, whose ``nn.InstanceNorm1d`` has none).
+        decoder_align_corners: ``align_corners=True`` in the baselines' decoder and final
+            upsampling (LAVT's code).
+        head_loss: the baselines' loss on their 2-class logits: ``"dice"`` (SADLR's
+            setting) or ``"weighted_ce"`` (LAVT's cross-entropy weighted 0.9 / 1.1).
+        lavt_last_gate: build LAVT's last-stage language gate, whose output no later stage
+            reads (``true`` only to hold the weights of LAVT's releases).
     """
 
     name: str = "custom"
@@ -181,6 +213,21 @@ class ModelConfig:
     selector_gradient: str = "straight_through"
     aligner_masks: int = 32
     focal_weight: float = 1.0
+    asda_selection: str = "adaptive"
+    asda_fixed_layers: tuple[int, ...] = (6, 9)
+    asda_fusion: str = "sfa"
+    asda_aggregator: str = "paper"
+    asda_loss: str = "focal_dice"
+    selector_head: str = "linear"
+    selector_text: str = "sentence"
+    aligner_branches: str = "dual"
+    aligner_word_mask: bool = True
+    aligner_blocks: str = "pre_norm"
+    # LAVT (its published code's readings, for loading its releases)
+    pwam_norm_affine: bool = True
+    decoder_align_corners: bool = False
+    head_loss: str = "dice"
+    lavt_last_gate: bool = False
     # S2RM
     s2rm_pos_dim: int = 8
     s2rm_fusion: str = "coparser"
@@ -211,6 +258,15 @@ class ModelConfig:
             "s2rm_decoder": ("casg", "fpn"),
             "coparser_implementation": ("gemm", "shift"),
             "casg_activation": ("tanh", "sigmoid"),
+            "asda_selection": ("adaptive", "fixed", "top"),
+            "asda_fusion": ("sfa", "concat"),
+            "asda_aggregator": ("paper", "published"),
+            "asda_loss": ("focal_dice", "bce_dice"),
+            "selector_head": ("linear", "mlp", "conv"),
+            "selector_text": ("sentence", "layer_eos"),
+            "aligner_branches": ("dual", "single", "visual"),
+            "aligner_blocks": ("pre_norm", "published"),
+            "head_loss": ("dice", "weighted_ce"),
         }
         for key, allowed in choices.items():
             value = getattr(self, key)
@@ -244,10 +300,56 @@ class ModelConfig:
                 f"[[4, 6], [7, 9]]; got {self.selector_layers!r}"
             )
         self._check_s2rm()
+        self._check_asda_and_lavt()
         if self.plugin == "sadlr" and len(self.loss_weights) != self.refiner_iters:
             raise ValueError(
                 f"loss_weights: expected one weight per refiner iteration ({self.refiner_iters}); "
                 f"got {self.loss_weights}"
+            )
+
+    def _check_asda_and_lavt(self) -> None:
+        """The ASDA ablation fields (Tables 2 and 5) and the published codes' switches."""
+        for key in ("aligner_word_mask", "pwam_norm_affine", "decoder_align_corners", "lavt_last_gate"):
+            if not isinstance(getattr(self, key), bool):
+                raise ValueError(f"{key}: expected true or false; got {getattr(self, key)!r}")
+        layers = self.asda_fixed_layers
+        if not (isinstance(layers, tuple) and len(layers) == 2 and all(_is_int(v, minimum=1) for v in layers)):
+            raise ValueError(f"asda_fixed_layers: expected two 1-based ViT layers [low, mid], e.g. [6, 9]; got {layers!r}")
+        if self.asda_selection == "top" and self.asda_fusion == "sfa":
+            raise ValueError(
+                "asda_fusion: the scale-wise aggregator needs the low and mid layers, which "
+                "asda_selection='top' does not pick; expected 'concat' with 'top'; got 'sfa'"
+            )
+        if self.asda_aggregator != "paper" and self.asda_fusion != "sfa":
+            raise ValueError(f"asda_aggregator: only used with asda_fusion='sfa'; got {self.asda_aggregator!r} with {self.asda_fusion!r}")
+        if self.architecture == "asda":
+            self._check_asda_layers()
+
+    def _check_asda_layers(self) -> None:
+        """ASDA's layer choices against the encoders' depths, and options of parts not built."""
+        if self.asda_selection == "fixed" and max(self.asda_fixed_layers) > self.clip_layers:
+            raise ValueError(
+                f"asda_fixed_layers: expected ViT layers within 1..clip_layers={self.clip_layers}; got {self.asda_fixed_layers!r}"
+            )
+        # An option of a selection that is not built would silently change nothing.
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        needs = {"selector_head": "adaptive", "selector_text": "adaptive", "selector_gradient": "adaptive", "asda_fixed_layers": "fixed"}
+        for key, selection in needs.items():
+            if self.asda_selection != selection and getattr(self, key) != defaults[key]:
+                raise ValueError(
+                    f"{key}: only used with asda_selection={selection!r}, but asda_selection={self.asda_selection!r}; got {getattr(self, key)!r}"
+                )
+        if self.aligner_branches == "visual" and not self.aligner_word_mask:
+            raise ValueError("aligner_word_mask: the aligner reads no words with aligner_branches='visual'; got false")
+        if self.selector_text != "layer_eos":
+            return
+        if self.text_encoder != "clip":
+            raise ValueError(f"selector_text: 'layer_eos' reads the CLIP text tower's layers; expected text_encoder='clip'; got {self.text_encoder!r}")
+        deepest = max(end for _, end in self.selector_layers)
+        if self.text_layers < deepest:
+            raise ValueError(
+                f"selector_text: 'layer_eos' pairs ViT layer i with text layer i, so text_layers must reach the "
+                f"deepest candidate layer {deepest}; got text_layers={self.text_layers}"
             )
 
     def _check_s2rm(self) -> None:

@@ -166,6 +166,31 @@ def test_the_table_4b_structures_and_4a_iterations_map_to_the_refiner_fields():
     assert get_experiment("sadlr/table4a/3").overrides["loss_weights"] == (0.15, 0.15, 0.7)
 
 
+def test_asda_table_2_rows_build_the_parts_they_name():
+    from rislayers import ConcatProjectFusion, ScaleWiseAggregator
+
+    parts = {}
+    for slug in "abcdef":
+        model = _tiny(f"asda/table2/{slug}")
+        fusion = model.aggregator
+        parts[slug] = (
+            model.low_selector is not None,
+            type(fusion).__name__,
+            len(fusion.dims) if isinstance(fusion, ConcatProjectFusion) else None,
+            model.aligner.branches,
+        )
+    assert parts == {
+        "a": (False, "ConcatProjectFusion", 1, "visual"),  # F_H * f_E alone, the segmentation decoder
+        "b": (False, "ConcatProjectFusion", 3, "visual"),  # layers 6 and 9 by hand
+        "c": (True, "ConcatProjectFusion", 3, "visual"),  # + AFS
+        "d": (True, ScaleWiseAggregator.__name__, None, "visual"),  # + SFA
+        "e": (True, ScaleWiseAggregator.__name__, None, "single"),
+        "f": (True, ScaleWiseAggregator.__name__, None, "dual"),
+    }
+    assert _tiny("asda/table2/b").config.asda_fixed_layers == (6, 9)
+    assert {_tiny(f"asda/table5/{s}").low_selector.head for s in ("mlp", "conv", "linear")} == {"mlp", "conv", "linear"}
+
+
 def test_asdas_short_tables_train_ten_epochs():
     for e in ALL:
         assert e.train_overrides == ({"epochs": 10} if e.paper == "asda" and e.table != "table2" else {}), e.name

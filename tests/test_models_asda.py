@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from rislayers import ShapeError
 from reference_models import build_model
@@ -13,6 +15,7 @@ from tests.layer_checks import (
     assert_finite,
     assert_grads_finite,
     assert_model_batch_independent,
+    assert_param_grads,
     model_inputs,
     model_target,
 )
@@ -166,11 +169,271 @@ def test_wrong_inputs_raise():
         build_model("asda_tiny", vision_encoder="swin")
 
 
-def test_save_and_load_round_trip(tmp_path):
-    model = build_model("asda_tiny", selector_layers=((2, 5), (6, 9))).eval()
+@pytest.mark.parametrize("overrides", [
+    {"selector_layers": ((2, 5), (6, 9))},
+    {"asda_selection": "fixed", "asda_fixed_layers": (5, 8), "asda_fusion": "concat"},
+    {"selector_head": "conv", "aligner_branches": "single", "aligner_blocks": "published"},
+])
+def test_save_and_load_round_trip(tmp_path, overrides):
+    model = build_model("asda_tiny", **overrides).eval()
     images, ids, mask = model_inputs(2, IMAGE)
     model.save_pretrained(tmp_path)
     loaded = type(model).from_pretrained(tmp_path).eval()
     assert loaded.config == model.config
     with torch.no_grad():
         assert_close_outputs(model(images, ids, mask), loaded(images, ids, mask), atol=0, rtol=0)
+
+
+# -- the ablation options (Tables 2-5) and the published code's behaviours ------------------
+
+# Each option at tiny size; the keys name the test cases.
+OPTIONS = {
+    "fixed": {"asda_selection": "fixed"},
+    "top": {"asda_selection": "top", "asda_fusion": "concat"},
+    "concat": {"asda_fusion": "concat"},
+    "concat_group_norm": {"asda_fusion": "concat", "norm": "group"},
+    "published_aggregator": {"asda_aggregator": "published"},
+    "single_branch": {"aligner_branches": "single"},
+    "visual_branch": {"aligner_branches": "visual"},
+    "no_word_mask": {"aligner_word_mask": False},
+    "published_blocks": {"aligner_blocks": "published"},
+    "mlp_selector": {"selector_head": "mlp"},
+    "conv_selector": {"selector_head": "conv"},
+    "layer_eos": {"selector_text": "layer_eos", "text_layers": 9},
+    "bce_dice": {"asda_loss": "bce_dice"},
+}
+# Options that change no parameter: they must change what is computed instead.
+SAME_PARAMETERS = {"no_word_mask", "bce_dice", "layer_eos"}
+# What an option is compared with: the default, with the sizes the option needs.
+BASELINES = {"layer_eos": {"text_layers": 9}}
+
+
+def _padded(ids: torch.Tensor, mask: torch.Tensor, extra: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
+    """The same sentences with ``extra`` padding words of garbage ids appended."""
+    padded_ids = torch.cat([ids, torch.randint(1, 1000, (ids.shape[0], extra))], dim=1)
+    padded_mask = torch.cat([mask, torch.zeros(ids.shape[0], extra, dtype=mask.dtype)], dim=1)
+    return padded_ids, padded_mask
+
+
+def _perturb_layers(monkeypatch, model, layers: set[int]) -> None:
+    """Add noise to the patch maps of the given 1-based ViT layers (their class tokens stay)."""
+    original = model.backbone.forward
+
+    def forward(images):
+        maps, cls_tokens = original(images)
+        return [m + 3 * torch.randn_like(m) if i + 1 in layers else m for i, m in enumerate(maps)], cls_tokens
+
+    monkeypatch.setattr(model.backbone, "forward", forward)
+
+
+@pytest.mark.parametrize("option", list(OPTIONS))
+def test_every_option_builds_and_trains_with_finite_gradients(option):
+    model = build_model("asda_tiny", **OPTIONS[option])
+    for key, value in OPTIONS[option].items():
+        assert getattr(model.config, key) == value
+    images, ids, mask = model_inputs(2, IMAGE)
+    out = model(images, ids, mask)
+    assert out.logits.shape == (2, 1, IMAGE, IMAGE)
+    assert_finite(out)
+    loss = model.loss(out, model_target(2, IMAGE))
+    assert loss.shape == () and torch.isfinite(loss)
+    loss.backward()
+    assert_param_grads(model, exclude=lambda name: name.startswith(UNUSED))
+
+
+@pytest.mark.parametrize("option", list(OPTIONS))
+def test_every_option_differs_from_the_default(option):
+    default = build_model("asda_tiny", **BASELINES.get(option, {})).eval()
+    model = build_model("asda_tiny", **OPTIONS[option]).eval()
+    shapes = [{k: tuple(v.shape) for k, v in m.state_dict().items()} for m in (default, model)]
+    assert (shapes[0] == shapes[1]) == (option in SAME_PARAMETERS), option
+    if option not in SAME_PARAMETERS:
+        return
+    # The same weights compute a different output (or loss) under the option.
+    model.load_state_dict(default.state_dict())
+    images, ids, mask = model_inputs(2, IMAGE)
+    ids, mask = _padded(ids, mask)
+    target = model_target(2, IMAGE)
+    with torch.no_grad():
+        a, b = default(images, ids, mask), model(images, ids, mask)
+        losses = default.loss(a, target), model.loss(b, target)
+    if option == "layer_eos":  # only the selectors read the per-layer [EOS]: the probabilities move
+        assert not torch.allclose(default.last_selection.low_probs, model.last_selection.low_probs)
+    elif option == "bce_dice":
+        torch.testing.assert_close(a.logits, b.logits)
+        assert not torch.isclose(losses[0], losses[1])
+    else:
+        assert not torch.allclose(a.logits, b.logits, atol=1e-4)
+
+
+@pytest.mark.parametrize("option", [o for o in OPTIONS if o != "no_word_mask"])
+def test_every_option_ignores_padding_words(option):
+    model = build_model("asda_tiny", **OPTIONS[option]).eval()
+    images, ids, mask = model_inputs(2, IMAGE)
+    with torch.no_grad():
+        plain = model(images, ids, mask)
+        padded = model(images, *_padded(ids, mask))
+    assert_close_outputs(plain, padded)
+
+
+@pytest.mark.parametrize("option", ["fixed", "top", "concat", "single_branch", "visual_branch", "layer_eos"])
+def test_every_option_keeps_samples_independent(option):
+    model = build_model("asda_tiny", **OPTIONS[option]).eval()
+    assert_model_batch_independent(model, *model_inputs(3, IMAGE), vocab=1000, changed=0, watched=2)
+
+
+@pytest.mark.parametrize("option", ["top", "concat", "single_branch", "visual_branch", "layer_eos"])
+def test_batch_of_one_and_an_all_padding_sentence_stay_finite(option):
+    model = build_model("asda_tiny", **OPTIONS[option])
+    images, ids, _ = model_inputs(1, IMAGE)
+    out = model(images, ids, torch.zeros_like(ids))
+    assert_finite(out)
+    model.loss(out, model_target(1, IMAGE)).backward()
+    assert_grads_finite(model)
+
+
+_DRAWN: dict[str, object] = {}
+
+
+@settings(max_examples=8)
+@given(option=st.sampled_from(["fixed", "top", "concat", "single_branch", "visual_branch", "layer_eos"]),
+       batch=st.integers(1, 3), words=st.integers(1, 7), short=st.integers(0, 3))
+def test_drawn_batches_and_sentence_lengths_give_finite_outputs_of_the_right_shape(option, batch, words, short):
+    if option not in _DRAWN:
+        _DRAWN[option] = build_model("asda_tiny", **OPTIONS[option]).eval()
+    model = _DRAWN[option]
+    images, ids, mask = model_inputs(batch, IMAGE, words, short=min(short, words))
+    with torch.no_grad():
+        out = model(images, ids, mask)
+    assert out.logits.shape == (batch, 1, IMAGE, IMAGE)
+    assert_finite(out)
+    assert model.last_selection.low_layer.shape == (batch,)
+
+
+@pytest.mark.parametrize("option", ["top", "concat", "single_branch", "layer_eos"])
+def test_options_run_in_float64(option):
+    model = build_model("asda_tiny", **OPTIONS[option]).double().eval()
+    images, ids, mask = model_inputs(2, IMAGE)
+    with torch.no_grad():
+        out = model(images.double(), ids, mask)
+    assert out.logits.dtype == torch.float64
+    assert_finite(out)
+
+
+def test_the_word_mask_off_lets_padding_change_the_output():
+    model = build_model("asda_tiny", aligner_word_mask=False).eval()
+    images, ids, mask = model_inputs(2, IMAGE)
+    with torch.no_grad():
+        plain = model(images, ids, mask)
+        padded = model(images, *_padded(ids, mask))
+    assert not torch.allclose(plain.logits, padded.logits, atol=1e-4)
+
+
+def test_fixed_selection_reads_exactly_the_fixed_layers(monkeypatch):
+    # asda_tiny has 9 ViT layers: layer 9 is both F_M (fixed) and F_H.
+    model = build_model("asda_tiny", asda_selection="fixed", asda_fixed_layers=(6, 9)).eval()
+    assert model.low_selector is None and model.mid_selector is None
+    images, ids, mask = model_inputs(2, IMAGE)
+    with torch.no_grad():
+        reference = model(images, ids, mask).logits
+    selection = model.last_selection
+    assert selection.low_layer.tolist() == [6, 6] and selection.mid_layer.tolist() == [9, 9]
+    assert torch.equal(selection.low_probs, torch.ones(2, 1)) and torch.equal(selection.mid_probs, torch.ones(2, 1))
+    for layers, changes in (({1, 2, 3, 4, 5, 7, 8}, False), ({6}, True), ({9}, True)):
+        with monkeypatch.context() as patch:
+            _perturb_layers(patch, model, layers)
+            with torch.no_grad():
+                logits = model(images, ids, mask).logits
+        assert (not torch.allclose(logits, reference)) == changes, layers
+    assert model.select_layers(images, ids, mask).mid_layer.tolist() == [9, 9]
+
+
+def test_top_selection_reads_only_the_last_layer(monkeypatch):
+    model = build_model("asda_tiny", asda_selection="top", asda_fusion="concat").eval()
+    images, ids, mask = model_inputs(2, IMAGE)
+    with torch.no_grad():
+        reference = model(images, ids, mask).logits
+    assert model.last_selection.low_layer.tolist() == model.last_selection.mid_layer.tolist() == [9, 9]
+    assert model.aggregator.__class__.__name__ == "ConcatProjectFusion"
+    for layers, changes in ((set(range(1, 9)), False), ({9}, True)):
+        with monkeypatch.context() as patch:
+            _perturb_layers(patch, model, layers)
+            with torch.no_grad():
+                logits = model(images, ids, mask).logits
+        assert (not torch.allclose(logits, reference)) == changes, layers
+
+
+def test_adaptive_concat_reads_the_chosen_layers_only(monkeypatch):
+    model = build_model("asda_tiny", asda_fusion="concat").eval()
+    images, ids, mask = model_inputs(2, IMAGE)
+    with torch.no_grad():
+        reference = model(images, ids, mask).logits
+    chosen = set(model.last_selection.low_layer.tolist()) | set(model.last_selection.mid_layer.tolist()) | {9}
+    with monkeypatch.context() as patch:
+        _perturb_layers(patch, model, set(range(1, 10)) - chosen)
+        with torch.no_grad():
+            torch.testing.assert_close(model(images, ids, mask).logits, reference)
+
+
+def test_bce_dice_is_binary_cross_entropy_plus_dice():
+    model = build_model("asda_tiny", asda_loss="bce_dice", focal_weight=2.0).eval()
+    images, ids, mask = model_inputs(2, IMAGE)
+    target = model_target(2, IMAGE)
+    with torch.no_grad():
+        out = model(images, ids, mask)
+    logits = out.aux_logits[0][:, 0]
+    assert logits.shape[-2:] == target.shape[-2:]  # no resizing at this size
+    truth = target.float()
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, truth)
+    probs = logits.sigmoid()
+    dice = 1 - (2 * (probs * truth).sum((1, 2)) + 1) / (probs.sum((1, 2)) + truth.sum((1, 2)) + 1)
+    torch.testing.assert_close(model.loss(out, target), 2.0 * bce + dice.mean())
+    # ... and differs from the paper's focal + Dice on the same logits
+    assert not torch.isclose(build_model("asda_tiny", focal_weight=2.0).loss(out, target), model.loss(out, target))
+
+
+def test_layer_eos_scores_each_candidate_against_its_own_text_layer(monkeypatch):
+    model = build_model("asda_tiny", selector_text="layer_eos", text_layers=9).eval()
+    images, ids, mask = model_inputs(2, IMAGE)
+    seen = []
+    original = model.low_selector.forward
+    monkeypatch.setattr(model.low_selector, "forward", lambda maps, cls, text: seen.append(text) or original(maps, cls, text))
+    with torch.no_grad():
+        model(images, ids, mask)
+        features, layer_eos = model.text_encoder.forward_with_layer_eos(ids, mask)
+    (text,) = seen
+    assert text.shape == (2, 3, model.config.text_dim)
+    torch.testing.assert_close(text, layer_eos[:, 3:6])  # layers 4-6, 1-based
+
+
+def test_clip_text_encoder_layer_eos_leaves_the_default_features_alone():
+    model = build_model("asda_tiny", text_layers=3).eval()
+    encoder = model.text_encoder
+    _, ids, mask = model_inputs(2, IMAGE)
+    with torch.no_grad():
+        plain = encoder(ids, mask)
+        features, layer_eos = encoder.forward_with_layer_eos(ids, mask)
+    assert layer_eos.shape == (2, 3, model.config.text_dim)
+    for a, b in zip(plain, features):
+        assert torch.equal(a, b)
+    # the last layer's [EOS] (the last real token), normalised, is the words' last real one
+    last = mask.sum(1) - 1
+    torch.testing.assert_close(encoder.text.ln_final(layer_eos[:, -1]), plain.words[torch.arange(2), last])
+
+
+def test_option_errors_are_one_line():
+    bad = [
+        ({"asda_selection": "fixed", "asda_fixed_layers": (6, 10)}, "asda_fixed_layers: expected ViT layers within 1..clip_layers=9"),
+        ({"asda_fixed_layers": (5, 7)}, "asda_fixed_layers: only used with asda_selection='fixed'"),
+        ({"asda_selection": "top"}, "asda_fusion: the scale-wise aggregator needs"),
+        ({"asda_selection": "fixed", "selector_head": "mlp"}, "selector_head: only used with asda_selection='adaptive'"),
+        ({"asda_selection": "top", "asda_fusion": "concat", "selector_gradient": "none"}, "selector_gradient: only used with"),
+        ({"selector_text": "layer_eos", "text_encoder": "bert", "text_layers": 9}, "selector_text: 'layer_eos' reads the CLIP text tower"),
+        ({"selector_text": "layer_eos"}, "selector_text: 'layer_eos' pairs ViT layer i with text layer i, so text_layers must reach"),
+        ({"aligner_branches": "visual", "aligner_word_mask": False}, "aligner_word_mask: the aligner reads no words"),
+        ({"asda_fusion": "concat", "asda_aggregator": "published"}, "asda_aggregator: only used with asda_fusion='sfa'"),
+    ]
+    for overrides, message in bad:
+        with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")) as err:
+            build_model("asda_tiny", **overrides)
+        assert "\n" not in str(err.value), overrides

@@ -23,10 +23,20 @@ How the paper's features flow (Sec. 3, Fig. 2), and where each goes here:
   pixels' cross-attention to ``f_T``. Its logit map is 8x the ViT grid: 208x208 for a 416
   input (stride 2), bilinearly upsampled to the input size for ``logits``.
 
-The published code's defects are fixed by the layers: the word padding mask is honoured,
-the selector learns (``config.selector_gradient="straight_through"``; ``"none"`` is the
-published behaviour, ``"soft"`` a probability-weighted blend), and the mask coefficients
-are pooled over space (size-agnostic) instead of read by ``Linear(26*26*32, 32)``.
+The ablations of the paper's Tables 2-5 are config fields: ``asda_selection`` (``"fixed"``:
+``asda_fixed_layers``, CRIS's hand-picked layers 6 and 9; ``"top"``: the last layer alone),
+``asda_fusion="concat"`` (:class:`~rislayers.ConcatProjectFusion`, CRIS's concatenation and
+projection), ``aligner_branches`` (``"single"``, ``"visual"``), ``selector_head`` (Table 5),
+``transformer_layers`` and ``aligner_masks`` (Tables 3-4).
+
+The published code's defects are fixed by the layers, each with the published behaviour one
+field away: the word padding mask is honoured (``aligner_word_mask=False`` ignores it), the
+selector learns (``selector_gradient="straight_through"``; ``"none"`` is the published
+behaviour, ``"soft"`` a probability-weighted blend), and the mask coefficients are pooled
+over space (size-agnostic) instead of read by ``Linear(26*26*32, 32)``. The published code's
+other readings are options too: ``asda_loss="bce_dice"`` (its focal loss at ``alpha=-1,
+gamma=0``), ``selector_text="layer_eos"`` (each layer scored against the text layer of the
+same depth), ``asda_aggregator="published"`` and ``aligner_blocks="published"``.
 """
 
 from __future__ import annotations
@@ -39,7 +49,9 @@ from torch import nn
 
 from rislayers import (
     AdaptiveLayerSelector,
+    ConcatProjectFusion,
     DualBranchAligner,
+    PublishedScaleWiseAggregator,
     ScaleWiseAggregator,
     SelectionOutput,
     check_shape,
@@ -49,6 +61,7 @@ from rislayers import (
 
 from ..base import RISModel, SegmentationOutput, build_clip_vision, build_text_encoder, upsample_to
 from ..config import ModelConfig
+from ..encoders import TextFeatures
 from ..registry import register_architecture
 
 __all__ = ["ASDA", "LayerSelection"]
@@ -60,9 +73,16 @@ ALIGNER_UPSAMPLE_STEPS = 3  # Eq. 7: i = 1, 2, 3
 FOCAL_ALPHA = 0.25  # RetinaNet's focal-loss defaults (the paper cites Lin et al. unchanged)
 FOCAL_GAMMA = 2.0
 
+LayerRange = tuple[int, int]
+
 
 class LayerSelection(NamedTuple):
     """Which encoder layers ASDA's selectors chose for each sample.
+
+    With ``asda_selection="fixed"`` the layers are ``asda_fixed_layers`` and each
+    probability row is ``[1.0]`` (one candidate); with ``"top"`` no low or mid layer is
+    read, and both report the last ViT layer (the only one the fusion reads), again with
+    probabilities ``[1.0]``.
 
     Attributes:
         low_layer: the chosen low-level layer ``L`` as a 1-based ViT layer number, ``(b,)``.
@@ -77,8 +97,13 @@ class LayerSelection(NamedTuple):
     mid_probs: torch.Tensor
 
 
-def _layer_groups(config: ModelConfig) -> tuple[tuple[int, int], tuple[int, int]]:
-    """Validate ``selector_layers``: two 1-based inclusive ranges (low, then mid) inside the ViT."""
+def _layer_groups(config: ModelConfig) -> tuple[LayerRange, LayerRange]:
+    """The low and mid candidate ranges (1-based, inclusive) of the configured selection."""
+    if config.asda_selection == "top":
+        return (config.clip_layers, config.clip_layers), (config.clip_layers, config.clip_layers)
+    if config.asda_selection == "fixed":
+        low, mid = config.asda_fixed_layers
+        return (low, low), (mid, mid)
     groups = config.selector_layers
     valid = (
         isinstance(groups, (tuple, list))
@@ -99,6 +124,28 @@ def _layer_groups(config: ModelConfig) -> tuple[tuple[int, int], tuple[int, int]
     return (tuple(groups[0]), tuple(groups[1]))
 
 
+def _build_selector(config: ModelConfig, layers: LayerRange, text_dim: int) -> AdaptiveLayerSelector:
+    return AdaptiveLayerSelector(
+        config.clip_width,
+        text_dim,
+        num_candidates=layers[1] - layers[0] + 1,
+        gradient=config.selector_gradient,
+        head=config.selector_head,
+    )
+
+
+def _build_aggregator(config: ModelConfig, sentence_dim: int) -> nn.Module:
+    """What makes ``F_coarse`` (``clip_width`` wide) from the ViT levels and the sentence."""
+    width = config.clip_width
+    if config.asda_fusion == "concat":
+        levels = 1 if config.asda_selection == "top" else 3
+        return ConcatProjectFusion([width] * levels, sentence_dim, width, norm=config.norm)
+    if config.asda_aggregator == "published":
+        # The released SFA works at the aligner's width (its ``out_channels=do``, 512).
+        return PublishedScaleWiseAggregator(width, sentence_dim, hidden_dim=config.decoder_dim)
+    return ScaleWiseAggregator(width, sentence_dim, hidden_dim=AGGREGATOR_HIDDEN)
+
+
 @register_architecture("asda")
 class ASDA(RISModel):
     """ASDA: CLIP ViT + adaptive layer selection + scale-wise aggregation + dual-branch aligner.
@@ -110,9 +157,12 @@ class ASDA(RISModel):
     Config fields used: ``image_size``; ``clip_width``, ``clip_layers``, ``clip_heads``,
     ``clip_patch``, ``clip_embed_dim``, ``vision_weights`` (the ViT, which must be
     ``vision_encoder="clip"``); the ``text_*`` fields (CLIP's text tower, or BERT);
-    ``selector_layers`` and ``selector_gradient`` (AFS); ``decoder_dim`` (the aligner's
-    width); ``transformer_layers`` (the aligner's self-attention depth ``n``);
-    ``aligner_masks`` (``N_c``); ``focal_weight`` (the loss).
+    ``asda_selection`` with ``selector_layers``, ``selector_gradient``, ``selector_head``
+    and ``selector_text`` (AFS) or ``asda_fixed_layers``; ``asda_fusion``,
+    ``asda_aggregator`` and ``norm`` (``F_coarse``); ``decoder_dim`` (the aligner's width);
+    ``transformer_layers`` (the aligner's self-attention depth ``n``); ``aligner_masks``
+    (``N_c``), ``aligner_branches``, ``aligner_word_mask``, ``aligner_blocks``;
+    ``asda_loss`` and ``focal_weight`` (the loss).
 
     Args:
         config: a :class:`~reference_models.config.ModelConfig` with ``architecture="asda"``.
@@ -137,6 +187,10 @@ class ASDA(RISModel):
         (torch.Size([2, 1, 64, 64]), torch.Size([2, 1, 64, 64]))
         >>> model.last_selection.low_layer.shape
         torch.Size([2])
+        >>> fixed = build_model("asda_tiny", asda_selection="fixed", asda_fixed_layers=(5, 8)).eval()
+        >>> _ = fixed(torch.randn(2, 3, 64, 64), ids)
+        >>> fixed.last_selection.low_layer.tolist(), fixed.last_selection.mid_layer.tolist()
+        ([5, 5], [8, 8])
     """
 
     def __init__(self, config: ModelConfig) -> None:
@@ -144,20 +198,18 @@ class ASDA(RISModel):
         if config.vision_encoder != "clip":
             raise ValueError(f"vision_encoder: ASDA is built on CLIP's ViT; expected 'clip', got {config.vision_encoder!r}")
         self.low_range, self.mid_range = _layer_groups(config)
-        width = config.clip_width
         # CLIP's sentence feature is projected into the joint space; BERT's [CLS] is not.
         sentence_dim = config.clip_embed_dim if config.text_encoder == "clip" else config.text_dim
+        # The published code scores each layer against the text tower's unprojected stream.
+        selector_text_dim = config.text_dim if config.selector_text == "layer_eos" else sentence_dim
 
         self.text_encoder = build_text_encoder(config)
         self.backbone = build_clip_vision(config)
-        self.low_selector = AdaptiveLayerSelector(
-            width, sentence_dim, num_candidates=self.low_range[1] - self.low_range[0] + 1, gradient=config.selector_gradient
-        )
-        self.mid_selector = AdaptiveLayerSelector(
-            width, sentence_dim, num_candidates=self.mid_range[1] - self.mid_range[0] + 1, gradient=config.selector_gradient
-        )
-        self.aggregator = ScaleWiseAggregator(width, sentence_dim, hidden_dim=AGGREGATOR_HIDDEN)
-        self.neck = nn.Identity() if config.decoder_dim == width else nn.Conv2d(width, config.decoder_dim, 1)
+        adaptive = config.asda_selection == "adaptive"
+        self.low_selector = _build_selector(config, self.low_range, selector_text_dim) if adaptive else None
+        self.mid_selector = _build_selector(config, self.mid_range, selector_text_dim) if adaptive else None
+        self.aggregator = _build_aggregator(config, sentence_dim)
+        self.neck = nn.Identity() if config.decoder_dim == config.clip_width else nn.Conv2d(config.clip_width, config.decoder_dim, 1)
         self.aligner = DualBranchAligner(
             config.decoder_dim,
             config.text_dim,
@@ -165,27 +217,58 @@ class ASDA(RISModel):
             num_layers=config.transformer_layers,
             num_heads=ALIGNER_HEADS,
             upsample_steps=ALIGNER_UPSAMPLE_STEPS,
+            branches=config.aligner_branches,
+            word_mask=config.aligner_word_mask,
+            blocks=config.aligner_blocks,
         )
         self.last_selection: LayerSelection | None = None
 
     # -- pieces ----------------------------------------------------------------------
+    def _encode(
+        self, images: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor | None
+    ) -> tuple[TextFeatures, torch.Tensor | None, list[torch.Tensor], torch.Tensor]:
+        """Both encoders: text features, each text layer's [EOS] (or None), ViT maps, class tokens."""
+        self.check_inputs(images, input_ids, attention_mask)
+        # The ViT's position table is fixed to the configured grid.
+        size = self.config.image_size
+        check_shape(images, "b 3 H W", name="images", H=size, W=size)
+        if self.config.selector_text == "layer_eos":
+            text, layer_eos = self.text_encoder.forward_with_layer_eos(input_ids, attention_mask)
+        else:
+            text, layer_eos = self.encode_text(input_ids, attention_mask), None
+        maps, cls_tokens = self.backbone(images)
+        return text, layer_eos, maps, cls_tokens
+
     def _select(
-        self, maps: list[torch.Tensor], cls_tokens: torch.Tensor, sentence: torch.Tensor
+        self, maps: list[torch.Tensor], cls_tokens: torch.Tensor, sentence: torch.Tensor, layer_eos: torch.Tensor | None
     ) -> tuple[SelectionOutput, SelectionOutput]:
         """Eq. 1-3: the low- and mid-level selections (1-based ranges -> 0-based slices)."""
-        (low_first, low_last), (mid_first, mid_last) = self.low_range, self.mid_range
-        low = self.low_selector(maps[low_first - 1 : low_last], cls_tokens[:, low_first - 1 : low_last], sentence)
-        mid = self.mid_selector(maps[mid_first - 1 : mid_last], cls_tokens[:, mid_first - 1 : mid_last], sentence)
-        return low, mid
+        if self.low_selector is None:  # "fixed" or "top": one candidate each
+            return self._single_candidate(maps, self.low_range[0]), self._single_candidate(maps, self.mid_range[0])
+        picks = []
+        for selector, (first, last) in ((self.low_selector, self.low_range), (self.mid_selector, self.mid_range)):
+            # "layer_eos": one text vector per candidate, the text layer of the same depth
+            text = sentence if layer_eos is None else layer_eos[:, first - 1 : last]
+            picks.append(selector(maps[first - 1 : last], cls_tokens[:, first - 1 : last], text))
+        return picks[0], picks[1]
+
+    @staticmethod
+    def _single_candidate(maps: list[torch.Tensor], layer: int) -> SelectionOutput:
+        batch = maps[0].shape[0]
+        probs = maps[0].new_ones(batch, 1)
+        index = torch.zeros(batch, dtype=torch.long, device=maps[0].device)
+        return SelectionOutput(maps[layer - 1], probs, index)
 
     def _as_layers(self, low: SelectionOutput, mid: SelectionOutput, *, detach: bool) -> LayerSelection:
         low_probs, mid_probs = (low.probs.detach(), mid.probs.detach()) if detach else (low.probs, mid.probs)
         return LayerSelection(low.index + self.low_range[0], mid.index + self.mid_range[0], low_probs, mid_probs)
 
-    def _check_images(self, images: torch.Tensor) -> None:
-        # The ViT's position table is fixed to the configured grid.
-        size = self.config.image_size
-        check_shape(images, "b 3 H W", name="images", H=size, W=size)
+    def _fuse(self, high: torch.Tensor, mid: torch.Tensor, low: torch.Tensor, sentence: torch.Tensor) -> torch.Tensor:
+        """``F_coarse``: SFA (Eq. 4-5) or the concatenate-and-project fusion of Table 2 (a)-(c)."""
+        if self.config.asda_fusion == "sfa":
+            return self.aggregator(high, mid, low, sentence)
+        levels = [high] if self.config.asda_selection == "top" else [high, mid, low]
+        return self.aggregator(levels, sentence)
 
     def select_layers(
         self, images: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
@@ -200,23 +283,17 @@ class ASDA(RISModel):
         Returns:
             :class:`LayerSelection` (probabilities keep their graph, for auxiliary losses).
         """
-        self.check_inputs(images, input_ids, attention_mask)
-        self._check_images(images)
-        text = self.encode_text(input_ids, attention_mask)
-        maps, cls_tokens = self.backbone(images)
-        return self._as_layers(*self._select(maps, cls_tokens, text.sentence), detach=False)
+        text, layer_eos, maps, cls_tokens = self._encode(images, input_ids, attention_mask)
+        return self._as_layers(*self._select(maps, cls_tokens, text.sentence, layer_eos), detach=False)
 
     # -- the model -------------------------------------------------------------------
     def forward(
         self, images: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
     ) -> SegmentationOutput:
-        self.check_inputs(images, input_ids, attention_mask)
-        self._check_images(images)
-        text = self.encode_text(input_ids, attention_mask)
-        maps, cls_tokens = self.backbone(images)
-        low, mid = self._select(maps, cls_tokens, text.sentence)  # AFS, Eq. 1-3
+        text, layer_eos, maps, cls_tokens = self._encode(images, input_ids, attention_mask)
+        low, mid = self._select(maps, cls_tokens, text.sentence, layer_eos)  # AFS, Eq. 1-3
         self.last_selection = self._as_layers(low, mid, detach=True)
-        coarse = self.aggregator(maps[-1], mid.features, low.features, text.sentence)  # SFA, Eq. 4-5
+        coarse = self._fuse(maps[-1], mid.features, low.features, text.sentence)  # SFA, Eq. 4-5
         aligned = self.aligner(self.neck(coarse), text.words, text.word_mask)  # WGDA, Eq. 6-10
         logits = upsample_to(aligned.logits, images.shape[-2:])
         return SegmentationOutput(logits=logits, aux_logits=[aligned.logits])
@@ -228,7 +305,10 @@ class ASDA(RISModel):
         the published code weights both by 1 and compares its 208x208 output (stride 2 at
         416) with the mask resized to 208x208, so the target is resized (nearest) to the
         aligner's resolution here rather than the logits upsampled. Focal uses RetinaNet's
-        ``alpha=0.25, gamma=2``; Dice is the single-class (foreground) soft Dice.
+        ``alpha=0.25, gamma=2``; Dice is the single-class (foreground) soft Dice. With
+        ``asda_loss="bce_dice"`` the first term is the published code's: its focal loss
+        called with ``alpha=-1, gamma=0``, which is the plain binary cross-entropy (the
+        pixel mean, still scaled by ``focal_weight``).
 
         Args:
             output: this model's output.
@@ -243,5 +323,8 @@ class ASDA(RISModel):
         if tuple(target.shape[-2:]) != size:
             target = F.interpolate(target[:, None].float(), size=size, mode="nearest")[:, 0]
         target = target > 0.5
-        focal = sigmoid_focal_loss(logits, target, alpha=FOCAL_ALPHA, gamma=FOCAL_GAMMA)
-        return self.config.focal_weight * focal + dice_loss(logits, target, classes="foreground")
+        if self.config.asda_loss == "bce_dice":
+            pixels = sigmoid_focal_loss(logits, target, alpha=-1.0, gamma=0.0)
+        else:
+            pixels = sigmoid_focal_loss(logits, target, alpha=FOCAL_ALPHA, gamma=FOCAL_GAMMA)
+        return self.config.focal_weight * pixels + dice_loss(logits, target, classes="foreground")

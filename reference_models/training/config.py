@@ -136,6 +136,11 @@ class TrainConfig:
             Its model (at tiny size while ``model`` is left at its default), its config
             overrides (under ``--model-arg``, which wins) and its training fields (where the
             field is left at its default) apply; an unavailable row is refused.
+        freeze: model parts left untrained, as dotted module names (``backbone``,
+            ``text_encoder.embeddings``): their parameters get no gradient and are left out
+            of the optimizer (``--freeze backbone,text_encoder``).
+        backbone_lr_scale: the vision backbone's learning rate as a multiple of ``lr``
+            (ASDA's released code: 0.1).
     """
 
     model: str = DEFAULT_MODEL
@@ -175,6 +180,8 @@ class TrainConfig:
     max_bad_samples: int = 10
     max_bad_steps: int = 5
     experiment: str | None = None
+    freeze: tuple[str, ...] = ()
+    backbone_lr_scale: float = 1.0
 
     def __post_init__(self) -> None:
         # Messages name the command-line flag: that is where most users set these fields.
@@ -193,6 +200,10 @@ class TrainConfig:
         # not (x > 0) also refuses NaN, which argparse's float() accepts
         if self.lr is not None and not (math.isfinite(self.lr) and self.lr > 0):
             raise ValueError(f"--lr: expected a positive number; got {self.lr}")
+        if not (math.isfinite(self.backbone_lr_scale) and self.backbone_lr_scale >= 0):
+            raise ValueError(f"--backbone-lr-scale: expected a number >= 0; got {self.backbone_lr_scale}")
+        if any(not part or part.strip(".") != part or " " in part for part in self.freeze):
+            raise ValueError(f"--freeze: expected dotted module names such as backbone,text_encoder.embeddings; got {','.join(self.freeze)!r}")
         for name in ("weight_decay", "poly_power"):
             value = getattr(self, name)
             if value is not None and not (math.isfinite(value) and value >= 0):

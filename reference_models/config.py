@@ -101,6 +101,9 @@ class ModelConfig:
         decoder_dim: the decoder width: the baselines' stride-4 map that SADLR refines
             (LAVT: 512), and ASDA's aligner width.
         num_queries: VLT's generated queries.
+        vlt_response: how VLT's confidence-weighted query answers reach its mask decoder:
+            ``"modulate"`` (they modulate the encoder's visual tokens) or ``"spatial"`` (the
+            published code: each answer mapped to an ``h x w`` response map, fused at 1/16).
         transformer_layers: depth of VLT's and LTS's transformers, and of ASDA's aligner
             self-attention.
         refiner_iters: SADLR iterations.
@@ -201,6 +204,7 @@ class ModelConfig:
     decoder_dim: int = 512
     num_queries: int = 16
     transformer_layers: int = 2
+    vlt_response: str = "modulate"
     # SADLR
     refiner_iters: int = 3
     refiner_hidden: tuple[int, ...] = (128, 512)
@@ -267,6 +271,7 @@ class ModelConfig:
             "aligner_branches": ("dual", "single", "visual"),
             "aligner_blocks": ("pre_norm", "published"),
             "head_loss": ("dice", "weighted_ce"),
+            "vlt_response": ("modulate", "spatial"),
         }
         for key, allowed in choices.items():
             value = getattr(self, key)

@@ -11,16 +11,35 @@ from layer_checks import assert_close_outputs, assert_finite, assert_model_batch
 from reference_models import build_model, list_models
 from reference_models.models.lts import LOCALIZATION_STRIDE, RelevanceFilter, localization_target
 from reference_models.models.vlt import PyramidDecoder, QueryGeneration, TransformerLayer, masked_softmax
+from reference_models.models.vlt_parts import QueryResponseMaps, ResponseDecoder
 from rislayers import ShapeError
+from rislayers.functional import sine_position_encoding_2d
 
-NAMES = ["vlt_tiny", "vlt_sadlr_tiny", "lts_tiny", "lts_sadlr_tiny"]
+# "<registry name>:spatial" is that model with vlt_response="spatial".
+NAMES = ["vlt_tiny", "vlt_sadlr_tiny", "vlt_tiny:spatial", "vlt_sadlr_tiny:spatial", "lts_tiny", "lts_sadlr_tiny"]
 SIZE = 64
+# The top-level modules of VLT before vlt_response existed, in their build order: the
+# "modulate" reading must keep building exactly these (so a seed gives the same weights).
+MODULATE_CHILDREN = [
+    "text_encoder", "backbone", "vis_proj", "text_proj", "query_generation",
+    "encoder", "decoder", "query_balance", "mask_decoder", "head",
+]  # fmt: skip
+# "spatial" reads only the stride-16 and stride-32 Swin maps: the output norms of the
+# stride-4 and stride-8 maps are computed but unused, so they get no gradient.
+SPATIAL_UNREAD = ("backbone.out_norms.0.", "backbone.out_norms.1.")
+
+
+def _build(name, **overrides):
+    registry_name, _, response = name.partition(":")
+    if response:
+        overrides["vlt_response"] = response
+    return build_model(registry_name, **overrides)
 
 
 @pytest.fixture(scope="module")
 def models():
     torch.manual_seed(0)
-    return {name: build_model(name) for name in NAMES}
+    return {name: _build(name) for name in NAMES}
 
 
 def _batch(b=2, l=8, vocab=100, seed=0):
@@ -55,7 +74,11 @@ def test_forward_backward_shapes_and_finite_grads(models, name):
     loss = model.loss(out, torch.rand(2, SIZE, SIZE) > 0.5)
     assert loss.dim() == 0 and torch.isfinite(loss)
     loss.backward()
+    unread = SPATIAL_UNREAD if name.endswith(":spatial") else ()
     for pname, param in model.named_parameters():
+        if pname.startswith(unread):
+            assert param.grad is None, f"{pname} should not be read"
+            continue
         assert param.grad is not None, f"{pname} received no gradient"
         assert torch.isfinite(param.grad).all(), f"{pname} has a non-finite gradient"
         # Swin's stochastic depth can drop a whole block in one training step, so only the
@@ -92,6 +115,69 @@ def test_padding_words_do_not_change_output(models, name):
 def test_batch_independent(models, name):
     model = models[name].eval()
     assert_model_batch_independent(model, *_batch(b=3), vocab=100, changed=2, watched=0)
+
+
+def test_modulate_builds_the_modules_it_built_before_the_option():
+    for name in ("vlt_tiny", "vlt_sadlr_tiny"):
+        model = build_model(name, vlt_response="modulate")
+        assert [child for child, _ in model.named_children()] == MODULATE_CHILDREN
+        assert {key.split(".", 1)[0] for key in model.state_dict()} <= set(MODULATE_CHILDREN)
+        assert isinstance(model.mask_decoder, PyramidDecoder)
+    spatial = build_model("vlt_tiny", vlt_response="spatial")
+    assert [child for child, _ in spatial.named_children()] == [
+        "text_encoder", "backbone", "vis_proj", "text_proj", "fuse_16", "query_generation",
+        "encoder", "decoder", "query_balance", "response_maps", "mask_decoder", "head",
+    ]  # fmt: skip
+    assert isinstance(spatial.mask_decoder, ResponseDecoder)
+
+
+@pytest.mark.parametrize("name", ["vlt_tiny", "vlt_sadlr_tiny"])
+def test_default_model_is_the_modulate_reading_bit_for_bit(name):
+    torch.manual_seed(0)
+    default = build_model(name).eval()
+    torch.manual_seed(0)
+    explicit = build_model(name, vlt_response="modulate").eval()
+    hint = "the default VLT changed; if vlt_response's default was flipped on purpose, update this test"
+    assert list(default.state_dict()) == list(explicit.state_dict()), hint
+    for key, value in default.state_dict().items():
+        assert torch.equal(value, explicit.state_dict()[key]), f"{key}: {hint}"
+    with torch.no_grad():
+        assert torch.equal(default(*_batch()).logits, explicit(*_batch()).logits), hint
+
+
+def test_modulate_forward_is_the_documented_formula():
+    torch.manual_seed(0)
+    model = build_model("vlt_tiny", vlt_response="modulate").eval()
+    images, ids, mask = _batch()
+    with torch.no_grad():
+        out = model(images, ids, mask)
+        text = model.encode_text(ids, mask)
+        pyramid = model.backbone(images)
+        fused = model.vis_proj(pyramid[-1]) * torch.tanh(model.text_proj(text.sentence))[:, :, None, None]
+        queries = model.query_generation(fused, text.words, text.word_mask)
+        b, c, h, w = fused.shape
+        pos = sine_position_encoding_2d(h, w, c).flatten(1).T[None]
+        memory = fused.flatten(2).transpose(1, 2)
+        for layer in model.encoder:
+            memory = layer(memory, pos)
+        answers = queries
+        for layer in model.decoder:
+            answers = layer(answers, memory=memory, memory_pos=pos)
+        mean_answer = (model.query_balance(queries, answers)[..., None] * answers).mean(1)
+        modulated = (memory * mean_answer[:, None]).transpose(1, 2).reshape(b, c, h, w)
+        expected = model.head(model.mask_decoder([*pyramid[:-1], modulated]), text)
+    torch.testing.assert_close(out.aux_logits[-1], expected[-1])
+
+
+@pytest.mark.parametrize("name", ["vlt_tiny:spatial", "vlt_sadlr_tiny:spatial"])
+def test_spatial_all_padding_sentence_is_finite(models, name):
+    model = models[name].train()
+    model.zero_grad()
+    images, ids, _ = _batch()
+    out = model(images, ids, torch.zeros_like(ids))
+    assert_finite(out)
+    model.loss(out, torch.rand(2, SIZE, SIZE) > 0.5).backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
 
 
 def test_sadlr_aux_logits_one_per_iteration():
@@ -205,3 +291,75 @@ def test_transformer_layer_cross_attention_needs_memory_width():
         layer(tokens, memory=torch.randn(2, 7, 8))
     with pytest.raises(ValueError, match="num_heads"):
         TransformerLayer(16, num_heads=3, ffn_dim=32)
+
+
+@given(b=st.integers(1, 3), k=st.integers(1, 4), h=st.integers(1, 5), w=st.integers(1, 5))
+def test_query_response_maps_shapes_and_confidence_scaling(b, k, h, w):
+    torch.manual_seed(0)
+    maps = QueryResponseMaps(16)
+    responses, confidence = torch.randn(b, k, 16), torch.rand(b, k)
+    out = maps(responses, confidence, size=(h, w))
+    assert out.shape == (b, k, h, w)
+    assert (out >= 0).all()
+    # the confidence scales each answer: halving it equals halving the answer
+    torch.testing.assert_close(maps(responses, confidence / 2, (h, w)), maps(responses / 2, confidence, (h, w)))
+    # a zero-confidence query reads out the position term alone, whatever its answer was
+    silent = torch.zeros(b, k)
+    torch.testing.assert_close(maps(responses, silent, (h, w)), maps(torch.randn(b, k, 16), silent, (h, w)))
+
+
+def test_query_response_maps_read_each_position_from_its_encoding():
+    torch.manual_seed(0)
+    maps = QueryResponseMaps(16)
+    responses, confidence = torch.randn(2, 3, 16), torch.rand(2, 3)
+    out = maps(responses, confidence, size=(4, 5))
+    pos = sine_position_encoding_2d(4, 5, 16)[:, 2, 3]
+    weighted = responses * confidence[..., None]
+    expected = torch.relu(weighted @ maps.position_weight(pos) + maps.position_bias(pos))
+    torch.testing.assert_close(out[:, :, 2, 3], expected)
+
+
+def test_query_response_maps_batch_independent_finite_grads_and_dtype():
+    torch.manual_seed(0)
+    maps = QueryResponseMaps(16).double()
+    responses = torch.randn(3, 2, 16, dtype=torch.float64, requires_grad=True)
+    confidence = torch.rand(3, 2, dtype=torch.float64, requires_grad=True)
+    out = maps(responses, confidence, size=(3, 3))
+    assert out.dtype == torch.float64
+    out.sum().backward()
+    assert torch.isfinite(responses.grad).all() and torch.isfinite(confidence.grad).all()
+    with torch.no_grad():
+        changed = responses.detach().clone()
+        changed[0] = torch.randn_like(changed[0])
+        torch.testing.assert_close(maps(changed, confidence, (3, 3))[1:], out[1:].detach())
+    with pytest.raises(ShapeError, match="confidence"):
+        maps(responses, confidence[:, :1], size=(3, 3))
+    with pytest.raises(ValueError, match="dim"):
+        QueryResponseMaps(30)
+
+
+@given(b=st.integers(1, 3), h=st.integers(1, 4), w=st.integers(1, 4), grow=st.integers(1, 3))
+def test_response_decoder_shapes_and_batch_independence(b, h, w, grow):
+    torch.manual_seed(0)
+    decoder = ResponseDecoder(3, 8, top_convs=2, steps=2).eval()
+    maps = torch.rand(b, 3, h, w)
+    sizes = [(h * grow, w * grow), (h * grow + 1, w * 2 * grow)]
+    out = decoder(maps, sizes)
+    assert out.shape == (b, 8, *sizes[-1])
+    assert_finite(out)
+    if b > 1:
+        changed = maps.clone()
+        changed[0] = torch.rand_like(changed[0])
+        torch.testing.assert_close(decoder(changed, sizes)[1:], out[1:])
+
+
+def test_response_decoder_rejects_wrong_inputs():
+    decoder = ResponseDecoder(3, 8, top_convs=1, steps=1)
+    with pytest.raises(ShapeError, match="sizes"):
+        decoder(torch.rand(1, 3, 2, 2), [(4, 4), (8, 8)])
+    with pytest.raises(ShapeError, match="maps"):
+        decoder(torch.rand(1, 4, 2, 2), [(4, 4)])
+    with pytest.raises(ValueError, match="top_convs"):
+        ResponseDecoder(3, 8, top_convs=0, steps=1)
+    with pytest.raises(ValueError, match="steps"):
+        ResponseDecoder(3, 8, top_convs=1, steps=-1)

@@ -4,14 +4,25 @@ The top Swin map is fused with the sentence (tile and multiply) and given a 2-D 
 position encoding. A query generation module turns the fused map and the words into
 ``num_queries`` queries, each reading the sentence with its own visual context; a
 transformer encoder contextualises the fused visual tokens and a transformer decoder
-answers every query against them. A query balance module gives each answer a confidence,
-and the confidence-weighted answers modulate the encoder's visual tokens. An upsampling
-decoder over the Swin pyramid then produces the stride-4 map of ``decoder_dim`` channels
-that the baseline's 1x1 classifier (or SADLR's refiner, ``vlt_sadlr``) turns into a mask.
+answers every query against them. A query balance module gives each answer a confidence.
+How the weighted answers reach the upsampling decoder is ``config.vlt_response``:
+
+- ``"modulate"``: their confidence-weighted mean modulates the encoder's visual tokens at
+  stride 32, and :class:`PyramidDecoder` climbs the Swin pyramid to stride 4;
+- ``"spatial"`` (VLT's released code): the transformer runs on a stride-16 fused map, each
+  weighted answer becomes an ``h x w`` response map
+  (:class:`~reference_models.models.vlt_parts.QueryResponseMaps`), and
+  :class:`~reference_models.models.vlt_parts.ResponseDecoder` reads those ``k`` maps alone
+  up to stride 4.
+
+Either way the result is the stride-4 map of ``decoder_dim`` channels that the baseline's
+1x1 classifier (or SADLR's refiner, ``vlt_sadlr``) turns into a mask.
 
 SADLR Table 3 retrains VLT with Swin-B + BERT-base at 480 (the original used DarkNet-53 +
-GRU at 416), so the sizes below are ours; they are chosen to match that table's cost
-(142.6 GMACs): with Swin-B + BERT-base this model counts 148.5 GMACs at 480 (+SADLR: 154.4).
+GRU at 416), so the sizes below are ours, checked against that table's cost (142.6 G,
+148.6 G with SADLR; the project counts MACs): with Swin-B + BERT-base at 480,
+``"modulate"`` counts 148.5 GMACs (+SADLR: 154.4) and ``"spatial"`` 143.3 (+SADLR: 149.2)
+with no size tuned to the table.
 """
 
 from __future__ import annotations
@@ -32,6 +43,7 @@ from ..config import ModelConfig
 from ..registry import register_architecture
 from .heads import SegmentationHead
 from .lavt import ConvBNReLU
+from .vlt_parts import RESPONSE_TOP_CONVS, QueryResponseMaps, ResponseDecoder
 
 __all__ = [
     "VLT",
@@ -295,17 +307,23 @@ class VLT(RISModel):
     """VLT with a 2-class classifier, or SADLR's refiner when ``config.plugin == "sadlr"``.
 
     Uses ``decoder_dim`` (transformer width ``C`` and decoder width; must be a multiple of
-    4 for the sine position encoding), ``num_queries`` and ``transformer_layers`` (depth of
-    both the encoder and the decoder). Heads: :func:`attention_heads`; MLP width
-    ``FFN_RATIO * C``; no dropout.
+    4 for the sine position encoding), ``num_queries``, ``transformer_layers`` (depth of
+    both the encoder and the decoder) and ``vlt_response``. Heads: :func:`attention_heads`;
+    MLP width ``FFN_RATIO * C``; no dropout.
 
     Steps: top Swin map ``F4`` -> 1x1 conv-BN-ReLU to ``C`` -> times ``tanh(Linear(sentence))``
-    tiled over the map (the fused map) -> + sine position encoding -> encoder; the query
-    generation module reads the fused map and the words; the decoder answers the generated
-    queries against the encoder memory; the query balance module weighs the answers, and
-    the memory tokens are multiplied channel-wise by the confidence-weighted mean answer;
-    the modulated map and the Swin maps of strides 16, 8, 4 go through
-    :class:`PyramidDecoder` (``DECODER_CONVS`` convs per stage) to ``(b, C, H/4, W/4)``.
+    tiled over the map (the fused map). ``vlt_response="spatial"`` then upsamples it to
+    stride 16, concatenates the Swin map ``F3`` and applies a 1x1 conv-BN-ReLU to ``C``
+    (VLT's code runs its transformer at stride 16). The fused map + sine position encoding
+    -> encoder; the query generation module reads the fused map and the words; the decoder
+    answers the generated queries against the encoder memory; the query balance module
+    weighs the answers. ``"modulate"``: the memory tokens are multiplied channel-wise by the
+    confidence-weighted mean answer, and the modulated map and the Swin maps of strides 16,
+    8, 4 go through :class:`PyramidDecoder` (``DECODER_CONVS`` convs per stage).
+    ``"spatial"``: :class:`~reference_models.models.vlt_parts.QueryResponseMaps` turns the
+    weighted answers into ``k`` maps at stride 16 and
+    :class:`~reference_models.models.vlt_parts.ResponseDecoder` (``RESPONSE_TOP_CONVS``
+    convs, then one per upsampling) reads them alone. Both end at ``(b, C, H/4, W/4)``.
 
     Args:
         config: a :class:`~reference_models.config.ModelConfig` with ``architecture="vlt"``.
@@ -318,11 +336,13 @@ class VLT(RISModel):
 
     Example:
         >>> from reference_models import build_model
-        >>> model = build_model("vlt_tiny").eval()
         >>> ids = torch.randint(1, 100, (2, 6))
-        >>> out = model(torch.randn(2, 3, 64, 64), ids, torch.ones(2, 6, dtype=torch.long))
-        >>> out.logits.shape, out.aux_logits[-1].shape
-        (torch.Size([2, 1, 64, 64]), torch.Size([2, 2, 16, 16]))
+        >>> for response in ("modulate", "spatial"):
+        ...     model = build_model("vlt_tiny", vlt_response=response).eval()
+        ...     out = model(torch.randn(2, 3, 64, 64), ids, torch.ones(2, 6, dtype=torch.long))
+        ...     print(tuple(out.logits.shape), tuple(out.aux_logits[-1].shape))
+        (2, 1, 64, 64) (2, 2, 16, 16)
+        (2, 1, 64, 64) (2, 2, 16, 16)
     """
 
     def __init__(self, config: ModelConfig) -> None:
@@ -332,12 +352,20 @@ class VLT(RISModel):
             raise ValueError(f"decoder_dim: VLT needs a multiple of 4 (2-D sine position encoding); got {dim}")
         if config.transformer_layers < 1:
             raise ValueError(f"transformer_layers: expected a positive integer; got {config.transformer_layers}")
+        self.response = config.vlt_response
+        spatial = self.response == "spatial"
         self.text_encoder = build_text_encoder(config)
         self.backbone = build_swin(config)
         dims = self.backbone.dims
+        if spatial and len(dims) < 3:
+            raise ValueError(f"swin_depths: vlt_response='spatial' needs at least 3 Swin stages; got {len(dims)}")
         heads, ffn = attention_heads(dim), FFN_RATIO * dim
+        # "modulate" builds exactly the modules of the version before the option, in the
+        # same order, so a seed gives it the same weights.
         self.vis_proj = ConvBNReLU(dims[-1], dim, kernel=1)
         self.text_proj = nn.Linear(config.text_dim, dim)
+        if spatial:
+            self.fuse_16 = ConvBNReLU(dim + dims[-2], dim, kernel=1)
         self.query_generation = QueryGeneration(dim, config.text_dim, num_queries=config.num_queries)
         self.encoder = nn.ModuleList(
             TransformerLayer(dim, num_heads=heads, ffn_dim=ffn) for _ in range(config.transformer_layers)
@@ -347,13 +375,18 @@ class VLT(RISModel):
             for _ in range(config.transformer_layers)
         )
         self.query_balance = QueryBalance(dim)
-        self.mask_decoder = PyramidDecoder((*dims[:-1], dim), dim, convs=DECODER_CONVS)
+        if spatial:
+            self.response_maps = QueryResponseMaps(dim)
+            self.mask_decoder = ResponseDecoder(
+                config.num_queries, dim, top_convs=RESPONSE_TOP_CONVS, steps=len(dims) - 2
+            )
+        else:
+            self.mask_decoder = PyramidDecoder((*dims[:-1], dim), dim, convs=DECODER_CONVS)
         self.head = SegmentationHead(dim, config.text_dim, config)
 
-    def transformer(self, top: torch.Tensor, text) -> torch.Tensor:
-        """Fuse, generate queries, encode, decode, balance and modulate: ``(b, C, h, w)`` out."""
-        _, _, h, w = top.shape
-        fused = self.vis_proj(top) * rearrange(torch.tanh(self.text_proj(text.sentence)), "b c -> b c 1 1")
+    def _answers(self, fused: torch.Tensor, text) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Queries, encoder, decoder, balance: memory ``(b, n, C)``, answers ``(b, k, C)``, confidences ``(b, k)``."""
+        _, _, h, w = fused.shape
         queries = self.query_generation(fused, text.words, text.word_mask)
         pos = rearrange(
             sine_position_encoding_2d(h, w, fused.shape[1], device=fused.device, dtype=fused.dtype), "c h w -> 1 (h w) c"
@@ -364,19 +397,28 @@ class VLT(RISModel):
         responses = queries
         for layer in self.decoder:
             responses = layer(responses, memory=memory, memory_pos=pos)
-        confidence = self.query_balance(queries, responses)
+        return memory, responses, self.query_balance(queries, responses)
+
+    def _decode(self, pyramid: Sequence[torch.Tensor], text) -> torch.Tensor:
+        """The stride-4 decoder map ``(b, C, H/4, W/4)`` from the Swin maps and the text."""
+        top = pyramid[-1]
+        fused = self.vis_proj(top) * rearrange(torch.tanh(self.text_proj(text.sentence)), "b c -> b c 1 1")
+        if self.response == "spatial":
+            fused = self.fuse_16(torch.cat([upsample_to(fused, pyramid[-2].shape[-2:]), pyramid[-2]], dim=1))
+            _, responses, confidence = self._answers(fused, text)
+            maps = self.response_maps(responses, confidence, size=fused.shape[-2:])
+            return self.mask_decoder(maps, [p.shape[-2:] for p in reversed(pyramid[:-2])])
+        memory, responses, confidence = self._answers(fused, text)
         answer = torch.einsum("bk,bkc->bc", confidence, responses) / confidence.shape[1]
-        modulated = memory * rearrange(answer, "b c -> b 1 c")
-        return rearrange(modulated, "b (h w) c -> b c h w", h=h, w=w)
+        modulated = rearrange(memory * rearrange(answer, "b c -> b 1 c"), "b (h w) c -> b c h w", h=top.shape[2])
+        return self.mask_decoder([*pyramid[:-1], modulated])
 
     def forward(
         self, images: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
     ) -> SegmentationOutput:
         self.check_inputs(images, input_ids, attention_mask)
         text = self.encode_text(input_ids, attention_mask)
-        pyramid = self.backbone(images)
-        feats = self.mask_decoder([*pyramid[:-1], self.transformer(pyramid[-1], text)])
-        logits = self.head(feats, text)
+        logits = self.head(self._decode(self.backbone(images), text), text)
         final = upsample_to(foreground_logit(logits[-1]), images.shape[-2:])
         return SegmentationOutput(logits=final, aux_logits=logits)
 

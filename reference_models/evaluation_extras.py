@@ -22,7 +22,7 @@ from .base import foreground_logit
 
 __all__ = [
     "SELECTION_LEVELS", "iteration_logits", "selection_entropy", "rolled_selection", "SelectionStats",
-    "iteration_table", "selection_table",
+    "iteration_table", "selection_table", "layer_shares",
 ]
 
 #: The two selections of ASDA's AFS, as :class:`~reference_models.models.asda.LayerSelection`
@@ -262,9 +262,18 @@ def iteration_table(results: dict[str, dict[str, Any]]) -> list[str]:
     return lines
 
 
-def _share(counts: dict[str, int]) -> str:
+def layer_shares(counts: dict[str, int]) -> str:
+    """Each chosen layer's share of the samples, as text.
+
+    Args:
+        counts: ``{layer: samples}``.
+
+    Example:
+        >>> layer_shares({"4": 1, "6": 3})
+        '4: 25%, 6: 75%'
+    """
     total = sum(counts.values()) or 1
-    return ", ".join(f"{layer}: {100 * n / total:.0f}%" for layer, n in counts.items())
+    return ", ".join(f"{layer}: {100 * n / total:.0f}%" for layer, n in counts.items()) or "-"
 
 
 def selection_table(results: dict[str, dict[str, Any]]) -> list[str]:
@@ -296,5 +305,5 @@ def selection_table(results: dict[str, dict[str, Any]]) -> list[str]:
             entry = selection[level]
             entropy = "-" if entry["entropy"] is None else f"{entry['entropy']:.3f}"
             sensitivity = "-" if entry["sentence_sensitivity"] is None else f"{100 * entry['sentence_sensitivity']:.2f} ({entry['compared']})"
-            lines.append(f"{split:<10}{level:<7}{_share(entry['counts']):<30}{entropy:>15}{sensitivity:>13}")
+            lines.append(f"{split:<10}{level:<7}{layer_shares(entry['counts']):<30}{entropy:>15}{sensitivity:>13}")
     return lines

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -181,3 +182,165 @@ def test_the_module_runs_as_a_command(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == [str(tmp_path / "runs" / r.replace("/", "-") / "seed-0") for r in ROWS]
+
+
+# -- measurements beside the metrics: SADLR iterations, ASDA selections ----------------------
+
+
+def test_sadlr_runs_record_every_iteration_in_each_file(study):
+    folder = study / "runs" / "sadlr-table4c-sum" / "seed-0"
+    evaluation = json.loads((folder / runner.EVALUATION_FILE).read_text())
+    assert len(evaluation["by_iteration"]) == 3 and "selection" not in evaluation
+    assert evaluation["by_iteration"][-1] == {k: evaluation["metrics"][k] for k in evaluation["by_iteration"][-1]}
+    results = json.loads((study / "results.json").read_text())
+    for row in results["rows"]:
+        assert [run["seed"] for run in row["runs"]] == [0]
+        assert len(row["by_iteration"]) == 3
+        last = row["by_iteration"][-1]["oIoU"]
+        assert last == row["metrics"]["oIoU"] and set(last) == {"mean", "std", "runs"}
+    text = (study / "results.md").read_text()
+    assert "## sadlr/table4c: oIoU by SADLR iteration" in text and "| row | iteration 1 | iteration 2 | iteration 3 |" in text
+    assert "layers chosen by AFS" not in text
+
+
+def _copy(study: Path, tmp_path: Path) -> Path:
+    out = tmp_path / "copy"
+    shutil.copytree(study, out)
+    return out
+
+
+def test_an_evaluation_without_its_models_measurements_is_redone_not_retrained(study, tmp_path, monkeypatch, capsys):
+    out = _copy(study, tmp_path)
+    folder = out / "runs" / "sadlr-table4c-replace" / "seed-0"
+    record = json.loads((folder / runner.EVALUATION_FILE).read_text())
+    record.pop("by_iteration")  # as the study wrote it before by_iteration existed
+    (folder / runner.EVALUATION_FILE).write_text(json.dumps(record))
+    assert runner.run_state(folder) == "trained"
+    checkpoint = (folder / "last.pt").stat().st_mtime_ns
+    calls = _count_trains(monkeypatch)
+    assert main([TABLE, "--quick", "--out", str(out)]) == 0
+    assert calls == [] and (folder / "last.pt").stat().st_mtime_ns == checkpoint
+    assert "sadlr/table4c/replace seed 0: evaluated" in capsys.readouterr().err
+    redone = json.loads((folder / runner.EVALUATION_FILE).read_text())
+    assert len(redone["by_iteration"]) == 3 and redone["metrics"] == record["metrics"]
+    assert runner.run_state(folder) == "finished"
+
+
+def _trained_asda_folder(folder: Path) -> Path:
+    """A run folder as training leaves it, for an untrained asda_tiny (no training run)."""
+    import torch
+
+    from reference_models import build_model
+    from reference_models.checkpoint import save_checkpoint
+    from reference_models.training import TrainConfig
+
+    torch.manual_seed(0)
+    model = build_model("asda_tiny")
+    train = TrainConfig(model="asda_tiny").to_dict()
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps({"train": train, "model": model.config.to_dict()}))
+    save_checkpoint({"model": model.state_dict(), "model_config": model.config.to_dict(), "train_config": train}, folder / "last.pt")
+    (folder / "summary.json").write_text("{}")
+    return folder
+
+
+def test_asda_runs_record_their_layer_selection(tmp_path):
+    folder = _trained_asda_folder(tmp_path / "run")
+    assert runner.expected_measurements(folder) == ("selection",)
+    record = runner.evaluate_run(folder, QUICK_SETTINGS)
+    assert record == json.loads((folder / runner.EVALUATION_FILE).read_text())
+    assert "by_iteration" not in record and record["selection"]["sensitivity_from"] == "image_id"
+    assert sum(record["selection"]["low"]["counts"].values()) == QUICK_SETTINGS.eval_size
+    assert runner.run_state(folder) == "finished"
+    stripped = {k: v for k, v in record.items() if k != "selection"}
+    (folder / runner.EVALUATION_FILE).write_text(json.dumps(stripped))
+    assert runner.run_state(folder) == "trained"
+
+
+def test_iterations_and_selections_aggregate_over_seeds():
+    from reference_models.study.results import iterations_of, run_entry, selection_of
+
+    runs = [
+        run_entry({"metrics": {"oIoU": 0.3}, "by_iteration": [{"oIoU": 0.1}, {"oIoU": 0.3}],
+                   "selection": {"low": {"counts": {"4": 2, "5": 2}, "entropy": 0.4, "sentence_sensitivity": 0.5}, "sensitivity_from": "image_id"}}, 0),
+        run_entry({"metrics": {"oIoU": 0.5}, "by_iteration": [{"oIoU": 0.3}, {"oIoU": 0.5}],
+                   "selection": {"low": {"counts": {"5": 4}, "entropy": 0.2, "sentence_sensitivity": None}, "sensitivity_from": "image_id"}}, 1),
+        run_entry({"metrics": {"oIoU": 0.7}}, 2),  # evaluated before the measurements existed
+    ]
+    first, last = iterations_of(runs)
+    assert first["oIoU"]["mean"] == pytest.approx(0.2) and first["oIoU"]["runs"] == [0.1, 0.3]
+    assert last["oIoU"]["std"] == pytest.approx(math.sqrt(0.02), abs=1e-6)  # aggregate rounds to 6 places
+    low = selection_of(runs)["low"]
+    assert low["counts"] == {"4": 2, "5": 6}
+    assert low["entropy"]["mean"] == pytest.approx(0.3) and low["sentence_sensitivity"]["runs"] == [0.5]
+    assert iterations_of(runs[2:]) is None and selection_of(runs[2:]) is None
+
+
+def test_the_report_shows_iterations_and_selections(tmp_path):
+    from reference_models.experiments import get_experiment
+    from reference_models.study.report import markdown_report, write_plot
+    from reference_models.study.results import row_record, run_entry
+
+    selection = {"low": {"counts": {"4": 1, "6": 3}, "entropy": 0.25, "sentence_sensitivity": 0.5},
+                 "mid": {"counts": {"8": 4}, "entropy": 0.0, "sentence_sensitivity": 0.0}, "sensitivity_from": "image_id"}
+    rows = [
+        row_record(get_experiment("sadlr/table4a/2"), [run_entry({"metrics": {"oIoU": 0.4, "mIoU": 0.3}, "by_iteration": [{"oIoU": 0.2, "mIoU": 0.1}, {"oIoU": 0.4, "mIoU": 0.3}]}, 0)]),
+        row_record(get_experiment("asda/table2/f"), [run_entry({"metrics": {"oIoU": 0.5, "mIoU": 0.4}, "selection": selection}, 0)]),
+    ]
+    results = {"settings": {**QUICK_SETTINGS.to_dict(), "default_row_rule": ""}, "rows": rows, "skipped": []}
+    text = markdown_report(results)
+    assert "## sadlr/table4a: oIoU by SADLR iteration" in text and "| 2 | 20.00 ± 0.00 | 40.00 ± 0.00 |" in text
+    assert "## asda/table2: layers chosen by AFS" in text
+    assert "| (f) | 4: 25%, 6: 75% | 0.250 ± 0.000 | 50.00 ± 0.00 | 8: 100% | 0.000 ± 0.000 | 0.00 ± 0.00 |" in text
+    assert write_plot(results, tmp_path).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# -- continuing from results.json alone --------------------------------------------------------
+
+
+def _results_only(study: Path, tmp_path: Path, edit=None) -> Path:
+    out = tmp_path / "seeded"
+    out.mkdir()
+    results = json.loads((study / "results.json").read_text())
+    if edit is not None:
+        edit(results)
+    (out / "results.json").write_text(json.dumps(results))
+    return out
+
+
+def test_a_study_continues_from_its_results_json_alone(study, tmp_path, monkeypatch):
+    before = json.loads((study / "results.json").read_text())["rows"]
+    out = _results_only(study, tmp_path)
+    calls = _count_trains(monkeypatch)
+    assert main([TABLE, "--quick", "--out", str(out)]) == 0
+    assert calls == [] and not (out / "runs").exists()
+    after = json.loads((out / "results.json").read_text())["rows"]
+    assert [row["runs"] for row in after] == [row["runs"] for row in before]
+    assert [row["metrics"] for row in after] == [row["metrics"] for row in before]
+    assert "sadlr/table4c: oIoU by SADLR iteration" in (out / "results.md").read_text()
+
+
+def test_a_run_missing_from_results_json_is_trained_and_older_rows_count_as_first_seeds(study, tmp_path, monkeypatch):
+    def edit(results):
+        sum_row, replace_row = results["rows"]
+        del sum_row["runs"], sum_row["by_iteration"]  # written before rows kept their runs
+        replace_row["runs"] = []
+
+    out = _results_only(study, tmp_path, edit)
+    calls = _count_trains(monkeypatch)
+    assert main([TABLE, "--quick", "--out", str(out)]) == 0
+    assert calls == ["sadlr/table4c/replace seed 0"]
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    assert [run["seed"] for run in rows[0]["runs"]] == [0] and "by_iteration" not in rows[0]["runs"][0]
+    assert [len(row["metrics"]["oIoU"]["runs"]) for row in rows] == [1, 1]
+
+
+def test_a_results_json_of_other_settings_or_unreadable_is_refused(study, tmp_path, capsys):
+    out = _results_only(study, tmp_path, lambda results: results["settings"].update(steps=7))
+    with pytest.raises(SystemExit):
+        main([TABLE, "--quick", "--out", str(out)])
+    assert "results.json holds a study with other settings (steps 7 -> 2)" in capsys.readouterr().err
+    (out / "results.json").write_text("{not json")
+    with pytest.raises(SystemExit):
+        main([TABLE, "--quick", "--out", str(out)])
+    assert "results.json is not a study's results.json" in capsys.readouterr().err.strip().splitlines()[-1]

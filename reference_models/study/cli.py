@@ -4,6 +4,11 @@ Trains every available row named (experiment names or table prefixes) once per s
 the tiny size with the study's settings, evaluates each run, and rewrites
 ``DIR/results.json``, ``DIR/results.md`` and ``DIR/results.png`` after every finished run.
 Run it again with the same ``--out`` to continue a stopped study: finished runs are kept.
+
+A study can also continue from its ``results.json`` alone (a recorded
+``docs/results/<name>.json`` copied to ``DIR/results.json``): the runs its rows hold
+(``runs``: each seed's figures) whose folders are gone count as finished and are not run
+again; runs whose folders exist are brought to *finished* from their folders as usual.
 """
 
 from __future__ import annotations
@@ -16,12 +21,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ..experiments import get_experiment
 from .plan import DEFAULT_SETTINGS, QUICK_SETTINGS, StudyPlan, StudySettings, plan_study, run_folder
 from .report import write_markdown, write_plot
-from .results import study_results, text_blind_ceiling_of, write_results_json
+from .results import run_entry, runs_of_row, study_results, text_blind_ceiling_of, write_results_json
 from . import runner
 
-__all__ = ["build_parser", "settings_from_args", "run_study", "main"]
+__all__ = ["build_parser", "settings_from_args", "recorded_runs", "run_study", "main"]
 
 #: The file of a study folder that fixes its settings for every later invocation.
 SETTINGS_FILE = "study.json"
@@ -64,22 +70,63 @@ def settings_from_args(args: argparse.Namespace) -> StudySettings:
     return dataclasses.replace(base, **{k: v for k, v in given.items() if v is not None})
 
 
+def _settings_differ(saved: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
+    return [f"{k} {saved.get(k)!r} -> {v!r}" for k, v in wanted.items() if saved.get(k) != v]
+
+
 def _claim(out: Path, settings: StudySettings) -> None:
     """Record the settings in a new study folder; refuse a folder studied with other ones."""
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out: expected a folder; got the file {out}")
-    path = out / SETTINGS_FILE
     wanted = settings.run_identity()
+    recorded = _read_results(out)
+    if recorded is not None and (changed := _settings_differ(recorded.get("settings") or {}, wanted)):
+        raise ValueError(f"--out: {out / 'results.json'} holds a study with other settings ({', '.join(changed)}); choose another --out")
+    path = out / SETTINGS_FILE
     if path.is_file():
-        saved = json.loads(path.read_text())
-        changed = [f"{k} {saved.get(k)!r} -> {v!r}" for k, v in wanted.items() if saved.get(k) != v]
-        if changed:
+        if changed := _settings_differ(json.loads(path.read_text()), wanted):
             raise ValueError(f"--out: {out} holds a study with other settings ({', '.join(changed)}); choose another --out")
         return
     runner.write_atomic(path, json.dumps(wanted, indent=2) + "\n")
 
 
-def _write_all(plan: StudyPlan, measured: dict[str, list[dict[str, float]]], ceiling: dict[str, float], out: Path) -> dict[str, Any]:
+def _read_results(out: Path) -> dict[str, Any] | None:
+    """``out/results.json``, or ``None`` without one; one that cannot be read is refused."""
+    path = out / "results.json"
+    if not path.is_file():
+        return None
+    try:
+        results = json.loads(path.read_text())
+    except ValueError as err:
+        raise ValueError(f"--out: {path} is not a study's results.json ({err})") from None
+    if not isinstance(results, dict) or not isinstance(results.get("rows"), list):
+        raise ValueError(f"--out: {path} is not a study's results.json (no rows)")
+    return results
+
+
+def recorded_runs(plan: StudyPlan, out: Path) -> dict[tuple[str, int], dict[str, Any]]:
+    """The runs ``out/results.json`` holds whose folders are gone: ``{(row, seed): run entry}``.
+
+    Only rows and seeds of ``plan`` count; a run whose folder exists is left to the folder.
+
+    Args:
+        plan: the study's plan.
+        out: the study folder.
+    """
+    results = _read_results(Path(out))
+    if results is None:
+        return {}
+    wanted = {(experiment.name, seed) for experiment, seed in plan.runs()}
+    kept: dict[tuple[str, int], dict[str, Any]] = {}
+    for row in results["rows"]:
+        for seed, entry in runs_of_row(row).items():
+            key = (row.get("experiment"), seed)
+            if key in wanted and entry["metrics"] and not run_folder(out, get_experiment(key[0]), seed).exists():
+                kept[key] = entry
+    return kept
+
+
+def _write_all(plan: StudyPlan, measured: dict[str, list[dict[str, Any]]], ceiling: dict[str, float], out: Path) -> dict[str, Any]:
     results = study_results(plan, measured, ceiling)
     write_results_json(results, out)
     write_markdown(results, out)
@@ -92,7 +139,8 @@ def run_study(plan: StudyPlan, out: Path, *, progress: bool | None = None) -> di
 
     Args:
         plan: the rows, seeds and settings.
-        out: the study folder (created if missing).
+        out: the study folder (created if missing); its ``results.json``'s runs whose
+            folders are gone are kept (:func:`recorded_runs`).
         progress: show a tqdm bar over the runs (default: when stderr is a terminal and
             ``CI`` is not set).
 
@@ -108,34 +156,31 @@ def run_study(plan: StudyPlan, out: Path, *, progress: bool | None = None) -> di
     ceiling = text_blind_ceiling_of(s.level, s.image_size, s.eval_size, s.eval_seed)
     if progress is None:
         progress = sys.stderr.isatty() and not os.environ.get("CI")
-    runs = plan.runs()
-    measured: dict[str, list[dict[str, float]]] = {}
+    recorded = recorded_runs(plan, out)
     # what earlier invocations finished counts from the start, in seed order
-    for experiment, seed in runs:
-        if runner.run_state(run_folder(out, experiment, seed)) == "finished":
-            measured.setdefault(experiment.name, []).append(runner.run_one(experiment, seed, s, run_folder(out, experiment, seed))[0])
-    results = _write_all(plan, measured, ceiling, out)
-    bar = tqdm(runs, desc="study", unit="run", disable=not progress, dynamic_ncols=True)
+    results = _write_all(plan, _in_seed_order(plan, out, recorded), ceiling, out)
+    bar = tqdm(plan.runs(), desc="study", unit="run", disable=not progress, dynamic_ncols=True)
     for experiment, seed in bar:
         folder = run_folder(out, experiment, seed)
         bar.set_postfix_str(f"{experiment.name} seed {seed}")
-        if runner.run_state(folder) == "finished":
+        if (experiment.name, seed) in recorded or runner.run_state(folder) == "finished":
             continue
-        metrics, what = runner.run_one(experiment, seed, s, folder)
-        measured.setdefault(experiment.name, []).append(metrics)
-        results = _write_all(plan, _in_seed_order(plan, out), ceiling, out)
-        print(f"{experiment.name} seed {seed}: {what}, oIoU {100 * metrics['oIoU']:.2f}", file=sys.stderr)
+        record, what = runner.run_one(experiment, seed, s, folder)
+        results = _write_all(plan, _in_seed_order(plan, out, recorded), ceiling, out)
+        print(f"{experiment.name} seed {seed}: {what}, oIoU {100 * record['metrics']['oIoU']:.2f}", file=sys.stderr)
     bar.close()
     return results
 
 
-def _in_seed_order(plan: StudyPlan, out: Path) -> dict[str, list[dict[str, float]]]:
-    """The finished runs' metrics, read back from their folders, per row in seed order."""
-    measured: dict[str, list[dict[str, float]]] = {}
+def _in_seed_order(plan: StudyPlan, out: Path, recorded: dict[tuple[str, int], dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """The finished runs' entries, read back from their folders (else ``recorded``), per row in seed order."""
+    measured: dict[str, list[dict[str, Any]]] = {}
     for experiment, seed in sorted(plan.runs(), key=lambda run: run[1]):
         folder = run_folder(out, experiment, seed)
-        if runner.run_state(folder) == "finished":
-            measured.setdefault(experiment.name, []).append(json.loads((folder / runner.EVALUATION_FILE).read_text())["metrics"])
+        if (experiment.name, seed) in recorded:
+            measured.setdefault(experiment.name, []).append(recorded[experiment.name, seed])
+        elif runner.run_state(folder) == "finished":
+            measured.setdefault(experiment.name, []).append(run_entry(runner.read_evaluation(folder), seed))
     return measured
 
 

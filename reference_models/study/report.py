@@ -1,6 +1,7 @@
-"""A study's report: ``results.md`` (one table per paper table and metric) and
-``results.png`` (our means with error bars beside the paper's figures, and both sets of
-differences from the default row)."""
+"""A study's report: ``results.md`` (one table per paper table and metric, plus the SADLR
+rows' figures per iteration and the ASDA rows' layer choices) and ``results.png`` (our
+means with error bars beside the paper's figures, both sets of differences from the default
+row, and our figure per SADLR iteration)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from typing import Any
 from .results import difference
 from .runner import write_atomic
 
-__all__ = ["REPORT_METRICS", "tables_of", "markdown_report", "write_markdown", "write_plot"]
+__all__ = ["REPORT_METRICS", "tables_of", "iteration_lines", "selection_lines", "markdown_report", "write_markdown", "write_plot"]
 
 #: The metrics the report shows, in this order, where the paper reports them.
 REPORT_METRICS = ("oIoU", "mIoU")
@@ -62,6 +63,87 @@ def _table_lines(rows: Sequence[Mapping[str, Any]], metric: str) -> list[str]:
     return lines
 
 
+def _mean_std(entry: Mapping[str, Any] | None, *, scale: float = 100.0, digits: int = 2) -> str:
+    if not entry or entry.get("mean") is None:
+        return "–"
+    return f"{scale * entry['mean']:.{digits}f} ± {scale * entry['std']:.{digits}f}"
+
+
+def iteration_lines(rows: Sequence[Mapping[str, Any]], metric: str) -> list[str]:
+    """A Markdown table of our ``metric`` per SADLR iteration (mean ± std over seeds).
+
+    Args:
+        rows: one paper table's rows; those without ``by_iteration`` (no SADLR) show dashes.
+        metric: e.g. ``"oIoU"``.
+
+    Returns:
+        The table's lines, none when no row has iterations.
+
+    Example:
+        >>> row = {"row": "3", "by_iteration": [{"oIoU": {"mean": 0.2, "std": 0.0}}, {"oIoU": {"mean": 0.3, "std": 0.01}}]}
+        >>> iteration_lines([row], "oIoU")[2]
+        '| 3 | 20.00 ± 0.00 | 30.00 ± 1.00 |'
+    """
+    depth = max((len(row.get("by_iteration") or []) for row in rows), default=0)
+    if not depth:
+        return []
+    lines = ["| row | " + " | ".join(f"iteration {i}" for i in range(1, depth + 1)) + " |", "|---|" + "---:|" * depth]
+    for row in rows:
+        iterations = list(row.get("by_iteration") or [])
+        cells = [_mean_std(iterations[i].get(metric)) if i < len(iterations) else "–" for i in range(depth)]
+        lines.append(f"| {row['row']} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def selection_lines(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """A Markdown table of the ASDA rows' layer choices: each layer's share of the samples,
+    the selector's mean entropy (nats) and its sentence sensitivity (percent), mean ± std.
+
+    Args:
+        rows: one paper table's rows; those without ``selection`` are left out.
+
+    Returns:
+        The table's lines, none when no row has a selection.
+
+    Example:
+        >>> level = {"counts": {"4": 3, "6": 1}, "entropy": {"mean": 0.5, "std": 0.1}, "sentence_sensitivity": {"mean": 0.25, "std": 0.0}}
+        >>> selection_lines([{"row": "f", "selection": {"low": level}}])[2]
+        '| f | 4: 75%, 6: 25% | 0.500 ± 0.100 | 25.00 ± 0.00 | – | – | – |'
+    """
+    from ..evaluation_extras import SELECTION_LEVELS, layer_shares
+
+    chosen = [row for row in rows if row.get("selection")]
+    if not chosen:
+        return []
+    header = " | ".join(f"{level} layers | {level} entropy (nats) | {level} sensitivity (%)" for level in SELECTION_LEVELS)
+    lines = [f"| row | {header} |", "|---|" + "---|---:|---:|" * len(SELECTION_LEVELS)]
+    for row in chosen:
+        cells = []
+        for level in SELECTION_LEVELS:
+            entry = row["selection"].get(level)
+            if entry is None:
+                cells += ["–"] * 3
+                continue
+            cells += [layer_shares(entry["counts"]), _mean_std(entry.get("entropy"), scale=1.0, digits=3), _mean_std(entry.get("sentence_sensitivity"))]
+        lines.append(f"| {row['row']} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _extra_sections(table: str, rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    out: list[str] = []
+    for metric in _metrics_of(rows):
+        if lines := iteration_lines(rows, metric):
+            out += [f"## {table}: {metric} by SADLR iteration", "", "Our mask after each refinement iteration (the last is the prediction).", "", *lines, ""]
+    if lines := selection_lines(rows):
+        out += [
+            f"## {table}: layers chosen by AFS", "",
+            "Each layer's share of the validation samples (counts over every seed), the mean entropy of the "
+            "selector's probabilities, and the share of pictures whose chosen layer differs between two of their "
+            "expressions (sentence sensitivity), mean ± std over seeds.", "", *lines, "",
+        ]
+    return out
+
+
 def markdown_report(results: Mapping[str, Any]) -> str:
     """``results.md``'s text: the settings, then a table per paper table and metric.
 
@@ -82,6 +164,7 @@ def markdown_report(results: Mapping[str, Any]) -> str:
     for table, rows in tables_of(results).items():
         for metric in _metrics_of(rows):
             out += [f"## {table}: {metric}", "", *_table_lines(rows, metric), ""]
+        out += _extra_sections(table, rows)
     if results.get("skipped"):
         out += ["## Skipped rows", ""] + [f"- {r['experiment']}: {r['reason']}" for r in results["skipped"]] + [""]
     return "\n".join(out)
@@ -136,9 +219,27 @@ def _draw_table(axes, table: str, rows: Sequence[Mapping[str, Any]], metric: str
     top.legend(handles=[*top.get_legend_handles_labels()[0], *twin.get_legend_handles_labels()[0]], loc="best", fontsize="small")
 
 
+def _draw_iterations(axis, table: str, rows: Sequence[Mapping[str, Any]], metric: str) -> None:
+    """Our metric after each SADLR iteration, one line (mean ± std) per row."""
+    drawn = [row for row in rows if row.get("by_iteration")]
+    if not drawn:
+        axis.set_axis_off()
+        return
+    for row in drawn:
+        entries = [it.get(metric) or {} for it in row["by_iteration"]]
+        means = [float("nan") if e.get("mean") is None else 100 * e["mean"] for e in entries]
+        axis.errorbar(range(1, len(entries) + 1), means, yerr=[100 * (e.get("std") or 0.0) for e in entries], marker="o", capsize=3, label=row["row"])
+    axis.set_xlabel("SADLR iteration")
+    axis.set_ylabel(f"ours {metric} (%)")
+    axis.set_title(f"{table}: {metric} by iteration")
+    axis.set_xticks(range(1, max(len(row["by_iteration"]) for row in drawn) + 1))
+    axis.legend(loc="best", fontsize="small")
+
+
 def write_plot(results: Mapping[str, Any], out: Path, metric: str = "oIoU") -> Path:
     """Write ``out/results.png``: per table, our mean ± std beside the paper's figure (two
-    axes: the scales differ), and below, both differences from the default row.
+    axes: the scales differ), below it both differences from the default row, and, when a
+    row has SADLR iterations, a third panel with our figure after each iteration.
 
     Args:
         results: the study's results.
@@ -150,10 +251,13 @@ def write_plot(results: Mapping[str, Any], out: Path, metric: str = "oIoU") -> P
 
     tables = tables_of(results) or {"(no rows)": []}
     width = max(6.0, max(len(rows) for rows in tables.values()) * 1.1 + 3)
-    figure = Figure(figsize=(width * len(tables), 7))
-    grid = figure.subplots(2, len(tables), squeeze=False)
+    with_iterations = any(row.get("by_iteration") for rows in tables.values() for row in rows)
+    figure = Figure(figsize=(width * len(tables), 10.5 if with_iterations else 7))
+    grid = figure.subplots(3 if with_iterations else 2, len(tables), squeeze=False)
     for column, (table, rows) in enumerate(tables.items()):
-        _draw_table(grid[:, column], table, rows, metric)
+        _draw_table(grid[:2, column], table, rows, metric)
+        if with_iterations:
+            _draw_iterations(grid[2, column], table, rows, metric)
     figure.tight_layout()
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=100)

@@ -5,8 +5,15 @@ default row, in the paper and in ours, and ``results.json``.
 
     {"settings": {..., "text_blind_ceiling_mIoU": x},
      "rows": [{"experiment", "paper", "table", "row", "default", "reported",
-               "metrics": {"oIoU": {"mean", "std", "runs": [...]}, ...}}],
+               "metrics": {"oIoU": {"mean", "std", "runs": [...]}, ...},
+               "runs": [{"seed", "metrics", "by_iteration"?, "selection"?}, ...],
+               "by_iteration": [{"oIoU": {"mean", "std", "runs"}, ...}, ...],   # SADLR rows
+               "selection": {"low": {"counts", "entropy", "sentence_sensitivity"},
+                             "mid": {...}, "sensitivity_from"}}],             # ASDA rows
      "skipped": [{"experiment", "reason"}]}
+
+``runs`` keeps each finished seed's own figures, so a ``results.json`` alone can seed a
+later continuation of the study (see :mod:`~reference_models.study.cli`).
 """
 
 from __future__ import annotations
@@ -21,7 +28,10 @@ from ..experiments import Experiment
 from .plan import DEFAULT_ROW_RULE, StudyPlan, default_row
 from .runner import write_atomic
 
-__all__ = ["aggregate", "direction", "text_blind_ceiling_of", "row_record", "study_results", "difference", "write_results_json"]
+__all__ = [
+    "aggregate", "direction", "text_blind_ceiling_of", "run_entry", "row_record", "iterations_of", "selection_of",
+    "study_results", "difference", "write_results_json", "runs_of_row",
+]
 
 
 def aggregate(values: Sequence[float]) -> dict[str, Any]:
@@ -117,31 +127,154 @@ def text_blind_ceiling_of(level: int, image_size: int, samples: int, seed: int) 
     }
 
 
-def row_record(experiment: Experiment, runs: Iterable[Mapping[str, float]], split: str = "val") -> dict[str, Any]:
+def run_entry(record: Mapping[str, Any], seed: int | None = None) -> dict[str, Any]:
+    """One finished run as ``results.json`` keeps it: ``{"seed", "metrics", ...}``.
+
+    Args:
+        record: the run's evaluation record (:data:`~reference_models.study.runner.EVALUATION_FILE`'s
+            content) or, as earlier studies passed them, its metrics alone.
+        seed: the run's seed (``None``: unknown).
+
+    Example:
+        >>> run_entry({"split": "val", "metrics": {"oIoU": 0.5}, "by_iteration": [{"oIoU": 0.5}]}, 2)
+        {'seed': 2, 'metrics': {'oIoU': 0.5}, 'by_iteration': [{'oIoU': 0.5}]}
+        >>> run_entry({"oIoU": 0.5})
+        {'seed': None, 'metrics': {'oIoU': 0.5}}
+    """
+    from .runner import MEASUREMENTS
+
+    if not isinstance(record.get("metrics"), Mapping):
+        record = {"metrics": record}
+    entry = {"seed": seed, "metrics": {k: float(v) for k, v in record["metrics"].items() if isinstance(v, (int, float))}}
+    entry.update({name: record[name] for name in MEASUREMENTS if record.get(name)})
+    return entry
+
+
+def iterations_of(runs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]] | None:
+    """Each SADLR iteration's metrics aggregated over the runs that measured them.
+
+    Args:
+        runs: :func:`run_entry` dicts; those without ``by_iteration``, or with another
+            number of iterations than the first that has them, are left out.
+
+    Returns:
+        ``[{metric: aggregate}, ...]`` first iteration first, or ``None`` when no run has them.
+
+    Example:
+        >>> runs = [{"by_iteration": [{"oIoU": 0.2}, {"oIoU": 0.4}]}, {"by_iteration": [{"oIoU": 0.3}, {"oIoU": 0.6}]}]
+        >>> [entry["oIoU"]["mean"] for entry in iterations_of(runs)]
+        [0.25, 0.5]
+    """
+    measured = [run["by_iteration"] for run in runs if run.get("by_iteration")]
+    if not measured:
+        return None
+    measured = [iterations for iterations in measured if len(iterations) == len(measured[0])]
+    return [
+        {key: aggregate([iterations[i][key] for iterations in measured]) for key in measured[0][i] if all(key in it[i] for it in measured)}
+        for i in range(len(measured[0]))
+    ]
+
+
+def selection_of(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
+    """ASDA's layer choices over the runs that measured them: counts summed, entropy and
+    sentence sensitivity aggregated (runs without a figure left out of its aggregate).
+
+    Args:
+        runs: :func:`run_entry` dicts.
+
+    Returns:
+        ``{"low": {"counts", "entropy", "sentence_sensitivity"}, "mid": ..., "sensitivity_from"}``,
+        or ``None`` when no run has a selection.
+
+    Example:
+        >>> low = {"counts": {"4": 3, "5": 1}, "entropy": 0.5, "sentence_sensitivity": 0.25}
+        >>> both = selection_of([{"selection": {"low": low, "sensitivity_from": "image_id"}}] * 2)
+        >>> both["low"]["counts"], both["low"]["entropy"]["mean"], both["sensitivity_from"]
+        ({'4': 6, '5': 2}, 0.5, 'image_id')
+    """
+    from ..evaluation_extras import SELECTION_LEVELS
+
+    measured = [run["selection"] for run in runs if run.get("selection")]
+    if not measured:
+        return None
+    result: dict[str, Any] = {}
+    for level in SELECTION_LEVELS:
+        entries = [selection[level] for selection in measured if level in selection]
+        if not entries:
+            continue
+        counts: dict[str, int] = {}
+        for entry in entries:
+            for layer, n in entry["counts"].items():
+                counts[layer] = counts.get(layer, 0) + int(n)
+        result[level] = {
+            "counts": dict(sorted(counts.items(), key=lambda item: int(item[0]))),
+            **{key: aggregate([e[key] for e in entries if e.get(key) is not None]) for key in ("entropy", "sentence_sensitivity")},
+        }
+    result["sensitivity_from"] = measured[0].get("sensitivity_from")
+    return result
+
+
+def _as_entry(run: Mapping[str, Any]) -> dict[str, Any]:
+    """A run entry from an entry, an evaluation record (whose ``seed`` is the validation set's) or metrics."""
+    is_entry = isinstance(run.get("metrics"), Mapping) and "split" not in run and "checkpoint" not in run
+    return run_entry(run, run.get("seed") if is_entry else None)
+
+
+def row_record(experiment: Experiment, runs: Iterable[Mapping[str, Any]], split: str = "val") -> dict[str, Any]:
     """A row of ``results.json``: the paper's figures and ours aggregated over its runs.
 
     Args:
         experiment: the row.
-        runs: the metrics of each finished seed, in seed order.
+        runs: each finished seed, in seed order: :func:`run_entry` dicts (or, as earlier
+            callers passed them, metrics alone).
         split: the split of the paper's figures.
     """
-    runs = list(runs)
-    keys = [k for k in (runs[0] if runs else {}) if all(k in r for r in runs)]
+    runs = [_as_entry(run) for run in runs]
+    metrics = [run["metrics"] for run in runs]
+    keys = [k for k in (metrics[0] if metrics else {}) if all(k in m for m in metrics)]
     base = default_row(experiment.paper, experiment.table)
-    return {
+    record = {
         "experiment": experiment.name, "paper": experiment.paper, "table": experiment.table, "row": experiment.row,
         "default": base.name, "reported": dict(experiment.reported.get(split, {})),
-        "metrics": {k: aggregate([r[k] for r in runs]) for k in keys},
+        "metrics": {k: aggregate([m[k] for m in metrics]) for k in keys},
+        "runs": runs,
     }
+    if (iterations := iterations_of(runs)) is not None:
+        record["by_iteration"] = iterations
+    if (selection := selection_of(runs)) is not None:
+        record["selection"] = selection
+    return record
 
 
-def study_results(plan: StudyPlan, measured: Mapping[str, Sequence[Mapping[str, float]]], ceiling: Mapping[str, float]) -> dict[str, Any]:
+def runs_of_row(row: Mapping[str, Any]) -> dict[int, dict[str, Any]]:
+    """``{seed: run entry}`` of a ``results.json`` row, for runs whose folders are gone.
+
+    A row written before ``runs`` existed holds only each metric's ``runs`` list: its n
+    figures are the seeds 0 .. n-1 (a study runs seed by seed, so a row's finished runs are
+    its first seeds).
+
+    Args:
+        row: a row of ``results.json``.
+
+    Example:
+        >>> runs_of_row({"metrics": {"oIoU": {"mean": 0.5, "std": 0.0, "runs": [0.4, 0.6]}, "mIoU": {"runs": [0.3, 0.5]}}})
+        {0: {'seed': 0, 'metrics': {'oIoU': 0.4, 'mIoU': 0.3}}, 1: {'seed': 1, 'metrics': {'oIoU': 0.6, 'mIoU': 0.5}}}
+    """
+    if isinstance(row.get("runs"), list):
+        return {int(run["seed"]): run_entry(run, int(run["seed"])) for run in row["runs"] if isinstance(run, Mapping) and isinstance(run.get("seed"), int)}
+    lists = {key: entry.get("runs") for key, entry in (row.get("metrics") or {}).items() if isinstance(entry, Mapping)}
+    lists = {key: values for key, values in lists.items() if isinstance(values, list)}
+    count = min((len(values) for values in lists.values()), default=0)
+    return {seed: {"seed": seed, "metrics": {key: float(values[seed]) for key, values in lists.items()}} for seed in range(count)}
+
+
+def study_results(plan: StudyPlan, measured: Mapping[str, Sequence[Mapping[str, Any]]], ceiling: Mapping[str, float]) -> dict[str, Any]:
     """The whole of ``results.json`` for what has been measured so far.
 
     Args:
         plan: the study's plan.
-        measured: ``{experiment name: [metrics of each finished seed]}``; rows without a
-            finished run are listed with empty metrics.
+        measured: ``{experiment name: [each finished seed's run entry]}`` (see
+            :func:`row_record`); rows without a finished run are listed with empty metrics.
         ceiling: :func:`text_blind_ceiling_of`'s figures.
     """
     return {

@@ -2,8 +2,11 @@
 
 A run folder is in one of four states, told apart by the files it holds:
 
-- *finished*: ``summary.json`` and :data:`EVALUATION_FILE`: its figures are read back;
-- *trained*: ``summary.json`` only (stopped while evaluating): it is evaluated;
+- *finished*: ``summary.json`` and :data:`EVALUATION_FILE` holding every measurement its
+  model has (:func:`expected_measurements`): its figures are read back;
+- *trained*: ``summary.json`` only (stopped while evaluating), or an evaluation written
+  before a measurement of its model existed (``by_iteration`` for SADLR, ``selection`` for
+  ASDA): it is evaluated again, never retrained;
 - *interrupted*: ``last.pt`` without ``summary.json``: training resumes from it
   (:func:`~reference_models.training.train` with ``resume=True``);
 - *empty* or *broken* (no ``last.pt``: killed before its first checkpoint): it is removed
@@ -22,11 +25,18 @@ from ..training import TrainConfig, train
 from ..training.run_folder import LOCK_FILE, RunLock
 from .plan import StudySettings
 
-__all__ = ["EVALUATION_FILE", "run_state", "train_config", "evaluate_run", "run_one", "write_atomic"]
+__all__ = [
+    "EVALUATION_FILE", "MEASUREMENTS", "run_state", "expected_measurements", "read_evaluation", "train_config",
+    "evaluate_run", "run_one", "write_atomic",
+]
 
 #: The file of a run folder that holds its evaluation, ``{"split", "checkpoint", "samples",
-#: "seed", "metrics": {...}}``.
+#: "seed" (the validation set's), "metrics": {...}}``, plus ``"by_iteration"`` (SADLR models)
+#: and ``"selection"`` (ASDA models) as :func:`reference_models.evaluate.evaluate` returns them.
 EVALUATION_FILE = "evaluation.json"
+
+#: The measurements beside the metrics that an evaluation records when its model has them.
+MEASUREMENTS = ("by_iteration", "selection")
 
 
 def write_atomic(path: Path, data: bytes | str) -> None:
@@ -43,6 +53,36 @@ def write_atomic(path: Path, data: bytes | str) -> None:
     temporary.replace(path)
 
 
+def expected_measurements(folder: Path) -> tuple[str, ...]:
+    """The measurements of :data:`MEASUREMENTS` that the run's model has, read from its ``config.json``.
+
+    ``"by_iteration"`` for a SADLR model (``plugin == "sadlr"``), ``"selection"`` for an
+    ASDA one; none when the folder has no readable ``config.json``.
+
+    Args:
+        folder: the run folder.
+    """
+    try:
+        model = json.loads((Path(folder) / "config.json").read_text()).get("model") or {}
+    except (OSError, ValueError, AttributeError):
+        return ()
+    has = {"by_iteration": model.get("plugin") == "sadlr", "selection": model.get("architecture") == "asda"}
+    return tuple(name for name in MEASUREMENTS if has[name])
+
+
+def read_evaluation(folder: Path) -> dict[str, Any] | None:
+    """The run's :data:`EVALUATION_FILE`, or ``None`` when it is missing or unreadable.
+
+    Args:
+        folder: the run folder.
+    """
+    try:
+        record = json.loads((Path(folder) / EVALUATION_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) and isinstance(record.get("metrics"), dict) else None
+
+
 def run_state(folder: Path) -> str:
     """``"finished"``, ``"trained"``, ``"interrupted"`` or ``"empty"`` (see the module's notes).
 
@@ -51,7 +91,9 @@ def run_state(folder: Path) -> str:
     """
     folder = Path(folder)
     if (folder / "summary.json").is_file():
-        return "finished" if (folder / EVALUATION_FILE).is_file() else "trained"
+        record = read_evaluation(folder)
+        complete = record is not None and all(name in record for name in expected_measurements(folder))
+        return "finished" if complete else "trained"
     if (folder / "last.pt").is_file():
         return "interrupted"
     return "empty"
@@ -102,7 +144,9 @@ def evaluate_run(folder: Path, settings: StudySettings) -> dict[str, Any]:
         settings: the study's settings (level, ``eval_size``, ``eval_seed``, device).
 
     Returns:
-        The metrics (fractions), :class:`rislayers.RISMetrics`' keys.
+        The evaluation's record (:data:`EVALUATION_FILE`'s content): ``metrics`` holds
+        :class:`rislayers.RISMetrics`' keys (fractions), ``by_iteration`` and ``selection``
+        are there when the model has them.
     """
     from torch.utils.data import DataLoader
 
@@ -122,14 +166,15 @@ def evaluate_run(folder: Path, settings: StudySettings) -> dict[str, Any]:
         seed=settings.eval_seed, tokenizer=build_tokenizer(config), mean=mean, std=std, keep_original_mask=True,
     )
     loader = DataLoader(data, batch_size=min(32, settings.eval_size), num_workers=settings.workers, collate_fn=collate)
-    metrics = evaluate(model, loader, device=pick_device(settings.device), progress=False)
-    metrics = {key: float(value) for key, value in metrics.items() if isinstance(value, (int, float))}
+    measured = evaluate(model, loader, device=pick_device(settings.device), progress=False)
+    metrics = {key: float(value) for key, value in measured.items() if isinstance(value, (int, float))}
     record = {"split": settings.split, "checkpoint": "last.pt", "samples": settings.eval_size, "seed": settings.eval_seed, "metrics": metrics}
+    record.update({name: measured[name] for name in MEASUREMENTS if name in measured})
     write_atomic(Path(folder) / EVALUATION_FILE, json.dumps(record, indent=2) + "\n")
-    return metrics
+    return record
 
 
-def run_one(experiment: Experiment, seed: int, settings: StudySettings, folder: Path) -> tuple[dict[str, float], str]:
+def run_one(experiment: Experiment, seed: int, settings: StudySettings, folder: Path) -> tuple[dict[str, Any], str]:
     """Bring one run to *finished* from whatever state its folder is in.
 
     Args:
@@ -139,13 +184,13 @@ def run_one(experiment: Experiment, seed: int, settings: StudySettings, folder: 
         folder: the run folder (see :func:`~reference_models.study.plan.run_folder`).
 
     Returns:
-        ``(metrics, what)``: the evaluation's metrics and what was done (``"kept"``,
-        ``"evaluated"``, ``"resumed"`` or ``"trained"``).
+        ``(record, what)``: the evaluation's record (:func:`evaluate_run`) and what was done
+        (``"kept"``, ``"evaluated"``, ``"resumed"`` or ``"trained"``).
     """
     folder = Path(folder)
     state = run_state(folder)
     if state == "finished":
-        return json.loads((folder / EVALUATION_FILE).read_text())["metrics"], "kept"
+        return read_evaluation(folder), "kept"
     if state == "trained":
         return evaluate_run(folder, settings), "evaluated"
     cfg = train_config(experiment, seed, settings)

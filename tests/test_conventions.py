@@ -151,6 +151,8 @@ def every_layer_call() -> dict[str, tuple]:
         "aggregator": (R.ScaleWiseAggregator(C, D, hidden_dim=4), (feats, feats, feats, torch.randn(2, D)), "high"),
         "casg_stage": (R.CASGStage(C, (4,), D), (feats, [pyramid[1]], torch.randn(2, D)), "vis"),
         "casg_decoder": (R.CASGDecoder((4, 4, 4, 8), D), (pyramid, torch.randn(2, D)), r"features\[0\]"),
+        "concat_fusion": (R.ConcatProjectFusion((C, 4), D, 8), ([feats, torch.randn(2, 4, 6, 8)], torch.randn(2, D)), r"maps\[0\]"),
+        "published_aggregator": (R.PublishedScaleWiseAggregator(C, D, hidden_dim=4), (feats, feats, feats, torch.randn(2, D)), "high"),
     }
 
 

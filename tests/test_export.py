@@ -82,6 +82,16 @@ CASES = {
     "fpn_decoder": Case(
         lambda: R.FPNDecoder((4, 4, 4, 8), dim=8), lambda b, l: {"features": pyramid(b)["features"]}, {"features": [{0: BATCH}] * 4}
     ),
+    "concat_fusion": Case(
+        lambda: R.ConcatProjectFusion((C, 4, 4), D, 8),
+        lambda b, l: {"maps": [torch.randn(b, C, 3, 4), torch.randn(b, 4, 3, 4), torch.randn(b, 4, 6, 8)], "sentence": torch.randn(b, D)},
+        {"maps": [{0: BATCH}] * 3, "sentence": {0: BATCH}},
+    ),
+    "published_aggregator": Case(
+        lambda: R.PublishedScaleWiseAggregator(C, D, hidden_dim=4),
+        lambda b, l: {"high": torch.randn(b, C, 5, 5), "mid": torch.randn(b, C, 5, 5), "low": torch.randn(b, C, 5, 5), "sentence": torch.randn(b, D)},
+        {"high": {0: BATCH}, "mid": {0: BATCH}, "low": {0: BATCH}, "sentence": {0: BATCH}},
+    ),
 }
 ONNX_CASES = ["refiner", "coparser", "aligner", "casg_decoder"]
 

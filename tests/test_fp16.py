@@ -92,6 +92,14 @@ PAPER_CASES: dict[str, tuple[Callable[[], torch.nn.Module], Callable[[], tuple]]
         lambda: R.FPNDecoder((8, 8, 8, 16), dim=8),
         lambda: ([magnitudes(1, 8, 128, 128), magnitudes(1, 8, 64, 64), magnitudes(1, 8, 32, 32), magnitudes(1, 16, 16, 16)],),
     ),
+    "concat fusion (ASDA Table 2 (b), 416 px)": (
+        lambda: R.ConcatProjectFusion((768, 768, 768), 512, 512),
+        lambda: ([magnitudes(1, 768, 26, 26) for _ in range(3)], torch.randn(1, 512)),
+    ),
+    "published aggregator (ASDA code, 416 px)": (
+        lambda: R.PublishedScaleWiseAggregator(768, 512),
+        lambda: (magnitudes(1, 768, 26, 26), magnitudes(1, 768, 26, 26), magnitudes(1, 768, 26, 26), torch.randn(1, 512)),
+    ),
 }
 
 

@@ -366,10 +366,7 @@ def main(argv: list[str] | None = None) -> int:
         "--threshold", type=float, default=0.5,
         help="foreground where its probability exceeds this (default: %(default)s, i.e. logit 0)",
     )
-    p.add_argument(
-        "--json", type=Path,
-        help="write {split: metrics} (fractions; with by_iteration for SADLR models, selection for ASDA models) to this file",
-    )
+    p.add_argument("--json", type=Path, help="write {split: metrics} (fractions; SADLR: by_iteration, ASDA: selection) to this file")
     args = p.parse_args(argv)
     logit_threshold(args.threshold, argument="--threshold")  # refused before anything loads
 

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from layer_checks import assert_close_outputs, assert_finite, assert_model_batch_independent, pad_words
 
 from reference_models import build_model, list_models
+from reference_models.config import ModelConfig
 from reference_models.models.lts import LOCALIZATION_STRIDE, RelevanceFilter, localization_target
 from reference_models.models.vlt import PyramidDecoder, QueryGeneration, TransformerLayer, masked_softmax
 from reference_models.models.vlt_parts import QueryResponseMaps, ResponseDecoder
@@ -24,6 +25,8 @@ MODULATE_CHILDREN = [
     "text_encoder", "backbone", "vis_proj", "text_proj", "query_generation",
     "encoder", "decoder", "query_balance", "mask_decoder", "head",
 ]  # fmt: skip
+# ModelConfig.vlt_response's default: the registered VLT models must build exactly it.
+DEFAULT_RESPONSE = "modulate"
 # "spatial" reads only the stride-16 and stride-32 Swin maps: the output norms of the
 # stride-4 and stride-8 maps are computed but unused, so they get no gradient.
 SPATIAL_UNREAD = ("backbone.out_norms.0.", "backbone.out_norms.1.")
@@ -132,12 +135,13 @@ def test_modulate_builds_the_modules_it_built_before_the_option():
 
 
 @pytest.mark.parametrize("name", ["vlt_tiny", "vlt_sadlr_tiny"])
-def test_default_model_is_the_modulate_reading_bit_for_bit(name):
+def test_default_model_is_the_default_reading_bit_for_bit(name):
+    hint = f"the default VLT is no longer vlt_response={DEFAULT_RESPONSE!r} (on purpose? update DEFAULT_RESPONSE)"
+    assert ModelConfig().vlt_response == DEFAULT_RESPONSE, hint
     torch.manual_seed(0)
     default = build_model(name).eval()
     torch.manual_seed(0)
-    explicit = build_model(name, vlt_response="modulate").eval()
-    hint = "the default VLT changed; if vlt_response's default was flipped on purpose, update this test"
+    explicit = build_model(name, vlt_response=DEFAULT_RESPONSE).eval()
     assert list(default.state_dict()) == list(explicit.state_dict()), hint
     for key, value in default.state_dict().items():
         assert torch.equal(value, explicit.state_dict()[key]), f"{key}: {hint}"

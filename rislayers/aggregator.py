@@ -24,9 +24,10 @@ _DOWNSAMPLE_MODES = ("max", "avg")
 _UPSAMPLE_MODES = ("nearest", "bilinear")
 
 
-def _check_levels(layer: nn.Module, high: torch.Tensor, mid: torch.Tensor, low: torch.Tensor, sentence: torch.Tensor) -> None:
+def _check_levels(
+    layer: nn.Module, high: torch.Tensor, mid: torch.Tensor, low: torch.Tensor, sentence: torch.Tensor, *, dtype: torch.dtype
+) -> None:
     """The checks of an aggregator's ``(high, mid, low, sentence)``: three maps of one size and a sentence."""
-    dtype = layer.text_proj.weight.dtype
     axes = check_shape(high, "b c h w", name="high", c=layer.dim, floating=True, dtype=dtype)
     check_shape(mid, "b c h w", name="mid", bound=axes, floating=True, dtype=dtype)
     check_shape(low, "b c h w", name="low", bound=axes, floating=True, dtype=dtype)
@@ -65,8 +66,9 @@ class ScaleWiseAggregator(nn.Module):
     published code does not pool the inputs: it enlarges the middle and low levels with
     transposed convolutions, merges at 1x, 2x and 4x the grid and max-pools the OUTPUT
     back to the grid (:class:`PublishedScaleWiseAggregator`). ``upsample_mode`` defaults
-    to ``"nearest"``, the FPN top-down convention the published code uses. ``proj`` is a plain Linear from the sentence to ``dim`` (Eq. 4 multiplies
-    ``f_H`` by ``f_E`` directly, which needs equal widths).
+    to ``"nearest"``, the FPN top-down convention the published code uses. ``proj`` is a
+    plain Linear from the sentence to ``dim`` (Eq. 4 multiplies ``f_H`` by ``f_E``
+    directly, which needs equal widths).
 
     Args:
         dim: visual channels ``c`` of the three levels and of the output.
@@ -153,7 +155,7 @@ class ScaleWiseAggregator(nn.Module):
         Returns:
             The coarse map, same size as ``high``.
         """
-        _check_levels(self, high, mid, low, sentence)
+        _check_levels(self, high, mid, low, sentence, dtype=self.text_proj.weight.dtype)
 
         full_size = (high.shape[-2], high.shape[-1])
         mid_size = _half(full_size)
@@ -168,65 +170,79 @@ class ScaleWiseAggregator(nn.Module):
         return self.aggregate(merged)  # Eq. 5, F_coarse
 
 
+# The released code's conv blocks use BatchNorm momentum 0.999 in PyTorch's convention (a
+# TensorFlow decay misread), so the running statistics are almost those of the last batch;
+# kept so a run reproduces its evaluation behaviour. Its sentence fusion keeps torch's 0.1.
+_CODE_BN_MOMENTUM = 0.999
+_CODE_LEAKY_SLOPE = 0.1
+
+
 def _conv_bn_leaky(in_dim: int, out_dim: int, kernel_size: int, factory: dict) -> nn.Sequential:
     # No conv bias: the BatchNorm after it subtracts the mean.
     return nn.Sequential(
         nn.Conv2d(in_dim, out_dim, kernel_size, padding=kernel_size // 2, bias=False, **factory),
-        nn.BatchNorm2d(out_dim, **factory),
-        nn.LeakyReLU(),
+        nn.BatchNorm2d(out_dim, momentum=_CODE_BN_MOMENTUM, **factory),
+        nn.LeakyReLU(_CODE_LEAKY_SLOPE),
     )
+
+
+def _enlarge(in_dim: int, out_dim: int, factory: dict) -> nn.ConvTranspose2d:
+    """A 2x enlargement: kernel 2, stride 2, so every output size is exactly twice the input."""
+    return nn.ConvTranspose2d(in_dim, out_dim, 2, stride=2, **factory)
 
 
 class PublishedScaleWiseAggregator(nn.Module):
     """The released code's SFA: levels enlarged by transposed convs, merged wide, max-pooled back.
 
-    Same inputs and output as :class:`ScaleWiseAggregator`, but the middle and low levels
-    are made LARGER (2x and 4x the grid) rather than smaller, the top-down path runs at
-    ``hidden_dim`` (512) instead of 32 channels, and the result is max-pooled back to the
-    grid. With ``*`` element-wise, ``CBL`` a convolution + BatchNorm + LeakyReLU block and
-    ``Up`` nearest 2x upsampling::
+    Same inputs as :class:`ScaleWiseAggregator`, but the middle and low levels are made
+    LARGER (2x and 4x the grid) rather than smaller, the top-down path runs at
+    ``hidden_dim`` (512) channels instead of 32, only the finest level is kept and it is
+    max-pooled back to the grid; the output is ``hidden_dim`` wide (the released code
+    feeds it to its aligner as is). With ``*`` element-wise, ``CBL`` a convolution +
+    BatchNorm + LeakyReLU(0.1) block, ``BL`` BatchNorm + LeakyReLU(0.1), ``T`` a transposed
+    convolution (kernel 2, stride 2, with bias) and ``Up`` nearest 2x upsampling::
 
-        F_G   = F_H * Linear(f_E)                                       at h
-        M     = ConvT2x(F_M)                                            at 2h
-        L     = ConvT2x(LeakyReLU(BN(ConvT2x(F_L))))                    at 4h
-        P_G   = CBL1x1(F_G);  P_M = CBL1x1(M) + Up(P_G);  P_L = CBL1x1(L) + Up(P_M)
-        O_k   = MaxPool(CBL3x3(P_k)) to h,  k = G, M, L
-        coarse = Conv1x1(Cat(O_G, O_M, O_L))                            -> dim, at h
+        F_G = BL(CBL1x1(F_H) * LeakyReLU(BN1d(Linear(f_E))))            dim, at h
+        S_G = CBL3x3(CBL1x1(F_G))                                       at h
+        S_M = CBL3x3(CBL1x1(T(F_M)))             T: dim -> dim/2,       at 2h
+        S_L = CBL3x3(CBL1x1(T(GELU(BN(T(F_L))))))  dim -> dim/2 -> dim/4, at 4h
+        P_G = CBL1x1(S_G);  P_M = CBL1x1(S_M) + Up(P_G);  P_L = CBL1x1(S_L) + Up(P_M)
+        coarse = MaxPool4x4(CBL3x3(P_L))                                hidden_dim, at h
 
-    The layer follows a description of the released code; the details it leaves open are
-    our choices: the transposed
-    convolutions have kernel 2 and stride 2 (one per 2x, exact sizes for any grid) and keep
-    ``dim`` channels; the two of the low level have a BatchNorm + LeakyReLU between them
-    (two linear maps in a row would be one); the three 3x3 output convolutions are CBL
-    blocks like the projections; each level's output is max-pooled to the grid (kernel =
-    stride = its scale) and the three are concatenated and projected by a plain 1x1
-    convolution with bias, so the output is a linear map like ``ScaleWiseAggregator``'s
-    (CRIS's neck concatenates its levels the same way); LeakyReLU keeps torch's default
-    slope 0.01.
+    ``F_G`` is the code's sentence fusion (``Simple_fusion`` in ``model/model.py``, at
+    ``fusion_dim = dim``); the rest is its ``SFA`` (``model/modules.py``), whose stages
+    (``1x1`` to ``hidden_dim`` then ``3x3``), lateral ``1x1`` blocks and top-down sum
+    follow ViTDet's simple feature pyramid. The code also builds a 3x3 output block for
+    the coarse level and runs one on ``P_M``, but reads neither: only the one on ``P_L``
+    is built here, so every parameter trains (about 6.4 GMACs fewer at 416 px). The
+    conv blocks' BatchNorms use the code's momentum 0.999 (running statistics close to the
+    last batch's), the sentence fusion's BatchNorms torch's 0.1, as in the code.
 
-    The cost is large: about 49 GMACs at ``dim=768``, ``text_dim=512``, ``hidden_dim=512``
-    on a 26x26 grid (ViT-B/16 at 416 px), most of it in the 3x3 output convolutions at 2x
-    and 4x the grid. BatchNorm in training mode needs more than one value per channel, so
-    training on a batch of one ``1x1`` grid fails; such inputs run in eval mode.
+    The cost is large: about 67 GMACs at ``dim=768``, ``text_dim=512``,
+    ``hidden_dim=512`` on a 26x26 grid (ViT-B/16 at 416 px), most of it in the two 3x3
+    blocks at 4x the grid. BatchNorm in training mode needs more than one value per
+    channel, so training on a batch of one fails (the sentence's ``BatchNorm1d``); use
+    ``eval()`` for single samples.
 
     Args:
-        dim: visual channels ``c`` of the three levels and of the output.
+        dim: visual channels ``c`` of the three levels (at least 4: the low level narrows
+            to ``dim // 4``).
         text_dim: channels ``d`` of the sentence vector.
-        hidden_dim: width of the projections and of the top-down path (512 in the code).
+        hidden_dim: width of the top-down path and of the output (512 in the code).
         device: device of the parameters.
         dtype: dtype of the parameters.
 
     Shape:
         - high, mid, low: ``(b, c, h, w)`` each (``F_H``, ``F_M``, ``F_L``)
         - sentence: ``(b, d)``
-        - output: ``(b, c, h, w)``, the size of ``high`` (``F_coarse``)
+        - output: ``(b, hidden_dim, h, w)``, the size of ``high`` (``F_coarse``)
 
     Example:
         >>> import torch
         >>> sfa = PublishedScaleWiseAggregator(32, 16, hidden_dim=8).eval()
         >>> high, mid, low = (torch.randn(2, 32, 13, 13) for _ in range(3))
         >>> sfa(high, mid, low, torch.randn(2, 16)).shape
-        torch.Size([2, 32, 13, 13])
+        torch.Size([2, 8, 13, 13])
     """
 
     def __init__(
@@ -241,20 +257,37 @@ class PublishedScaleWiseAggregator(nn.Module):
         super().__init__()
         factory = {"device": device, "dtype": dtype}
         self.dim = positive_int("dim", dim)
+        if dim < 4:
+            raise ValueError(f"dim: expected an integer >= 4 (the low level narrows to dim // 4); got {dim!r}")
         self.text_dim = positive_int("text_dim", text_dim)
-        self.hidden_dim = positive_int("hidden_dim", hidden_dim)
-        self.text_proj = nn.Linear(text_dim, dim, **factory)
-        self.mid_up = nn.ConvTranspose2d(dim, dim, 2, stride=2, **factory)
-        self.low_up = nn.Sequential(
-            nn.ConvTranspose2d(dim, dim, 2, stride=2, bias=False, **factory),
-            nn.BatchNorm2d(dim, **factory),
-            nn.LeakyReLU(),
-            nn.ConvTranspose2d(dim, dim, 2, stride=2, **factory),
+        self.hidden_dim = self.out_dim = positive_int("hidden_dim", hidden_dim)
+        # Eq. 4 as the code's sentence fusion.
+        self.visual_proj = _conv_bn_leaky(dim, dim, 1, factory)
+        self.text_proj = nn.Sequential(
+            nn.Linear(text_dim, dim, **factory), nn.BatchNorm1d(dim, **factory), nn.LeakyReLU(_CODE_LEAKY_SLOPE)
         )
-        # Coarse to fine: the sentence-modulated grid, the 2x level, the 4x level.
-        self.lateral = nn.ModuleList(_conv_bn_leaky(dim, hidden_dim, 1, factory) for _ in range(3))
-        self.output = nn.ModuleList(_conv_bn_leaky(hidden_dim, hidden_dim, 3, factory) for _ in range(3))
-        self.project = nn.Conv2d(3 * hidden_dim, dim, 1, **factory)
+        self.fusion_norm = nn.Sequential(nn.BatchNorm2d(dim, **factory), nn.LeakyReLU(_CODE_LEAKY_SLOPE))
+        # One stage per level, coarse to fine: the grid, 2x, 4x.
+        self.stages = nn.ModuleList(
+            [
+                nn.Sequential(_conv_bn_leaky(dim, hidden_dim, 1, factory), _conv_bn_leaky(hidden_dim, hidden_dim, 3, factory)),
+                nn.Sequential(
+                    _enlarge(dim, dim // 2, factory),
+                    _conv_bn_leaky(dim // 2, hidden_dim, 1, factory),
+                    _conv_bn_leaky(hidden_dim, hidden_dim, 3, factory),
+                ),
+                nn.Sequential(
+                    _enlarge(dim, dim // 2, factory),
+                    nn.BatchNorm2d(dim // 2, momentum=_CODE_BN_MOMENTUM, **factory),
+                    nn.GELU(),
+                    _enlarge(dim // 2, dim // 4, factory),
+                    _conv_bn_leaky(dim // 4, hidden_dim, 1, factory),
+                    _conv_bn_leaky(hidden_dim, hidden_dim, 3, factory),
+                ),
+            ]
+        )
+        self.lateral = nn.ModuleList(_conv_bn_leaky(hidden_dim, hidden_dim, 1, factory) for _ in range(3))
+        self.output = _conv_bn_leaky(hidden_dim, hidden_dim, 3, factory)
 
     def extra_repr(self) -> str:
         return f"hidden_dim={self.hidden_dim}"
@@ -274,16 +307,14 @@ class PublishedScaleWiseAggregator(nn.Module):
             sentence: the sentence vector ``f_E``.
 
         Returns:
-            The coarse map, same size as ``high``.
+            The coarse map, ``hidden_dim`` wide, the size of ``high``.
         """
-        _check_levels(self, high, mid, low, sentence)
+        _check_levels(self, high, mid, low, sentence, dtype=self.visual_proj[0].weight.dtype)
 
-        global_feats = high * rearrange(self.text_proj(sentence), "b c -> b c 1 1")  # Eq. 4
-        levels = (global_feats, self.mid_up(mid), self.low_up(low))  # at 1x, 2x, 4x the grid
+        sentence_map = rearrange(self.text_proj(sentence), "b c -> b c 1 1")
+        global_feats = self.fusion_norm(self.visual_proj(high) * sentence_map)  # Eq. 4
         merged = None
-        outputs = []
-        for scale, level, lateral, output in zip((1, 2, 4), levels, self.lateral, self.output):
-            merged = lateral(level) if merged is None else lateral(level) + F.interpolate(merged, scale_factor=2.0)
-            refined = output(merged)
-            outputs.append(refined if scale == 1 else F.max_pool2d(refined, scale))
-        return self.project(torch.cat(outputs, dim=1))
+        for stage, lateral, level in zip(self.stages, self.lateral, (global_feats, mid, low)):
+            lateral_feats = lateral(stage(level))
+            merged = lateral_feats if merged is None else lateral_feats + F.interpolate(merged, scale_factor=2.0)
+        return F.max_pool2d(self.output(merged), 4)  # the 4x level, back to the grid

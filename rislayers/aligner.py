@@ -95,13 +95,32 @@ class _SelfAttentionBlock(nn.Module):
         return tokens + self.mlp(self.mlp_norm(tokens))  # Eq. 6, MLP step
 
 
+def _attend_to_words(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, word_mask: torch.Tensor | None, num_heads: int, drop: nn.Module
+) -> torch.Tensor:
+    """Multi-head attention from pixel tokens ``(b, n, c)`` to words ``(b, l, c)``, honouring ``word_mask``."""
+    q, k, v = (rearrange(t, "b m (heads e) -> b heads m e", heads=num_heads) for t in (q, k, v))
+    # Scale before the product (smaller float16 intermediates); softmax in float32.
+    scores = torch.einsum("bgne,bgle->bgnl", q * (1.0 / math.sqrt(q.shape[-1])), k)
+    scores = scores.to(accumulation_dtype(scores.dtype))
+    if word_mask is not None:
+        keep = rearrange(word_mask, "b l -> b 1 1 l")
+        # The dtype's most negative finite value, not -inf: an all-padding row then gives
+        # a finite uniform softmax, which the line below zeroes (no NaN, finite grads).
+        scores = scores.masked_fill(~keep, torch.finfo(scores.dtype).min)
+    weights = scores.softmax(dim=-1)
+    if word_mask is not None:
+        weights = torch.where(keep, weights, torch.zeros((), dtype=weights.dtype, device=weights.device))
+    gathered = torch.einsum("bgnl,bgle->bgne", drop(weights.to(v.dtype)), v)
+    return rearrange(gathered, "b heads n e -> b n (heads e)")
+
+
 class _WordAttentionBlock(nn.Module):
     """Pre-norm cross-attention from pixel tokens to words + MLP, honouring the padding mask."""
 
     def __init__(self, dim: int, text_dim: int, num_heads: int, mlp_hidden: int, dropout: float, factory: dict) -> None:
         super().__init__()
         self.num_heads = num_heads
-        self.scale = 1.0 / math.sqrt(dim // num_heads)
         self.query_norm = nn.LayerNorm(dim, **factory)
         self.word_norm = nn.LayerNorm(text_dim, **factory)
         self.query = nn.Linear(dim, dim, **factory)
@@ -115,24 +134,43 @@ class _WordAttentionBlock(nn.Module):
 
     def forward(self, tokens: torch.Tensor, words: torch.Tensor, word_mask: torch.Tensor | None) -> torch.Tensor:
         words = self.word_norm(words)  # padding already zeroed by the caller
-        q = rearrange(self.query(self.query_norm(tokens)), "b n (heads e) -> b heads n e", heads=self.num_heads)
-        k = rearrange(self.key(words), "b l (heads e) -> b heads l e", heads=self.num_heads)
-        v = rearrange(self.value(words), "b l (heads e) -> b heads l e", heads=self.num_heads)
-        # Scale before the product (smaller float16 intermediates); softmax in float32.
-        scores = torch.einsum("bgne,bgle->bgnl", q * self.scale, k)
-        scores = scores.to(accumulation_dtype(scores.dtype))
-        if word_mask is not None:
-            keep = rearrange(word_mask, "b l -> b 1 1 l")
-            # The dtype's most negative finite value, not -inf: an all-padding row then gives
-            # a finite uniform softmax, which the line below zeroes (no NaN, finite grads).
-            scores = scores.masked_fill(~keep, torch.finfo(scores.dtype).min)
-        weights = scores.softmax(dim=-1)
-        if word_mask is not None:
-            weights = torch.where(keep, weights, torch.zeros((), dtype=weights.dtype, device=weights.device))
-        gathered = torch.einsum("bgnl,bgle->bgne", self.attn_drop(weights.to(v.dtype)), v)
-        gathered = rearrange(gathered, "b heads n e -> b n (heads e)")
+        q, k, v = self.query(self.query_norm(tokens)), self.key(words), self.value(words)
+        gathered = _attend_to_words(q, k, v, word_mask, self.num_heads, self.attn_drop)
         tokens = tokens + self.out_drop(self.out(gathered))  # Eq. 8, F'_K
         return tokens + self.mlp(self.mlp_norm(tokens))  # Eq. 8, F_fine
+
+
+class _PublishedWordBlock(nn.Module):
+    """The released code's word attention (``lang_tf_enc``): post-norm, ReLU input projections.
+
+    ``words' = ReLU(Linear(words))`` (no bias); ``q, k, v = ReLU(Linear(tokens, words',
+    words'))``, then the attention's own projections; ``x = LN(tokens + Attn)`` (no dropout
+    on the attention output, as in the code) and ``LN(x + MLP(x))``.
+    """
+
+    def __init__(self, dim: int, text_dim: int, num_heads: int, mlp_hidden: int, dropout: float, factory: dict) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.word_proj = nn.Linear(text_dim, dim, bias=False, **factory)
+        self.query_in = nn.Linear(dim, dim, **factory)
+        self.key_in = nn.Linear(dim, dim, **factory)
+        self.value_in = nn.Linear(dim, dim, **factory)
+        self.query = nn.Linear(dim, dim, **factory)
+        self.key = nn.Linear(dim, dim, bias=False, **factory)  # bias cancelled by softmax
+        self.value = nn.Linear(dim, dim, **factory)
+        self.out = nn.Linear(dim, dim, **factory)
+        self.attn_drop = nn.Dropout(dropout)
+        self.attn_norm = nn.LayerNorm(dim, **factory)
+        self.mlp = _Mlp(dim, mlp_hidden, dropout, factory)
+        self.mlp_norm = nn.LayerNorm(dim, **factory)
+
+    def forward(self, tokens: torch.Tensor, words: torch.Tensor, word_mask: torch.Tensor | None) -> torch.Tensor:
+        words = F.relu(self.word_proj(words))
+        q = self.query(F.relu(self.query_in(tokens)))
+        k = self.key(F.relu(self.key_in(words)))
+        v = self.value(F.relu(self.value_in(words)))
+        tokens = self.attn_norm(tokens + self.out(_attend_to_words(q, k, v, word_mask, self.num_heads, self.attn_drop)))
+        return self.mlp_norm(tokens + self.mlp(tokens))
 
 
 class _ConvNormReLU(nn.Sequential):
@@ -212,17 +250,24 @@ class DualBranchAligner(nn.Module):
     Departures from the published code, all deliberate and each with an option where a
     run may want the published behaviour: the word padding mask is honoured
     (``word_mask=False`` ignores it as the published code does: padding words then take
-    part in the softmax like real ones, so their values change the output); the visual
+    part in the softmax like real ones, so their values change the output); the attention
     blocks are pre-norm (``blocks="published"`` builds the released code's post-norm
-    encoder layers, see below); the coefficients are pooled over space instead of read by
-    ``Linear(26*26*32, 32)``, so any map size works; the masks use the paper's sigmoid
-    (the published code applies ReLU).
+    blocks, see below). Without an option: the coefficients are pooled over space instead
+    of read by ``Linear(26*26*32, 32)``, so any map size works; the masks use the paper's
+    sigmoid (the published code applies ReLU); the decoders use ReLU and 1x1 output
+    convolutions (the code: LeakyReLU(0.1), 3x3 output convolutions, and two 3x3 blocks at
+    the coarse size before the mask decoder upsamples).
 
-    ``blocks="published"``: each visual block is a post-norm transformer encoder layer,
-    ``x = LN(x + Attn(x + pos, x + pos, x))`` then ``x = LN(x + MLP(x))``, with the MLP's
-    hidden width equal to ``dim`` (``mlp_ratio`` then applies to the word block only). No
-    final LayerNorm follows them: a post-norm stack already ends with one, and a second
-    one in a row would only rescale.
+    ``blocks="published"``: the released code's attention blocks (``model/transformer.py``
+    of swagger-coder/ASDA). The coarse map is rectified (ReLU) first; each visual block is
+    a post-norm transformer encoder layer, ``x = LN(x + Attn(x + pos, x + pos, x))`` then
+    ``x = LN(x + MLP(x))``, with the MLP's hidden width equal to ``dim``, and the stack
+    still ends with the final LayerNorm (the code's encoder has one after its post-norm
+    layers); the position code counts raw positions ``1..h`` and ``1..w`` (DETR's sine
+    code without normalisation). The word block is the code's post-norm one: the words
+    pass ``ReLU(Linear(., no bias))`` to ``dim``, queries, keys and values each pass
+    ``ReLU(Linear)`` before the attention's own projections, then ``x = LN(x + Attn)``
+    and ``LN(x + MLP(x))`` (``mlp_ratio`` sizes this MLP: 4, the code's 2048 at 512).
 
     Paper ambiguities, as options: the MLP width (``mlp_ratio``, 4 as in the published
     word-attention block and standard transformers), the convolution norm (``norm``:
@@ -331,7 +376,7 @@ class DualBranchAligner(nn.Module):
             _SelfAttentionBlock(dim, num_heads, visual_hidden, dropout, factory, post_norm=published)
             for _ in range(num_layers)
         )
-        self.visual_norm = nn.Identity() if published else nn.LayerNorm(dim, **factory)
+        self.visual_norm = nn.LayerNorm(dim, **factory)
         width = dim // 2 if decoder_dim is None else decoder_dim
         self.mask_decoder = self._build_decoder(dim, width, upsample_steps, norm, upsample_mode, factory)
         self.mask_head = nn.Conv2d(width if upsample_steps else dim, self.num_masks, 1, **factory)
@@ -339,7 +384,8 @@ class DualBranchAligner(nn.Module):
         # WCG: word-guided cross-attention (Eq. 8) and coefficient generation (Eq. 9).
         self.word_block = None
         if branches != "visual":
-            self.word_block = _WordAttentionBlock(dim, text_dim, num_heads, mlp_hidden, dropout, factory)
+            word_block = _PublishedWordBlock if published else _WordAttentionBlock
+            self.word_block = word_block(dim, text_dim, num_heads, mlp_hidden, dropout, factory)
         self.coefficient_head = None
         if branches == "dual":
             self.coefficient_head = nn.Sequential(
@@ -398,7 +444,13 @@ class DualBranchAligner(nn.Module):
         else:
             word_mask = None  # the published code: padding words attend like real ones
 
-        pos = sine_position_encoding_2d(height, width, self.dim, device=feats.device, dtype=feats.dtype)
+        published = self.blocks == "published"
+        if published:  # the released code rectifies the coarse map before its encoder
+            feats = F.relu(feats)
+        # The released code's position code counts raw positions (1..h), not [0, 2 pi].
+        pos = sine_position_encoding_2d(
+            height, width, self.dim, normalize=not published, device=feats.device, dtype=feats.dtype
+        )
         pos = rearrange(pos, "c h w -> 1 (h w) c")
         tokens = rearrange(feats, "b c h w -> b (h w) c")
         for block in self.visual_blocks:

@@ -79,9 +79,14 @@ def test_paper_defaults_at_vit_grid(upsample_mode):
     check_output_contract(out, 1, 32, 104, 104)
 
 
-@given(extra=st.integers(1, 4), lengths=st.lists(st.integers(1, 5), min_size=2, max_size=2), masked=st.booleans())
-def test_padding_words_change_nothing(extra, lengths, masked):
-    aligner = small().eval()
+@given(
+    extra=st.integers(1, 4),
+    lengths=st.lists(st.integers(1, 5), min_size=2, max_size=2),
+    masked=st.booleans(),
+    blocks=st.sampled_from(["pre_norm", "published"]),
+)
+def test_padding_words_change_nothing(extra, lengths, masked, blocks):
+    aligner = small(blocks=blocks).eval()
     inputs = make_inputs(lengths=lengths if masked else None)
     words, word_mask = pad_words(inputs["words"], inputs["word_mask"], extra)
     with torch.no_grad():
@@ -104,8 +109,9 @@ def test_real_words_matter_and_padded_ones_do_not():
     torch.testing.assert_close(changed.masks, base.masks)  # words never reach the CFS branch
 
 
-def test_all_padding_sentence_is_finite_and_ignores_word_values():
-    aligner = small()
+@pytest.mark.parametrize("blocks", ["pre_norm", "published"])
+def test_all_padding_sentence_is_finite_and_ignores_word_values(blocks):
+    aligner = small(blocks=blocks)
     inputs = make_inputs(lengths=[0, 3], requires_grad=True)
     out = aligner(**inputs)
     assert_finite(out)
@@ -131,8 +137,9 @@ def test_every_parameter_gets_a_gradient(norm):
     assert_inputs_grads_finite([inputs["feats"], inputs["words"]])
 
 
-def test_batch_independence():
-    aligner = small().eval()
+@pytest.mark.parametrize("blocks", ["pre_norm", "published"])
+def test_batch_independence(blocks):
+    aligner = small(blocks=blocks).eval()
     inputs = make_inputs(b=3, lengths=[5, 2, 4])
 
     def perturb(inp, j):
@@ -286,19 +293,62 @@ def test_word_mask_false_attends_to_padding_like_real_words():
         assert_close_outputs(aligner(**inputs), aligner(**{**inputs, "word_mask": None}), atol=0, rtol=0)
 
 
+def assert_normed(tokens):
+    """Tokens fresh out of a LayerNorm at initialisation (unit scale, zero shift)."""
+    torch.testing.assert_close(tokens.mean(-1), torch.zeros(tokens.shape[:-1]), atol=1e-5, rtol=0)
+    torch.testing.assert_close(tokens.var(-1, unbiased=False), torch.ones(tokens.shape[:-1]), atol=1e-3, rtol=0)
+
+
 def test_published_blocks_are_post_norm_with_ffn_ratio_one():
     aligner = small(blocks="published", num_layers=2).eval()
-    assert isinstance(aligner.visual_norm, torch.nn.Identity)
+    assert isinstance(aligner.visual_norm, torch.nn.LayerNorm)  # the code's encoder keeps its final norm
     assert all(block.mlp[0].out_features == 16 for block in aligner.visual_blocks)
     assert small().visual_blocks[0].mlp[0].out_features == 64  # pre-norm keeps mlp_ratio
+    assert aligner.word_block.mlp[0].out_features == 64  # the code's word block: 2048 at 512
     outputs = []
-    for block in aligner.visual_blocks:
+    for block in [*aligner.visual_blocks, aligner.word_block]:
         block.register_forward_hook(lambda module, args, out: outputs.append(out))
     with torch.no_grad():
         aligner(**make_inputs(h=3, w=4))
-    for out in outputs:  # each block ends in a LayerNorm (unit affine at init): normed tokens
-        torch.testing.assert_close(out.mean(-1), torch.zeros(out.shape[:-1]), atol=1e-5, rtol=0)
-        torch.testing.assert_close(out.var(-1, unbiased=False), torch.ones(out.shape[:-1]), atol=1e-3, rtol=0)
+    assert len(outputs) == 3
+    for out in outputs:  # each block, the word block too, ends in a LayerNorm
+        assert_normed(out)
+
+
+def test_published_blocks_read_the_rectified_map():
+    aligner = small(blocks="published").eval()
+    inputs = make_inputs(lengths=[3, 5])
+    with torch.no_grad():
+        rectified = aligner(**{**inputs, "feats": inputs["feats"].clamp(min=0)})
+        assert_close_outputs(aligner(**inputs), rectified, atol=0, rtol=0)
+        pre_norm = small().eval()
+        assert not torch.allclose(pre_norm(**inputs).logits, pre_norm(**{**inputs, "feats": inputs["feats"].clamp(min=0)}).logits)
+
+
+@pytest.mark.parametrize(("blocks", "size_free"), [("published", True), ("pre_norm", False)])
+def test_published_position_code_counts_raw_positions(blocks, size_free):
+    # Raw positions 1..h do not depend on the map size, positions scaled to [0, 2 pi] do.
+    codes = []
+    for h, w in ((3, 4), (6, 8)):
+        aligner = small(blocks=blocks).eval()
+        aligner.visual_blocks[0].register_forward_pre_hook(lambda module, args: codes.append(args[1]))
+        with torch.no_grad():
+            aligner(**make_inputs(h=h, w=w))
+    small_code = codes[0].reshape(3, 4, 16)
+    corner = codes[1].reshape(6, 8, 16)[:3, :4]
+    assert torch.equal(small_code, corner) == size_free
+
+
+def test_published_word_block_rectifies_its_projections():
+    aligner = small(blocks="published").eval()
+    block = aligner.word_block
+    assert block.word_proj.bias is None  # the code's fc_2
+    with torch.no_grad():  # words whose projection is all negative act as zero words
+        block.word_proj.weight.copy_(-block.word_proj.weight.abs())
+        inputs = make_inputs(lengths=[3, 5])
+        positive = inputs["words"].abs()
+        zero = torch.zeros_like(positive)
+        assert_close_outputs(aligner(**{**inputs, "words": positive}), aligner(**{**inputs, "words": zero}), atol=0, rtol=0)
 
 
 def test_pre_norm_blocks_do_not_end_normed():

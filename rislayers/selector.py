@@ -75,14 +75,20 @@ class AdaptiveLayerSelector(nn.Module):
       one candidate only the centre tap acts, which is the ``"linear"`` head.
 
     ``sentence`` may also hold one vector per candidate, ``(b, k, d)``: the published code
-    scores each ViT layer's class token against the text encoder's [EOS] token of the same
-    layer rather than against the final sentence feature.
+    (``Model.forward`` in ``model/model.py`` of swagger-coder/ASDA) scores each ViT
+    layer's class token (the residual stream's first token, projected by a bias-free
+    ``Linear(768, 512)``) against the text tower's [EOS] token of the same layer (its
+    residual stream: no ``ln_final``, no projection) rather than against the final
+    sentence feature; its scorer is a ``Linear(512, 1)`` per level and it picks with a
+    hard argmax (``gradient="none"``). ``project_text=False`` reads the text as is, as the
+    code and Eq. 1 do.
 
     The two projections and the scorer's last layer have no bias: a bias of ``proj_vis``
     (with one sentence vector) or of the scorer's output adds the same logit to every
-    candidate, which the softmax cancels, so it could never learn. The paper projects only the class token (into ``f_E``'s space);
-    ``proj_text`` is the design's extra adapter, needed when the sentence and the visual
-    tokens come from encoders of different widths.
+    candidate, which the softmax cancels, so it could never learn. The paper and the
+    published code project only the class token (into ``f_E``'s space); ``proj_text``
+    (``project_text=True``, the default) is the design's extra adapter, which lets the
+    score tokens have their own width ``score_dim``.
 
     Args:
         dim: visual channels ``c`` of the candidate maps and class tokens.
@@ -92,6 +98,8 @@ class AdaptiveLayerSelector(nn.Module):
         score_dim: width of the score tokens; default ``text_dim`` (the paper scores in
             the sentence's space).
         head: ``"linear"``, ``"mlp"`` or ``"conv"`` scoring network (see above).
+        project_text: project the text to the score width (``False``: the text is the
+            score token's text factor as is, so ``score_dim`` must equal ``text_dim``).
         device: device of the parameters.
         dtype: dtype of the parameters.
 
@@ -120,6 +128,7 @@ class AdaptiveLayerSelector(nn.Module):
         gradient: GradientMode = "straight_through",
         score_dim: int | None = None,
         head: Literal["linear", "mlp", "conv"] = "linear",
+        project_text: bool = True,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
@@ -134,13 +143,18 @@ class AdaptiveLayerSelector(nn.Module):
             raise ValueError(f"score_dim: expected a positive integer or None; got {score_dim!r}")
         if head not in _HEADS:
             raise ValueError(f"head: expected one of {_HEADS}; got {head!r}")
+        if not isinstance(project_text, bool):
+            raise ValueError(f"project_text: expected a bool; got {project_text!r}")
+        if not project_text and score_dim != text_dim:
+            raise ValueError(f"score_dim: expected text_dim={text_dim} with project_text=False; got {score_dim}")
         factory = {"device": device, "dtype": dtype}
         self.dim = dim
         self.text_dim = text_dim
         self.num_candidates = num_candidates
         self.gradient = gradient
         self.head = head
-        self.proj_text = nn.Linear(text_dim, score_dim, bias=False, **factory)
+        self.project_text = project_text
+        self.proj_text = nn.Linear(text_dim, score_dim, bias=False, **factory) if project_text else nn.Identity()
         self.proj_vis = nn.Linear(dim, score_dim, bias=False, **factory)
         self.scorer = self._build_scorer(head, score_dim, factory)
 
@@ -157,7 +171,10 @@ class AdaptiveLayerSelector(nn.Module):
         return nn.Linear(score_dim, 1, bias=False, **factory)
 
     def extra_repr(self) -> str:
-        return f"num_candidates={self.num_candidates}, gradient={self.gradient!r}, head={self.head!r}"
+        return (
+            f"num_candidates={self.num_candidates}, gradient={self.gradient!r}, head={self.head!r}, "
+            f"project_text={self.project_text}"
+        )
 
     def _logits(self, scores: torch.Tensor) -> torch.Tensor:
         """One logit per candidate from the score tokens ``(b, k, s)``."""

@@ -57,9 +57,10 @@ def hard_pick(candidates, index):
     as_sequence=st.booleans(),
     head=st.sampled_from(HEADS),
     per_candidate=st.booleans(),
+    project_text=st.booleans(),
 )
-def test_shapes_and_hard_pick_for_both_input_forms(b, k, c, h, w, d, mode, as_sequence, head, per_candidate):
-    selector = AdaptiveLayerSelector(c, d, num_candidates=k, gradient=mode, head=head)
+def test_shapes_and_hard_pick_for_both_input_forms(b, k, c, h, w, d, mode, as_sequence, head, per_candidate, project_text):
+    selector = AdaptiveLayerSelector(c, d, num_candidates=k, gradient=mode, head=head, project_text=project_text)
     inputs = make_inputs(b, k, c, h, w, d, per_candidate=per_candidate)
     out = selector(**(as_list(inputs) if as_sequence else inputs))
     assert isinstance(out, SelectionOutput)
@@ -193,6 +194,10 @@ def test_constructor_errors_name_the_argument():
         AdaptiveLayerSelector(8, 0, num_candidates=2)
     with pytest.raises(ValueError, match=r"^head: expected one of \('linear', 'mlp', 'conv'\); got 'attention'"):
         AdaptiveLayerSelector(8, 6, num_candidates=2, head="attention")
+    with pytest.raises(ValueError, match=r"^project_text: expected a bool; got 'no'"):
+        AdaptiveLayerSelector(8, 6, num_candidates=2, project_text="no")
+    with pytest.raises(ValueError, match=r"^score_dim: expected text_dim=6 with project_text=False; got 4"):
+        AdaptiveLayerSelector(8, 6, num_candidates=2, score_dim=4, project_text=False)
 
 
 def scorer_outputs(selector, inputs):
@@ -268,3 +273,25 @@ def test_per_candidate_sentence_shape_errors():
 
 def test_torch_compile_matches_eager():
     assert_compile_matches_eager(AdaptiveLayerSelector(8, 6, num_candidates=3).eval(), **make_inputs())
+
+
+# ------------------------------------------- the published code's selector: raw [EOS] text
+
+
+@pytest.mark.parametrize("per_candidate", [False, True])
+def test_without_text_projection_the_text_is_the_score_tokens_factor(per_candidate):
+    selector = AdaptiveLayerSelector(8, 6, num_candidates=3, project_text=False, gradient="none")
+    assert sorted(name for name, _ in selector.named_parameters()) == ["proj_vis.weight", "scorer.weight"]
+    inputs = make_inputs(per_candidate=per_candidate)
+    text = inputs["sentence"] if per_candidate else inputs["sentence"][:, None]
+    scores = text * selector.proj_vis(inputs["cls_tokens"])  # Eq. 1 with f_E as given
+    expected = selector.scorer(scores)[..., 0].softmax(dim=-1)
+    torch.testing.assert_close(selector(**inputs).probs, expected)
+
+
+def test_without_text_projection_the_selector_trains_batch_independently():
+    selector = AdaptiveLayerSelector(8, 6, num_candidates=3, project_text=False)
+    inputs = make_inputs(b=3, requires_grad=True, per_candidate=True)
+    selector(**inputs).features.square().sum().backward()
+    assert_param_grads(selector)
+    assert_batch_independent(lambda inp: selector(**inp), make_inputs(b=3, per_candidate=True), perturb_sample, changed=1, watched=0)

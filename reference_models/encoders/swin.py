@@ -2,17 +2,64 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import warnings
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
 from ..weights import load_weights
 
-__all__ = ["SwinEncoder"]
+__all__ = ["SwinEncoder", "WINDOW_LAYOUTS"]
+
+#: How a Swin stage lays its windows over a map: ``"timm"`` (timm's classification Swin) or
+#: ``"segmentation"`` (the Swin semantic-segmentation code that LAVT builds on).
+WINDOW_LAYOUTS = ("timm", "segmentation")
+
+
+def _pad_then_shift(block, x: torch.Tensor) -> torch.Tensor:
+    """Window attention of the Swin segmentation code (LAVT's backbone) in a timm block.
+
+    There the map is zero-padded to whole windows *before* the cyclic shift, and the shift
+    mask covers the padded map; timm shifts the unpadded map, then pads. Where a map is not
+    a multiple of the window (LAVT's 30x30 and 15x15 stages at 480 px, window 12) the two
+    put different tokens in a window.
+    """
+    from timm.models.swin_transformer import window_partition, window_reverse
+
+    _, height, width, channels = x.shape
+    x = F.pad(x, (0, 0, 0, -width % block.window_size[1], 0, -height % block.window_size[0]))
+    _, padded_h, padded_w, _ = x.shape
+    shifted = any(block.shift_size)
+    if shifted:
+        x = torch.roll(x, shifts=(-block.shift_size[0], -block.shift_size[1]), dims=(1, 2))
+    windows = window_partition(x, block.window_size).view(-1, block.window_area, channels)
+    mask = block.get_attn_mask(x) if block.dynamic_mask else block.attn_mask
+    out = block.attn(windows, mask=mask).view(-1, block.window_size[0], block.window_size[1], channels)
+    out = window_reverse(out, block.window_size, padded_h, padded_w)
+    if shifted:
+        out = torch.roll(out, shifts=block.shift_size, dims=(1, 2))
+    return out[:, :height, :width, :].contiguous()
+
+
+@functools.cache
+def _pad_first_block() -> type:
+    """timm's ``SwinTransformerBlock`` with :func:`_pad_then_shift` (built on first use, as
+    timm is imported lazily; found by pickle through the module's ``__getattr__``)."""
+    from timm.models.swin_transformer import SwinTransformerBlock
+
+    block = type("_PadFirstSwinBlock", (SwinTransformerBlock,), {"_attn": _pad_then_shift, "__module__": __name__})
+    return block
+
+
+def __getattr__(name: str):
+    if name == "_PadFirstSwinBlock":
+        return _pad_first_block()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class SwinEncoder(nn.Module):
@@ -32,6 +79,9 @@ class SwinEncoder(nn.Module):
         num_heads: heads per stage.
         window_size: attention window (LAVT uses 12 with Swin-B).
         drop_path_rate: stochastic depth.
+        windows: ``"timm"`` (default) or ``"segmentation"``: every stage keeps its full
+            window and shift, and pads the map to whole windows before shifting it, as the
+            Swin segmentation code (LAVT's backbone) does; the same weights.
         weights: a local Swin checkpoint, in timm's layout or the original Microsoft one
             (``{"model": ...}`` with ``layers.i.downsample`` at the end of stage ``i``, a
             ``head`` classifier, ``relative_position_index``/``attn_mask`` buffers), converted
@@ -53,12 +103,15 @@ class SwinEncoder(nn.Module):
         num_heads: Sequence[int] = (4, 8, 16, 32),
         window_size: int = 12,
         drop_path_rate: float = 0.2,
+        windows: str = "timm",
         weights: str | os.PathLike | None = None,
         strict: bool = True,
     ) -> None:
         super().__init__()
         from timm.models.swin_transformer import SwinTransformer
 
+        if windows not in WINDOW_LAYOUTS:
+            raise ValueError(f"windows: expected one of {WINDOW_LAYOUTS}; got {windows!r}")
         self.swin = SwinTransformer(
             img_size=image_size,
             embed_dim=embed_dim,
@@ -68,7 +121,13 @@ class SwinEncoder(nn.Module):
             drop_path_rate=drop_path_rate,
             num_classes=0,
             strict_img_size=False,
+            always_partition=windows == "segmentation",
         )
+        if windows == "segmentation":
+            for block in self.swin.modules():
+                if type(block).__name__ == "SwinTransformerBlock":
+                    block.__class__ = _pad_first_block()
+        self.windows = windows
         # timm's model has no per-stage norms; like LAVT and features_only users we normalise
         # each stage's output before it leaves the encoder.
         self.window_size = window_size

@@ -32,6 +32,11 @@ _POSITIVE_INTS = (
 )
 
 
+# Fields whose default changed after configs were saved without them: a saved config that
+# lacks one was built the old way, and its weights only fit that architecture.
+_SAVED_BEFORE_THE_FIELD = {"vlt_response": "modulate"}
+
+
 def _is_int(value: Any, *, minimum: int) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
 
@@ -102,8 +107,11 @@ class ModelConfig:
             (LAVT: 512), and ASDA's aligner width.
         num_queries: VLT's generated queries.
         vlt_response: how VLT's confidence-weighted query answers reach its mask decoder:
-            ``"modulate"`` (they modulate the encoder's visual tokens) or ``"spatial"`` (the
-            published code: each answer mapped to an ``h x w`` response map, fused at 1/16).
+            ``"spatial"`` (VLT's released code: the transformer runs at stride 16, each
+            answer becomes an ``h x w`` response map, and the mask decoder reads those maps
+            alone) or ``"modulate"`` (our earlier reading of the paper: their mean modulates
+            the encoder's stride-32 visual tokens, then a decoder over the Swin pyramid;
+            configs saved before the field existed load as ``"modulate"``).
         transformer_layers: depth of VLT's and LTS's transformers, and of ASDA's aligner
             self-attention.
         refiner_iters: SADLR iterations.
@@ -204,7 +212,7 @@ class ModelConfig:
     decoder_dim: int = 512
     num_queries: int = 16
     transformer_layers: int = 2
-    vlt_response: str = "modulate"
+    vlt_response: str = "spatial"
     # SADLR
     refiner_iters: int = 3
     refiner_hidden: tuple[int, ...] = (128, 512)
@@ -400,7 +408,10 @@ class ModelConfig:
         unknown = sorted(set(data) - set(known))
         if unknown:
             raise ValueError(f"config: unknown keys {_unknown_keys(unknown, list(known))}; valid keys are {sorted(known)}")
-        return cls(**{key: _as_tuples(value) for key, value in data.items()})
+        values = {key: _as_tuples(value) for key, value in data.items()}
+        for key, value in _SAVED_BEFORE_THE_FIELD.items():
+            values.setdefault(key, value)
+        return cls(**values)
 
     def replace(self, **overrides: Any) -> ModelConfig:
         """A copy with some fields changed; unknown names raise ``ValueError`` listing valid ones."""

@@ -221,6 +221,8 @@ def test_evaluate_on_refer_export_matches_direct_metrics(tmp_path):
     assert 0 < direct.compute()["oIoU"] < 1
     by_length = reported.pop("oIoU_by_length")  # evaluate's extra: oIoU per sentence length
     assert sum(b["samples"] for b in by_length.values()) == len(data)
+    iterations = reported.pop("by_iteration")  # SADLR's extra: every iteration's mask scored
+    assert iterations[-1] == pytest.approx(direct.compute(), abs=1e-12)
     assert reported == pytest.approx(direct.compute(), abs=1e-12)
 
 

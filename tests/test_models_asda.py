@@ -153,6 +153,21 @@ def test_aligner_width_projection_and_coarser_grid():
     assert model.neck.weight.grad.abs().sum() > 0
 
 
+@pytest.mark.parametrize("aggregation, neck", [
+    ({}, "Conv2d"), ({"asda_fusion": "concat"}, "Conv2d"), ({"asda_aggregator": "published"}, "Identity"),
+])
+def test_the_neck_brings_f_coarse_to_the_aligners_width(aggregation, neck):
+    # The paper's SFA and the concat fusion give clip_width (32); the released SFA decoder_dim.
+    model = build_model("asda_tiny", decoder_dim=16, **aggregation).eval()
+    assert type(model.neck).__name__ == neck
+    images, ids, mask = model_inputs(2, IMAGE)
+    _, _, maps, cls_tokens = model._encode(images, ids, mask)
+    with torch.no_grad():
+        coarse = model._fuse(maps[-1], maps[6], maps[3], model.encode_text(ids, mask).sentence)
+        assert coarse.shape[1] == (16 if neck == "Identity" else model.config.clip_width)
+        assert model.neck(coarse).shape == (2, 16, 8, 8)
+
+
 def test_wrong_inputs_raise():
     model = build_model("asda_tiny")
     images, ids, mask = model_inputs(2, IMAGE)
@@ -193,6 +208,8 @@ OPTIONS = {
     "concat": {"asda_fusion": "concat"},
     "concat_group_norm": {"asda_fusion": "concat", "norm": "group"},
     "published_aggregator": {"asda_aggregator": "published"},
+    # decoder_dim != clip_width: the released SFA hands the aligner its own width
+    "published_aggregator_narrow": {"asda_aggregator": "published", "decoder_dim": 16},
     "single_branch": {"aligner_branches": "single"},
     "visual_branch": {"aligner_branches": "visual"},
     "no_word_mask": {"aligner_word_mask": False},

@@ -16,7 +16,8 @@ How the paper's features flow (Sec. 3, Fig. 2), and where each goes here:
   width: ``F_coarse`` is ``(b, clip_width, h, w)``.
 - A 1x1 convolution projects ``F_coarse`` to ``decoder_dim``, the aligner's width (512 in
   ``asda_base``, the published code's; the paper writes every width as ``C`` and never
-  states it). It is the identity when ``decoder_dim == clip_width``.
+  states it). It is the identity when ``decoder_dim == clip_width``, and with
+  ``asda_aggregator="published"``, whose output is already ``decoder_dim`` wide.
 - WGDA (Eq. 6-10): :class:`~rislayers.DualBranchAligner` decodes ``aligner_masks`` (32)
   response masks from ``F_coarse`` (``transformer_layers`` = ``n`` = 2 self-attention
   blocks, then 3 x (2x upsample, 3x3 conv)) and mixes them with coefficients from the
@@ -134,16 +135,16 @@ def _build_selector(config: ModelConfig, layers: LayerRange, text_dim: int) -> A
     )
 
 
-def _build_aggregator(config: ModelConfig, sentence_dim: int) -> nn.Module:
-    """What makes ``F_coarse`` (``clip_width`` wide) from the ViT levels and the sentence."""
+def _build_aggregator(config: ModelConfig, sentence_dim: int) -> tuple[nn.Module, int]:
+    """What makes ``F_coarse`` from the ViT levels and the sentence, and its width."""
     width = config.clip_width
     if config.asda_fusion == "concat":
         levels = 1 if config.asda_selection == "top" else 3
-        return ConcatProjectFusion([width] * levels, sentence_dim, width, norm=config.norm)
+        return ConcatProjectFusion([width] * levels, sentence_dim, width, norm=config.norm), width
     if config.asda_aggregator == "published":
-        # The released SFA works at the aligner's width (its ``out_channels=do``, 512).
-        return PublishedScaleWiseAggregator(width, sentence_dim, hidden_dim=config.decoder_dim)
-    return ScaleWiseAggregator(width, sentence_dim, hidden_dim=AGGREGATOR_HIDDEN)
+        # The released SFA works at, and hands over, the aligner's width (its out_channels=do, 512).
+        return PublishedScaleWiseAggregator(width, sentence_dim, hidden_dim=config.decoder_dim), config.decoder_dim
+    return ScaleWiseAggregator(width, sentence_dim, hidden_dim=AGGREGATOR_HIDDEN), width
 
 
 @register_architecture("asda")
@@ -208,8 +209,8 @@ class ASDA(RISModel):
         adaptive = config.asda_selection == "adaptive"
         self.low_selector = _build_selector(config, self.low_range, selector_text_dim) if adaptive else None
         self.mid_selector = _build_selector(config, self.mid_range, selector_text_dim) if adaptive else None
-        self.aggregator = _build_aggregator(config, sentence_dim)
-        self.neck = nn.Identity() if config.decoder_dim == config.clip_width else nn.Conv2d(config.clip_width, config.decoder_dim, 1)
+        self.aggregator, coarse_dim = _build_aggregator(config, sentence_dim)
+        self.neck = nn.Identity() if config.decoder_dim == coarse_dim else nn.Conv2d(coarse_dim, config.decoder_dim, 1)
         self.aligner = DualBranchAligner(
             config.decoder_dim,
             config.text_dim,

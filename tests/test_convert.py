@@ -144,6 +144,15 @@ def test_sadlr_target_keeps_lavt_and_starts_the_refiner_fresh(release, converted
         assert torch.isfinite(model.eval()(*_batch()).logits).all()
 
 
+def test_without_the_last_gate_its_weights_are_dropped_by_name(release, converted, tmp_path):
+    folder, conversion = convert_lavt(release, tmp_path / "lean", overrides={**SMALL, "lavt_last_gate": False})
+    assert {k for k, why in conversion.dropped.items() if "gate" in why} == {"backbone.layers.3.res_gate.0.weight", "backbone.layers.3.res_gate.2.weight"}
+    lean, full = RISModel.from_pretrained(folder).eval(), RISModel.from_pretrained(converted[0]).eval()
+    assert len(lean.gates) == 3
+    with torch.no_grad():
+        torch.testing.assert_close(lean(*_batch()).logits, full(*_batch()).logits, rtol=0, atol=0)
+
+
 def test_lavt_one_layout_and_a_ddp_prefix_convert_to_the_same_weights(tmp_path, converted):
     one = save_release(tmp_path / "one.pth", lavt_one=True)
     folder, _ = convert_lavt(one, tmp_path / "one", overrides=SMALL)

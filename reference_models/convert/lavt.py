@@ -41,6 +41,7 @@ LAVT_COMPATIBLE: dict[str, Any] = {
     "norm": "batch",
 }
 
+_LAST_GATE = "gates.3."  # LAVT's fourth stage: its gate feeds no later stage
 _BERT_HEAD_WIDTH = 64  # every BERT of Google's release (base, large, the small ones) uses 64
 
 
@@ -257,6 +258,8 @@ def map_release(release: LavtRelease, own: Mapping[str, torch.Tensor], *, refine
     sources += [(f"{release.bert_entry}.{k}", f"text_encoder.{k}", v) for k, v in release.bert.items()]
     for shown, key, tensor in sources:
         mapped = map_lavt_key(key, tensor, refiner=refiner)
+        if mapped is not None and mapped.key is not None and mapped.key not in own and mapped.key.startswith(_LAST_GATE):
+            mapped = mapped._replace(key=None, reason="the last stage's language gate, never read (lavt_last_gate=false)")
         if mapped is None or (mapped.key is not None and mapped.key not in own):
             unknown.append(shown)
         elif mapped.key is None:

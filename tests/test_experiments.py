@@ -33,12 +33,15 @@ EXPECTED_ROWS = {
     "asda/table3": ["1", "2", "3", "4"],
     "asda/table4": ["16", "32", "48", "64"],
     "asda/table5": ["MLP", "Conv", "Linear"],
+    "asda/fixes": ["straight-through", "soft", "none", "no word mask", "published"],
     "s2rm/table2": ["SwinT-Ours", "SwinB-Ours"],
     "s2rm/table4": ["Tile & Concat.", "-Shift-l2v", "-Shift-v2l", "-Shift", "-l2v", "-v2l", "-Balance", "Full"],
     "s2rm/table5": ["-Lang.", "-Cha.", "-Spa.", "Full", "Sig."],
     "s2rm/table6": ["Full", "-D3", "-D2&3", "-D1&2&3"],
     "s2rm/table7": ["ACM + FPN", "PWAM + FPN", "S2RM + FPN", "ACM + CASG", "PWAM + CASG", "S2RM + CASG"],
 }
+# Tables of this project, not of a paper: no figures to report.
+OWN_TABLES = {"asda/fixes"}
 ALL = [get_experiment(name) for name in list_experiments()]
 AVAILABLE = [e.name for e in ALL if e.available]
 TABLES = sorted({e.name.rsplit("/", 1)[0] for e in ALL})
@@ -64,7 +67,7 @@ def test_every_row_of_every_table_in_the_papers_order():
     assert [e.name.rsplit("/", 1)[0] for e in ALL] == [t for t in EXPECTED_ROWS for _ in EXPECTED_ROWS[t]]
     for table, rows in EXPECTED_ROWS.items():
         assert [e.row for e in ALL if e.name.startswith(table + "/")] == rows, table
-    assert len(set(list_experiments())) == len(ALL) == 64
+    assert len(set(list_experiments())) == len(ALL) == 69
 
 
 def test_names_are_paper_table_row_and_papers_filter():
@@ -72,7 +75,7 @@ def test_names_are_paper_table_row_and_papers_filter():
         paper, table, slug = e.name.split("/")
         assert (paper, table) == (e.paper, e.table) and slug and slug == slug.lower() and " " not in slug
     assert list_experiments() == [n for p in PAPERS for n in list_experiments(p)]
-    assert [n.split("/")[0] for n in list_experiments("asda")] == ["asda"] * 17
+    assert [n.split("/")[0] for n in list_experiments("asda")] == ["asda"] * 22
     with pytest.raises(ValueError, match="paper: expected one of"):
         list_experiments("lavt")
 
@@ -193,7 +196,7 @@ def test_asda_table_2_rows_build_the_parts_they_name():
 
 def test_asdas_short_tables_train_ten_epochs():
     for e in ALL:
-        assert e.train_overrides == ({"epochs": 10} if e.paper == "asda" and e.table != "table2" else {}), e.name
+        assert e.train_overrides == ({"epochs": 10} if e.paper == "asda" and e.table not in ("table2", "fixes") else {}), e.name
 
 
 # -- the papers' figures -----------------------------------------------------------------------
@@ -215,6 +218,9 @@ def test_figures_copied_by_hand():
 def test_every_figure_is_a_fraction_with_the_metrics_keys():
     keys = {"oIoU", "mIoU", "P@0.5", "P@0.6", "P@0.7", "P@0.8", "P@0.9"}
     for e in ALL:
+        if e.name.rsplit("/", 1)[0] in OWN_TABLES:  # no paper printed these rows
+            assert e.reported == {} and e.reported_gmacs is None, e.name
+            continue
         assert e.reported and set(e.reported) <= {"val", "testA", "testB"}, e.name
         for metrics in e.reported.values():
             assert set(metrics) <= keys and all(0 < v < 1 for v in metrics.values()), e.name
@@ -242,6 +248,24 @@ def test_the_same_system_has_the_same_figures_in_every_table():
     # S2RM Table II's Swin-T precisions are Table V's full model's
     for metric in ("P@0.5", "P@0.7", "P@0.9"):
         assert val("s2rm/table2/swint", metric) == val("s2rm/table5/full", metric)
+
+
+def test_the_fixes_table_sets_the_published_behaviours_beside_the_default():
+    from reference_models.study.plan import default_row
+
+    rows = {e.name.rsplit("/", 1)[1]: e for e in ALL if e.name.startswith("asda/fixes/")}
+    assert {slug: e.overrides for slug, e in rows.items()} == {
+        "straight-through": {},
+        "soft": {"selector_gradient": "soft"},
+        "none": {"selector_gradient": "none"},
+        "no-word-mask": {"aligner_word_mask": False},
+        "published": {"selector_gradient": "none", "aligner_word_mask": False, "asda_loss": "bce_dice"},
+    }
+    assert default_row("asda", "fixes").name == "asda/fixes/straight-through"
+    assert all(e.available and e.reported == {} and e.train_overrides == {} for e in rows.values())
+    # the default row is the paper's full system (Table 2 (f)) with nothing changed
+    assert get_config("asda_base").replace(**rows["straight-through"].overrides) == get_config("asda_base").replace(
+        **get_experiment("asda/table2/f").overrides)
 
 
 def test_the_papers_statements_about_their_tables_hold():
@@ -347,3 +371,5 @@ def test_the_guide_page_is_what_the_catalogue_generates():
     for e in ALL:
         assert f"`--experiment {e.name}`" in page.read_text()
     assert "| 3 | LTS + C | `lts_base` | `--experiment sadlr/table3/lts-c` | oIoU 71.39, 143.3 GFLOPs | no: needs CGAN" in page_text()
+    # a table of ours has no paper figure to show
+    assert "| fixes | none | `asda_base` | `--experiment asda/fixes/none` | - (not a paper's row) | yes |" in page_text()

@@ -220,7 +220,8 @@ OPTIONS = {
     "bce_dice": {"asda_loss": "bce_dice"},
 }
 # Options that change no parameter: they must change what is computed instead.
-SAME_PARAMETERS = {"no_word_mask", "bce_dice", "layer_eos"}
+# (layer_eos drops the selectors' text projections: the released code reads its [EOS] tokens as they are)
+SAME_PARAMETERS = {"no_word_mask", "bce_dice"}
 # What an option is compared with: the default, with the sizes the option needs.
 BASELINES = {"layer_eos": {"text_layers": 9}}
 

@@ -50,6 +50,10 @@ wins over the experiment's: `--model`, `--epochs`, `--model-arg KEY=VALUE`. The 
 Table III's 1, 2, 3-4 and 5-20 words) beside the usual metrics, and `--threshold` moves the
 foreground probability cut.
 
+ASDA's `fixes` table is this project's, not the paper's: the published code's behaviours
+(`selector_gradient=none`, `aligner_word_mask=false`, `asda_loss=bce_dice`) beside the
+defaults that fix them; no paper printed its rows, so they have no figure.
+
 A row is available when every config field it changes exists; rows that need a component
 not built yet, or a module from another paper (CGAN, ACM), say why. The paper's figure is
 its headline metric for the row on RefCOCO val (oIoU; ASDA's IoU, a mean IoU), with the
@@ -60,6 +64,8 @@ This page is generated: `python -m reference_models.experiments > docs/guides/ex
 
 
 def _figure(experiment: Experiment) -> str:
+    if not experiment.reported:  # a table of this project's (ASDA's "fixes"), not a paper's
+        return "- (not a paper's row)"
     val = experiment.reported["val"]
     metric = next(m for m in ("oIoU", "mIoU", "P@0.5") if m in val)
     text = f"{metric} {100 * val[metric]:.2f}"

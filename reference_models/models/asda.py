@@ -132,6 +132,9 @@ def _build_selector(config: ModelConfig, layers: LayerRange, text_dim: int) -> A
         num_candidates=layers[1] - layers[0] + 1,
         gradient=config.selector_gradient,
         head=config.selector_head,
+        # The released code scores its per-layer [EOS] tokens as they are and projects only
+        # the class tokens; the paper's sentence f_E gets the design's adapter.
+        project_text=config.selector_text != "layer_eos",
     )
 
 

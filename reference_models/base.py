@@ -116,8 +116,8 @@ def build_swin(config: ModelConfig) -> SwinEncoder:
     """The Swin image encoder a config asks for.
 
     Args:
-        config: reads ``image_size``, the ``swin_*`` sizes, ``drop_path`` and
-            ``vision_weights`` (a local timm checkpoint, or None for random init).
+        config: reads ``image_size``, the ``swin_*`` sizes and window layout, ``drop_path``
+            and ``vision_weights`` (a local timm checkpoint, or None for random init).
     """
     return SwinEncoder(
         config.image_size,
@@ -127,6 +127,7 @@ def build_swin(config: ModelConfig) -> SwinEncoder:
         window_size=config.swin_window,
         drop_path_rate=config.drop_path,
         weights=config.vision_weights,
+        windows=config.swin_windows,
     )
 
 

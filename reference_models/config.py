@@ -32,9 +32,10 @@ _POSITIVE_INTS = (
 )
 
 
-# Fields whose default changed after configs were saved without them: a saved config that
-# lacks one was built the old way, and its weights only fit that architecture.
-_SAVED_BEFORE_THE_FIELD = {"vlt_response": "modulate"}
+# Fields whose default changed after configs were saved without them, by the architecture
+# that reads them: a saved config that lacks one was built the old way, and its weights only
+# fit that model (VLT's first reading; LAVT's last gate, built then and saved).
+_SAVED_BEFORE_THE_FIELD = {"vlt_response": ("vlt", "modulate"), "lavt_last_gate": ("lavt", True)}
 
 
 def _is_int(value: Any, *, minimum: int) -> bool:
@@ -75,6 +76,11 @@ class ModelConfig:
         swin_depths: blocks per Swin stage.
         swin_heads: attention heads per Swin stage.
         swin_window: Swin window size.
+        swin_windows: how Swin's shifted windows meet a map that is not a whole number of
+            windows: ``"timm"`` (timm's classification Swin: shift, then pad; no shift on a
+            map no larger than one window) or ``"segmentation"`` (the Swin of LAVT's code and
+            of Swin's segmentation release: pad to whole windows, then shift, windows never
+            shrink). The same weights either way; at 480 px only the last stage differs.
         clip_width: CLIP ViT width.
         clip_layers: CLIP ViT depth.
         clip_heads: CLIP ViT heads.
@@ -188,6 +194,7 @@ class ModelConfig:
     swin_depths: tuple[int, ...] = (2, 2, 18, 2)
     swin_heads: tuple[int, ...] = (4, 8, 16, 32)
     swin_window: int = 12
+    swin_windows: str = "timm"
     clip_width: int = 768
     clip_layers: int = 12
     clip_heads: int = 12
@@ -280,6 +287,7 @@ class ModelConfig:
             "aligner_blocks": ("pre_norm", "published"),
             "head_loss": ("dice", "weighted_ce"),
             "vlt_response": ("modulate", "spatial"),
+            "swin_windows": ("timm", "segmentation"),
         }
         for key, allowed in choices.items():
             value = getattr(self, key)
@@ -328,6 +336,10 @@ class ModelConfig:
         layers = self.asda_fixed_layers
         if not (isinstance(layers, tuple) and len(layers) == 2 and all(_is_int(v, minimum=1) for v in layers)):
             raise ValueError(f"asda_fixed_layers: expected two 1-based ViT layers [low, mid], e.g. [6, 9]; got {layers!r}")
+        if self.architecture != "lavt":
+            for key in ("decoder_align_corners", "lavt_last_gate"):
+                if getattr(self, key):
+                    raise ValueError(f"{key}: only LAVT's decoder reads it; got true with architecture={self.architecture!r}")
         if self.asda_selection == "top" and self.asda_fusion == "sfa":
             raise ValueError(
                 "asda_fusion: the scale-wise aggregator needs the low and mid layers, which "
@@ -409,8 +421,10 @@ class ModelConfig:
         if unknown:
             raise ValueError(f"config: unknown keys {_unknown_keys(unknown, list(known))}; valid keys are {sorted(known)}")
         values = {key: _as_tuples(value) for key, value in data.items()}
-        for key, value in _SAVED_BEFORE_THE_FIELD.items():
-            values.setdefault(key, value)
+        architecture = values.get("architecture", known["architecture"].default)
+        for key, (reader, value) in _SAVED_BEFORE_THE_FIELD.items():
+            if architecture == reader:
+                values.setdefault(key, value)
         return cls(**values)
 
     def replace(self, **overrides: Any) -> ModelConfig:

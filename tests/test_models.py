@@ -360,3 +360,26 @@ def test_weighted_cross_entropy_refuses_other_than_two_classes():
 
     with pytest.raises(ValueError, match=r"^logits: expected \(b, 2, h, w\) .* got shape \(2, 1, 4, 4\)"):
         weighted_cross_entropy(torch.zeros(2, 1, 4, 4), torch.zeros(2, 4, 4, dtype=torch.bool))
+
+
+def test_a_lavt_config_saved_before_the_last_gate_option_builds_the_gate_its_weights_hold():
+    saved = ModelConfig(architecture="lavt").to_dict()
+    del saved["lavt_last_gate"]
+    assert ModelConfig.from_dict(saved).lavt_last_gate is True
+    other = ModelConfig(architecture="lts").to_dict()
+    del other["lavt_last_gate"]
+    assert ModelConfig.from_dict(other).lavt_last_gate is False  # only LAVT ever built it
+
+
+@pytest.mark.parametrize("key", ["decoder_align_corners", "lavt_last_gate"])
+def test_lavt_only_switches_are_refused_elsewhere(key):
+    with pytest.raises(ValueError, match=rf"^{key}: only LAVT's decoder reads it; got true with architecture='vlt'$"):
+        ModelConfig(architecture="vlt", **{key: True})
+
+
+def test_swin_windows_reaches_the_encoder():
+    model = build_model("lavt_tiny", swin_windows="segmentation")
+    assert model.backbone.windows == "segmentation"
+    assert build_model("lavt_tiny").backbone.windows == "timm"
+    with pytest.raises(ValueError, match=r"^swin_windows: expected one of \('timm', 'segmentation'\)"):
+        ModelConfig(swin_windows="mmseg")

@@ -576,3 +576,27 @@ def test_freeze_and_lr_scale_from_the_command_line_reach_the_run(tmp_path):
         if key.startswith(("backbone.", "text_encoder.bert.embeddings.")) and value.is_floating_point() and "running" not in key:
             assert torch.equal(value, start[key]), key
     assert not torch.equal(state["model"]["decoder.blocks.0.0.0.weight"], start["decoder.blocks.0.0.0.weight"])
+
+
+def test_init_from_starts_the_run_from_a_save_pretrained_folder(tmp_path):
+    from reference_models import build_model
+    from reference_models.train import main
+
+    torch.manual_seed(123)
+    source = build_model("lavt_sadlr_tiny")
+    source.save_pretrained(tmp_path / "start")
+    out = tmp_path / "run"
+    args = ["--train-size", "16", "--val-size", "8", "--batch-size", "8", "--workers", "0", "--grid-samples", "0", "--max-steps", "1"]
+    main([*args, "--init-from", str(tmp_path / "start"), "--freeze", "backbone", "--out", str(out)])
+    state = load_checkpoint(out / "last.pt")
+    assert state["train_config"]["init_from"] == str(tmp_path / "start")
+    start = source.state_dict()
+    # frozen parts keep the folder's weights exactly; nothing was re-initialised
+    backbone = [k for k in state["model"] if k.startswith("backbone.") and "running" not in k and state["model"][k].is_floating_point()]
+    assert backbone and all(torch.equal(state["model"][k], start[k]) for k in backbone)
+    # another model than the folder's is refused in one line, before any folder is made
+    with pytest.raises(ValueError, match=r"^--init-from: .* holds a 'lavt_sadlr_tiny' model; --model says 'lts_tiny'"):
+        main([*args, "--init-from", str(tmp_path / "start"), "--model", "lts_tiny", "--out", str(tmp_path / "other")])
+    with pytest.raises(ValueError, match=r"^--init-from: .*config.json: no model config here"):
+        main([*args, "--init-from", str(tmp_path / "nowhere"), "--out", str(tmp_path / "other")])
+    assert not (tmp_path / "other").exists()

@@ -33,6 +33,7 @@ LAVT_COMPATIBLE: dict[str, Any] = {
     "pwam_norm_affine": False,  # nn.InstanceNorm1d without affine in its PWAM
     "decoder_align_corners": True,  # its decoder's and final F.interpolate
     "lavt_last_gate": True,  # its last stage's res_gate, built and saved, never read
+    "swin_windows": "segmentation",  # lib/backbone.py pads to whole windows, then shifts
     "drop_path": 0.3,  # lib/segmentation.py: drop_path_rate=0.3
     "image_size": 480,  # args.py --img_size
     "max_words": 20,  # its data loader pads BERT's tokens to 20

@@ -16,8 +16,8 @@ from ..weights import load_weights
 
 __all__ = ["SwinEncoder", "WINDOW_LAYOUTS"]
 
-#: How a Swin stage lays its windows over a map: ``"timm"`` (timm's classification Swin) or
-#: ``"segmentation"`` (the Swin semantic-segmentation code that LAVT builds on).
+#: The ways a Swin stage can lay its windows over a map, ``"timm"`` (timm's classification
+#: Swin) and ``"segmentation"`` (the Swin semantic-segmentation code that LAVT builds on).
 WINDOW_LAYOUTS = ("timm", "segmentation")
 
 

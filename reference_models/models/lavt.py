@@ -132,7 +132,7 @@ class LAVT(RISModel):
 
         Earlier versions built that gate (as LAVT's code does) although nothing reads its
         output, so it never trained; its weights are dropped with a one-time note. Runs
-        before every :meth:`load_state_dict`.
+        before every ``load_state_dict``.
 
         Args:
             state: a state dict of this model (or of a model holding it under ``prefix``).

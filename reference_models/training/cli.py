@@ -109,6 +109,10 @@ def _run_flags(p: argparse.ArgumentParser, d: TrainConfig) -> None:
     p.add_argument("--text-blind", action="store_true", help="control run: every sentence replaced by a constant")
     p.add_argument("--vision-weights", default=None, help="local vision checkpoint (timm Swin / open_clip) (default: random init)")
     p.add_argument("--text-weights", default=None, help="local BERT directory or open_clip checkpoint (default: random init)")
+    p.add_argument(
+        "--init-from", default=None, metavar="DIR",
+        help="start from a save_pretrained folder (e.g. a converted LAVT release): its config and weights (default: none)",
+    )
     p.add_argument("--device", default=d.device, help="'auto' (a GPU when there is one), 'cpu', 'cuda', 'cuda:1', ...")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
     p.add_argument(

@@ -137,10 +137,15 @@ class TrainConfig:
             overrides (under ``--model-arg``, which wins) and its training fields (where the
             field is left at its default) apply; an unavailable row is refused.
         freeze: model parts left untrained, as dotted module names (``backbone``,
-            ``text_encoder.embeddings``): their parameters get no gradient and are left out
-            of the optimizer (``--freeze backbone,text_encoder``).
+            ``text_encoder.bert.embeddings``): their parameters get no gradient and are left
+            out of the optimizer (``--freeze backbone,text_encoder``).
         backbone_lr_scale: the vision backbone's learning rate as a multiple of ``lr``
             (ASDA's released code: 0.1).
+        init_from: a :meth:`~reference_models.base.RISModel.save_pretrained` folder the run
+            starts from (``python -m reference_models.convert`` writes one): its
+            ``config.json`` is the model's (``model`` left at its default takes the folder's
+            model name, another one must equal it; ``--model-arg`` changes fields) and its
+            weights are loaded strictly before the first step.
     """
 
     model: str = DEFAULT_MODEL
@@ -182,6 +187,7 @@ class TrainConfig:
     experiment: str | None = None
     freeze: tuple[str, ...] = ()
     backbone_lr_scale: float = 1.0
+    init_from: str | None = None
 
     def __post_init__(self) -> None:
         # Messages name the command-line flag: that is where most users set these fields.
@@ -224,8 +230,9 @@ class TrainConfig:
         return {**experiment, **parse_overrides(self.model_args)}
 
     def resolved(self) -> TrainConfig:
-        """Apply the experiment, then fill every ``None`` recipe field from the model's recipe."""
-        self = _with_experiment(self)
+        """Apply the experiment and ``init_from``'s model name, then fill every ``None``
+        recipe field from the model's recipe."""
+        self = _with_init_model(_with_experiment(self))
         recipe = recipe_for(self.model)
         values = {k: v for k, v in recipe.items() if getattr(self, k, None) is None}
         if values.get("milestones") is None and self.milestones is None:
@@ -266,6 +273,37 @@ def _with_experiment(cfg: TrainConfig) -> TrainConfig:
     if cfg.model == DEFAULT_MODEL:
         values["model"] = experiment.model_name("tiny")
     return dataclasses.replace(cfg, **values)
+
+
+def init_model_config(folder: str):
+    """The :class:`~reference_models.config.ModelConfig` of ``--init-from``'s folder.
+
+    Args:
+        folder: a ``save_pretrained`` folder.
+
+    Raises:
+        ValueError: the folder holds no readable ``config.json`` (one line, naming the flag).
+    """
+    from pathlib import Path
+
+    from ..config import ModelConfig
+
+    try:
+        return ModelConfig.load(Path(folder) / "config.json")
+    except (OSError, ValueError, TypeError) as err:
+        raise ValueError(f"--init-from: {err}") from None
+
+
+def _with_init_model(cfg: TrainConfig) -> TrainConfig:
+    """``cfg`` with ``--init-from``'s model name where ``--model`` was left at its default."""
+    if cfg.init_from is None:
+        return cfg
+    name = init_model_config(cfg.init_from).name
+    if cfg.model == DEFAULT_MODEL and name != DEFAULT_MODEL:
+        return dataclasses.replace(cfg, model=name)
+    if cfg.model != name:
+        raise ValueError(f"--init-from: {cfg.init_from} holds a {name!r} model; --model says {cfg.model!r} (leave --model out)")
+    return cfg
 
 
 # Settings of the machine and of fault handling, not of the run: a resumed run takes them

@@ -3,6 +3,7 @@ with the parts ``--freeze`` names left untrained."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from torch import nn
@@ -86,9 +87,25 @@ def build_run_model(cfg: TrainConfig, state: dict[str, Any] | None, *, source: s
 
 
 def _fresh_model(cfg: TrainConfig) -> nn.Module:
+    if cfg.init_from is not None:
+        return _initialised_model(cfg)
     model_config = get_config(cfg.model).replace(**_model_overrides(cfg))
     if cfg.data != "synthetic" and model_config.tokenizer == "word":
         # the generated benchmark's vocabulary cannot spell real sentences; tiny models
         # share BERT's vocabulary size, so they switch to its WordPiece ids
         model_config = model_config.replace(tokenizer="bert")
     return _build_fresh(model_config, "--image-size" if cfg.image_size is not None else "image_size")
+
+
+def _initialised_model(cfg: TrainConfig) -> nn.Module:
+    """The model of ``--init-from``: the folder's config (with ``--model-arg``) and weights."""
+    from ..base import WEIGHTS_NAME
+    from .config import init_model_config
+
+    model_config = init_model_config(cfg.init_from).replace(**_model_overrides(cfg))
+    model = _build_fresh(model_config, "--image-size" if cfg.image_size is not None else "image_size")
+    try:
+        load_weights(model, Path(cfg.init_from) / WEIGHTS_NAME)
+    except (WeightsError, FileNotFoundError) as err:
+        raise ValueError(f"--init-from: {err}") from None
+    return model

@@ -35,7 +35,7 @@ extensions = [
 ]
 
 source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
-exclude_patterns = ["_build", "examples"]
+exclude_patterns = ["_build", "examples", "results"]
 nitpicky = True
 
 # -- autodoc / napoleon --------------------------------------------------------------------

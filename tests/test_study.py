@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shutil
 import subprocess
 import sys
@@ -344,3 +345,24 @@ def test_a_results_json_of_other_settings_or_unreadable_is_refused(study, tmp_pa
     with pytest.raises(SystemExit):
         main([TABLE, "--quick", "--out", str(out)])
     assert "results.json is not a study's results.json" in capsys.readouterr().err.strip().splitlines()[-1]
+
+
+def test_the_results_page_shows_the_recorded_studies_as_recorded():
+    # docs/guides/results.md renders its tables from docs/results/*.json: regenerate with
+    # python -m reference_models.study.page
+    from reference_models.study.page import PAGE, RESULTS_DIR, render_page
+
+    text = PAGE.read_text()
+    shown = re.findall(r"<!-- study: ([\w-]+) -->", text)
+    assert shown, "the page shows no recorded study"
+    assert sorted(shown) == sorted(p.stem for p in RESULTS_DIR.glob("*.json")), "every recorded study is on the page once"
+    assert render_page(text) == text, "docs/guides/results.md is stale: run python -m reference_models.study.page"
+    for name in shown:
+        assert (RESULTS_DIR / f"{name}.md").is_file() and (RESULTS_DIR / f"{name}.png").is_file(), name
+
+
+def test_a_page_block_of_a_study_without_results_is_refused(tmp_path):
+    from reference_models.study.page import render_page
+
+    with pytest.raises(FileNotFoundError, match="nowhere.json: the page shows study 'nowhere'"):
+        render_page("<!-- study: nowhere -->\n<!-- end study -->\n", tmp_path)

@@ -1,0 +1,110 @@
+"""The tables of the docs page "Results on the generated benchmark", from the recorded studies.
+
+The recorded studies live in ``docs/results/<paper>-<table>.json`` (with the ``.md`` and
+``.png`` a study writes). The page ``docs/guides/results.md`` carries a written reading of
+each; its tables are rendered from the JSON files between marker comments, so the figures
+on the page are always the recorded ones::
+
+    <!-- study: s2rm-table4 -->
+    ... rendered here ...
+    <!-- end study -->
+
+``python -m reference_models.study.page`` re-renders every block in place (a test checks
+that the page is current).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from .report import _percent, _table_lines, tables_of
+
+__all__ = ["RESULTS_DIR", "PAGE", "render_study", "render_page", "main"]
+
+_ROOT = Path(__file__).resolve().parents[2]
+#: Where the recorded studies are committed.
+RESULTS_DIR = _ROOT / "docs" / "results"
+#: The page whose tables are rendered.
+PAGE = _ROOT / "docs" / "guides" / "results.md"
+
+_BLOCK = re.compile(r"(<!-- study: (?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- end study -->)", re.S)
+
+
+def _settings_line(settings: Mapping[str, Any], runs: int) -> str:
+    return (
+        f"Level {settings['level']}, {settings['image_size']} px, {settings['steps']} steps of batch "
+        f"{settings['batch_size']}, {runs} runs; evaluated on {settings['eval_size']} validation expressions. "
+        f"Text-blind ceiling: mIoU {_percent(settings.get('text_blind_ceiling_mIoU'))}. "
+        f"Figures in percent; Δ is the row minus the table's default row; "
+        f"{{{{download}}}}`JSON <../results/{{name}}.json>`, {{{{download}}}}`every metric <../results/{{name}}.md>`."
+    )
+
+
+def render_study(name: str, results: Mapping[str, Any], metric: str = "mIoU") -> str:
+    """The block of one recorded study: its settings, one table per paper table, its picture.
+
+    Args:
+        name: the file stem, e.g. ``"s2rm-table4"``.
+        results: the study's ``results.json``.
+        metric: the metric of the tables (every paper reports ``mIoU`` or can be compared on it).
+
+    Example:
+        >>> row = {"experiment": "sadlr/table4c/sum", "paper": "sadlr", "table": "table4c", "row": "sum",
+        ...        "default": "sadlr/table4c/sum", "reported": {"mIoU": 0.76},
+        ...        "metrics": {"mIoU": {"mean": 0.5, "std": 0.01, "runs": [0.49, 0.51]}}}
+        >>> settings = {"level": 1, "image_size": 64, "steps": 500, "batch_size": 16, "eval_size": 500,
+        ...             "text_blind_ceiling_mIoU": 0.22}
+        >>> print(render_study("sadlr-table4c", {"settings": settings, "rows": [row]}).splitlines()[3])
+        | sum (default) | 76.00 | 50.00 ± 1.00 (2) | +0.00 | +0.00 | – |
+    """
+    runs = sum(len(row["metrics"].get(metric, {}).get("runs", [])) for row in results["rows"])
+    lines = [_settings_line(results["settings"], runs).format(name=name), ""]
+    for rows in tables_of(results).values():
+        lines += _table_lines(rows, metric)
+        lines.append("")
+    lines.append(f"![{name}](../results/{name}.png)")
+    return "\n".join(lines) + "\n"
+
+
+def render_page(text: str, results_dir: Path = RESULTS_DIR) -> str:
+    """``text`` with every study block re-rendered from ``results_dir/<name>.json``.
+
+    Args:
+        text: the page's markdown.
+        results_dir: the folder of the recorded studies.
+
+    Raises:
+        FileNotFoundError: a block names a study that has no JSON file.
+    """
+
+    def block(match: re.Match) -> str:
+        path = Path(results_dir) / f"{match['name']}.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: the page shows study {match['name']!r}, which has no recorded results")
+        results = json.loads(path.read_text())
+        return match.group(1) + render_study(match["name"], results) + match.group(4)
+
+    return _BLOCK.sub(block, text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Re-render the page's study blocks in place (``python -m reference_models.study.page``).
+
+    Args:
+        argv: unused (the command takes no arguments); here for the CLI convention.
+    """
+    text = PAGE.read_text()
+    rendered = render_page(text)
+    if rendered != text:
+        PAGE.write_text(rendered)
+    print(f"{PAGE}: {len(_BLOCK.findall(rendered))} study tables {'updated' if rendered != text else 'already current'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

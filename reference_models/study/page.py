@@ -59,7 +59,7 @@ def render_study(name: str, results: Mapping[str, Any], metric: str = "mIoU") ->
         ...        "metrics": {"mIoU": {"mean": 0.5, "std": 0.01, "runs": [0.49, 0.51]}}}
         >>> settings = {"level": 1, "image_size": 64, "steps": 500, "batch_size": 16, "eval_size": 500,
         ...             "text_blind_ceiling_mIoU": 0.22}
-        >>> print(render_study("sadlr-table4c", {"settings": settings, "rows": [row]}).splitlines()[3])
+        >>> print(render_study("sadlr-table4c", {"settings": settings, "rows": [row]}).splitlines()[4])
         | sum (default) | 76.00 | 50.00 ± 1.00 (2) | +0.00 | +0.00 | – |
     """
     runs = sum(len(row["metrics"].get(metric, {}).get("runs", [])) for row in results["rows"])

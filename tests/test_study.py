@@ -366,3 +366,17 @@ def test_a_page_block_of_a_study_without_results_is_refused(tmp_path):
 
     with pytest.raises(FileNotFoundError, match="nowhere.json: the page shows study 'nowhere'"):
         render_page("<!-- study: nowhere -->\n<!-- end study -->\n", tmp_path)
+
+
+def test_a_study_learning_rate_reaches_every_run_and_is_recorded():
+    from reference_models.experiments import get_experiment
+    from reference_models.study.plan import StudySettings
+    from reference_models.study.runner import train_config
+
+    settings = StudySettings(lr=5e-4)
+    cfg = train_config(get_experiment("asda/table2/f"), 1, settings)
+    assert cfg.resolved().lr == 5e-4
+    assert train_config(get_experiment("asda/table2/f"), 1, StudySettings()).resolved().lr == 2e-3  # the tiny recipe's
+    assert settings.run_identity()["lr"] == 5e-4
+    with pytest.raises(ValueError, match=r"^--lr: expected a positive number; got -1"):
+        StudySettings(lr=-1)

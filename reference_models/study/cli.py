@@ -52,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=None, help=f"optimizer steps per run (default: {d.steps})")
     p.add_argument("--image-size", type=int, default=None, help=f"input side in pixels (default: {d.image_size})")
     p.add_argument("--batch-size", type=int, default=None, help=f"samples per step (default: {d.batch_size})")
+    p.add_argument("--lr", type=float, default=None, help="learning rate of every run (default: the tiny recipe's)")
     p.add_argument("--eval-size", type=int, default=None, help=f"validation expressions per evaluation (default: {d.eval_size})")
     p.add_argument("--workers", type=int, default=None, help=f"DataLoader workers (default: {d.workers}; 0 with --quick)")
     p.add_argument("--device", default=None, help="'auto', 'cpu', 'cuda', 'cuda:N' (default: auto)")
@@ -66,7 +67,7 @@ def settings_from_args(args: argparse.Namespace) -> StudySettings:
         args: the parsed command line.
     """
     base = QUICK_SETTINGS if args.quick else DEFAULT_SETTINGS
-    given = {name: getattr(args, name) for name in ("seeds", "level", "steps", "image_size", "batch_size", "eval_size", "workers", "device")}
+    given = {name: getattr(args, name) for name in ("seeds", "level", "steps", "image_size", "batch_size", "eval_size", "workers", "device", "lr")}
     return dataclasses.replace(base, **{k: v for k, v in given.items() if v is not None})
 
 

@@ -35,10 +35,14 @@ PAGE = _ROOT / "docs" / "guides" / "results.md"
 _BLOCK = re.compile(r"(<!-- study: (?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- end study -->)", re.S)
 
 
+def _rate(settings: Mapping[str, Any]) -> str:
+    return "" if settings.get("lr") is None else f" at learning rate {settings['lr']:g}"
+
+
 def _settings_line(settings: Mapping[str, Any], runs: int) -> str:
     return (
         f"Level {settings['level']}, {settings['image_size']} px, {settings['steps']} steps of batch "
-        f"{settings['batch_size']}, {runs} runs; evaluated on {settings['eval_size']} validation expressions. "
+        f"{settings['batch_size']}{_rate(settings)}, {runs} runs; evaluated on {settings['eval_size']} validation expressions. "
         f"Text-blind ceiling: mIoU {_percent(settings.get('text_blind_ceiling_mIoU'))}. "
         f"Figures in percent; Δ is the row minus the table's default row; "
         f"{{{{download}}}}`JSON <../results/{{name}}.json>`, {{{{download}}}}`every metric <../results/{{name}}.md>`."

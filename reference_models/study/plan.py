@@ -9,6 +9,7 @@ reason (:attr:`StudyPlan.skipped`).
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ class StudySettings:
         device: ``"auto"``, ``"cpu"``, ``"cuda"``, ...
         split: the split the paper's figure is read from and ours evaluated on.
         quick: the smoke size (``--quick``).
+        lr: the learning rate of every run (``None``: the tiny recipe's).
     """
 
     level: int = 1
@@ -49,12 +51,15 @@ class StudySettings:
     device: str = "auto"
     split: str = "val"
     quick: bool = False
+    lr: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("level", "steps", "image_size", "batch_size", "val_size", "eval_size", "seeds"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"--{name.replace('_', '-')}: expected an integer >= 1; got {value!r}")
+        if self.lr is not None and not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"--lr: expected a positive number; got {self.lr!r}")
         if self.eval_seed < 0 or self.workers < 0:
             raise ValueError(f"--eval-seed/--workers: expected integers >= 0; got {self.eval_seed}, {self.workers}")
 

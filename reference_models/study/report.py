@@ -151,10 +151,11 @@ def markdown_report(results: Mapping[str, Any]) -> str:
         results: the study's results (``results.json``'s dict).
     """
     s = results["settings"]
+    rate = "" if s.get("lr") is None else f" at learning rate {s['lr']:g}"
     out = [
         "# Study results", "",
         f"Generated benchmark level {s['level']}, {s['image_size']} px, tiny models, {s['steps']} steps of batch "
-        f"{s['batch_size']}, {s['seeds']} seed(s); evaluated on {s['eval_size']} {s['split']} expressions "
+        f"{s['batch_size']}{rate}, {s['seeds']} seed(s); evaluated on {s['eval_size']} {s['split']} expressions "
         f"(seed {s['eval_seed']}){' (quick: a smoke test, not a measurement)' if s.get('quick') else ''}.",
         f"Text-blind ceiling at this level: mIoU {_percent(s.get('text_blind_ceiling_mIoU'))}, "
         f"oIoU {_percent(s.get('text_blind_ceiling_oIoU'))}. Figures in percent.", "",

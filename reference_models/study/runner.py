@@ -121,7 +121,7 @@ def train_config(experiment: Experiment, seed: int, settings: StudySettings) -> 
         model=experiment.model_name("tiny"), experiment=experiment.name, data="synthetic", level=settings.level,
         train_size=settings.train_size, val_size=settings.val_size, image_size=settings.image_size,
         epochs=1, max_steps=settings.steps, batch_size=settings.batch_size, seed=seed,
-        workers=settings.workers, device=settings.device, grid_samples=0 if settings.quick else 6,
+        workers=settings.workers, device=settings.device, grid_samples=0 if settings.quick else 6, lr=settings.lr,
     )
 
 

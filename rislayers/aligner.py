@@ -279,6 +279,12 @@ class DualBranchAligner(nn.Module):
     With ``norm="batch"``, training on a batch of one ``1x1`` map fails (BatchNorm needs
     more than one value per channel); use ``"group"`` there.
 
+    A measured failure mode of ``branches="dual"`` trained from random weights: every
+    coefficient can settle near -1 while the sigmoid masks cover the whole map, so every
+    logit is negative and the saturated sigmoids pass back almost nothing to leave that
+    state (2 of 3 seeds of a tiny ASDA on the generated benchmark, docs page "Results on the
+    generated benchmark"). Watch for an all-background prediction early in training.
+
     Args:
         dim: visual channels ``c`` of the coarse map (a multiple of 4 and of ``num_heads``).
         text_dim: channels ``d`` of the words.

@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from layer_checks import assert_close_outputs, assert_finite, assert_model_batch_independent, pad_words
 
-from reference_models import build_model, list_models
+from reference_models import build_model, get_config, list_models
 from reference_models.config import ModelConfig
 from reference_models.models.lts import LOCALIZATION_STRIDE, RelevanceFilter, localization_target
 from reference_models.models.vlt import PyramidDecoder, QueryGeneration, TransformerLayer, masked_softmax
@@ -27,6 +27,7 @@ MODULATE_CHILDREN = [
 ]  # fmt: skip
 # ModelConfig.vlt_response's default: the registered VLT models must build exactly it.
 DEFAULT_RESPONSE = "spatial"
+TINY_RESPONSE = "modulate"
 # "spatial" reads only the stride-16 and stride-32 Swin maps: the output norms of the
 # stride-4 and stride-8 maps are computed but unused, so they get no gradient.
 SPATIAL_UNREAD = ("backbone.out_norms.0.", "backbone.out_norms.1.")
@@ -139,10 +140,13 @@ def test_modulate_builds_the_modules_it_built_before_the_option():
 def test_default_model_is_the_default_reading_bit_for_bit(name):
     hint = f"the default VLT is no longer vlt_response={DEFAULT_RESPONSE!r} (on purpose? update DEFAULT_RESPONSE)"
     assert ModelConfig().vlt_response == DEFAULT_RESPONSE, hint
+    assert get_config(name.replace("_tiny", "_base")).vlt_response == DEFAULT_RESPONSE, hint
+    # the tiny VLTs keep the first reading, the one that trains from random weights on a CPU
+    assert get_config(name).vlt_response == TINY_RESPONSE
     torch.manual_seed(0)
     default = build_model(name).eval()
     torch.manual_seed(0)
-    explicit = build_model(name, vlt_response=DEFAULT_RESPONSE).eval()
+    explicit = build_model(name, vlt_response=TINY_RESPONSE).eval()
     assert list(default.state_dict()) == list(explicit.state_dict()), hint
     for key, value in default.state_dict().items():
         assert torch.equal(value, explicit.state_dict()[key]), f"{key}: {hint}"

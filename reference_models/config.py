@@ -339,7 +339,7 @@ class ModelConfig:
         if self.architecture != "lavt":
             for key in ("decoder_align_corners", "lavt_last_gate"):
                 if getattr(self, key):
-                    raise ValueError(f"{key}: only LAVT's decoder reads it; got true with architecture={self.architecture!r}")
+                    raise ValueError(f"{key}: only LAVT reads it; got true with architecture={self.architecture!r}")
         if self.asda_selection == "top" and self.asda_fusion == "sfa":
             raise ValueError(
                 "asda_fusion: the scale-wise aggregator needs the low and mid layers, which "
@@ -415,7 +415,12 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
-        """Rebuild a config from :meth:`to_dict` output; unknown keys raise ``ValueError``."""
+        """Rebuild a config from :meth:`to_dict` output; unknown keys raise ``ValueError``.
+
+        A saved config that lacks a field whose default changed since (``vlt_response`` of a
+        VLT, ``lavt_last_gate`` of a LAVT) gets the value it was built with, so old weights
+        fit; pass every field to get today's defaults.
+        """
         known = {f.name: f for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - set(known))
         if unknown:

@@ -215,8 +215,9 @@ class PublishedScaleWiseAggregator(nn.Module):
     follow ViTDet's simple feature pyramid. The code also builds a 3x3 output block for
     the coarse level and runs one on ``P_M``, but reads neither: only the one on ``P_L``
     is built here, so every parameter trains (about 6.4 GMACs fewer at 416 px). The
-    conv blocks' BatchNorms use the code's momentum 0.999 (running statistics close to the
-    last batch's), the sentence fusion's BatchNorms torch's 0.1, as in the code.
+    conv blocks' BatchNorms (``visual_proj`` among them) use the code's momentum 0.999
+    (running statistics close to the last batch's); the ``BatchNorm1d`` after the sentence's
+    Linear and ``fusion_norm`` use torch's 0.1, as in the code.
 
     The cost is large: about 67 GMACs at ``dim=768``, ``text_dim=512``,
     ``hidden_dim=512`` on a 26x26 grid (ViT-B/16 at 416 px), most of it in the two 3x3

@@ -373,7 +373,7 @@ def test_a_lavt_config_saved_before_the_last_gate_option_builds_the_gate_its_wei
 
 @pytest.mark.parametrize("key", ["decoder_align_corners", "lavt_last_gate"])
 def test_lavt_only_switches_are_refused_elsewhere(key):
-    with pytest.raises(ValueError, match=rf"^{key}: only LAVT's decoder reads it; got true with architecture='vlt'$"):
+    with pytest.raises(ValueError, match=rf"^{key}: only LAVT reads it; got true with architecture='vlt'$"):
         ModelConfig(architecture="vlt", **{key: True})
 
 

@@ -58,7 +58,8 @@ class StudySettings:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"--{name.replace('_', '-')}: expected an integer >= 1; got {value!r}")
-        if self.lr is not None and not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
+        rate = self.lr
+        if rate is not None and (isinstance(rate, bool) or not (isinstance(rate, (int, float)) and math.isfinite(rate) and rate > 0)):
             raise ValueError(f"--lr: expected a positive number; got {self.lr!r}")
         if self.eval_seed < 0 or self.workers < 0:
             raise ValueError(f"--eval-seed/--workers: expected integers >= 0; got {self.eval_seed}, {self.workers}")

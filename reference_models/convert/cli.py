@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     overrides = parse_overrides(args.model_args)
     release = read_lavt_release(args.checkpoint)
-    folder, conversion = convert_lavt(args.checkpoint, args.out, model=args.model, overrides=overrides)
+    folder, conversion = convert_lavt(release, args.out, model=args.model, overrides=overrides)
     kept = len(release.model) + len(release.bert) - len(conversion.dropped)
     print(f"{args.checkpoint}: {kept} tensors of LAVT's model and BERT ({release.bert_entry}) converted into {args.model}")
     reasons: dict[str, list[str]] = {}

@@ -289,12 +289,13 @@ def _listed(keys: list[str], limit: int = 20) -> str:
     return shown + (f", ... ({len(keys)} in all)" if len(keys) > limit else "")
 
 
-def convert_lavt(path: str | os.PathLike, out: str | os.PathLike, *, model: str = "lavt_base",
+def convert_lavt(path: str | os.PathLike | LavtRelease, out: str | os.PathLike, *, model: str = "lavt_base",
                  overrides: Mapping[str, Any] | None = None) -> tuple[Path, Conversion]:
     """Convert a LAVT release into a ``save_pretrained`` folder.
 
     Args:
-        path: the release (see :func:`read_lavt_release`).
+        path: the release's file, or the release :func:`read_lavt_release` already read
+            from it (a release is a gigabyte: read it once).
         out: the folder to write (``config.json`` and ``model.safetensors``).
         model: ``lavt_base`` (LAVT as released) or ``lavt_sadlr_base`` (its backbone and
             decoder under a freshly initialised SADLR refiner).
@@ -313,7 +314,7 @@ def convert_lavt(path: str | os.PathLike, out: str | os.PathLike, *, model: str 
         ...
         reference_models.convert.lavt.ConversionError: ...x.pth: not a LAVT release: its 'model' has no PWAM weights (backbone.layers.0.fusion.*)
     """
-    release = read_lavt_release(path)
+    release = path if isinstance(path, LavtRelease) else read_lavt_release(path)
     config = lavt_config(release, model, overrides)
     net = build_from_config(config)
     conversion = map_release(release, net.state_dict(), refiner=config.plugin == "sadlr")

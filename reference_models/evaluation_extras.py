@@ -40,9 +40,9 @@ def iteration_logits(model, output, size: tuple[int, int]) -> list[torch.Tensor]
     """A SADLR model's foreground logits of every refinement iteration at ``size``.
 
     Each iteration's 2-class map becomes a foreground logit (``l1 - l0``) and is resized
-    bilinearly like the model resizes its last one into ``output.logits``. The model does
-    not expose its resizing, so both ``align_corners`` readings are tried and the one that
-    reproduces ``output.logits`` exactly is used for every iteration.
+    bilinearly as the model resizes its last one into ``output.logits``
+    (``config.decoder_align_corners``); the last must reproduce ``output.logits`` exactly,
+    or nothing is reported.
 
     Args:
         model: a reference model; only ``config.plugin == "sadlr"`` ones have iterations.
@@ -75,10 +75,10 @@ def iteration_logits(model, output, size: tuple[int, int]) -> list[torch.Tensor]
     maps = [foreground_logit(m) for m in list(output.aux_logits)[-iterations:]]
     if len(maps) != iterations:
         return None
-    for align_corners in (False, True):
-        resized = [_resize(m, size, align_corners) for m in maps]
-        if resized[-1].shape == output.logits.shape and torch.equal(resized[-1], output.logits):
-            return resized
+    align_corners = bool(getattr(config, "decoder_align_corners", False))
+    resized = [_resize(m, size, align_corners) for m in maps]
+    if resized[-1].shape == output.logits.shape and torch.equal(resized[-1], output.logits):
+        return resized
     return None
 
 

@@ -274,3 +274,18 @@ def test_the_protocols_differ_when_the_images_are_not():
     for i, mask in enumerate(masks):
         back.update((to_original_size(logits[i], batch["content_box"][i], batch["orig_size"][i]) > 0)[None], torch.from_numpy(mask)[None])
     assert original == back.compute()
+
+
+def test_iterations_are_resized_as_the_model_resizes_them_with_align_corners_too():
+    # LAVT's code upsamples with align_corners=True (decoder_align_corners): the iterations follow
+    from reference_models import build_model
+    from reference_models.evaluation_extras import iteration_logits
+
+    torch.manual_seed(0)
+    model = build_model("lavt_sadlr_tiny", decoder_align_corners=True).eval()
+    images, ids = torch.randn(2, 3, 64, 64), torch.randint(1, 50, (2, 5))
+    with torch.no_grad():
+        output = model(images, ids, torch.ones(2, 5, dtype=torch.long))
+    maps = iteration_logits(model, output, (64, 64))
+    assert maps is not None and len(maps) == model.config.refiner_iters
+    assert torch.equal(maps[-1], output.logits)

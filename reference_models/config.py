@@ -38,6 +38,12 @@ _POSITIVE_INTS = (
 _SAVED_BEFORE_THE_FIELD = {"vlt_response": ("vlt", "modulate"), "lavt_last_gate": ("lavt", True)}
 
 
+_SWITCHES = (
+    "coparser_shift", "coparser_balance", "casg_language", "casg_channel", "casg_spatial",
+    "aligner_word_mask", "pwam_norm_affine", "decoder_align_corners", "lavt_last_gate",
+)
+
+
 def _is_int(value: Any, *, minimum: int) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
 
@@ -296,6 +302,9 @@ class ModelConfig:
         for key in _POSITIVE_INTS:
             if not _is_int(getattr(self, key), minimum=1):
                 raise ValueError(f"{key}: expected a positive integer; got {getattr(self, key)!r}")
+        for key in _SWITCHES:
+            if not isinstance(getattr(self, key), bool):
+                raise ValueError(f"{key}: expected true or false; got {getattr(self, key)!r}")
         for key, upper in (("drop_path", 1.0), ("text_dropout", 1.0), ("focal_weight", None)):
             value = getattr(self, key)
             if not _is_number(value) or value < 0 or (upper is not None and value >= upper):
@@ -330,9 +339,6 @@ class ModelConfig:
 
     def _check_asda_and_lavt(self) -> None:
         """The ASDA ablation fields (Tables 2 and 5) and the published codes' switches."""
-        for key in ("aligner_word_mask", "pwam_norm_affine", "decoder_align_corners", "lavt_last_gate"):
-            if not isinstance(getattr(self, key), bool):
-                raise ValueError(f"{key}: expected true or false; got {getattr(self, key)!r}")
         layers = self.asda_fixed_layers
         if not (isinstance(layers, tuple) and len(layers) == 2 and all(_is_int(v, minimum=1) for v in layers)):
             raise ValueError(f"asda_fixed_layers: expected two 1-based ViT layers [low, mid], e.g. [6, 9]; got {layers!r}")
@@ -379,9 +385,6 @@ class ModelConfig:
 
     def _check_s2rm(self) -> None:
         """The S2RM ablation fields (Tables IV-VII)."""
-        for key in ("coparser_shift", "coparser_balance", "casg_language", "casg_channel", "casg_spatial"):
-            if not isinstance(getattr(self, key), bool):
-                raise ValueError(f"{key}: expected true or false; got {getattr(self, key)!r}")
         directions = self.coparser_directions
         if (
             not isinstance(directions, tuple)

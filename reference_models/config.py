@@ -34,13 +34,16 @@ _POSITIVE_INTS = (
 
 # Fields whose default changed after configs were saved without them, by the architecture
 # that reads them: a saved config that lacks one was built the old way, and its weights only
-# fit that model (VLT's first reading; LAVT's last gate, built then and saved).
-_SAVED_BEFORE_THE_FIELD = {"vlt_response": ("vlt", "modulate"), "lavt_last_gate": ("lavt", True)}
+# fit that model (VLT's first reading; LAVT's last gate, built then and saved; ASDA's
+# aligner before its logit offset).
+_SAVED_BEFORE_THE_FIELD = {
+    "vlt_response": ("vlt", "modulate"), "lavt_last_gate": ("lavt", True), "aligner_output_bias": ("asda", False),
+}
 
 
 _SWITCHES = (
     "coparser_shift", "coparser_balance", "casg_language", "casg_channel", "casg_spatial",
-    "aligner_word_mask", "pwam_norm_affine", "decoder_align_corners", "lavt_last_gate",
+    "aligner_word_mask", "aligner_output_bias", "pwam_norm_affine", "decoder_align_corners", "lavt_last_gate",
 )
 
 
@@ -180,6 +183,9 @@ class ModelConfig:
         aligner_blocks: WGDA's visual attention blocks, ``"pre_norm"`` (standard, the
             design) or ``"published"`` (the released code's post-norm blocks with an MLP as
             wide as the tokens).
+        aligner_output_bias: a learned offset on WGDA's combined logit (``false``: Eq. 10
+            as written and released, whose logit cannot pass 0 once every coefficient is
+            negative). Configs saved before the field load as ``false``.
         pwam_norm_affine: learnable scale and shift in PWAM's instance norms (``false``:
             LAVT's code, whose ``nn.InstanceNorm1d`` has none).
         decoder_align_corners: ``align_corners=True`` in the baselines' decoder and final
@@ -248,6 +254,7 @@ class ModelConfig:
     aligner_branches: str = "dual"
     aligner_word_mask: bool = True
     aligner_blocks: str = "pre_norm"
+    aligner_output_bias: bool = True
     # LAVT (its published code's readings, for loading its releases)
     pwam_norm_affine: bool = True
     decoder_align_corners: bool = False

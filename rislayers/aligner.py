@@ -211,8 +211,9 @@ def _check_options(**options: object) -> None:
     ):
         if options[name] not in choices:
             raise ValueError(f"{name}: expected one of {choices}; got {options[name]!r}")
-    if not isinstance(options["word_mask"], bool):
-        raise ValueError(f"word_mask: expected a bool; got {options['word_mask']!r}")
+    for name in ("word_mask", "output_bias"):
+        if not isinstance(options[name], bool):
+            raise ValueError(f"{name}: expected a bool; got {options[name]!r}")
     if not 0.0 <= options["dropout"] < 1.0:
         raise ValueError(f"dropout: expected a probability in [0, 1); got {options['dropout']!r}")
 
@@ -232,7 +233,8 @@ class DualBranchAligner(nn.Module):
     both residual, giving ``F_fine``; two 3x3 conv + norm + ReLU blocks, a 1x1 conv to
     ``num_masks`` channels, a global average pool and tanh give ``f_coef``.
 
-    Output (Eq. 10): ``logits = sum_k f_coef[k] * M'[k]``.
+    Output (Eq. 10): ``logits = sum_k f_coef[k] * M'[k] + b``, where ``b`` is one learned
+    logit offset that starts at 0 (``output_bias=False`` drops it: Eq. 10 as written).
 
     ``branches`` selects the ablation variants of ASDA's Table 2:
 
@@ -279,11 +281,16 @@ class DualBranchAligner(nn.Module):
     With ``norm="batch"``, training on a batch of one ``1x1`` map fails (BatchNorm needs
     more than one value per channel); use ``"group"`` there.
 
-    A measured failure mode of ``branches="dual"`` trained from random weights: every
-    coefficient can settle near -1 while the sigmoid masks cover the whole map, so every
-    logit is negative and the saturated sigmoids pass back almost nothing to leave that
-    state (2 of 3 seeds of a tiny ASDA on the generated benchmark, docs page "Results on the
-    generated benchmark"). Watch for an all-background prediction early in training.
+    Why the offset (a deliberate departure from Eq. 10, default on): the masks lie in
+    ``[0, 1]`` and the coefficients in ``[-1, 1]``, so once every coefficient is negative no
+    logit can pass 0 and nothing is predicted as foreground at the usual 0.5 cut. Trained
+    from random weights this happened in 2 of 3 seeds of a tiny ASDA on the generated
+    benchmark (the early, background-dominated loss pushes all coefficients down together):
+    the masks had learned the object, which sat at logit 0 (probability 0.5) with the
+    background below, so those runs scored 0 at a 0.5 cut and 50 mIoU at the released
+    code's 0.35 cut. The offset's gradient lifts exactly that state; with it no seed ended
+    there (docs page "Results on the generated benchmark"). Weights saved without the offset
+    load into a layer that has it, with the offset at 0: the same function.
 
     Args:
         dim: visual channels ``c`` of the coarse map (a multiple of 4 and of ``num_heads``).
@@ -301,6 +308,9 @@ class DualBranchAligner(nn.Module):
         word_mask: honour the word padding mask in the word attention (``False``: the
             published code, which ignores it).
         blocks: ``"pre_norm"`` or ``"published"`` visual attention blocks (see above).
+        output_bias: add one learned offset to the combined logit (``"dual"`` only; the
+            one-channel variants' mask head has its own bias). ``False``: Eq. 10 as written
+            and as released.
         dropout: dropout in the attention blocks (0.1 in the published code).
         device: device of the parameters.
         dtype: dtype of the parameters.
@@ -344,6 +354,7 @@ class DualBranchAligner(nn.Module):
         branches: Literal["dual", "single", "visual"] = "dual",
         word_mask: bool = True,
         blocks: Literal["pre_norm", "published"] = "pre_norm",
+        output_bias: bool = True,
         dropout: float = 0.0,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
@@ -363,6 +374,7 @@ class DualBranchAligner(nn.Module):
             branches=branches,
             word_mask=word_mask,
             blocks=blocks,
+            output_bias=output_bias,
             dropout=dropout,
         )
         factory = {"device": device, "dtype": dtype}
@@ -399,6 +411,11 @@ class DualBranchAligner(nn.Module):
                 _ConvNormReLU(dim, dim, 3, norm, factory),
                 nn.Conv2d(dim, num_masks, 1, **factory),
             )
+        # One learned logit offset (Eq. 10 has none): with it the combined logit is no longer
+        # capped at 0 when every coefficient turns negative.
+        self.output_bias = None
+        if output_bias and branches == "dual":
+            self.output_bias = nn.Parameter(torch.zeros(1, **factory))
 
     @staticmethod
     def _build_decoder(dim: int, width: int, steps: int, norm: str, mode: str, factory: dict) -> nn.Sequential:
@@ -412,8 +429,16 @@ class DualBranchAligner(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"num_masks={self.num_masks}, upsample_steps={self.upsample_steps}, branches={self.branches!r}, "
-            f"word_mask={self.mask_words}, blocks={self.blocks!r}"
+            f"word_mask={self.mask_words}, blocks={self.blocks!r}, output_bias={self.output_bias is not None}"
         )
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):
+        # A state dict saved before the offset existed holds no entry for it; an offset of 0 is
+        # exactly that layer, so such weights load strictly and predict as they did.
+        key = prefix + "output_bias"
+        if self.output_bias is not None and key not in state_dict:
+            state_dict[key] = torch.zeros_like(self.output_bias)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs)
 
     @property
     def output_names(self) -> tuple[str, ...]:
@@ -474,4 +499,6 @@ class DualBranchAligner(nn.Module):
         masks = self.mask_head(self.mask_decoder(visual_map)).sigmoid()  # Eq. 7, M'
         coefficients = self.coefficient_head(fine_map).mean(dim=(-2, -1)).tanh()  # Eq. 9
         logits = torch.einsum("bk,bkhw->bhw", coefficients, masks)  # Eq. 10
+        if self.output_bias is not None:
+            logits = logits + self.output_bias
         return AlignerOutput(rearrange(logits, "b h w -> b 1 h w"), masks, coefficients)

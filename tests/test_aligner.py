@@ -35,7 +35,7 @@ def make_inputs(b=2, c=16, h=3, w=4, l=5, d=12, *, dtype=torch.float32, requires
     return {"feats": coarse, "words": words, "word_mask": word_mask}
 
 
-def check_output_contract(out, b, num_masks, height, width):
+def check_output_contract(out, b, num_masks, height, width, offset=0.0):
     assert isinstance(out, AlignerOutput)
     assert out.logits.shape == (b, 1, height, width)
     assert out.masks.shape == (b, num_masks, height, width)
@@ -43,7 +43,7 @@ def check_output_contract(out, b, num_masks, height, width):
     assert_finite(out)
     assert ((out.masks >= 0) & (out.masks <= 1)).all()
     assert ((out.coefficients >= -1) & (out.coefficients <= 1)).all()
-    expected = (out.coefficients[:, :, None, None] * out.masks).sum(dim=1, keepdim=True)
+    expected = (out.coefficients[:, :, None, None] * out.masks).sum(dim=1, keepdim=True) + offset
     torch.testing.assert_close(out.logits, expected)
 
 
@@ -66,9 +66,12 @@ def test_output_contract_over_sizes(b, heads, c, h, w, l, d, steps, num_masks, l
     aligner = DualBranchAligner(
         c, d, num_masks=num_masks, num_layers=layers, num_heads=heads, upsample_steps=steps, norm=norm
     ).eval()
+    offset = data.draw(st.floats(-3, 3))
+    with torch.no_grad():
+        aligner.output_bias.fill_(offset)
     lengths = data.draw(st.lists(st.integers(0, l), min_size=b, max_size=b))
     out = aligner(**make_inputs(b, c, h, w, l, d, lengths=lengths))
-    check_output_contract(out, b, num_masks, h * 2**steps, w * 2**steps)
+    check_output_contract(out, b, num_masks, h * 2**steps, w * 2**steps, offset=offset)
 
 
 @pytest.mark.parametrize("upsample_mode", ["nearest", "bilinear"])
@@ -408,3 +411,56 @@ def test_variant_constructor_errors_name_the_argument():
         small(blocks="post_norm")
     with pytest.raises(ValueError, match=r"^word_mask: expected a bool; got 'yes'"):
         small(word_mask="yes")
+    with pytest.raises(ValueError, match=r"^output_bias: expected a bool; got 1$"):
+        small(output_bias=1)
+
+
+# -- the logit offset ---------------------------------------------------------------
+
+def test_the_logit_offset_is_one_zero_started_parameter_of_the_dual_aligner_only():
+    aligner = small()
+    assert aligner.output_bias.shape == (1,) and aligner.output_bias.item() == 0.0
+    plain = small(output_bias=False)
+    assert plain.output_bias is None and "output_bias" not in plain.state_dict()
+    for branches in ("single", "visual"):  # their one channel has the mask head's own bias
+        assert small(branches=branches).output_bias is None
+    out = plain.eval()(**make_inputs())
+    check_output_contract(out, 2, 4, 12, 16)
+
+
+def test_weights_saved_without_the_offset_load_strictly_and_predict_the_same():
+    old = small(output_bias=False).eval()
+    new = small().eval()
+    new.load_state_dict(old.state_dict())  # strict: the missing offset is filled with 0
+    assert new.output_bias.item() == 0.0
+    inputs = make_inputs()
+    torch.testing.assert_close(new(**inputs).logits, old(**inputs).logits)
+    with pytest.raises(RuntimeError, match="output_bias"):  # the other way the key is unexpected
+        small(output_bias=False).load_state_dict(new.state_dict())
+
+
+def _all_coefficients_negative(aligner):
+    """Drive every coefficient to about -1: the state 2 of 3 tiny ASDA runs fell into."""
+    last = aligner.coefficient_head[-1]
+    with torch.no_grad():
+        last.weight.zero_()
+        last.bias.fill_(-5.0)
+    return aligner
+
+
+def test_without_the_offset_negative_coefficients_cap_the_logit_at_zero_and_with_it_the_cap_moves():
+    from rislayers import sigmoid_focal_loss
+
+    inputs = make_inputs(lengths=[5, 3])
+    plain = _all_coefficients_negative(small(output_bias=False).eval())
+    out = plain(**inputs)
+    assert (out.coefficients < -0.99).all() and out.logits.max() <= 0  # nothing can be foreground
+    offset = _all_coefficients_negative(small().eval())
+    offset.load_state_dict(plain.state_dict())
+    target = torch.ones_like(out.logits[:, 0], dtype=torch.bool)
+    loss = sigmoid_focal_loss(offset(**inputs).logits[:, 0], target).mean()
+    loss.backward()
+    assert offset.output_bias.grad.item() < 0  # gradient descent raises the offset, and the cap
+    with torch.no_grad():
+        offset.output_bias.fill_(5.0)
+    assert offset(**inputs).logits.max() > 0

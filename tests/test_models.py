@@ -385,7 +385,9 @@ def test_swin_windows_reaches_the_encoder():
         ModelConfig(swin_windows="mmseg")
 
 
-@pytest.mark.parametrize("key", ["coparser_shift", "casg_spatial", "aligner_word_mask", "pwam_norm_affine", "lavt_last_gate"])
+@pytest.mark.parametrize(
+    "key", ["coparser_shift", "casg_spatial", "aligner_word_mask", "aligner_output_bias", "pwam_norm_affine", "lavt_last_gate"]
+)
 def test_switches_take_only_true_or_false(key):
     with pytest.raises(ValueError, match=rf"^{key}: expected true or false; got 'yes'$"):
         ModelConfig(**{key: "yes"})

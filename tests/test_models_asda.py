@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -218,6 +220,7 @@ OPTIONS = {
     "conv_selector": {"selector_head": "conv"},
     "layer_eos": {"selector_text": "layer_eos", "text_layers": 9},
     "bce_dice": {"asda_loss": "bce_dice"},
+    "no_output_bias": {"aligner_output_bias": False},
 }
 # Options that change no parameter: they must change what is computed instead.
 # (layer_eos drops the selectors' text projections: the released code reads its [EOS] tokens as they are)
@@ -455,3 +458,24 @@ def test_option_errors_are_one_line():
         with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")) as err:
             build_model("asda_tiny", **overrides)
         assert "\n" not in str(err.value), overrides
+
+
+def test_a_config_saved_before_the_logit_offset_builds_the_aligner_its_weights_fit(tmp_path):
+    from reference_models import ModelConfig
+    from reference_models.base import RISModel
+
+    saved = ModelConfig(architecture="asda", vision_encoder="clip").to_dict()
+    del saved["aligner_output_bias"]
+    assert ModelConfig.from_dict(saved).aligner_output_bias is False
+    assert ModelConfig.from_dict(ModelConfig(architecture="asda", vision_encoder="clip").to_dict()).aligner_output_bias is True
+    # An old save_pretrained folder: its config lacks the field, its weights the offset.
+    old = build_model("asda_tiny", aligner_output_bias=False).eval()
+    old.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    del config["aligner_output_bias"]
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    loaded = RISModel.from_pretrained(tmp_path).eval()
+    assert loaded.aligner.output_bias is None
+    images, ids, mask = model_inputs(2, IMAGE)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(images, ids, mask).logits, old(images, ids, mask).logits)

@@ -27,7 +27,10 @@ Decisions:
   ``asda_loss="bce_dice"``). Its rows train with the full recipe. The released code's
   architectural readings (``selector_text="layer_eos"``, ``asda_aggregator`` and
   ``aligner_blocks="published"``) are left out of ``published``: ``layer_eos`` needs a
-  text tower as deep as the candidate layers, which the tiny model's is not.
+  text tower as deep as the candidate layers, which the tiny model's is not. The last row,
+  ``no-output-bias``, is the paper's Eq. 10 as written (and as released): the aligner
+  without the logit offset this project adds (``aligner_output_bias=False``), under
+  which 2 of 3 tiny runs ended with every coefficient negative and an empty mask.
 """
 
 from __future__ import annotations
@@ -119,6 +122,8 @@ def _fixes() -> list[Experiment]:
          "the published code's aligner: the words attend without their padding mask"),
         ("published", "published", {"selector_gradient": "none", "aligner_word_mask": False, "asda_loss": "bce_dice"},
          "the published code's three behaviours together: no selector gradient, no word mask, BCE + Dice"),
+        ("no-output-bias", "no logit offset", {"aligner_output_bias": False},
+         "Eq. 10 as written (and released): no logit offset, so the logit cannot pass 0 once every coefficient is negative"),
     )
     return [_row("fixes", slug, label, {}, overrides=overrides, description=description) for slug, label, overrides, description in rows]
 

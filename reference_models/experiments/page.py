@@ -52,7 +52,8 @@ foreground probability cut.
 
 ASDA's `fixes` table is this project's, not the paper's: the published code's behaviours
 (`selector_gradient=none`, `aligner_word_mask=false`, `asda_loss=bce_dice`) beside the
-defaults that fix them; no paper printed its rows, so they have no figure.
+defaults that fix them, and Eq. 10 as written (`aligner_output_bias=false`) beside our logit
+offset; no paper printed its rows, so they have no figure.
 
 A row is available when every config field it changes exists; rows that need a component
 not built yet, or a module from another paper (CGAN, ACM), say why. The paper's figure is

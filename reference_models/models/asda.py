@@ -34,7 +34,10 @@ The published code's defects are fixed by the layers, each with the published be
 field away: the word padding mask is honoured (``aligner_word_mask=False`` ignores it), the
 selector learns (``selector_gradient="straight_through"``; ``"none"`` is the published
 behaviour, ``"soft"`` a probability-weighted blend), and the mask coefficients are pooled
-over space (size-agnostic) instead of read by ``Linear(26*26*32, 32)``. The published code's
+over space (size-agnostic) instead of read by ``Linear(26*26*32, 32)``. One departure from
+the paper as well: the aligner adds a learned logit offset to Eq. 10, without which the
+logit cannot pass 0 once every coefficient turns negative (``aligner_output_bias=False`` is
+Eq. 10 as written; see :class:`~rislayers.DualBranchAligner`). The published code's
 other readings are options too: ``asda_loss="bce_dice"`` (its focal loss at ``alpha=-1,
 gamma=0``), ``selector_text="layer_eos"`` (each layer scored against the text layer of the
 same depth), ``asda_aggregator="published"`` and ``aligner_blocks="published"``.
@@ -165,7 +168,8 @@ class ASDA(RISModel):
     and ``selector_text`` (AFS) or ``asda_fixed_layers``; ``asda_fusion``,
     ``asda_aggregator`` and ``norm`` (``F_coarse``); ``decoder_dim`` (the aligner's width);
     ``transformer_layers`` (the aligner's self-attention depth ``n``); ``aligner_masks``
-    (``N_c``), ``aligner_branches``, ``aligner_word_mask``, ``aligner_blocks``;
+    (``N_c``), ``aligner_branches``, ``aligner_word_mask``, ``aligner_blocks``,
+    ``aligner_output_bias``;
     ``asda_loss`` and ``focal_weight`` (the loss).
 
     Args:
@@ -224,6 +228,7 @@ class ASDA(RISModel):
             branches=config.aligner_branches,
             word_mask=config.aligner_word_mask,
             blocks=config.aligner_blocks,
+            output_bias=config.aligner_output_bias,
         )
         self.last_selection: LayerSelection | None = None
 

@@ -18,7 +18,6 @@ and concatenates :func:`rislayers.functional.coord_features` to the re-combined 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Literal
 
@@ -27,50 +26,15 @@ import torch.nn.functional as F
 from einops import rearrange, reduce
 from torch import nn
 
+from ._conv_blocks import _NORMS, _ConvNormAct, _choice, _dims_tuple
 from .functional import coord_features
 from .shapes import ShapeError, check_shape, positive_int
 
 __all__ = ["CASGStage", "CASGDecoder"]
 
-_NORMS = ("batch", "group", "none")
 _GATES = ("tanh", "sigmoid")
 _COORDS = ("none", "recombine")
 _COORD_CHANNELS = 8
-# GroupNorm groups: the largest divisor of the channel count not above 32 (GroupNorm's usual 32).
-_MAX_GROUPS = 32
-
-
-def _choice(name: str, value: object, choices: tuple[str, ...]) -> str:
-    if value not in choices:
-        raise ValueError(f"{name}: expected one of {choices}; got {value!r}")
-    return value  # type: ignore[return-value]
-
-
-def _dims_tuple(name: str, value: object, length: int | None = None) -> tuple[int, ...]:
-    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
-        raise ValueError(f"{name}: expected a sequence of positive integers; got {value!r}")
-    dims = tuple(value)
-    if length is not None and len(dims) != length:
-        raise ValueError(f"{name}: expected {length} positive integers; got {value!r}")
-    if not dims or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in dims):
-        raise ValueError(f"{name}: expected a non-empty sequence of positive integers; got {value!r}")
-    return dims
-
-
-class _ConvNormAct(nn.Sequential):
-    """Conv2d -> norm -> ReLU, the paper's ``Conv`` (it writes ``Conv_BN_ReLU`` in S2RM)."""
-
-    def __init__(self, in_dim: int, out_dim: int, kernel_size: int, norm: str, *, device=None, dtype=None):
-        factory = {"device": device, "dtype": dtype}
-        layers: list[nn.Module] = [
-            nn.Conv2d(in_dim, out_dim, kernel_size, padding=kernel_size // 2, bias=norm == "none", **factory)
-        ]
-        if norm == "batch":
-            layers.append(nn.BatchNorm2d(out_dim, **factory))
-        elif norm == "group":
-            layers.append(nn.GroupNorm(math.gcd(out_dim, _MAX_GROUPS), out_dim, **factory))
-        layers.append(nn.ReLU(inplace=True))
-        super().__init__(*layers)
 
 
 class CASGStage(nn.Module):

@@ -108,6 +108,42 @@ def _masked_softmax(scores: torch.Tensor, word_mask: torch.Tensor | None) -> tor
     return torch.where(keep, weights, torch.zeros((), dtype=weights.dtype, device=weights.device))
 
 
+def _check_options(
+    *, size: object, pos_dim: int, directions: object, balance: bool, shift: bool, implementation: str, fusion: str
+) -> tuple[tuple[int, int], tuple[str, ...]]:
+    """Validate the options of :class:`SpatialRecurrentCoparser` (all but ``dim`` and ``text_dim``).
+
+    Args:
+        size, pos_dim, directions, balance, shift, implementation, fusion: the constructor's
+            arguments of those names (documented there), checked in its order.
+
+    Returns:
+        ``size`` as an ``(h, w)`` tuple and ``directions`` in the paper's order.
+
+    Raises:
+        ValueError: naming the first bad argument and its value.
+    """
+    if isinstance(size, int) and not isinstance(size, bool):
+        size = (size, size)
+    if (
+        isinstance(size, (str, bytes))
+        or not isinstance(size, Sequence)
+        or len(size) != 2
+        or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in size)
+    ):
+        raise ValueError(f"size: expected (h, w), two positive integers; got {size!r}")
+    if isinstance(pos_dim, bool) or not isinstance(pos_dim, int) or pos_dim < 0 or (pos_dim not in (0, 8) and pos_dim % 4):
+        raise ValueError(f"pos_dim: expected 0, 8 or a positive multiple of 4; got {pos_dim!r}")
+    kept = normalise_directions(directions)
+    for name, value in (("balance", balance), ("shift", shift)):
+        if not isinstance(value, bool):
+            raise ValueError(f"{name}: expected a bool; got {value!r}")
+    for name, value, choices in (("implementation", implementation, _IMPLEMENTATIONS), ("fusion", fusion, _FUSIONS)):
+        if value not in choices:
+            raise ValueError(f"{name}: expected one of {choices}; got {value!r}")
+    return (size[0], size[1]), kept
+
+
 class SpatialRecurrentCoparser(nn.Module):
     """Spatial Semantic Recurrent Mining, the S2RM fusion block (Sec. III-B, Eq. 1-10).
 
@@ -211,31 +247,14 @@ class SpatialRecurrentCoparser(nn.Module):
         factory = {"device": device, "dtype": dtype}
         self.dim = positive_int("dim", dim)
         self.text_dim = positive_int("text_dim", text_dim)
-        if isinstance(size, int) and not isinstance(size, bool):
-            size = (size, size)
-        if (
-            isinstance(size, (str, bytes))
-            or not isinstance(size, Sequence)
-            or len(size) != 2
-            or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in size)
-        ):
-            raise ValueError(f"size: expected (h, w), two positive integers; got {size!r}")
-        self.size: tuple[int, int] = (size[0], size[1])
-        if isinstance(pos_dim, bool) or not isinstance(pos_dim, int) or pos_dim < 0 or (pos_dim not in (0, 8) and pos_dim % 4):
-            raise ValueError(f"pos_dim: expected 0, 8 or a positive multiple of 4; got {pos_dim!r}")
+        self.size, self.directions = _check_options(
+            size=size, pos_dim=pos_dim, directions=directions, balance=balance, shift=shift,
+            implementation=implementation, fusion=fusion,
+        )
         self.pos_dim = pos_dim
-        self.directions = normalise_directions(directions)
-        if not isinstance(balance, bool):
-            raise ValueError(f"balance: expected a bool; got {balance!r}")
         self.balance = balance
-        if not isinstance(shift, bool):
-            raise ValueError(f"shift: expected a bool; got {shift!r}")
         self.shift = shift
-        if implementation not in _IMPLEMENTATIONS:
-            raise ValueError(f"implementation: expected one of {_IMPLEMENTATIONS}; got {implementation!r}")
         self.implementation = implementation
-        if fusion not in _FUSIONS:
-            raise ValueError(f"fusion: expected one of {_FUSIONS}; got {fusion!r}")
         self.fusion = fusion
 
         height, width = self.size

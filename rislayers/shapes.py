@@ -83,6 +83,39 @@ def _describe(axes: list[str], bound: dict[str, int]) -> str:
     return pattern + (" with " + ", ".join(known) if known else "")
 
 
+def _bind_axes(shape: tuple[int, ...], axes: list[str], bound: dict[str, int], *, name: str) -> None:
+    """Match ``shape`` against the axes of a pattern, binding the axes not bound yet.
+
+    Args:
+        shape: the tensor's shape.
+        axes: the pattern's axis names and integer literals, one per dimension.
+        bound: the current axis binding; updated in place with the axes ``shape`` binds.
+        name: the argument's name, used in the error message.
+
+    Raises:
+        ShapeError: a wrong number of dimensions, or a size that disagrees with a literal or
+            with its binding (the message shows the binding from before this tensor).
+    """
+    if len(shape) != len(axes):
+        raise ShapeError(
+            f"{name}: expected {_describe(axes, bound)}; got {shape} "
+            f"({len(axes)} dims expected, got {len(shape)})"
+        )
+    before = dict(bound)
+    for axis, size in zip(axes, shape):
+        if axis.isdigit():
+            expected = int(axis)
+        elif axis in bound:
+            expected = bound[axis]
+        else:
+            bound[axis] = size
+            continue
+        if size != expected:
+            raise ShapeError(
+                f"{name}: expected {_describe(axes, before)}; got {shape} ({axis}: {size} != {expected})"
+            )
+
+
 def check_shape(
     tensor: Any,
     pattern: str,
@@ -146,25 +179,7 @@ def check_shape(
             f"{name}: expected dtype {dtype} (the layer's parameters); got {tensor.dtype} "
             f"(cast the input with .to({dtype}), the layer with .to({tensor.dtype}), or run under torch.autocast)"
         )
-    shape = tuple(tensor.shape)
-    if len(shape) != len(axes):
-        raise ShapeError(
-            f"{name}: expected {_describe(axes, bound)}; got {shape} "
-            f"({len(axes)} dims expected, got {len(shape)})"
-        )
-    before = dict(bound)
-    for axis, size in zip(axes, shape):
-        if axis.isdigit():
-            expected = int(axis)
-        elif axis in bound:
-            expected = bound[axis]
-        else:
-            bound[axis] = size
-            continue
-        if size != expected:
-            raise ShapeError(
-                f"{name}: expected {_describe(axes, before)}; got {shape} ({axis}: {size} != {expected})"
-            )
+    _bind_axes(tuple(tensor.shape), axes, bound, name=name)
     return bound
 
 

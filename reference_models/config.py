@@ -11,26 +11,14 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .config_checks import ARCHITECTURES, PLUGINS, check_model_config
+
 __all__ = ["ModelConfig", "ARCHITECTURES", "PLUGINS", "parse_overrides"]
-
-ARCHITECTURES = ("lavt", "vlt", "lts", "asda", "s2rm")
-PLUGINS = (None, "sadlr")
-VISION_ENCODERS = ("swin", "clip")
-TEXT_ENCODERS = ("bert", "clip")
-
-
-_POSITIVE_INTS = (
-    "image_size", "swin_embed_dim", "swin_window", "clip_width", "clip_layers", "clip_heads", "clip_patch",
-    "clip_embed_dim", "text_dim", "text_layers", "text_heads", "text_intermediate", "vocab_size", "max_words",
-    "decoder_dim", "num_queries", "transformer_layers", "refiner_iters", "refiner_repeats", "aligner_masks",
-)
-
 
 # Fields whose default changed after configs were saved without them, by the architecture
 # that reads them: a saved config that lacks one was built the old way, and its weights only
@@ -39,20 +27,6 @@ _POSITIVE_INTS = (
 _SAVED_BEFORE_THE_FIELD = {
     "vlt_response": ("vlt", "modulate"), "lavt_last_gate": ("lavt", True), "aligner_output_bias": ("asda", False),
 }
-
-
-_SWITCHES = (
-    "coparser_shift", "coparser_balance", "casg_language", "casg_channel", "casg_spatial",
-    "aligner_word_mask", "aligner_output_bias", "pwam_norm_affine", "decoder_align_corners", "lavt_last_gate",
-)
-
-
-def _is_int(value: Any, *, minimum: int) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _as_tuples(value: Any) -> Any:
@@ -275,148 +249,7 @@ class ModelConfig:
     casg_stages: int = 3
 
     def __post_init__(self) -> None:
-        choices = {
-            "architecture": ARCHITECTURES,
-            "plugin": PLUGINS,
-            "vision_encoder": VISION_ENCODERS,
-            "text_encoder": TEXT_ENCODERS,
-            "refiner_update": ("sum", "replace"),
-            "refiner_pooling": ("hard", "soft"),
-            "selector_gradient": ("straight_through", "soft", "none"),
-            "norm": ("batch", "group"),
-            "tokenizer": ("bert", "clip", "word"),
-            "clip_activation": ("gelu", "quick_gelu"),
-            "s2rm_fusion": ("coparser", "tile_concat", "pwam"),
-            "s2rm_decoder": ("casg", "fpn"),
-            "coparser_implementation": ("gemm", "shift"),
-            "casg_activation": ("tanh", "sigmoid"),
-            "asda_selection": ("adaptive", "fixed", "top"),
-            "asda_fusion": ("sfa", "concat"),
-            "asda_aggregator": ("paper", "published"),
-            "asda_loss": ("focal_dice", "bce_dice"),
-            "selector_head": ("linear", "mlp", "conv"),
-            "selector_text": ("sentence", "layer_eos"),
-            "aligner_branches": ("dual", "single", "visual"),
-            "aligner_blocks": ("pre_norm", "published"),
-            "head_loss": ("dice", "weighted_ce"),
-            "vlt_response": ("modulate", "spatial"),
-            "swin_windows": ("timm", "segmentation"),
-        }
-        for key, allowed in choices.items():
-            value = getattr(self, key)
-            if value not in allowed:
-                raise ValueError(f"{key}: expected one of {allowed}; got {value!r}")
-        for key in _POSITIVE_INTS:
-            if not _is_int(getattr(self, key), minimum=1):
-                raise ValueError(f"{key}: expected a positive integer; got {getattr(self, key)!r}")
-        for key in _SWITCHES:
-            if not isinstance(getattr(self, key), bool):
-                raise ValueError(f"{key}: expected true or false; got {getattr(self, key)!r}")
-        for key, upper in (("drop_path", 1.0), ("text_dropout", 1.0), ("focal_weight", None)):
-            value = getattr(self, key)
-            if not _is_number(value) or value < 0 or (upper is not None and value >= upper):
-                bound = f"in [0, {upper:g})" if upper is not None else ">= 0"
-                raise ValueError(f"{key}: expected a number {bound}; got {value!r}")
-        for key, example in (("swin_depths", "[2, 2, 6, 2]"), ("swin_heads", "[3, 6, 12, 24]"), ("refiner_hidden", "[128, 512]")):
-            value = getattr(self, key)
-            if not isinstance(value, tuple) or not value or not all(_is_int(v, minimum=1) for v in value):
-                raise ValueError(f"{key}: expected a list of positive integers, e.g. {example}; got {value!r}")
-        if len(self.swin_depths) != len(self.swin_heads):
-            raise ValueError(
-                f"swin_depths, swin_heads: expected one depth and one head count per Swin stage; got "
-                f"{len(self.swin_depths)} depths {self.swin_depths} and {len(self.swin_heads)} head counts {self.swin_heads}"
-            )
-        if not isinstance(self.loss_weights, tuple) or not all(_is_number(v) and v >= 0 for v in self.loss_weights):
-            raise ValueError(f"loss_weights: expected a list of non-negative numbers; got {self.loss_weights!r}")
-        if not isinstance(self.selector_layers, tuple) or not all(
-            isinstance(pair, tuple) and len(pair) == 2 and all(_is_int(v, minimum=1) for v in pair) and pair[0] <= pair[1]
-            for pair in self.selector_layers
-        ):
-            raise ValueError(
-                f"selector_layers: expected [start, end] layer ranges (1-based, start <= end), e.g. "
-                f"[[4, 6], [7, 9]]; got {self.selector_layers!r}"
-            )
-        self._check_s2rm()
-        self._check_asda_and_lavt()
-        if self.plugin == "sadlr" and len(self.loss_weights) != self.refiner_iters:
-            raise ValueError(
-                f"loss_weights: expected one weight per refiner iteration ({self.refiner_iters}); "
-                f"got {self.loss_weights}"
-            )
-
-    def _check_asda_and_lavt(self) -> None:
-        """The ASDA ablation fields (Tables 2 and 5) and the published codes' switches."""
-        layers = self.asda_fixed_layers
-        if not (isinstance(layers, tuple) and len(layers) == 2 and all(_is_int(v, minimum=1) for v in layers)):
-            raise ValueError(f"asda_fixed_layers: expected two 1-based ViT layers [low, mid], e.g. [6, 9]; got {layers!r}")
-        if self.architecture != "lavt":
-            for key in ("decoder_align_corners", "lavt_last_gate"):
-                if getattr(self, key):
-                    raise ValueError(f"{key}: only LAVT reads it; got true with architecture={self.architecture!r}")
-        if self.asda_selection == "top" and self.asda_fusion == "sfa":
-            raise ValueError(
-                "asda_fusion: the scale-wise aggregator needs the low and mid layers, which "
-                "asda_selection='top' does not pick; expected 'concat' with 'top'; got 'sfa'"
-            )
-        if self.asda_aggregator != "paper" and self.asda_fusion != "sfa":
-            raise ValueError(f"asda_aggregator: only used with asda_fusion='sfa'; got {self.asda_aggregator!r} with {self.asda_fusion!r}")
-        if self.architecture == "asda":
-            self._check_asda_layers()
-
-    def _check_asda_layers(self) -> None:
-        """ASDA's layer choices against the encoders' depths, and options of parts not built."""
-        if self.asda_selection == "fixed" and max(self.asda_fixed_layers) > self.clip_layers:
-            raise ValueError(
-                f"asda_fixed_layers: expected ViT layers within 1..clip_layers={self.clip_layers}; got {self.asda_fixed_layers!r}"
-            )
-        # An option of a selection that is not built would silently change nothing.
-        defaults = {f.name: f.default for f in dataclasses.fields(self)}
-        needs = {"selector_head": "adaptive", "selector_text": "adaptive", "selector_gradient": "adaptive", "asda_fixed_layers": "fixed"}
-        for key, selection in needs.items():
-            if self.asda_selection != selection and getattr(self, key) != defaults[key]:
-                raise ValueError(
-                    f"{key}: only used with asda_selection={selection!r}, but asda_selection={self.asda_selection!r}; got {getattr(self, key)!r}"
-                )
-        if self.aligner_branches == "visual" and not self.aligner_word_mask:
-            raise ValueError("aligner_word_mask: the aligner reads no words with aligner_branches='visual'; got false")
-        if self.selector_text != "layer_eos":
-            return
-        if self.text_encoder != "clip":
-            raise ValueError(f"selector_text: 'layer_eos' reads the CLIP text tower's layers; expected text_encoder='clip'; got {self.text_encoder!r}")
-        deepest = max(end for _, end in self.selector_layers)
-        if self.text_layers < deepest:
-            raise ValueError(
-                f"selector_text: 'layer_eos' pairs ViT layer i with text layer i, so text_layers must reach the "
-                f"deepest candidate layer {deepest}; got text_layers={self.text_layers}"
-            )
-
-    def _check_s2rm(self) -> None:
-        """The S2RM ablation fields (Tables IV-VII)."""
-        directions = self.coparser_directions
-        if (
-            not isinstance(directions, tuple)
-            or not directions
-            or len(set(directions)) != len(directions)
-            or not all(d in ("l2v", "v2l") for d in directions)
-        ):
-            raise ValueError(
-                f"coparser_directions: expected a non-empty list of distinct names from ['l2v', 'v2l'], "
-                f"e.g. ['v2l']; got {directions!r}"
-            )
-        if not _is_int(self.casg_stages, minimum=0) or self.casg_stages > 3:
-            raise ValueError(f"casg_stages: expected an integer from 0 to 3 (attention-guided stages kept); got {self.casg_stages!r}")
-        if self.architecture != "s2rm":
-            return
-        # An ablation of a block that is not built would silently change nothing.
-        defaults = {f.name: f.default for f in dataclasses.fields(self)}
-        unused = {"coparser_": ("s2rm_fusion", self.s2rm_fusion != "coparser"), "casg_": ("s2rm_decoder", self.s2rm_decoder != "casg")}
-        for prefix, (owner, absent) in unused.items():
-            changed = [k for k in defaults if k.startswith(prefix) and getattr(self, k) != defaults[k]]
-            if absent and changed:
-                raise ValueError(
-                    f"{changed[0]}: only used with the {prefix.rstrip('_')} block, but {owner}={getattr(self, owner)!r}; "
-                    f"got {getattr(self, changed[0])!r}"
-                )
+        check_model_config(self)
 
     # -- (de)serialisation -------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .casg import _NORMS, _ConvNormAct, _choice, _dims_tuple
+from ._conv_blocks import _NORMS, _ConvNormAct, _choice, _dims_tuple
 from .shapes import ShapeError, check_shape, positive_int
 
 __all__ = ["FPNDecoder"]

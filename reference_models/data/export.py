@@ -129,6 +129,34 @@ def _refs(scene: Scene, scene_refs, image_id: int, split: str, file_name: str, r
     return rows
 
 
+def _write_annotation_files(
+    data_dir: Path, description: str, images: list[dict[str, Any]], annotations: list[dict[str, Any]],
+    refs: list[dict[str, Any]], refs_format: str,
+) -> None:
+    """Write ``instances.json`` (COCO: images, annotations, one category per shape) and the refs
+    file (``refs(unc).p`` or ``refs(unc).json``) into ``data_dir``, each atomically.
+
+    Args:
+        data_dir: the dataset folder (``out_dir/synthetic``).
+        description: the ``info.description`` of ``instances.json``.
+        images: the COCO image entries, in order.
+        annotations: the COCO annotations of every picture's objects.
+        refs: the REFER refs of every picture.
+        refs_format: ``pickle`` or ``json`` (already checked).
+    """
+    instances = {
+        "info": {"description": description},
+        "images": images,
+        "annotations": annotations,
+        "categories": [{"id": i + 1, "name": shape, "supercategory": "shape"} for i, shape in enumerate(SHAPES)],
+    }
+    _write_atomically(data_dir / "instances.json", json.dumps(instances).encode("utf-8"))
+    if refs_format == "pickle":
+        _write_atomically(data_dir / "refs(unc).p", pickle.dumps(refs, protocol=2))
+    else:
+        _write_atomically(data_dir / "refs(unc).json", json.dumps(refs).encode("utf-8"))
+
+
 def export_refer(
     out_dir: str | Path,
     *,
@@ -204,17 +232,8 @@ def export_refer(
             refs.extend(_refs(scene, scene_refs, image_id, split, file_name, refs_per_image, sentences_per_ref))
             bar.update(1)
     bar.close()
-    instances = {
-        "info": {"description": f"rislayers synthetic referring segmentation, level {level}, seed {seed}"},
-        "images": images,
-        "annotations": annotations,
-        "categories": [{"id": i + 1, "name": shape, "supercategory": "shape"} for i, shape in enumerate(SHAPES)],
-    }
-    _write_atomically(data_dir / "instances.json", json.dumps(instances).encode("utf-8"))
-    if refs_format == "pickle":
-        _write_atomically(data_dir / "refs(unc).p", pickle.dumps(refs, protocol=2))
-    else:
-        _write_atomically(data_dir / "refs(unc).json", json.dumps(refs).encode("utf-8"))
+    description = f"rislayers synthetic referring segmentation, level {level}, seed {seed}"
+    _write_annotation_files(data_dir, description, images, annotations, refs, refs_format)
     return data_dir
 
 

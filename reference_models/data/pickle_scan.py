@@ -81,7 +81,8 @@ _REFUSED = {
 
 # The loop of _Scanner.run handles the frequent opcodes itself (a refs file is millions of
 # opcodes, and every comparison costs): the binary protocols' below _F_TEXT, protocol 0's from
-# it, each group most frequent first; _Scanner.other handles the rest from _SPECS.
+# it, each group most frequent first (_Scanner.fill does the work of APPENDS and SETITEMS, one
+# per container); _Scanner.other handles the rest from _SPECS.
 (_F_GET1, _F_PUSH_FIXED, _F_PUT, _F_MARK, _F_MEMOIZE, _F_PUSH_SIZED, _F_FILL, _F_TEXT, _F_GET_LINE,
  _F_APPEND, _F_PUSH_LINE, _F_GET4, _F_STOP, _F_OTHER) = range(14)
 _FAST = [_F_OTHER] * 256
@@ -150,7 +151,8 @@ class _Scanner:
         )
 
     def run(self) -> bool:
-        # One long loop on purpose: a call per opcode would double the time of a refs file.
+        # One long loop on purpose: a call per opcode would double the time of a refs file. A
+        # call per container (fill, for APPENDS and SETITEMS) costs little beside its items.
         data, stack, marks, memo = self.data, self.stack, self.marks, self.memo
         fast, step, kinds, push, get, put = _FAST, _STEP, _KIND, stack.append, self.get, self.put
         pos = at = 0
@@ -188,17 +190,8 @@ class _Scanner:
                     elif case == _F_PUSH_SIZED:
                         push(kinds[op])
                         pos += 2 + data[pos + 1] if op in _SHORT else 5 + _U4(data, pos + 1)[0]
-                    else:  # APPENDS, SETITEMS: into the container below the mark
-                        start = marks.pop()
-                        if op == _SETITEMS:
-                            if not _KEY_KINDS.issuperset(stack[start::2]):
-                                self.check_keys(stack[start::2], at)
-                            deepest = max(stack[start + 1 :: 2], default=0)
-                        else:
-                            deepest = max(stack[start:], default=0)
-                        del stack[start:]
-                        if deepest >= stack[-1] > 0:
-                            stack[-1] = self.deeper(deepest, at)
+                    else:  # APPENDS, SETITEMS
+                        self.fill(op, at)
                         pos += 1
                 elif case == _F_GET_LINE:  # GET or PUT
                     pos = data.index(b"\n", pos) + 1
@@ -236,6 +229,21 @@ class _Scanner:
                 f"{self.source}: not a readable pickle (truncated or malformed at byte {at}: {one_line(error, 80)})"
             ) from None
         raise self.bad(f"{self.source}: not a readable pickle (truncated: it ends without a STOP opcode)")
+
+    def fill(self, op: int, at: int) -> None:
+        """APPENDS or SETITEMS (``op``) at byte ``at``: the items above the last mark go into the
+        container below it, whose depth grows to hold the deepest of them."""
+        stack = self.stack
+        start = self.marks.pop()
+        if op == _SETITEMS:
+            if not _KEY_KINDS.issuperset(stack[start::2]):
+                self.check_keys(stack[start::2], at)
+            deepest = max(stack[start + 1 :: 2], default=0)
+        else:
+            deepest = max(stack[start:], default=0)
+        del stack[start:]
+        if deepest >= stack[-1] > 0:
+            stack[-1] = self.deeper(deepest, at)
 
     def get(self, index: int, at: int) -> int:
         """What the memo holds at ``index``; fetching a container means it may be shared."""

@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .report import _percent, _table_lines, tables_of
+from .report import percent, table_lines, tables_of
 
 __all__ = ["RESULTS_DIR", "PAGE", "render_study", "render_page", "main"]
 
@@ -43,7 +43,7 @@ def _settings_line(settings: Mapping[str, Any], runs: int) -> str:
     return (
         f"Level {settings['level']}, {settings['image_size']} px, {settings['steps']} steps of batch "
         f"{settings['batch_size']}{_rate(settings)}, {runs} runs; evaluated on {settings['eval_size']} validation expressions. "
-        f"Text-blind ceiling: mIoU {_percent(settings.get('text_blind_ceiling_mIoU'))}. "
+        f"Text-blind ceiling: mIoU {percent(settings.get('text_blind_ceiling_mIoU'))}. "
         f"Figures in percent; Δ is the row minus the table's default row; "
         f"{{{{download}}}}`JSON <../results/{{name}}.json>`, {{{{download}}}}`every metric <../results/{{name}}.md>`."
     )
@@ -69,7 +69,7 @@ def render_study(name: str, results: Mapping[str, Any], metric: str = "mIoU") ->
     runs = sum(len(row["metrics"].get(metric, {}).get("runs", [])) for row in results["rows"])
     lines = [_settings_line(results["settings"], runs).format(name=name), ""]
     for rows in tables_of(results).values():
-        lines += _table_lines(rows, metric)
+        lines += table_lines(rows, metric)
         lines.append("")
     lines.append(f"![{name}](../results/{name}.png)")
     return "\n".join(lines) + "\n"

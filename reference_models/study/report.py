@@ -13,13 +13,26 @@ from typing import Any
 from .results import difference
 from .runner import write_atomic
 
-__all__ = ["REPORT_METRICS", "tables_of", "iteration_lines", "selection_lines", "markdown_report", "write_markdown", "write_plot"]
+__all__ = ["REPORT_METRICS", "percent", "table_lines", "tables_of", "iteration_lines", "selection_lines", "markdown_report", "write_markdown", "write_plot"]
 
 #: The metrics the report shows, in this order, where the paper reports them.
 REPORT_METRICS = ("oIoU", "mIoU")
 
 
-def _percent(value: float | None, *, signed: bool = False) -> str:
+def percent(value: float | None, *, signed: bool = False) -> str:
+    """A fraction as a percentage with two decimals, the way every table of the report shows it.
+
+    Args:
+        value: the fraction (``0.5`` is 50 %); ``None`` when there is no figure.
+        signed: write a ``+`` before positive values (for differences).
+
+    Returns:
+        The figure without a percent sign, or ``"–"`` for ``None``.
+
+    Example:
+        >>> percent(0.12345), percent(0.05, signed=True), percent(None)
+        ('12.35', '+5.00', '–')
+    """
     if value is None:
         return "–"
     return f"{100 * value:+.2f}" if signed else f"{100 * value:.2f}"
@@ -42,7 +55,24 @@ def _metrics_of(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     return [m for m in REPORT_METRICS if m in reported] or [m for m in REPORT_METRICS if any(m in r["metrics"] for r in rows)]
 
 
-def _table_lines(rows: Sequence[Mapping[str, Any]], metric: str) -> list[str]:
+def table_lines(rows: Sequence[Mapping[str, Any]], metric: str) -> list[str]:
+    """A Markdown table of one paper table's rows for ``metric``: the paper's figure, ours
+    (mean ± std over the runs, and their number), both differences from the default row and
+    whether they agree in direction.
+
+    Args:
+        rows: one paper table's rows of ``results.json``, in their order.
+        metric: e.g. ``"mIoU"``.
+
+    Returns:
+        The table's lines, and a note below it when the table's default row is not in the study.
+
+    Example:
+        >>> row = {"experiment": "t/sum", "row": "sum", "default": "t/sum", "reported": {"mIoU": 0.76},
+        ...        "metrics": {"mIoU": {"mean": 0.5, "std": 0.01, "runs": [0.49, 0.51]}}}
+        >>> table_lines([row], "mIoU")[2]
+        '| sum (default) | 76.00 | 50.00 ± 1.00 (2) | +0.00 | +0.00 | – |'
+    """
     by_name = {row["experiment"]: row for row in rows}
     lines = [
         f"| row | paper {metric} | ours {metric} (mean ± std, n) | paper Δ | ours Δ | direction |",
@@ -52,11 +82,11 @@ def _table_lines(rows: Sequence[Mapping[str, Any]], metric: str) -> list[str]:
         ours = row["metrics"].get(metric)
         base = by_name.get(row["default"])
         diff = difference(row, base, metric)
-        measured = "–" if not ours or ours["mean"] is None else f"{_percent(ours['mean'])} ± {_percent(ours['std'])} ({len(ours['runs'])})"
+        measured = "–" if not ours or ours["mean"] is None else f"{percent(ours['mean'])} ± {percent(ours['std'])} ({len(ours['runs'])})"
         label = row["row"] + (" (default)" if row["experiment"] == row["default"] else "")
         lines.append(
-            f"| {label} | {_percent(row['reported'].get(metric))} | {measured} | {_percent(diff['paper'], signed=True)} "
-            f"| {_percent(diff['ours'], signed=True)} | {diff['direction'] or '–'} |"
+            f"| {label} | {percent(row['reported'].get(metric))} | {measured} | {percent(diff['paper'], signed=True)} "
+            f"| {percent(diff['ours'], signed=True)} | {diff['direction'] or '–'} |"
         )
     if rows and rows[0]["default"] not in by_name:
         lines.append(f"\nThe default row {rows[0]['default']} is not in this study, so the differences are blank.")
@@ -157,14 +187,14 @@ def markdown_report(results: Mapping[str, Any]) -> str:
         f"Generated benchmark level {s['level']}, {s['image_size']} px, tiny models, {s['steps']} steps of batch "
         f"{s['batch_size']}{rate}, {s['seeds']} seed(s); evaluated on {s['eval_size']} {s['split']} expressions "
         f"(seed {s['eval_seed']}){' (quick: a smoke test, not a measurement)' if s.get('quick') else ''}.",
-        f"Text-blind ceiling at this level: mIoU {_percent(s.get('text_blind_ceiling_mIoU'))}, "
-        f"oIoU {_percent(s.get('text_blind_ceiling_oIoU'))}. Figures in percent.", "",
+        f"Text-blind ceiling at this level: mIoU {percent(s.get('text_blind_ceiling_mIoU'))}, "
+        f"oIoU {percent(s.get('text_blind_ceiling_oIoU'))}. Figures in percent.", "",
         f"Δ: the row minus its table's default row ({s.get('default_row_rule', '')}). *direction*: whether our Δ has "
         "the paper's sign; *within noise* when |our Δ| is at most its standard error.", "",
     ]
     for table, rows in tables_of(results).items():
         for metric in _metrics_of(rows):
-            out += [f"## {table}: {metric}", "", *_table_lines(rows, metric), ""]
+            out += [f"## {table}: {metric}", "", *table_lines(rows, metric), ""]
         out += _extra_sections(table, rows)
     if results.get("skipped"):
         out += ["## Skipped rows", ""] + [f"- {r['experiment']}: {r['reason']}" for r in results["skipped"]] + [""]

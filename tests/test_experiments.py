@@ -33,7 +33,7 @@ EXPECTED_ROWS = {
     "asda/table3": ["1", "2", "3", "4"],
     "asda/table4": ["16", "32", "48", "64"],
     "asda/table5": ["MLP", "Conv", "Linear"],
-    "asda/fixes": ["straight-through", "soft", "none", "no word mask", "published", "no logit offset"],
+    "asda/fixes": ["straight-through", "soft", "none", "no word mask", "BCE + Dice", "published", "no logit offset"],
     "s2rm/table2": ["SwinT-Ours", "SwinB-Ours"],
     "s2rm/table4": ["Tile & Concat.", "-Shift-l2v", "-Shift-v2l", "-Shift", "-l2v", "-v2l", "-Balance", "Full"],
     "s2rm/table5": ["-Lang.", "-Cha.", "-Spa.", "Full", "Sig."],
@@ -67,7 +67,7 @@ def test_every_row_of_every_table_in_the_papers_order():
     assert [e.name.rsplit("/", 1)[0] for e in ALL] == [t for t in EXPECTED_ROWS for _ in EXPECTED_ROWS[t]]
     for table, rows in EXPECTED_ROWS.items():
         assert [e.row for e in ALL if e.name.startswith(table + "/")] == rows, table
-    assert len(set(list_experiments())) == len(ALL) == 70
+    assert len(set(list_experiments())) == len(ALL) == 71
 
 
 def test_names_are_paper_table_row_and_papers_filter():
@@ -75,7 +75,7 @@ def test_names_are_paper_table_row_and_papers_filter():
         paper, table, slug = e.name.split("/")
         assert (paper, table) == (e.paper, e.table) and slug and slug == slug.lower() and " " not in slug
     assert list_experiments() == [n for p in PAPERS for n in list_experiments(p)]
-    assert [n.split("/")[0] for n in list_experiments("asda")] == ["asda"] * 23
+    assert [n.split("/")[0] for n in list_experiments("asda")] == ["asda"] * 24
     with pytest.raises(ValueError, match="paper: expected one of"):
         list_experiments("lavt")
 
@@ -259,6 +259,7 @@ def test_the_fixes_table_sets_the_published_behaviours_beside_the_default():
         "soft": {"selector_gradient": "soft"},
         "none": {"selector_gradient": "none"},
         "no-word-mask": {"aligner_word_mask": False},
+        "bce-dice": {"asda_loss": "bce_dice"},
         "published": {"selector_gradient": "none", "aligner_word_mask": False, "asda_loss": "bce_dice"},
         "no-output-bias": {"aligner_output_bias": False},
     }

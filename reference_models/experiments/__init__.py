@@ -9,7 +9,7 @@
 Example:
     >>> from reference_models.experiments import list_experiments, get_experiment
     >>> len(list_experiments("asda"))
-    23
+    24
     >>> get_experiment("sadlr/table3/lavt-c").reason
     "needs CGAN's module (Luo et al. 2020), which this project does not build"
 """

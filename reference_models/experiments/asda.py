@@ -22,9 +22,9 @@ Decisions:
   selector's gradient (``selector_gradient``: ``"straight_through"``, the default,
   ``"soft"``, and ``"none"``, the published hard argmax that leaves the selector at its
   initialisation), the aligner's word padding mask (``aligner_word_mask=False`` ignores
-  it, as published), and ``published``, the three behaviours of the released code that
-  change what is computed or learned (no selector gradient, no word mask, BCE + Dice,
-  ``asda_loss="bce_dice"``). Its rows train with the full recipe. The released code's
+  it, as published), the released loss alone (``bce-dice``), and ``published``, the three
+  behaviours of the released code that change what is computed or learned (no selector
+  gradient, no word mask, BCE + Dice, ``asda_loss="bce_dice"``). Its rows train with the full recipe. The released code's
   architectural readings (``selector_text="layer_eos"``, ``asda_aggregator`` and
   ``aligner_blocks="published"``) are left out of ``published``: ``layer_eos`` needs a
   text tower as deep as the candidate layers, which the tiny model's is not. The last row,
@@ -120,6 +120,8 @@ def _fixes() -> list[Experiment]:
          "the published code's hard argmax: no gradient reaches the selector"),
         ("no-word-mask", "no word mask", {"aligner_word_mask": False},
          "the published code's aligner: the words attend without their padding mask"),
+        ("bce-dice", "BCE + Dice", {"asda_loss": "bce_dice"},
+         "the published code's loss alone: its focal loss at alpha=-1, gamma=0 (binary cross-entropy) plus Dice"),
         ("published", "published", {"selector_gradient": "none", "aligner_word_mask": False, "asda_loss": "bce_dice"},
          "the published code's three behaviours together: no selector gradient, no word mask, BCE + Dice"),
         ("no-output-bias", "no logit offset", {"aligner_output_bias": False},

@@ -296,6 +296,25 @@ def test_the_report_shows_iterations_and_selections(tmp_path):
     assert write_plot(results, tmp_path).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_the_picture_draws_paper_axes_only_for_tables_with_paper_figures():
+    from matplotlib.figure import Figure
+
+    from reference_models.experiments import get_experiment
+    from reference_models.study.report import _draw_table
+    from reference_models.study.results import row_record, run_entry
+
+    def axes_drawn(names):
+        rows = [row_record(get_experiment(n), [run_entry({"metrics": {"oIoU": 0.4, "mIoU": 0.3}}, 0)]) for n in names]
+        figure = Figure()
+        _draw_table(figure.subplots(2, 1), "t", rows, "mIoU")
+        return [axis.get_ylabel() for axis in figure.axes]
+
+    ours_only = axes_drawn(["asda/fixes/straight-through", "asda/fixes/none"])  # our table: no paper figures
+    assert ours_only == ["ours mIoU (%)", "ours Δ vs default (pt)"]
+    with_paper = axes_drawn(["asda/table2/e", "asda/table2/f"])
+    assert with_paper == ["ours mIoU (%)", "ours Δ vs default (pt)", "paper mIoU (%)", "paper Δ (pt)"]
+
+
 # -- continuing from results.json alone --------------------------------------------------------
 
 

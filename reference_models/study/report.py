@@ -220,6 +220,9 @@ def _symmetric(axis, values: Sequence[float | None]) -> None:
 
 
 def _draw_table(axes, table: str, rows: Sequence[Mapping[str, Any]], metric: str) -> None:
+    """Our mean ± std per row above, each row's difference from the default below; the
+    paper's figures on twin axes (their scale differs), left out when it printed none (our
+    own tables), so no empty axis pretends to hold them."""
     import numpy as np
 
     by_name = {row["experiment"]: row for row in rows}
@@ -228,25 +231,27 @@ def _draw_table(axes, table: str, rows: Sequence[Mapping[str, Any]], metric: str
     ours = [row["metrics"].get(metric, {}).get("mean") for row in rows]
     stds = [row["metrics"].get(metric, {}).get("std") or 0.0 for row in rows]
     paper = [row["reported"].get(metric) for row in rows]
-    top, bottom = axes
-    twin = top.twinx()
-    top.errorbar(x - 0.1, [np.nan if v is None else 100 * v for v in ours], yerr=[100 * s for s in stds], fmt="o", color="C0", capsize=4, label="ours")
-    twin.plot(x + 0.1, [np.nan if v is None else 100 * v for v in paper], "s", color="C1", label="paper")
-    top.set_ylabel(f"ours {metric} (%)", color="C0")
-    twin.set_ylabel(f"paper {metric} (%)", color="C1")
-    top.set_title(f"{table}: {metric}")
     diffs = [difference(row, by_name.get(row["default"]), metric) for row in rows]
-    twin_bottom = bottom.twinx()
-    width = 0.38
-    bottom.bar(x - width / 2, [100 * (d["ours"] or 0) for d in diffs], width, yerr=[100 * d["noise"] for d in diffs], color="C0", capsize=3)
-    twin_bottom.bar(x + width / 2, [100 * (d["paper"] or 0) for d in diffs], width, color="C1")
+    with_paper = any(v is not None for v in paper)
+    top, bottom = axes
+    shift, width = (0.1, 0.38) if with_paper else (0.0, 0.6)
+    top.errorbar(x - shift, [np.nan if v is None else 100 * v for v in ours], yerr=[100 * s for s in stds], fmt="o", color="C0", capsize=4, label="ours")
+    top.set_ylabel(f"ours {metric} (%)", color="C0")
+    top.set_title(f"{table}: {metric}" + ("" if with_paper else " (no paper figures)"))
+    bottom.bar(x - (width / 2 if with_paper else 0), [100 * (d["ours"] or 0) for d in diffs], width, yerr=[100 * d["noise"] for d in diffs], color="C0", capsize=3)
     _symmetric(bottom, [100 * ((d["ours"] or 0) + d["noise"]) for d in diffs] + [100 * ((d["ours"] or 0) - d["noise"]) for d in diffs])
-    _symmetric(twin_bottom, [100 * (d["paper"] or 0) for d in diffs])
     bottom.axhline(0, color="grey", linewidth=0.8)
     bottom.set_ylabel("ours Δ vs default (pt)", color="C0")
-    twin_bottom.set_ylabel("paper Δ (pt)", color="C1")
     bottom.set_xticks(x, labels, rotation=30, ha="right")
     top.set_xticks(x, labels, rotation=30, ha="right")
+    if not with_paper:
+        return
+    twin, twin_bottom = top.twinx(), bottom.twinx()
+    twin.plot(x + shift, [np.nan if v is None else 100 * v for v in paper], "s", color="C1", label="paper")
+    twin.set_ylabel(f"paper {metric} (%)", color="C1")
+    twin_bottom.bar(x + width / 2, [100 * (d["paper"] or 0) for d in diffs], width, color="C1")
+    _symmetric(twin_bottom, [100 * (d["paper"] or 0) for d in diffs])
+    twin_bottom.set_ylabel("paper Δ (pt)", color="C1")
     top.legend(handles=[*top.get_legend_handles_labels()[0], *twin.get_legend_handles_labels()[0]], loc="best", fontsize="small")
 
 

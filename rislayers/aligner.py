@@ -18,12 +18,12 @@ from einops import rearrange
 from torch import nn
 
 from ._compat import accumulation_dtype, renamed_arguments
+from ._conv_blocks import _NORMS, _choice
 from .functional import sine_position_encoding_2d, zero_padding
 from .shapes import check_words_inputs
 
 __all__ = ["DualBranchAligner", "AlignerOutput"]
 
-_NORMS = ("batch", "group", "none")
 _UPSAMPLE_MODES = ("nearest", "bilinear")
 _BRANCHES = ("dual", "single", "visual")
 _BLOCKS = ("pre_norm", "published")
@@ -209,8 +209,7 @@ def _check_options(**options: object) -> None:
         ("branches", _BRANCHES),
         ("blocks", _BLOCKS),
     ):
-        if options[name] not in choices:
-            raise ValueError(f"{name}: expected one of {choices}; got {options[name]!r}")
+        _choice(name, options[name], choices)
     for name in ("word_mask", "output_bias"):
         if not isinstance(options[name], bool):
             raise ValueError(f"{name}: expected a bool; got {options[name]!r}")

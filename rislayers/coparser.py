@@ -39,6 +39,7 @@ from einops import rearrange
 from torch import nn
 
 from ._compat import accumulation_dtype, is_tracing, renamed_arguments
+from ._conv_blocks import _choice
 from ._coparse_shift import DIRECTIONS, coparse_shift, group_sizes, group_sources, normalise_directions
 from .functional import _masked_mean, coord_features, sine_position_encoding_2d, zero_padding
 from .shapes import check_shape, check_words_inputs, positive_int
@@ -138,9 +139,8 @@ def _check_options(
     for name, value in (("balance", balance), ("shift", shift)):
         if not isinstance(value, bool):
             raise ValueError(f"{name}: expected a bool; got {value!r}")
-    for name, value, choices in (("implementation", implementation, _IMPLEMENTATIONS), ("fusion", fusion, _FUSIONS)):
-        if value not in choices:
-            raise ValueError(f"{name}: expected one of {choices}; got {value!r}")
+    _choice("implementation", implementation, _IMPLEMENTATIONS)
+    _choice("fusion", fusion, _FUSIONS)
     return (size[0], size[1]), kept
 
 

@@ -30,7 +30,7 @@ from .runner import write_atomic
 
 __all__ = [
     "aggregate", "direction", "text_blind_ceiling_of", "run_entry", "row_record", "iterations_of", "selection_of",
-    "study_results", "difference", "write_results_json", "runs_of_row",
+    "study_results", "difference", "write_results_json", "runs_of_row", "code_commit",
 ]
 
 
@@ -268,6 +268,33 @@ def runs_of_row(row: Mapping[str, Any]) -> dict[int, dict[str, Any]]:
     return {seed: {"seed": seed, "metrics": {key: float(values[seed]) for key, values in lists.items()}} for seed in range(count)}
 
 
+def code_commit() -> str | None:
+    """The git commit of the code that runs the study, so ``results.json`` says what it measured.
+
+    Returns:
+        The commit's 40 hex digits, followed by ``"+changes"`` when the checkout's
+        ``rislayers`` or ``reference_models`` differ from it, or ``None`` outside a git
+        checkout (an installed package).
+
+    Example:
+        >>> commit = code_commit()
+        >>> commit is None or len(commit.split("+")[0]) == 40
+        True
+    """
+    import subprocess
+
+    root = Path(__file__).resolve().parents[2]
+    try:
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, check=True, timeout=30)
+        changes = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no", "--", "rislayers", "reference_models"],
+            capture_output=True, text=True, check=True, timeout=30,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head.stdout.strip() + ("+changes" if changes.stdout.strip() else "")
+
+
 def study_results(plan: StudyPlan, measured: Mapping[str, Sequence[Mapping[str, Any]]], ceiling: Mapping[str, float]) -> dict[str, Any]:
     """The whole of ``results.json`` for what has been measured so far.
 
@@ -276,9 +303,12 @@ def study_results(plan: StudyPlan, measured: Mapping[str, Sequence[Mapping[str, 
         measured: ``{experiment name: [each finished seed's run entry]}`` (see
             :func:`row_record`); rows without a finished run are listed with empty metrics.
         ceiling: :func:`text_blind_ceiling_of`'s figures.
+
+    ``settings["commit"]`` is :func:`code_commit`: the code of the invocation that wrote the
+    file (runs kept from an earlier ``results.json`` may have run at another).
     """
     return {
-        "settings": {**plan.settings.to_dict(), **ceiling, "default_row_rule": DEFAULT_ROW_RULE},
+        "settings": {**plan.settings.to_dict(), **ceiling, "default_row_rule": DEFAULT_ROW_RULE, "commit": code_commit()},
         "rows": [row_record(row, measured.get(row.name, []), plan.settings.split) for row in plan.rows],
         "skipped": [{"experiment": row.name, "reason": reason} for row, reason in plan.skipped],
     }

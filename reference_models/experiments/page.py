@@ -26,7 +26,7 @@ paper's figures for the row. Train one, measure its cost, or build it in Python:
 
 ```bash
 python -m reference_models.train --experiment sadlr/table4b/64-256 --size base --data refer:/data/refer --vision-weights /weights/swin_base_patch4_window12_384_22k.pth --text-weights /weights/bert-base-uncased
-python -m reference_models.train --experiment sadlr/table4b/64-256
+python -m reference_models.train --experiment sadlr/table4b/64-256 --out runs/sadlr-64-256
 python -m reference_models.bench flops --experiment sadlr/table3
 python -m reference_models.evaluate --checkpoint runs/sadlr-64-256 --threshold 0.5 --json val.json
 ```

@@ -118,24 +118,29 @@ def test_aggregation_over_seeds():
     assert aggregate([]) == {"mean": None, "std": None, "runs": []}
 
 
-def _row(reported: float, runs: list[float]) -> dict:
-    return {"reported": {"oIoU": reported}, "metrics": {"oIoU": aggregate(runs)}}
+def _row(reported: float, runs: list[float], name: str = "t/row") -> dict:
+    return {
+        "experiment": name, "reported": {"oIoU": reported}, "metrics": {"oIoU": aggregate(runs)},
+        "runs": [{"seed": seed, "metrics": {"oIoU": value}} for seed, value in enumerate(runs)],
+    }
 
 
-def test_direction_agreement_on_constructed_numbers():
-    base = _row(0.74, [0.50, 0.52, 0.54])
+def test_verdicts_follow_the_interval_on_constructed_numbers():
+    base = _row(0.74, [0.50, 0.52, 0.54], name="t/full")
     worse = difference(_row(0.73, [0.40, 0.41, 0.42]), base, "oIoU")
     assert worse["paper"] == pytest.approx(-0.01) and worse["ours"] == pytest.approx(-0.11)
-    assert worse["direction"] == "agrees"
+    assert worse["interval"]["test"] == "paired" and worse["interval"]["high"] < 0
+    assert worse["verdict"] == "agrees"
     better = difference(_row(0.73, [0.60, 0.61, 0.62]), base, "oIoU")
-    assert better["direction"] == "disagrees"
-    # a gap smaller than its standard error is flagged as noise
+    assert better["verdict"] == "disagrees"
+    # a gap whose interval holds zero is unresolved, whatever its sign
     noisy = difference(_row(0.73, [0.40, 0.60, 0.53]), base, "oIoU")
-    assert noisy["noise"] == pytest.approx(math.sqrt(0.02**2 / 3 + aggregate([0.4, 0.6, 0.53])["std"] ** 2 / 3), abs=1e-6)
-    assert noisy["direction"] == "agrees (within noise)"
-    assert difference(base, base, "oIoU")["direction"] == ""  # the default row itself
-    assert difference(base, None, "oIoU") == {"paper": None, "ours": None, "noise": 0.0, "direction": ""}
-    assert direction(0.01, 0.0) == "no difference"
+    assert noisy["interval"]["low"] < 0 < noisy["interval"]["high"] and noisy["verdict"] == "unresolved"
+    assert difference(base, base, "oIoU")["verdict"] == ""  # the default row itself
+    assert difference(base, None, "oIoU") == {"paper": None, "ours": None, "interval": None, "verdict": ""}
+    one_seed = difference(_row(0.73, [0.10]), base, "oIoU")
+    assert one_seed["interval"] is None and one_seed["verdict"] == "unresolved"
+    assert direction(0.01, {"low": 0.001, "high": 0.02}) == "agrees"
 
 
 def test_default_rows_follow_the_documented_rule():
@@ -310,9 +315,9 @@ def test_the_picture_draws_paper_axes_only_for_tables_with_paper_figures():
         return [axis.get_ylabel() for axis in figure.axes]
 
     ours_only = axes_drawn(["asda/fixes/straight-through", "asda/fixes/none"])  # our table: no paper figures
-    assert ours_only == ["ours mIoU (%)", "ours Δ vs default (pt)"]
+    assert ours_only == ["ours mIoU (%)", "ours Δ vs default, 95 % CI (pt)"]
     with_paper = axes_drawn(["asda/table2/e", "asda/table2/f"])
-    assert with_paper == ["ours mIoU (%)", "ours Δ vs default (pt)", "paper mIoU (%)", "paper Δ (pt)"]
+    assert with_paper == ["ours mIoU (%)", "ours Δ vs default, 95 % CI (pt)", "paper mIoU (%)", "paper Δ (pt)"]
 
 
 # -- continuing from results.json alone --------------------------------------------------------
@@ -372,7 +377,7 @@ def test_the_results_page_shows_the_recorded_studies_as_recorded():
     from reference_models.study.page import PAGE, RESULTS_DIR, render_page
 
     text = PAGE.read_text()
-    shown = re.findall(r"<!-- study: ([\w-]+) -->", text)
+    shown = re.findall(r"<!-- study: ([\w-]+)[^>]*-->", text)
     assert shown, "the page shows no recorded study"
     assert sorted(shown) == sorted(p.stem for p in RESULTS_DIR.glob("*.json")), "every recorded study is on the page once"
     assert render_page(text) == text, "docs/guides/results.md is stale: run python -m reference_models.study.page"

@@ -9,6 +9,12 @@ on the page are always the recorded ones::
     ... rendered here ...
     <!-- end study -->
 
+A block may name pairs of rows to test against each other besides the default row, as
+``row:reference`` experiment-name tails within the study's table (SADLR Table 3's
+baselines with and without the refiner)::
+
+    <!-- study: sadlr-table3 compare: lts-s:lts vlt-s:vlt -->
+
 ``python -m reference_models.study.page`` re-renders every block in place (a test checks
 that the page is current).
 """
@@ -22,7 +28,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .report import percent, table_lines, tables_of
+from .report import comparison_lines, percent, table_lines, tables_of
 
 __all__ = ["RESULTS_DIR", "PAGE", "render_study", "render_page", "main"]
 
@@ -32,7 +38,7 @@ RESULTS_DIR = _ROOT / "docs" / "results"
 #: The page whose tables are rendered.
 PAGE = _ROOT / "docs" / "guides" / "results.md"
 
-_BLOCK = re.compile(r"(<!-- study: (?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- end study -->)", re.S)
+_BLOCK = re.compile(r"(<!-- study: (?P<name>[\w-]+)(?: compare: (?P<pairs>[\w:. -]+?))? -->\n)(?P<body>.*?)(<!-- end study -->)", re.S)
 
 
 def _rate(settings: Mapping[str, Any]) -> str:
@@ -44,18 +50,29 @@ def _settings_line(settings: Mapping[str, Any], runs: int) -> str:
         f"Level {settings['level']}, {settings['image_size']} px, {settings['steps']} steps of batch "
         f"{settings['batch_size']}{_rate(settings)}, {runs} runs; evaluated on {settings['eval_size']} validation expressions. "
         f"Text-blind ceiling: mIoU {percent(settings.get('text_blind_ceiling_mIoU'))}. "
-        f"Figures in percent; Δ is the row minus the table's default row; "
+        f"Figures in percent; Δ is the row minus the table's default row, tested as the page's introduction says; "
         f"{{{{download}}}}`JSON <../results/{{name}}.json>`, {{{{download}}}}`every metric <../results/{{name}}.md>`."
     )
 
 
-def render_study(name: str, results: Mapping[str, Any], metric: str = "mIoU") -> str:
-    """The block of one recorded study: its settings, one table per paper table, its picture.
+def _pairs(rows: list[Mapping[str, Any]], spec: str | None) -> list[tuple[str, str]]:
+    """``"a:b c:d"`` as full experiment names, each tail completed with the rows' table prefix."""
+    if not spec:
+        return []
+    prefix = rows[0]["experiment"].rsplit("/", 1)[0] + "/"
+    return [(prefix + a, prefix + b) for a, b in (pair.split(":") for pair in spec.split())]
+
+
+def render_study(name: str, results: Mapping[str, Any], metric: str = "mIoU", compare: str | None = None) -> str:
+    """The block of one recorded study: its settings, one table per paper table, the
+    comparisons asked for, its picture.
 
     Args:
         name: the file stem, e.g. ``"s2rm-table4"``.
         results: the study's ``results.json``.
         metric: the metric of the tables (every paper reports ``mIoU`` or can be compared on it).
+        compare: pairs of rows to test against each other, ``"row:reference ..."``
+            (name tails within the study's first table).
 
     Example:
         >>> row = {"experiment": "sadlr/table4c/sum", "paper": "sadlr", "table": "table4c", "row": "sum",
@@ -64,12 +81,15 @@ def render_study(name: str, results: Mapping[str, Any], metric: str = "mIoU") ->
         >>> settings = {"level": 1, "image_size": 64, "steps": 500, "batch_size": 16, "eval_size": 500,
         ...             "text_blind_ceiling_mIoU": 0.22}
         >>> print(render_study("sadlr-table4c", {"settings": settings, "rows": [row]}).splitlines()[4])
-        | sum (default) | 76.00 | 50.00 ± 1.00 (2) | +0.00 | +0.00 | – |
+        | sum (default) | 76.00 | 50.00 ± 1.00 (2) | +0.00 | +0.00 | – | – | – |
     """
     runs = sum(len(row["metrics"].get(metric, {}).get("runs", [])) for row in results["rows"])
     lines = [_settings_line(results["settings"], runs).format(name=name), ""]
     for rows in tables_of(results).values():
         lines += table_lines(rows, metric)
+        lines.append("")
+    if pairs := _pairs(results["rows"], compare):
+        lines += comparison_lines(results["rows"], pairs, metric)
         lines.append("")
     lines.append(f"![{name}](../results/{name}.png)")
     return "\n".join(lines) + "\n"
@@ -91,7 +111,7 @@ def render_page(text: str, results_dir: Path = RESULTS_DIR) -> str:
         if not path.is_file():
             raise FileNotFoundError(f"{path}: the page shows study {match['name']!r}, which has no recorded results")
         results = json.loads(path.read_text())
-        return match.group(1) + render_study(match["name"], results) + match.group(4)
+        return match.group(1) + render_study(match["name"], results, compare=match["pairs"]) + match.group(5)
 
     return _BLOCK.sub(block, text)
 
@@ -100,10 +120,22 @@ def main(argv: list[str] | None = None) -> int:
     """Re-render the page's study blocks in place (``python -m reference_models.study.page``).
 
     Args:
-        argv: unused (the command takes no arguments); here for the CLI convention.
+        argv: command-line arguments (default: ``sys.argv[1:]``); see ``--help``.
     """
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m reference_models.study.page",
+        description=f"Re-render the study tables of {PAGE.relative_to(_ROOT)} in place from the recorded "
+        f"studies in {RESULTS_DIR.relative_to(_ROOT)}/*.json (the written readings between them are kept).",
+    )
+    parser.add_argument("--check", action="store_true", help="write nothing; exit 1 if the page is not current")
+    args = parser.parse_args(argv)
     text = PAGE.read_text()
     rendered = render_page(text)
+    if args.check:
+        print(f"{PAGE}: {'current' if rendered == text else 'out of date: run python -m reference_models.study.page'}")
+        return 0 if rendered == text else 1
     if rendered != text:
         PAGE.write_text(rendered)
     print(f"{PAGE}: {len(_BLOCK.findall(rendered))} study tables {'updated' if rendered != text else 'already current'}")

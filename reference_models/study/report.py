@@ -13,10 +13,19 @@ from typing import Any
 from .results import difference
 from .runner import write_atomic
 
-__all__ = ["REPORT_METRICS", "percent", "table_lines", "tables_of", "iteration_lines", "selection_lines", "markdown_report", "write_markdown", "write_plot"]
+__all__ = ["REPORT_METRICS", "VERDICT_RULE", "percent", "interval_cells", "table_lines", "comparison_lines", "tables_of", "iteration_lines", "selection_lines", "markdown_report", "write_markdown", "write_plot"]
 
 #: The metrics the report shows, in this order, where the paper reports them.
 REPORT_METRICS = ("oIoU", "mIoU")
+
+#: How a verdict follows from its interval, as the report and the results page state it.
+VERDICT_RULE = (
+    "*95 % CI*: the confidence interval of our Δ, *paired* (Student's t on the per-seed differences, "
+    "n - 1 degrees of freedom) when the row and the default row ran the same seeds, *Welch*'s otherwise; "
+    "*p*: the two-sided p-value of a zero difference. *verdict*: *agrees* or *disagrees* with the paper's "
+    "sign only when the interval excludes zero, *unresolved* when it holds zero (or a row has one seed); "
+    "*higher* / *lower* in tables without paper figures."
+)
 
 
 def percent(value: float | None, *, signed: bool = False) -> str:
@@ -55,10 +64,33 @@ def _metrics_of(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     return [m for m in REPORT_METRICS if m in reported] or [m for m in REPORT_METRICS if any(m in r["metrics"] for r in rows)]
 
 
+def interval_cells(diff: Mapping[str, Any]) -> tuple[str, str]:
+    """The 95 % interval of a difference and its test, as the report's tables show them.
+
+    Args:
+        diff: :func:`~reference_models.study.results.difference`'s dict.
+
+    Returns:
+        ``("[low, high]", "paired, p 0.024")`` in points, or dashes without an interval.
+
+    Example:
+        >>> interval = {"test": "welch", "low": -0.012, "high": 0.034, "p": 0.31}
+        >>> interval_cells({"interval": interval})
+        ('[-1.20, +3.40]', 'Welch, p 0.31')
+        >>> interval_cells({"interval": None})
+        ('–', '–')
+    """
+    interval = diff.get("interval")
+    if not interval:
+        return "–", "–"
+    test = "paired" if interval["test"] == "paired" else "Welch"
+    return f"[{percent(interval['low'], signed=True)}, {percent(interval['high'], signed=True)}]", f"{test}, p {interval['p']:#.2g}"
+
+
 def table_lines(rows: Sequence[Mapping[str, Any]], metric: str) -> list[str]:
     """A Markdown table of one paper table's rows for ``metric``: the paper's figure, ours
-    (mean ± std over the runs, and their number), both differences from the default row and
-    whether they agree in direction.
+    (mean ± std over the runs, and their number), both differences from the default row, our
+    difference's 95 % interval and its test, and the verdict the interval allows.
 
     Args:
         rows: one paper table's rows of ``results.json``, in their order.
@@ -71,25 +103,63 @@ def table_lines(rows: Sequence[Mapping[str, Any]], metric: str) -> list[str]:
         >>> row = {"experiment": "t/sum", "row": "sum", "default": "t/sum", "reported": {"mIoU": 0.76},
         ...        "metrics": {"mIoU": {"mean": 0.5, "std": 0.01, "runs": [0.49, 0.51]}}}
         >>> table_lines([row], "mIoU")[2]
-        '| sum (default) | 76.00 | 50.00 ± 1.00 (2) | +0.00 | +0.00 | – |'
+        '| sum (default) | 76.00 | 50.00 ± 1.00 (2) | +0.00 | +0.00 | – | – | – |'
     """
     by_name = {row["experiment"]: row for row in rows}
     lines = [
-        f"| row | paper {metric} | ours {metric} (mean ± std, n) | paper Δ | ours Δ | direction |",
-        "|---|---:|---:|---:|---:|---|",
+        f"| row | paper {metric} | ours {metric} (mean ± std, n) | paper Δ | ours Δ | ours Δ, 95 % CI | test | verdict |",
+        "|---|---:|---:|---:|---:|---:|---|---|",
     ]
     for row in rows:
         ours = row["metrics"].get(metric)
-        base = by_name.get(row["default"])
-        diff = difference(row, base, metric)
+        diff = difference(row, by_name.get(row["default"]), metric)
         measured = "–" if not ours or ours["mean"] is None else f"{percent(ours['mean'])} ± {percent(ours['std'])} ({len(ours['runs'])})"
         label = row["row"] + (" (default)" if row["experiment"] == row["default"] else "")
+        interval, test = interval_cells(diff)
         lines.append(
             f"| {label} | {percent(row['reported'].get(metric))} | {measured} | {percent(diff['paper'], signed=True)} "
-            f"| {percent(diff['ours'], signed=True)} | {diff['direction'] or '–'} |"
+            f"| {percent(diff['ours'], signed=True)} | {interval} | {test} | {diff['verdict'] or '–'} |"
         )
     if rows and rows[0]["default"] not in by_name:
         lines.append(f"\nThe default row {rows[0]['default']} is not in this study, so the differences are blank.")
+    return lines
+
+
+def comparison_lines(rows: Sequence[Mapping[str, Any]], pairs: Sequence[tuple[str, str]], metric: str) -> list[str]:
+    """A Markdown table of chosen pairs of rows, each tested like a row against the default:
+    ``row - reference`` in the paper and in ours, our 95 % interval, its test and the verdict.
+
+    Args:
+        rows: one study's rows of ``results.json``.
+        pairs: ``(row, reference)`` experiment names, e.g. SADLR Table 3's
+            ``("sadlr/table3/lts-s", "sadlr/table3/lts")``.
+        metric: e.g. ``"mIoU"``.
+
+    Raises:
+        KeyError: a pair names a row the study does not hold.
+
+    Example:
+        >>> def row(name, label, paper, runs):
+        ...     return {"experiment": name, "row": label, "default": "t/b", "reported": {"mIoU": paper},
+        ...             "metrics": {"mIoU": {"mean": sum(runs) / len(runs), "std": 0.0, "runs": runs}},
+        ...             "runs": [{"seed": k, "metrics": {"mIoU": v}} for k, v in enumerate(runs)]}
+        >>> rows = [row("t/a", "A", 0.70, [0.40, 0.52]), row("t/b", "B", 0.72, [0.50, 0.60])]
+        >>> comparison_lines(rows, [("t/b", "t/a")], "mIoU")[2]
+        '| B − A | +2.00 | +9.00 | [-3.71, +21.71] | paired, p 0.070 | unresolved |'
+    """
+    by_name = {row["experiment"]: row for row in rows}
+    lines = [
+        f"| comparison | paper Δ {metric} | ours Δ | ours Δ, 95 % CI | test | verdict |",
+        "|---|---:|---:|---:|---|---|",
+    ]
+    for name, reference in pairs:
+        row, other = by_name[name], by_name[reference]
+        diff = difference(row, other, metric)
+        interval, test = interval_cells(diff)
+        lines.append(
+            f"| {row['row']} − {other['row']} | {percent(diff['paper'], signed=True)} | {percent(diff['ours'], signed=True)} "
+            f"| {interval} | {test} | {diff['verdict'] or '–'} |"
+        )
     return lines
 
 
@@ -189,8 +259,8 @@ def markdown_report(results: Mapping[str, Any]) -> str:
         f"(seed {s['eval_seed']}){' (quick: a smoke test, not a measurement)' if s.get('quick') else ''}.",
         f"Text-blind ceiling at this level: mIoU {percent(s.get('text_blind_ceiling_mIoU'))}, "
         f"oIoU {percent(s.get('text_blind_ceiling_oIoU'))}. Figures in percent.", "",
-        f"Δ: the row minus its table's default row ({s.get('default_row_rule', '')}). *direction*: whether our Δ has "
-        "the paper's sign; *within noise* when |our Δ| is at most its standard error.", "",
+        f"Δ: the row minus its table's default row ({s.get('default_row_rule', '')}). {VERDICT_RULE}",
+        *([f"Code: commit {s['commit']} (the invocation that wrote this file)."] if s.get("commit") else []), "",
     ]
     for table, rows in tables_of(results).items():
         for metric in _metrics_of(rows):
@@ -238,10 +308,12 @@ def _draw_table(axes, table: str, rows: Sequence[Mapping[str, Any]], metric: str
     top.errorbar(x - shift, [np.nan if v is None else 100 * v for v in ours], yerr=[100 * s for s in stds], fmt="o", color="C0", capsize=4, label="ours")
     top.set_ylabel(f"ours {metric} (%)", color="C0")
     top.set_title(f"{table}: {metric}" + ("" if with_paper else " (no paper figures)"))
-    bottom.bar(x - (width / 2 if with_paper else 0), [100 * (d["ours"] or 0) for d in diffs], width, yerr=[100 * d["noise"] for d in diffs], color="C0", capsize=3)
-    _symmetric(bottom, [100 * ((d["ours"] or 0) + d["noise"]) for d in diffs] + [100 * ((d["ours"] or 0) - d["noise"]) for d in diffs])
+    low = [100 * ((d["ours"] or 0) - (d["interval"]["low"] if d["interval"] else (d["ours"] or 0))) for d in diffs]
+    high = [100 * ((d["interval"]["high"] if d["interval"] else (d["ours"] or 0)) - (d["ours"] or 0)) for d in diffs]
+    bottom.bar(x - (width / 2 if with_paper else 0), [100 * (d["ours"] or 0) for d in diffs], width, yerr=[low, high], color="C0", capsize=3)
+    _symmetric(bottom, [100 * (d["ours"] or 0) + h for d, h in zip(diffs, high)] + [100 * (d["ours"] or 0) - lo for d, lo in zip(diffs, low)])
     bottom.axhline(0, color="grey", linewidth=0.8)
-    bottom.set_ylabel("ours Δ vs default (pt)", color="C0")
+    bottom.set_ylabel("ours Δ vs default, 95 % CI (pt)", color="C0")
     bottom.set_xticks(x, labels, rotation=30, ha="right")
     top.set_xticks(x, labels, rotation=30, ha="right")
     if not with_paper:

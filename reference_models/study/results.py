@@ -9,8 +9,12 @@ default row, in the paper and in ours, and ``results.json``.
                "runs": [{"seed", "metrics", "by_iteration"?, "selection"?}, ...],
                "by_iteration": [{"oIoU": {"mean", "std", "runs"}, ...}, ...],   # SADLR rows
                "selection": {"low": {"counts", "entropy", "sentence_sensitivity"},
-                             "mid": {...}, "sensitivity_from"}}],             # ASDA rows
+                             "mid": {...}, "sensitivity_from"}},             # ASDA rows
+               "differences": {"oIoU": {"paper", "ours", "interval", "verdict"}, "mIoU": ...}}],
      "skipped": [{"experiment", "reason"}]}
+
+``differences`` sets each row against its table's default row with a 95 % confidence
+interval and the verdict it allows (:mod:`~reference_models.study.intervals`).
 
 ``runs`` keeps each finished seed's own figures, so a ``results.json`` alone can seed a
 later continuation of the study (see :mod:`~reference_models.study.cli`).
@@ -25,13 +29,18 @@ from pathlib import Path
 from typing import Any
 
 from ..experiments import Experiment
+from .intervals import difference_interval, verdict
 from .plan import DEFAULT_ROW_RULE, StudyPlan, default_row
 from .runner import write_atomic
 
 __all__ = [
     "aggregate", "direction", "text_blind_ceiling_of", "run_entry", "row_record", "iterations_of", "selection_of",
-    "study_results", "difference", "write_results_json", "runs_of_row", "code_commit",
+    "study_results", "difference", "write_results_json", "runs_of_row", "code_commit", "seed_figures",
+    "with_differences", "DIFFERENCE_METRICS",
 ]
+
+#: The metrics whose differences from the default row ``results.json`` tests.
+DIFFERENCE_METRICS = ("oIoU", "mIoU")
 
 
 def aggregate(values: Sequence[float]) -> dict[str, Any]:
@@ -54,33 +63,27 @@ def aggregate(values: Sequence[float]) -> dict[str, Any]:
     return {"mean": round(mean, 6), "std": round(std, 6), "runs": runs}
 
 
-def direction(paper: float | None, ours: float | None, noise: float = 0.0) -> str:
-    """Whether our difference from the default row goes the paper's way.
+#: A row's verdict against its paper (see :func:`~reference_models.study.intervals.verdict`).
+direction = verdict
+
+
+def seed_figures(row: Mapping[str, Any], metric: str) -> dict[int, float]:
+    """``{seed: figure}`` of one metric over a ``results.json`` row's finished runs.
 
     Args:
-        paper: the paper's difference (row minus default row).
-        ours: our difference (means).
-        noise: our difference's standard error; a smaller ``|ours|`` is only noise.
-
-    Returns:
-        ``"agrees"``, ``"disagrees"``, ``"agrees (within noise)"``,
-        ``"disagrees (within noise)"``, ``"no difference"`` (ours is exactly 0), or ``""`` when either is missing or the paper's is 0
-        (the default row itself).
+        row: a row of ``results.json`` (older rows without ``runs`` count their n figures
+            as seeds 0 .. n-1, as :func:`runs_of_row` does).
+        metric: e.g. ``"mIoU"``.
 
     Example:
-        >>> direction(-0.01, -0.002), direction(-0.01, 0.03), direction(0.01, -0.001, noise=0.02)
-        ('agrees', 'disagrees', 'disagrees (within noise)')
+        >>> seed_figures({"runs": [{"seed": 3, "metrics": {"mIoU": 0.5}}, {"seed": 4, "metrics": {}}]}, "mIoU")
+        {3: 0.5}
     """
-    if paper is None or ours is None or paper == 0:
-        return ""
-    if ours == 0:
-        return "no difference"
-    verdict = "agrees" if (paper > 0) == (ours > 0) else "disagrees"
-    return f"{verdict} (within noise)" if abs(ours) <= noise else verdict
+    return {seed: run["metrics"][metric] for seed, run in runs_of_row(row).items() if metric in run["metrics"]}
 
 
 def difference(row: Mapping[str, Any], base: Mapping[str, Any] | None, metric: str) -> dict[str, Any]:
-    """A row's differences from its table's default row for one metric.
+    """A row's differences from its table's default row for one metric, with the test behind its verdict.
 
     Args:
         row: a row of ``results.json``.
@@ -88,25 +91,57 @@ def difference(row: Mapping[str, Any], base: Mapping[str, Any] | None, metric: s
         metric: e.g. ``"oIoU"``.
 
     Returns:
-        ``{"paper", "ours", "noise", "direction"}``: ``noise`` is the standard error of our
-        difference, ``sqrt(s1**2/n1 + s2**2/n2)`` (0 with one seed).
+        ``{"paper", "ours", "interval", "verdict"}``: ``ours`` is the difference of the
+        means, ``interval`` :func:`~reference_models.study.intervals.difference_interval`'s
+        95 % interval (paired by seed, or Welch's; ``None`` with fewer than two seeds a row)
+        and ``verdict`` what it says of the paper's difference
+        (:func:`~reference_models.study.intervals.verdict`).
 
     Example:
-        >>> row = {"reported": {"oIoU": 0.73}, "metrics": {"oIoU": {"mean": 0.4, "std": 0.0, "runs": [0.4]}}}
-        >>> base = {"reported": {"oIoU": 0.74}, "metrics": {"oIoU": {"mean": 0.5, "std": 0.0, "runs": [0.5]}}}
-        >>> difference(row, base, "oIoU")
-        {'paper': -0.01, 'ours': -0.1, 'noise': 0.0, 'direction': 'agrees'}
+        >>> def row(name, paper, runs):
+        ...     return {"experiment": name, "reported": {"oIoU": paper}, "metrics": {"oIoU": aggregate(runs)},
+        ...             "runs": [{"seed": k, "metrics": {"oIoU": v}} for k, v in enumerate(runs)]}
+        >>> found = difference(row("t/x", 0.73, [0.40, 0.42, 0.41]), row("t/full", 0.74, [0.50, 0.53, 0.52]), "oIoU")
+        >>> found["paper"], found["ours"], found["interval"]["test"], found["verdict"]
+        (-0.01, -0.106667, 'paired', 'agrees')
     """
-    paper = ours = None
-    noise = 0.0
+    paper = ours = interval = None
     if base is not None:
         if metric in row["reported"] and metric in base["reported"]:
             paper = round(row["reported"][metric] - base["reported"][metric], 6)
         mine, theirs = row["metrics"].get(metric), base["metrics"].get(metric)
         if mine and theirs and mine["mean"] is not None and theirs["mean"] is not None:
             ours = round(mine["mean"] - theirs["mean"], 6)
-            noise = round(math.sqrt(mine["std"] ** 2 / len(mine["runs"]) + theirs["std"] ** 2 / len(theirs["runs"])), 6)
-    return {"paper": paper, "ours": ours, "noise": noise, "direction": direction(paper, ours, noise)}
+            interval = difference_interval(seed_figures(row, metric), seed_figures(base, metric))
+    is_default = base is not None and row.get("experiment") == base.get("experiment")
+    if is_default:
+        interval = None
+    return {"paper": paper, "ours": ours, "interval": interval, "verdict": "" if base is None else verdict(paper, interval, is_default=is_default)}
+
+
+def with_differences(results: Mapping[str, Any], metrics: Sequence[str] = DIFFERENCE_METRICS) -> dict[str, Any]:
+    """``results`` with each row's ``differences``: ``{metric: difference(...)}`` against its default row.
+
+    Args:
+        results: a ``results.json`` dict (its rows' ``differences``, if any, are recomputed).
+        metrics: the metrics tested, those a row has.
+
+    Example:
+        >>> rows = [{"experiment": "t/a", "default": "t/b", "reported": {}, "metrics": {"mIoU": aggregate([0.4, 0.5])},
+        ...          "runs": [{"seed": 0, "metrics": {"mIoU": 0.4}}, {"seed": 1, "metrics": {"mIoU": 0.5}}]},
+        ...         {"experiment": "t/b", "default": "t/b", "reported": {}, "metrics": {"mIoU": aggregate([0.6, 0.8])},
+        ...          "runs": [{"seed": 0, "metrics": {"mIoU": 0.6}}, {"seed": 1, "metrics": {"mIoU": 0.8}}]}]
+        >>> tested = with_differences({"rows": rows})["rows"]
+        >>> tested[0]["differences"]["mIoU"]["verdict"], tested[1]["differences"]["mIoU"]["verdict"]
+        ('unresolved', '')
+    """
+    by_name = {row["experiment"]: row for row in results["rows"]}
+    rows = []
+    for row in results["rows"]:
+        base = by_name.get(row["default"])
+        tested = {metric: difference(row, base, metric) for metric in metrics if metric in row["metrics"]}
+        rows.append({**row, "differences": tested})
+    return {**results, "rows": rows}
 
 
 def text_blind_ceiling_of(level: int, image_size: int, samples: int, seed: int) -> dict[str, float]:
@@ -307,11 +342,11 @@ def study_results(plan: StudyPlan, measured: Mapping[str, Sequence[Mapping[str, 
     ``settings["commit"]`` is :func:`code_commit`: the code of the invocation that wrote the
     file (runs kept from an earlier ``results.json`` may have run at another).
     """
-    return {
+    return with_differences({
         "settings": {**plan.settings.to_dict(), **ceiling, "default_row_rule": DEFAULT_ROW_RULE, "commit": code_commit()},
         "rows": [row_record(row, measured.get(row.name, []), plan.settings.split) for row in plan.rows],
         "skipped": [{"experiment": row.name, "reason": reason} for row, reason in plan.skipped],
-    }
+    })
 
 
 def write_results_json(results: Mapping[str, Any], out: Path) -> Path:

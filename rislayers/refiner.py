@@ -240,19 +240,25 @@ class DynamicQueryRefiner(nn.Module):
         feats: torch.Tensor,
         words: torch.Tensor | None = None,
         word_mask: torch.Tensor | None = None,
-        *,
         sentence: torch.Tensor | None = None,
     ) -> RefinerOutput:
         """Run ``num_iters`` refinement iterations.
 
         Give the language either as ``words`` (Q1 projects their masked mean) or as a
-        ``sentence`` vector (Q1 projects it), exactly one of the two.
+        ``sentence`` vector (Q1 projects it), exactly one of the two. ``sentence`` may also
+        be passed by position (``refiner(feats, None, None, sentence)``), as
+        ``torch.onnx.export(..., dynamo=False)`` passes it; both ONNX exporters work.
 
         Args:
             feats: multi-modal feature map ``Y``, ``(b, c, h, w)``.
             words: word features, ``(b, l, d)``.
             word_mask: ``(b, l)`` bool, True for real tokens; ``None`` means all real. Pass
-                ``~key_padding_mask`` if you hold PyTorch's True-on-padding mask.
+                ``~key_padding_mask`` if you hold PyTorch's True-on-padding mask. A mask that
+                looks inverted, or has a row without a real token, gives a
+                :class:`~rislayers.PaddingMaskWarning` at every eager call (never inside
+                :func:`torch.compile`, where the check is skipped without a graph break; see
+                :func:`~rislayers.shapes.warn_if_inverted`). A really empty sentence still
+                computes: its mean is zero, so its Q1 is the projection's bias.
             sentence: a sentence feature ``(b, d)`` instead of ``words``, e.g. CLIP's [EOS]
                 token.
 

@@ -12,12 +12,15 @@ Checks cost a few Python comparisons per call. Set the environment variable
 ``RISLAYERS_CHECK_SHAPES=0`` before importing rislayers (or call
 :func:`set_shape_checks`) to skip them in tight loops. They are plain Python over
 ``tensor.shape``, so ``torch.compile`` traces them into guards without a graph break.
+Under TorchScript tracing (``torch.onnx.export(..., dynamo=False)``), whose sizes are traced
+tensors, only the number of dimensions is checked.
 """
 
 from __future__ import annotations
 
 import os
 import warnings
+import weakref
 from typing import Any
 
 import torch
@@ -47,8 +50,10 @@ class PaddingMaskWarning(UserWarning):
 
     rislayers' ``word_mask`` is True on real tokens; :class:`torch.nn.MultiheadAttention`'s
     ``key_padding_mask`` (and the CRIS and CLIP code that follows it) is True on padding, so
-    pass ``word_mask=~key_padding_mask``. A left-padded ``word_mask`` looks the same as an
-    inverted right-padded one; silence the warning for it with
+    pass ``word_mask=~key_padding_mask``. Issued at every call whose mask has rows going False
+    then True, or a row without any real token (see :func:`warn_if_inverted`). A left-padded
+    ``word_mask``, or a batch holding a really empty sentence, warns the same way; silence the
+    warning for it with
     ``warnings.filterwarnings("ignore", category=rislayers.PaddingMaskWarning)``.
     """
 
@@ -179,6 +184,10 @@ def check_shape(
             f"{name}: expected dtype {dtype} (the layer's parameters); got {tensor.dtype} "
             f"(cast the input with .to({dtype}), the layer with .to({tensor.dtype}), or run under torch.autocast)"
         )
+    if torch.jit.is_tracing() and tensor.dim() == len(axes):
+        # TorchScript's tracer (torch.onnx.export(..., dynamo=False)) hands out sizes as traced
+        # tensors: comparing them records nothing in the graph and warns (TracerWarning) per axis.
+        return bound
     _bind_axes(tuple(tensor.shape), axes, bound, name=name)
     return bound
 
@@ -204,7 +213,9 @@ def positive_int(name: str, value: object) -> int:
 def check_mask(mask: Any, *, name: str, bound: dict[str, int], pattern: str = "b l", owner: Any = None) -> None:
     """Check an optional boolean padding mask (``None`` passes) and its polarity.
 
-    Besides shape and dtype, the mask's polarity is checked (see :func:`warn_if_inverted`).
+    Besides shape and dtype, the mask's polarity is checked at every call (see
+    :func:`warn_if_inverted`: a :class:`PaddingMaskWarning` for an inverted mask or a row
+    without a real token; skipped inside :func:`torch.compile`).
 
     Args:
         mask: ``None`` or a bool tensor, True marking real tokens.
@@ -282,41 +293,96 @@ def check_words_inputs(
     return axes
 
 
-# Set on a module once its masks' polarity is settled (a padded mask was seen, or it warned):
-# each check reads the mask on the host, a device sync, so a layer stops checking after that.
-_SETTLED = "_rislayers_mask_polarity_settled"
+# The last mask read and what it showed. A model usually hands one mask to several layers in
+# one forward and each read is a host sync, so an unchanged tensor (the same object with the
+# same version counter) is read once; the warning is still issued at every call.
+_last_read: tuple[weakref.ref, int, bool, tuple[int, ...]] | None = None
+
+
+def _read_mask(mask: torch.Tensor) -> tuple[bool, tuple[int, ...]]:
+    """Whether a bool ``(b, l)`` mask looks inverted, and its rows without a real token."""
+    global _last_read
+    # Inference tensors keep no version counter, so an in-place change would go unseen.
+    version = None if mask.is_inference() else mask._version
+    last = _last_read
+    if version is not None and last is not None and last[0]() is mask and last[1] == version:
+        return last[2], last[3]
+    rises = (~mask[:, :-1] & mask[:, 1:]).any().reshape(1)
+    falls = (mask[:, :-1] & ~mask[:, 1:]).any().reshape(1)
+    values = torch.cat((rises, falls, ~mask.any(dim=1))).tolist()  # the one host sync
+    inverted = values[0] and not values[1]
+    empty = tuple(row for row, no_word in enumerate(values[2:]) if no_word)
+    if version is not None:
+        _last_read = (weakref.ref(mask), version, inverted, empty)
+    return inverted, empty
+
+
+def _rows(rows: tuple[int, ...], total: int) -> str:
+    shown = ", ".join(map(str, rows[:5])) + (", ..." if len(rows) > 5 else "")
+    return f"row {shown} of {total} has" if len(rows) == 1 else f"rows {shown} of {total} have"
 
 
 def warn_if_inverted(mask: torch.Tensor, *, name: str, owner: Any = None) -> None:
-    """Warn when a bool ``(b, l)`` mask has the shape of an inverted, right-padded one.
+    """Warn, at every call, when a bool ``(b, l)`` mask looks like a ``key_padding_mask``.
 
     A right-padded ``word_mask`` (True = real) has rows ``True ... True False ... False``; the
     ``key_padding_mask`` of :class:`torch.nn.MultiheadAttention` (True = padding) has rows
-    ``False ... False True ... True``. The mask looks inverted when some row goes from False to
-    True and none goes from True to False; a :class:`PaddingMaskWarning` then names the
-    argument and the conversion (``~key_padding_mask``).
+    ``False ... False True ... True``. A :class:`PaddingMaskWarning` naming the argument and
+    the conversion (``~key_padding_mask``) is issued when
 
-    The check reads the mask's values (one host sync), so it is skipped while tracing
-    (``torch.compile``, ``torch.export``, TorchScript, FX) and on the meta device, and an
-    ``owner`` module stops checking once one of its masks had padding (or it warned).
+    - some row goes from False to True and none from True to False (an inverted right-padded
+      mask), or
+    - some row has no True at all: a sentence without a single real word, which is what a
+      ``key_padding_mask`` holds for a sentence that fills the whole length (so an inverted
+      mask of a batch without padding is caught too).
+
+    Every call is checked, whatever masks came before: a correct mask does not silence a later
+    inverted one. A sentence that is really empty still computes (each layer treats it as a
+    sentence without words: a zero mean, attention to nothing, finite outputs) but warns each
+    time; silence that with
+    ``warnings.filterwarnings("ignore", category=rislayers.PaddingMaskWarning)``.
+
+    Reading the mask is one host sync per call (consecutive checks of the same unchanged
+    tensor, one mask handed to several layers, read it once). It is skipped on the meta device
+    and while tracing: inside :func:`torch.compile` (``torch.compiler.is_compiling()``) the
+    check is not traced at all, so it adds no graph break and no guard, and compiled code never
+    warns; run one batch uncompiled, or call this function on the mask, to check it. The same
+    holds for ``torch.export``, ONNX export, TorchScript and FX.
 
     Args:
         mask: a bool ``(b, l)`` mask.
         name: the argument's name, used in the warning.
-        owner: the module the mask is given to; ``None`` checks every call.
+        owner: the module the mask is given to (accepted for compatibility; every call is
+            checked whatever the owner).
+
+    Example:
+        >>> import warnings
+        >>> import torch
+        >>> key_padding_mask = torch.tensor([[False, False, True], [False, False, False]])
+        >>> with warnings.catch_warnings(record=True) as caught:
+        ...     warnings.simplefilter("always")
+        ...     warn_if_inverted(~key_padding_mask, name="word_mask")  # correct: silent
+        ...     warn_if_inverted(key_padding_mask, name="word_mask")  # row 0 rises
+        ...     warn_if_inverted(key_padding_mask[1:], name="word_mask")  # no real word
+        >>> [str(w.message)[:48] for w in caught]
+        ['word_mask: rows go False ... then True ..., like', 'word_mask: row 0 of 1 has no real token (all Fal']
     """
-    # Tracing first: a compiled graph then guards on nothing of this check.
-    if not reads_values(mask) or mask.dim() != 2 or mask.shape[1] < 2:
+    del owner  # every call is checked: a module that saw a correct mask may still get a wrong one
+    # Tracing first: a compiled graph then contains, and guards on, nothing of this check.
+    if not reads_values(mask) or mask.dim() != 2 or mask.numel() == 0:
         return
-    if owner is not None and getattr(owner, _SETTLED, False):
-        return
-    rises, falls = torch.stack(((~mask[:, :-1] & mask[:, 1:]).any(), (mask[:, :-1] & ~mask[:, 1:]).any())).tolist()
-    if owner is not None and (rises or falls):
-        object.__setattr__(owner, _SETTLED, True)
-    if rises and not falls:
-        warnings.warn(
+    inverted, empty = _read_mask(mask)
+    if inverted:
+        message = (
             f"{name}: rows go False ... then True ..., like a right-padded key_padding_mask (True = padding); "
-            f"{name} is True on real tokens: pass {name}=~key_padding_mask",
-            PaddingMaskWarning,
-            stacklevel=user_stacklevel(),
+            f"{name} is True on real tokens: pass {name}=~key_padding_mask"
         )
+    elif empty:
+        message = (
+            f"{name}: {_rows(empty, mask.shape[0])} no real token (all False), like a key_padding_mask "
+            f"(True = padding) of a sentence without padding; {name} is True on real tokens: pass "
+            f"{name}=~key_padding_mask (a really empty sentence computes as one without words)"
+        )
+    else:
+        return
+    warnings.warn(message, PaddingMaskWarning, stacklevel=user_stacklevel())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import warnings
 
 import pytest
 import torch
@@ -117,3 +118,74 @@ def test_layers_reject_integer_features_by_name(dtype):
     feats = torch.zeros(1, 8, 4, 4, dtype=dtype)
     with pytest.raises(ShapeError, match=f"feats: expected a floating-point tensor; got dtype {dtype}"):
         refiner(feats, torch.randn(1, 3, 6), torch.ones(1, 3, dtype=torch.bool))
+
+
+# ------------------------------------------------------------------ word_mask polarity
+
+
+def _padding_warnings(call) -> list[str]:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        call()
+    return [str(w.message) for w in caught if issubclass(w.category, rislayers.PaddingMaskWarning)]
+
+
+def _right_padded(lengths: list[int], length: int) -> torch.Tensor:
+    return torch.arange(length)[None, :] < torch.tensor(lengths)[:, None]
+
+
+def test_an_inverted_mask_warns_at_every_call_even_after_correct_ones():
+    refiner = DynamicQueryRefiner(8, 6, num_iters=1, hidden_dims=(4,)).eval()
+    feats, words, word_mask = torch.randn(2, 8, 3, 3), torch.randn(2, 5, 6), _right_padded([5, 2], 5)
+    with torch.no_grad():
+        for _ in range(2):  # correct masks, padded or not, settle nothing
+            assert not _padding_warnings(lambda: refiner(feats, words, word_mask))
+            assert not _padding_warnings(lambda: refiner(feats, words, _right_padded([5, 5], 5)))
+        for _ in range(3):
+            (message,) = _padding_warnings(lambda: refiner(feats, words, ~word_mask))
+            assert message.startswith("word_mask: rows go False ... then True") and "~key_padding_mask" in message
+
+
+@pytest.mark.parametrize("lengths", [[5, 5], [0, 3], [0]])
+def test_a_row_without_a_real_token_warns_at_every_call_naming_the_rows(lengths):
+    refiner = DynamicQueryRefiner(8, 6, num_iters=1, hidden_dims=(4,)).eval()
+    feats, words = torch.randn(len(lengths), 8, 3, 3), torch.randn(len(lengths), 5, 6)
+    # [5, 5] inverted is all padding (an inverted batch without padding); [0, 3] and [0] hold
+    # an empty sentence: computed (finite), but it warns as well.
+    mask = ~_right_padded(lengths, 5) if lengths == [5, 5] else _right_padded(lengths, 5)
+    rows = "rows 0, 1 of 2 have" if lengths == [5, 5] else f"row 0 of {len(lengths)} has"
+    with torch.no_grad():
+        for _ in range(2):
+            assert not _padding_warnings(lambda: refiner(feats, words, _right_padded([5] * len(lengths), 5)))
+            (message,) = _padding_warnings(lambda: torch.isfinite(refiner(feats, words, mask).logits[0]).all())
+            assert message.startswith(f"word_mask: {rows} no real token (all False)"), message
+            assert "pass word_mask=~key_padding_mask" in message
+
+
+def test_a_mask_changed_in_place_is_read_again():
+    mask = _right_padded([5, 2], 5)
+    assert not _padding_warnings(lambda: rislayers.shapes.warn_if_inverted(mask, name="word_mask"))
+    mask[0] = False  # same tensor object, new contents: the cached reading must not be reused
+    assert _padding_warnings(lambda: rislayers.shapes.warn_if_inverted(mask, name="word_mask"))
+    with torch.inference_mode():  # no version counter: read at every call
+        frozen = _right_padded([5, 2], 5)
+        assert not _padding_warnings(lambda: rislayers.shapes.warn_if_inverted(frozen, name="word_mask"))
+        frozen[1] = False
+        assert _padding_warnings(lambda: rislayers.shapes.warn_if_inverted(frozen, name="word_mask"))
+
+
+def _masked_op(words: torch.Tensor, word_mask: torch.Tensor) -> torch.Tensor:
+    check_mask(word_mask, name="word_mask", bound=check_shape(words, "b l d", name="words"))
+    return (words * word_mask[..., None]).sum(1)
+
+
+def test_the_polarity_check_is_skipped_inside_torch_compile():
+    torch._dynamo.reset()
+    words, key_padding_mask = torch.randn(2, 5, 3), ~_right_padded([5, 2], 5)
+    with pytest.warns(rislayers.PaddingMaskWarning):  # eager reads the values
+        expected = _masked_op(words, key_padding_mask)
+    # fullgraph=True: reading the mask would be a graph break (an error here); skipped, it warns not
+    compiled = torch.compile(_masked_op, fullgraph=True, backend="eager")
+    results = []
+    assert not _padding_warnings(lambda: results.append(compiled(words, key_padding_mask)))
+    torch.testing.assert_close(results[0], expected)

@@ -166,7 +166,19 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(state, dict) or "model" not in state or "model_config" not in state:
         raise CheckpointError(f"{path}: not a reference_models training checkpoint (no 'model'/'model_config')")
     _verify_digest(state, path)
+    _check_types(state, path)
     return state
+
+
+def _check_types(state: dict[str, Any], path: Path) -> None:
+    """Refuse, in one line, entries of the wrong type (a digest only says the file is whole)."""
+    model = state["model"]
+    if not isinstance(model, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in model.items()):
+        raise CheckpointError(f"{path}: its 'model' is not a dict of named tensors (a damaged or hand-made checkpoint)")
+    for key in ("model_config", "train_config"):
+        value = state.get(key) or {}  # a checkpoint may be written without a train_config
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            raise CheckpointError(f"{path}: its {key!r} is not a dict of settings; got {type(value).__name__}")
 
 
 def _verify_digest(state: dict[str, Any], path: Path) -> None:

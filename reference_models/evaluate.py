@@ -2,7 +2,9 @@
 
 Prints one row per split (oIoU, mIoU, P@0.5..0.9 as percentages; cIoU, gIoU, N-acc and
 T-acc too when the data has no-target expressions) and writes the same figures as
-fractions with ``--json FILE`` (``{split: {"oIoU": ..., ...}}``).
+fractions with ``--json FILE`` (``{split: {"oIoU": ..., ...}}``; checked before the
+evaluation starts: an existing file is replaced only with ``--overwrite``, the checkpoint
+never). A split whose every target is empty gets a warning: its figures score nothing.
 
 Options that choose the data (``--data``, ``--dataset``, ``--split-by``, ``--level``,
 ``--seed``) default to what the checkpoint was trained on, read from its training
@@ -37,6 +39,7 @@ import argparse
 import json
 import math
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -50,10 +53,19 @@ from .data.refer import DATASET_SPLITS
 from .data.scenes import DEFAULT_LEVEL
 from .evaluation_extras import SelectionStats, iteration_logits, iteration_table, rolled_selection, selection_table
 
-__all__ = ["LENGTH_BUCKETS", "logit_threshold", "length_bucket", "evaluate", "main"]
+__all__ = ["EmptyTargetsWarning", "LENGTH_BUCKETS", "logit_threshold", "length_bucket", "evaluate", "main"]
 
 #: The expression-length buckets of S2RM Table III, each ``(label, fewest words, most words or None)``.
 LENGTH_BUCKETS: tuple[tuple[str, int, int | None], ...] = (("1", 1, 1), ("2", 2, 2), ("3-4", 3, 4), ("5-20", 5, None))
+
+
+class EmptyTargetsWarning(UserWarning):
+    """Every target mask of the evaluated data is empty: the figures score nothing.
+
+    The data then holds only no-target expressions, or its annotations all have zero area
+    (a converted dataset whose masks did not survive): gIoU and N-acc count every empty
+    prediction as right and look perfect.
+    """
 
 
 def logit_threshold(probability: float, *, argument: str = "threshold") -> float:
@@ -221,6 +233,9 @@ def evaluate(
         add ``"selection"``: :meth:`SelectionStats.compute
         <reference_models.evaluation_extras.SelectionStats.compute>`, grouped by the batches'
         ``image_id`` when they hold one, else with the sentences rolled within the batch.
+
+    Warns:
+        EmptyTargetsWarning: every target of ``loader`` is empty (the figures score nothing).
     """
     from tqdm.auto import tqdm
 
@@ -228,7 +243,7 @@ def evaluate(
         raise ValueError(f"protocol: expected 'original' or 'resized'; got {protocol!r}")
     cut = logit_threshold(threshold)
     model.eval().to(device)
-    ris, gres, any_empty = RISMetrics(), GRESMetrics(), False
+    ris, gres, any_empty, any_target = RISMetrics(), GRESMetrics(), False, False
     by_length = _LengthIoU(length_buckets) if length_buckets else None
     by_iteration = _IterationScores()
     selection = SelectionStats() if hasattr(model, "last_selection") else None
@@ -239,11 +254,17 @@ def evaluate(
             ris.update(pred, target)
             gres.update(pred, target)
             any_empty = any_empty or bool((~target.flatten(1).any(1)).any())
+            any_target = any_target or bool(target.any())
             if by_length is not None:
                 by_length.update(pred, target, batch["sentence"][i])
         by_iteration.update(iteration_logits(model, output, tuple(output.logits.shape[-2:])), batch, protocol, cut)
         if selection is not None:
             _update_selection(selection, model, batch, inputs)
+    if any_empty and not any_target:
+        warnings.warn(
+            "every target mask is empty (only no-target refs, or annotations of zero area): gIoU and N-acc count "
+            "every empty prediction as right; check the data", EmptyTargetsWarning, stacklevel=2,
+        )
     result: dict[str, Any] = ris.compute()
     if any_empty:
         result.update(gres.compute())
@@ -367,16 +388,20 @@ def main(argv: list[str] | None = None) -> int:
         help="foreground where its probability exceeds this (default: %(default)s, i.e. logit 0)",
     )
     p.add_argument("--json", type=Path, help="write {split: metrics} (fractions; SADLR: by_iteration, ASDA: selection) to this file")
+    p.add_argument("--overwrite", action="store_true", help="replace the --json file when it exists (never the checkpoint)")
     args = p.parse_args(argv)
     logit_threshold(args.threshold, argument="--threshold")  # refused before anything loads
+    _check_arguments(args)
 
     from .checkpoint import find_checkpoint, load_model_and_train_config
     from .data.samples import collate
+    from .outputs import check_output_file, write_output
 
     device = resolve_device(args.device, argument="--device")
-    if args.data is not None and not (args.data == "synthetic" or args.data.startswith("refer:")):
-        raise ValueError(f"--data: expected 'synthetic' or 'refer:ROOT'; got {args.data!r}")
     checkpoint = find_checkpoint(args.checkpoint)
+    if args.json is not None:
+        # checked now, not after an evaluation that may take an hour
+        check_output_file(args.json, argument="--json", overwrite=args.overwrite, reads=(args.checkpoint, checkpoint))
     if checkpoint != args.checkpoint:
         print(f"{args.checkpoint}: a training run folder; evaluating its {checkpoint.name}", file=sys.stderr)
     model, train = load_model_and_train_config(checkpoint)
@@ -392,15 +417,36 @@ def main(argv: list[str] | None = None) -> int:
             level=args.level, size=args.size, seed=args.seed, protocol=args.protocol,
         )
         loader = DataLoader(data, batch_size=args.batch_size, num_workers=args.workers, collate_fn=collate)
-        results[split] = evaluate(
+        results[split] = _evaluate_split(model, loader, args, device, split)
+    print(_table(results))
+    if args.json:
+        write_output(args.json, json.dumps(results, indent=2) + "\n", argument="--json")
+    return 0
+
+
+def _check_arguments(args: argparse.Namespace) -> None:
+    """Refuse data and counts that would evaluate nothing, before anything loads."""
+    if args.data is not None and not (args.data == "synthetic" or args.data.startswith("refer:")):
+        raise ValueError(f"--data: expected 'synthetic' or 'refer:ROOT'; got {args.data!r}")
+    for flag, value, low in (("--size", args.size, 1), ("--batch-size", args.batch_size, 1), ("--workers", args.workers, 0)):
+        if value < low:
+            raise ValueError(f"{flag}: expected an integer >= {low}; got {value}")
+
+
+def _evaluate_split(model, loader, args: argparse.Namespace, device, split: str) -> dict[str, Any]:
+    """:func:`evaluate` on one split; its warnings (every target empty) become one line each."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", EmptyTargetsWarning)
+        result = evaluate(
             model, loader, protocol=args.protocol, device=device, progress=sys.stderr.isatty(),
             threshold=args.threshold, length_buckets=LENGTH_BUCKETS,
         )
-    print(_table(results))
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
-    return 0
+    for warning in caught:
+        if issubclass(warning.category, EmptyTargetsWarning):
+            print(f"warning: split {split}: {warning.message}", file=sys.stderr)
+        else:
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+    return result
 
 
 if __name__ == "__main__":

@@ -83,8 +83,11 @@ def _same_file(a: Path, b: Path) -> bool:
     return a.resolve() == b.resolve()
 
 
-def _check_paths(image: Path, out: Path, mask: Path, *, overwrite: bool) -> None:
-    """Refuse outputs that would destroy the input or, without ``--overwrite``, a file."""
+def _check_paths(image: Path, out: Path, mask: Path, *, overwrite: bool, checkpoint: Path | None = None) -> None:
+    """Refuse outputs that would destroy an input (the image, the checkpoint) or, without
+    ``--overwrite``, a file; a run folder's files, and one a run holds, too."""
+    from .outputs import check_output_file
+
     if image.is_dir():
         raise ValueError(f"--image: {image} is a folder; expected an image file")
     if out.suffix.lower() not in _OUT_SUFFIXES:
@@ -98,6 +101,22 @@ def _check_paths(image: Path, out: Path, mask: Path, *, overwrite: bool) -> None
         for path, what in ((out, ""), (mask, "its mask file ")):
             if path.exists():
                 raise ValueError(f"--out: {what}{path} already exists; pass --overwrite to replace it")
+    for path in (out, mask):
+        # existing files were settled above; this adds the checkpoint, run folders and their lock
+        check_output_file(path, argument="--out", overwrite=True, reads=() if checkpoint is None else (checkpoint,))
+
+
+def _save_picture(array: np.ndarray, path: Path) -> None:
+    """Encode ``array`` in the format ``path``'s suffix names and write it in one step."""
+    import io
+
+    from PIL import Image
+
+    from .outputs import write_output
+
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format=Image.registered_extensions()[path.suffix.lower()])
+    write_output(path, buffer.getvalue(), argument="--out")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -130,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.text.strip():
         raise ValueError(f"--text: expected a non-empty sentence; got {args.text!r}")
     mask_path = args.out.with_name(args.out.stem + "_mask.png")
-    _check_paths(args.image, args.out, mask_path, overwrite=args.overwrite)
+    _check_paths(args.image, args.out, mask_path, overwrite=args.overwrite, checkpoint=args.checkpoint)
     device = resolve_device(args.device, argument="--device")
     image = load_image(args.image)
     checkpoint = find_checkpoint(args.checkpoint)
@@ -142,8 +161,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{p.prog}: warning: --text is {tokens} tokens long (special tokens included); the model reads {limit}, so it was cut to {limit} tokens", file=sys.stderr)
     mask = predict(model, image, args.text, device=device)
     picture = overlay(np.asarray(image.convert("RGB")), mask)
-    save_png(picture, args.out)
-    save_png(mask.astype(np.uint8) * 255, mask_path)
+    _save_picture(picture, args.out)
+    _save_picture(mask.astype(np.uint8) * 255, mask_path)
     print(json.dumps({"overlay": str(args.out), "mask": str(mask_path), "foreground_pixels": int(mask.sum())}))
     return 0
 

@@ -245,7 +245,7 @@ def test_flops_model_arg_changes_every_model(tmp_path, capsys):
     path = tmp_path / "flops.json"
     assert bench.main(["flops", "--models", "lts_tiny", "--json", str(path)]) == 0
     plain = json.loads(path.read_text())["rows"][0]
-    assert bench.main(["flops", "--models", "lts_tiny", "--model-arg", "decoder_dim=64", "--json", str(path)]) == 0
+    assert bench.main(["flops", "--models", "lts_tiny", "--model-arg", "decoder_dim=64", "--json", str(path), "--overwrite"]) == 0
     saved = json.loads(path.read_text())
     assert "config changed in every model: decoder_dim=64" in capsys.readouterr().out
     assert saved["model_args"] == ["decoder_dim=64"]

@@ -14,6 +14,7 @@ import torch
 
 from ..config import parse_overrides
 from ..devices import resolve_device
+from ..outputs import check_output_file
 from . import coparser, flops, latency, layers, train
 from . import gpu as gpu_check
 from .measure import DTYPES
@@ -26,6 +27,7 @@ def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--json", type=Path, metavar="FILE", help="also write the environment and the table's rows as JSON")
     common.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
+    common.add_argument("--overwrite", action="store_true", help="replace the --json file when it exists")
 
     measured = argparse.ArgumentParser(add_help=False)
     measured.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
@@ -125,9 +127,26 @@ def _layer_cases_of(args) -> list[layers.LayerCase]:
     return cases
 
 
+#: The counts each section takes, with their smallest sensible value: fewer times nothing,
+#: or a median "of -3 rounds".
+_AT_LEAST = {"repeats": 1, "warmup": 0, "batch": 1, "steps": 1, "image_size": 1, "coparser_batch": 1}
+
+
+def _check_counts(args) -> None:
+    for name, low in _AT_LEAST.items():
+        value = getattr(args, name, None)
+        if value is not None and value < low:
+            raise ValueError(f"--{name.replace('_', '-')}: expected an integer >= {low}; got {value}")
+    for name in ("coparser_sizes", "coparser_dims"):
+        values = getattr(args, name, None) or []
+        if any(v < 1 for v in values):
+            raise ValueError(f"--{name.replace('_', '-')}: expected positive integers; got {' '.join(map(str, values))}")
+
+
 def _check(args) -> dict[str, Any]:
     """Every argument check that needs no measurement; returns the ``--model-arg`` overrides."""
     resolve_device(getattr(args, "device", "cpu"), argument="--device")
+    _check_counts(args)
     overrides = parse_overrides(args.model_args, name="--model-arg") if args.section == "flops" else {}
     if args.section == "flops" and args.experiments:
         from ..experiments import select_experiments
@@ -247,6 +266,9 @@ def main(argv: list[str] | None = None) -> int:
     # Argument errors come before the header, so a mistyped command prints only the error.
     if args.threads is not None and args.threads < 1:
         raise ValueError(f"--threads: expected a positive integer; got {args.threads}")
+    if args.json is not None:
+        # before the measurements, which take minutes: a bad path costs nothing
+        check_output_file(args.json, argument="--json", overwrite=args.overwrite)
     if args.section == "gpu":
         plan = _gpu_plan(args)
         if args.threads:

@@ -158,7 +158,7 @@ def write_json(path: Path | str, data: Any) -> None:
         path: the file to (re)write.
         data: anything ``json.dumps`` takes.
     """
-    path = Path(path)
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(partial, path)
+    from ..outputs import write_output
+
+    # a device (/dev/stdout) is written in place; a failed write names the file
+    write_output(path, json.dumps(data, indent=2) + "\n", argument="--json")

@@ -255,6 +255,7 @@ def map_release(release: LavtRelease, own: Mapping[str, torch.Tensor], *, refine
     state: dict[str, torch.Tensor] = {}
     dropped: dict[str, str] = {}
     unknown: list[str] = []
+    origin: dict[str, str] = {}  # our key -> the release's, which messages name
     sources = [(k, k, v) for k, v in release.model.items()]
     sources += [(f"{release.bert_entry}.{k}", f"text_encoder.{k}", v) for k, v in release.bert.items()]
     for shown, key, tensor in sources:
@@ -267,21 +268,38 @@ def map_release(release: LavtRelease, own: Mapping[str, torch.Tensor], *, refine
             dropped[shown] = mapped.reason
         else:
             state[mapped.key] = mapped.tensor
+            origin[mapped.key] = shown
     fresh = [k for k in own if k not in state and refiner and k.startswith("head.refiner.")]
     missing = [k for k in own if k not in state and k not in fresh]
     mismatched = [f"{k} ({tuple(v.shape)} vs {tuple(own[k].shape)})" for k, v in state.items() if v.shape != own[k].shape]
+    wrong_type, non_finite = _bad_values(state, own, origin)
     problems = [
         f"{label}: {_listed(keys)}"
         for label, keys in (
             ("keys with no place in the model", unknown),
             ("weights the file does not hold", missing),
             ("shapes that differ (file vs model)", mismatched),
+            ("weights that are not real floating-point numbers (file vs model)", wrong_type),
+            ("weights holding NaN or infinite values", non_finite),
         )
         if keys
     ]
     if problems:
         raise ConversionError(f"{release.path}: does not convert: " + "; ".join(problems))
     return Conversion(state, dropped, fresh)
+
+
+def _bad_values(state: Mapping[str, torch.Tensor], own: Mapping[str, torch.Tensor], origin: Mapping[str, str]) -> tuple[list[str], list[str]]:
+    """The mapped tensors whose kind differs from the model's (an int, bool or complex tensor
+    where a float is expected: copying would cast it silently), and the float ones holding
+    NaN or infinity (they would train into skipped steps and non-finite checkpoints)."""
+    wrong_type, non_finite = [], []
+    for key, tensor in state.items():
+        if tensor.is_floating_point() != own[key].is_floating_point() or tensor.is_complex():
+            wrong_type.append(f"{origin[key]} ({str(tensor.dtype).removeprefix('torch.')} vs {str(own[key].dtype).removeprefix('torch.')})")
+        elif tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            non_finite.append(origin[key])
+    return wrong_type, non_finite
 
 
 def _listed(keys: list[str], limit: int = 20) -> str:

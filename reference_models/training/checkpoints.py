@@ -9,6 +9,7 @@ exactly.
 from __future__ import annotations
 
 import dataclasses
+import math
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -99,7 +100,38 @@ def load_resume_state(out_dir: Path) -> dict[str, Any]:
         )
     if not isinstance(state["train_config"], dict):
         raise CheckpointError(f"{path}: its train_config is not a dict of settings")
+    _check_resume_types(state, path)
     return state
+
+
+#: The counters of a checkpoint, each a whole number in [0, this]: more steps than any run takes.
+_MOST = 10**12
+
+
+def _check_resume_types(state: dict[str, Any], path: Path) -> None:
+    """Refuse counters, RNG states and optimizer states of the wrong type or range, in one
+    line: under a valid digest they are what the writer wrote, but a hand-edited or foreign
+    file would otherwise resume at step -5, or at epoch 1e30 with "nothing to do"."""
+    for key in ("step", "epoch", "batch_in_epoch", "bad_samples", "skipped_steps", "world"):
+        value = state.get(key, 0 if key not in ("step", "epoch", "batch_in_epoch") else None)
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= _MOST:
+            raise CheckpointError(f"{path}: its {key!r} is not a whole number in [0, {_MOST}]; got {value!r}")
+    for key in ("best", "seconds"):
+        value = state.get(key, 0.0)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise CheckpointError(f"{path}: its {key!r} is not a finite number; got {value!r}")
+    if not isinstance(state.get("last_val", {}), dict):
+        raise CheckpointError(f"{path}: its 'last_val' is not a dict of metrics")
+    for key in ("optimizer", "scheduler", "scaler"):
+        if not isinstance(state[key], dict):
+            raise CheckpointError(f"{path}: its {key!r} is not a state dict; got {type(state[key]).__name__}")
+    rng = state["rng"]
+    tensors_ok = isinstance(rng, dict) and all(
+        isinstance(rng.get(k), torch.Tensor) and rng[k].dtype == torch.uint8 for k in ("torch", "cuda") if k in rng or k == "torch"
+    )
+    python = rng.get("python") if isinstance(rng, dict) else None
+    if not tensors_ok or not (isinstance(python, tuple) and len(python) == 3 and isinstance(python[1], tuple)):
+        raise CheckpointError(f"{path}: its 'rng' is not the random-number state a run saves (torch bytes and Python's state)")
 
 
 def save_training_checkpoint(

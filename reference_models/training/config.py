@@ -7,6 +7,7 @@ import dataclasses
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from ..config import parse_overrides
@@ -39,9 +40,10 @@ def recipe_for(model: str) -> dict[str, Any]:
         model: a registered model name; ``_tiny`` models get ``RECIPES["tiny"]``, the others
             their architecture's recipe (SADLR's for LAVT, VLT and LTS).
     """
+    # the registry check comes first: a "_tiny" suffix alone names no model
+    architecture = get_config(model).architecture
     if model.endswith("_tiny"):
         return RECIPES["tiny"]
-    architecture = get_config(model).architecture
     return RECIPES.get(architecture, RECIPES["sadlr"])
 
 
@@ -244,8 +246,20 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        """The configuration :meth:`to_dict` wrote (lists become tuples).
+
+        Args:
+            data: ``{field: value}``.
+
+        Raises:
+            ValueError: a key that is no field (named), or a value the fields refuse.
+        """
         names = {f.name for f in dataclasses.fields(cls)}
-        values = {k: (tuple(v) if isinstance(v, list) else v) for k, v in data.items() if k in names}
+        # dropping a setting silently would resume a different run than the one saved
+        unknown = sorted(str(k) for k in data if k not in names)
+        if unknown:
+            raise ValueError(f"unknown settings {', '.join(unknown)} (written by another version, or edited?)")
+        values = {k: (tuple(v) if isinstance(v, list) else v) for k, v in data.items()}
         return cls(**values)
 
 
@@ -284,21 +298,31 @@ def init_model_config(folder: str):
     Raises:
         ValueError: the folder holds no readable ``config.json`` (one line, naming the flag).
     """
-    from pathlib import Path
-
     from ..config import ModelConfig
 
+    path = Path(folder) / "config.json"
     try:
-        return ModelConfig.load(Path(folder) / "config.json")
-    except (OSError, ValueError, TypeError) as err:
+        return ModelConfig.load(path)
+    except (OSError, ValueError) as err:
         raise ValueError(f"--init-from: {err}") from None
+    except (TypeError, AttributeError, RecursionError) as err:
+        # a file of JSON that is no object of fields ([], null, 5, or nested past Python's stack)
+        raise ValueError(f"--init-from: {path}: expected a JSON object of model config fields ({type(err).__name__}: {str(err)[:100]})") from None
 
 
 def _with_init_model(cfg: TrainConfig) -> TrainConfig:
     """``cfg`` with ``--init-from``'s model name where ``--model`` was left at its default."""
     if cfg.init_from is None:
         return cfg
-    name = init_model_config(cfg.init_from).name
+    from ..outputs import check_name
+
+    # the name comes from a file and names the run folder (runs/<name>-<time>): a plain,
+    # registered name only, never a path
+    name = check_name(init_model_config(cfg.init_from).name, what=f"--init-from: {Path(cfg.init_from) / 'config.json'}'s name")
+    try:
+        get_config(name)
+    except ValueError:
+        raise ValueError(f"--init-from: {Path(cfg.init_from) / 'config.json'} names {name!r}, which is no registered model") from None
     if cfg.model == DEFAULT_MODEL and name != DEFAULT_MODEL:
         return dataclasses.replace(cfg, model=name)
     if cfg.model != name:

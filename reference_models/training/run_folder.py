@@ -57,7 +57,10 @@ def create_default_out(model: str) -> Path:
     Args:
         model: the model's registry name.
     """
-    base = Path("runs") / f"{model}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    from ..outputs import check_name
+
+    # the name may come from a file (--init-from's config.json): never a path out of runs/
+    base = Path("runs") / f"{check_name(model, what='model name')}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
     base.parent.mkdir(parents=True, exist_ok=True)
     path, n = base, 1
     while True:

@@ -166,3 +166,15 @@ def test_every_verdict_on_the_results_page_follows_from_its_interval():
                 assert (cells[3], cells[5]) == (interval, expected), (name, line)
                 checked += 1
     assert checked >= 40, f"only {checked} verdicts found on the page"
+
+
+def test_a_recorded_study_copied_in_without_tests_is_refreshed(tmp_path):
+    from reference_models.study.page import refresh_recorded
+
+    recorded = json.loads((RESULTS_DIR / "s2rm-table5.json").read_text())
+    stripped = {**recorded, "rows": [{k: v for k, v in row.items() if k != "differences"} for row in recorded["rows"]]}
+    (tmp_path / "s2rm-table5.json").write_text(json.dumps(stripped))
+    written = refresh_recorded("s2rm-table5", tmp_path)
+    assert [p.suffix for p in written] == [".json", ".md", ".png"]
+    assert json.loads(written[0].read_text())["rows"] == recorded["rows"]
+    assert "ours Δ, 95 % CI" in written[1].read_text() and written[2].read_bytes()[:4] == b"\x89PNG"

@@ -2,7 +2,10 @@
 
 ASDA's "IoU" is the mean of per-sample IoUs in its published code, so it is recorded as
 ``mIoU``. Tables 3-5 were trained for 10 epochs (the paper's Sec. 4.4), hence their
-``train_overrides``; Table 2 used the full 30-epoch recipe.
+``train_overrides``; Table 2 used the full 30-epoch recipe. The 10-epoch rows keep the
+recipe's learning-rate milestones (epochs 18 and 25), so their rate never decays: the paper
+says it "limit[s] the training" of these tables to 10 epochs and names no other schedule,
+which we read as the 30-epoch run stopped at epoch 10. (``--milestones`` changes it.)
 
 Decisions:
 
@@ -11,9 +14,21 @@ Decisions:
   adaptive selector; (a)-(c) fuse by concatenation and projection (``asda_fusion="concat"``),
   (d) adds the scale-wise aggregator (``"sfa"``). (a)-(d) decode without the word-guided
   aligner: the coarse map goes through WGDA's segmentation decoder alone
-  (``aligner_branches="visual"``); (e) is the single-branch decoder of CRIS and ReSTR, in
-  which F_coarse attends to the words and the segmentation decoder reads the result
-  (``"single"``); (f) is the full system.
+  (``aligner_branches="visual"``); (e) is the single-branch decoder of CRIS and ReSTR
+  (``"single"``); (f) is the full system. The paper's (e) "directly interacts F_coarse
+  ... with f_T"; the aligner implements it as F_A, the coarse map after the segmentation
+  decoder's self-attention blocks and their LayerNorm, attending to the words, and the
+  decoder reads the result. Its attention thus sees the same features as (f)'s word
+  branch; the paper's words leave open whether the interaction precedes the self-attention.
+- Table 5's "MLP" row is a per-candidate MLP head (``selector_head="mlp"``: each
+  candidate's score from its own class token and the sentence). The released code also
+  holds a commented-out joint selector (``model/model.py`` l. 147-164: one MLP over the
+  three candidates' features and texts together), which that row may mean; it is not
+  offered, because the released code never runs it and the paper does not say which the
+  row used.
+- At the tiny size the default rows of the tables are not one model: Table 4's N_c = 32
+  row sets ``aligner_masks=32`` while ``asda_tiny`` (Table 2 (f), Tables 3 and 5's defaults)
+  has 8 masks. At the tiny size compare Table 4's rows with its own N_c = 32 row.
 - Table 5's rows change ``selector_head`` (``"mlp"``, ``"conv"``; the Linear selector is
   the default). The full-system row of each table changes no field beyond what the
   defaults are (Table 3's n = 2 is ``transformer_layers=2``).

@@ -10,6 +10,13 @@ Decisions:
   Zero iterations is the baseline itself, LAVT.
 - Table 4 (b): ``[a]`` is one dynamic layer of width ``a`` (``refiner_hidden=(a,)``),
   ``[a, b]`` two, and ``[a, b] x k`` repeats the pair (``refiner_repeats=k``).
+- The default rows of the tables are one model at the paper's size, but not at the tiny
+  size: Table 4 (b)'s [128, 512] row sets ``refiner_hidden=(128, 512)`` while the tiny
+  refiner of Table 3's LAVT + S, 4 (a)'s 3 and 4 (c)'s sum has widths (16, 32). At the tiny
+  size, compare Table 4 (b)'s rows with its own [128, 512] row, not with the other tables'.
+- Table 4 (a): the refiner shares its parameters across iterations, so 1 to 4 iterations
+  are models of one size (``lavt_sadlr_tiny``: 1,576,801 parameters each, the refiner's
+  35,010); they differ in how often the refiner is applied and in ``loss_weights``.
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ from typing import Any
 
 from .report import comparison_lines, percent, table_lines, tables_of
 
-__all__ = ["RESULTS_DIR", "PAGE", "render_study", "render_page", "main"]
+__all__ = ["RESULTS_DIR", "PAGE", "render_study", "render_page", "refresh_recorded", "main"]
 
 _ROOT = Path(__file__).resolve().parents[2]
 #: Where the recorded studies are committed.
@@ -116,6 +116,34 @@ def render_page(text: str, results_dir: Path = RESULTS_DIR) -> str:
     return _BLOCK.sub(block, text)
 
 
+def refresh_recorded(name: str, results_dir: Path = RESULTS_DIR) -> list[Path]:
+    """Rewrite a recorded study's tests (``differences``), its ``.md`` and its ``.png`` from its JSON.
+
+    For a ``results.json`` copied in from a study run by older code (without
+    ``differences``, or with another report format): the runs and settings are kept.
+
+    Args:
+        name: the file stem, e.g. ``"s2rm-table5"``.
+        results_dir: the folder of the recorded studies.
+
+    Returns:
+        The three files written.
+    """
+    import tempfile
+
+    from .report import markdown_report, write_plot
+    from .results import with_differences
+    from .runner import write_atomic
+
+    path = Path(results_dir) / f"{name}.json"
+    results = with_differences(json.loads(path.read_text()))
+    write_atomic(path, json.dumps(results, indent=2) + "\n")
+    write_atomic(path.with_suffix(".md"), markdown_report(results))
+    with tempfile.TemporaryDirectory() as folder:
+        write_atomic(path.with_suffix(".png"), write_plot(results, Path(folder)).read_bytes())
+    return [path, path.with_suffix(".md"), path.with_suffix(".png")]
+
+
 def main(argv: list[str] | None = None) -> int:
     """Re-render the page's study blocks in place (``python -m reference_models.study.page``).
 
@@ -130,7 +158,13 @@ def main(argv: list[str] | None = None) -> int:
         f"studies in {RESULTS_DIR.relative_to(_ROOT)}/*.json (the written readings between them are kept).",
     )
     parser.add_argument("--check", action="store_true", help="write nothing; exit 1 if the page is not current")
+    parser.add_argument(
+        "--refresh", nargs="+", metavar="NAME", default=(),
+        help="first rewrite these recorded studies' tests, .md and .png from their JSON (after copying a study's results.json in)",
+    )
     args = parser.parse_args(argv)
+    for name in args.refresh:
+        print(f"refreshed {', '.join(str(p.name) for p in refresh_recorded(name))}")
     text = PAGE.read_text()
     rendered = render_page(text)
     if args.check:

@@ -26,8 +26,9 @@ def _pad_then_shift(block, x: torch.Tensor) -> torch.Tensor:
 
     There the map is zero-padded to whole windows *before* the cyclic shift, and the shift
     mask covers the padded map; timm shifts the unpadded map, then pads. Where a map is not
-    a multiple of the window (LAVT's 30x30 and 15x15 stages at 480 px, window 12) the two
-    put different tokens in a window.
+    a multiple of the window the two can put different tokens in a window; at 480 px with
+    window 12 (LAVT's) they differ in the last (15x15) stage only, as measured (see
+    ``swin_windows`` in the model config).
     """
     from timm.models.swin_transformer import window_partition, window_reverse
 

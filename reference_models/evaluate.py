@@ -26,6 +26,9 @@ refinement iteration, first to last (the last is the prediction; SADLR Table 4 (
 models print and write ``selection``: which ViT layers the adaptive selection chose
 (``counts``), the mean entropy of its probabilities (nats) and its sentence sensitivity,
 the fraction of images whose chosen layer differs between two of their expressions.
+Each split also counts the sentences holding words the model's tokenizer cannot read
+(``unreadable``: outside its vocabulary, or no word at all; see
+:mod:`reference_models.data.readable`), with a line naming the most frequent such words.
 
 ``--threshold P`` predicts foreground where its probability exceeds ``P`` (default 0.5,
 i.e. logit > 0). Each split also reports oIoU by expression length in words (the sentence as
@@ -51,6 +54,7 @@ from rislayers import GRESMetrics, RISMetrics
 from .devices import resolve_device
 from .data.refer import DATASET_SPLITS
 from .data.scenes import DEFAULT_LEVEL
+from .data.readable import UnreadableCount, unreadable_summary
 from .evaluation_extras import SelectionStats, iteration_logits, iteration_table, rolled_selection, selection_table
 
 __all__ = ["EmptyTargetsWarning", "LENGTH_BUCKETS", "logit_threshold", "length_bucket", "evaluate", "main"]
@@ -233,6 +237,8 @@ def evaluate(
         add ``"selection"``: :meth:`SelectionStats.compute
         <reference_models.evaluation_extras.SelectionStats.compute>`, grouped by the batches'
         ``image_id`` when they hold one, else with the sentences rolled within the batch.
+        Batches with ``sentence`` add ``"unreadable"``: :meth:`UnreadableCount.compute
+        <reference_models.data.readable.UnreadableCount.compute>` over the model's tokenizer.
 
     Warns:
         EmptyTargetsWarning: every target of ``loader`` is empty (the figures score nothing).
@@ -247,6 +253,10 @@ def evaluate(
     by_length = _LengthIoU(length_buckets) if length_buckets else None
     by_iteration = _IterationScores()
     selection = SelectionStats() if hasattr(model, "last_selection") else None
+    from .base import build_tokenizer  # here, as in _dataset: base imports the model code
+
+    # a model without a config (a stand-in in tests) names no tokenizer to check sentences with
+    unreadable = UnreadableCount(build_tokenizer(model.config)) if hasattr(model, "config") else None
     for batch in tqdm(loader, desc="evaluate", disable=not progress, dynamic_ncols=True):
         inputs = tuple(batch[key].to(device) for key in ("image", "input_ids", "attention_mask"))
         output = model(*inputs)
@@ -260,6 +270,8 @@ def evaluate(
         by_iteration.update(iteration_logits(model, output, tuple(output.logits.shape[-2:])), batch, protocol, cut)
         if selection is not None:
             _update_selection(selection, model, batch, inputs)
+        if unreadable is not None:
+            unreadable.update(batch.get("sentence", []))
     if any_empty and not any_target:
         warnings.warn(
             "every target mask is empty (only no-target refs, or annotations of zero area): gIoU and N-acc count "
@@ -274,6 +286,8 @@ def evaluate(
         result["by_iteration"] = iterations
     if selection is not None and (chosen := selection.compute()):
         result["selection"] = chosen
+    if unreadable is not None and unreadable.total:
+        result["unreadable"] = unreadable.compute()
     return result
 
 
@@ -290,7 +304,8 @@ def _table(results: dict[str, dict[str, Any]]) -> str:
         for split, buckets in lengths:
             cells = ["-" if b["oIoU"] is None else f"{100 * b['oIoU']:.2f} ({b['samples']})" for b in buckets.values()]
             rows.append(f"{split:<10}" + "".join(f"{c:>16}" for c in cells))
-    return "\n".join(rows + iteration_table(results) + selection_table(results)) + "\n(percent)"
+    notes = [line for split, m in results.items() if "unreadable" in m and (line := unreadable_summary(split, m["unreadable"]))]
+    return "\n".join(rows + iteration_table(results) + selection_table(results)) + "\n(percent)" + "".join("\n" + n for n in notes)
 
 
 def _from_training(name: str, train: dict[str, Any]) -> bool:

@@ -375,3 +375,12 @@ def test_the_guide_page_is_what_the_catalogue_generates():
     assert "| 3 | LTS + C | `lts_base` | `--experiment sadlr/table3/lts-c` | oIoU 71.39, 143.3 GFLOPs | no: needs CGAN" in page_text()
     # a table of ours has no paper figure to show
     assert "| fixes | none | `asda_base` | `--experiment asda/fixes/none` | - (not a paper's row) | yes |" in page_text()
+
+
+def test_s2rm_table2_rows_carry_table_1s_ious():
+    # Table II prints precisions only; the two systems' val IoUs are Table I's
+    swint, swinb = get_experiment("s2rm/table2/swint").reported["val"], get_experiment("s2rm/table2/swinb").reported["val"]
+    assert (swint["oIoU"], swint["mIoU"], swint["P@0.5"]) == (0.7208, 0.7494, 0.8539)
+    assert (swinb["oIoU"], swinb["mIoU"], swinb["P@0.5"]) == (0.7435, 0.7688, 0.8721)
+    # the Swin-T system is the full row of the ablations, printed with the same figures
+    assert get_experiment("s2rm/table5/full").reported["val"]["mIoU"] == swint["mIoU"]

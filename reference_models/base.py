@@ -11,11 +11,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import ModelConfig
+from .config import BertConfig, ClipTextConfig, ClipVisionConfig, ModelConfig, SwinConfig
 from .encoders import BertTextEncoder, ClipTextEncoder, ClipVisionEncoder, SwinEncoder, TextFeatures
 from .weights import atomic_save, load_weights
 
-__all__ = ["SegmentationOutput", "RISModel", "build_text_encoder", "build_swin", "build_clip_vision", "foreground_logit", "upsample_to", "use_group_norm", "build_tokenizer"]
+__all__ = ["SegmentationOutput", "RISModel", "build_text_encoder", "build_swin", "build_clip_vision", "foreground_logit", "upsample_to", "build_tokenizer"]
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -62,111 +62,94 @@ def upsample_to(x: torch.Tensor, size: tuple[int, int], *, align_corners: bool =
     return F.interpolate(x, size=size, mode="bilinear", align_corners=align_corners)
 
 
-def build_text_encoder(config: ModelConfig) -> nn.Module:
-    """The text encoder a config asks for (BERT or CLIP text tower).
+def build_text_encoder(text: BertConfig | ClipTextConfig) -> nn.Module:
+    """The text encoder a text part config asks for (BERT or CLIP text tower).
 
     Args:
-        config: reads ``text_encoder``, the ``text_*`` sizes, ``vocab_size``, ``max_words``
-            and ``text_weights`` (a local directory or checkpoint, or None for random init).
+        text: its sizes, ``max_words`` and ``weights`` (a local directory or checkpoint, or
+            None for random init).
     """
-    if config.text_encoder == "bert":
+    if text.kind == "bert":
         return BertTextEncoder(
-            config.text_dim,
-            num_layers=config.text_layers,
-            num_heads=config.text_heads,
-            intermediate=config.text_intermediate,
-            vocab_size=config.vocab_size,
-            max_words=config.max_words,
-            dropout=config.text_dropout,
-            weights=config.text_weights,
+            text.dim,
+            num_layers=text.layers,
+            num_heads=text.heads,
+            intermediate=text.intermediate,
+            vocab_size=text.vocab_size,
+            max_words=text.max_words,
+            dropout=text.dropout,
+            weights=text.weights,
         )
     return ClipTextEncoder(
-        config.text_dim,
-        layers=config.text_layers,
-        heads=config.text_heads,
-        vocab_size=config.vocab_size,
-        context_length=max(config.max_words, 77 if config.vocab_size == 49408 else config.max_words),
-        embed_dim=config.clip_embed_dim,
-        activation=config.clip_activation,
-        weights=config.text_weights,
+        text.dim,
+        layers=text.layers,
+        heads=text.heads,
+        vocab_size=text.vocab_size,
+        context_length=text.context_length,
+        embed_dim=text.embed_dim,
+        activation=text.activation,
+        weights=text.weights,
     )
 
 
 def build_tokenizer(config: ModelConfig):
-    """The tokenizer that matches a model's text encoder (``config.tokenizer``).
+    """The tokenizer that matches a model's text encoder (``config.text.tokenizer``).
 
     Args:
-        config: reads ``tokenizer``, ``max_words`` and, for BERT, ``text_weights`` (whose
-            vocabulary wins over the bundled bert-base-uncased one).
+        config: reads the text part's ``tokenizer``, ``max_words`` and, for BERT, ``weights``
+            (whose vocabulary wins over the bundled bert-base-uncased one).
     """
     from .data.tokenizers import BertTokenizer, ClipTokenizer, WordTokenizer, bundled_bert_path
 
-    if config.tokenizer == "clip":
-        return ClipTokenizer(max_length=config.max_words)
-    if config.tokenizer == "word":
-        tokenizer = WordTokenizer(max_length=config.max_words)
-        if tokenizer.vocab_size > config.vocab_size:
-            raise ValueError(f"vocab_size: {config.vocab_size} is smaller than the word tokenizer's {tokenizer.vocab_size}")
+    text = config.text
+    if text.tokenizer == "clip":
+        return ClipTokenizer(max_length=text.max_words)
+    if text.tokenizer == "word":
+        tokenizer = WordTokenizer(max_length=text.max_words)
+        if tokenizer.vocab_size > text.vocab_size:
+            raise ValueError(f"vocab_size: {text.vocab_size} is smaller than the word tokenizer's {tokenizer.vocab_size}")
         return tokenizer
-    directory = config.text_weights if config.text_encoder == "bert" and config.text_weights else bundled_bert_path()
-    return BertTokenizer(directory, max_length=config.max_words)
+    directory = text.weights if text.kind == "bert" and text.weights else bundled_bert_path()
+    return BertTokenizer(directory, max_length=text.max_words)
 
 
-def build_swin(config: ModelConfig) -> SwinEncoder:
-    """The Swin image encoder a config asks for.
+def build_swin(vision: SwinConfig, image_size: int) -> SwinEncoder:
+    """The Swin image encoder a vision part config asks for.
 
     Args:
-        config: reads ``image_size``, the ``swin_*`` sizes and window layout, ``drop_path``
-            and ``vision_weights`` (a local timm checkpoint, or None for random init).
+        vision: its sizes, window layout, ``drop_path`` and ``weights`` (a local timm
+            checkpoint, or None for random init).
+        image_size: the input size in pixels.
     """
     return SwinEncoder(
-        config.image_size,
-        embed_dim=config.swin_embed_dim,
-        depths=config.swin_depths,
-        num_heads=config.swin_heads,
-        window_size=config.swin_window,
-        drop_path_rate=config.drop_path,
-        weights=config.vision_weights,
-        windows=config.swin_windows,
+        image_size,
+        embed_dim=vision.embed_dim,
+        depths=vision.depths,
+        num_heads=vision.heads,
+        window_size=vision.window,
+        drop_path_rate=vision.drop_path,
+        weights=vision.weights,
+        windows=vision.windows,
     )
 
 
-def use_group_norm(module: nn.Module) -> nn.Module:
-    """Replace every ``BatchNorm2d`` inside ``module`` by a ``GroupNorm`` of up to 32 groups.
-
-    Applied at build time when ``config.norm == "group"``, so every architecture gets the
-    option from one place instead of a flag threaded through each decoder.
+def build_clip_vision(vision: ClipVisionConfig, image_size: int) -> ClipVisionEncoder:
+    """The CLIP ViT image encoder a vision part config asks for.
 
     Args:
-        module: changed in place (and returned).
-    """
-    import math
-
-    for name, child in module.named_children():
-        if isinstance(child, nn.BatchNorm2d):
-            groups = math.gcd(32, child.num_features)
-            setattr(module, name, nn.GroupNorm(groups, child.num_features, eps=child.eps, affine=child.affine))
-        else:
-            use_group_norm(child)
-    return module
-
-
-def build_clip_vision(config: ModelConfig) -> ClipVisionEncoder:
-    """The CLIP ViT image encoder a config asks for.
-
-    Args:
-        config: reads ``image_size``, the ``clip_*`` sizes, ``clip_activation`` and
-            ``vision_weights`` (a local open_clip checkpoint, or None for random init).
+        vision: its sizes, ``activation`` and ``weights`` (a local open_clip checkpoint, or
+            None for random init).
+        image_size: the input size in pixels.
     """
     return ClipVisionEncoder(
-        config.image_size,
-        width=config.clip_width,
-        layers=config.clip_layers,
-        heads=config.clip_heads,
-        patch_size=config.clip_patch,
-        embed_dim=config.clip_embed_dim,
-        activation=config.clip_activation,
-        weights=config.vision_weights,
+        image_size,
+        width=vision.width,
+        layers=vision.layers,
+        heads=vision.heads,
+        patch_size=vision.patch,
+        embed_dim=vision.embed_dim,
+        activation=vision.activation,
+        weights=vision.weights,
     )
 
 
@@ -182,7 +165,7 @@ class RISModel(nn.Module):
 
     Shape:
         - images: ``(b, 3, H, W)`` normalised pictures, ``H = W = config.image_size``
-        - input_ids: ``(b, l)`` token ids, ``l <= config.max_words``
+        - input_ids: ``(b, l)`` token ids, ``l <= config.text.max_words``
         - attention_mask: ``(b, l)``, 1 (or True) on real tokens; ``None`` means all real
         - output: :class:`SegmentationOutput` with logits ``(b, 1, H, W)``
     """
@@ -190,6 +173,11 @@ class RISModel(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
+        #: the registry name the model was built as (shown by ``repr``).
+        self.model_name = config.name
+
+    def extra_repr(self) -> str:
+        return f"name={self.model_name!r}"
 
     # -- shared pieces -------------------------------------------------------------------
     def check_inputs(self, images: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> None:

@@ -41,11 +41,11 @@ def iteration_logits(model, output, size: tuple[int, int]) -> list[torch.Tensor]
 
     Each iteration's 2-class map becomes a foreground logit (``l1 - l0``) and is resized
     bilinearly as the model resizes its last one into ``output.logits``
-    (``config.decoder_align_corners``); the last must reproduce ``output.logits`` exactly,
+    (``config.decoder.align_corners``); the last must reproduce ``output.logits`` exactly,
     or nothing is reported.
 
     Args:
-        model: a reference model; only ``config.plugin == "sadlr"`` ones have iterations.
+        model: a reference model; only those whose head is SADLR's refiner have iterations.
         output: its :class:`~reference_models.base.SegmentationOutput` for a batch.
         size: the prediction's ``(height, width)`` (``output.logits``' own).
 
@@ -65,17 +65,18 @@ def iteration_logits(model, output, size: tuple[int, int]) -> list[torch.Tensor]
         >>> images, ids = torch.randn(1, 3, 64, 64), torch.randint(1, 50, (1, 5))
         >>> output = model(images, ids, torch.ones(1, 5, dtype=torch.long))
         >>> maps = iteration_logits(model, output, (64, 64))
-        >>> len(maps) == model.config.refiner_iters, torch.equal(maps[-1], output.logits)
+        >>> len(maps) == model.config.head.iters, torch.equal(maps[-1], output.logits)
         (True, True)
     """
     config = getattr(model, "config", None)
-    if getattr(config, "plugin", None) != "sadlr":
+    head = getattr(config, "head", None)
+    if getattr(head, "kind", None) != "sadlr":
         return None
-    iterations = int(config.refiner_iters)
+    iterations = int(head.iters)
     maps = [foreground_logit(m) for m in list(output.aux_logits)[-iterations:]]
     if len(maps) != iterations:
         return None
-    align_corners = bool(getattr(config, "decoder_align_corners", False))
+    align_corners = bool(getattr(getattr(config, "decoder", None), "align_corners", False))
     resized = [_resize(m, size, align_corners) for m in maps]
     if resized[-1].shape == output.logits.shape and torch.equal(resized[-1], output.logits):
         return resized

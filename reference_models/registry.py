@@ -78,48 +78,48 @@ def resolve_text_config(config: ModelConfig) -> ModelConfig:
     """Copy a local BERT directory's sizes into the config, so the saved config rebuilds it,
     and use that directory's tokenizer.
 
-    ``text_dim`` must already agree with the directory (a mismatch is a clear ValueError).
+    ``text.dim`` must already agree with the directory (a mismatch is a clear ValueError).
     """
-    if config.text_encoder != "bert" or config.text_weights is None:
+    text = config.text
+    if text.kind != "bert" or text.weights is None:
         return config
+    import dataclasses
     import json
     from pathlib import Path
 
-    path = Path(config.text_weights) / "config.json"
+    path = Path(text.weights) / "config.json"
     if not path.is_file():
         raise FileNotFoundError(f"{path.parent}: not a Hugging Face model directory (no config.json)")
     hf = json.loads(path.read_text())
-    if hf.get("hidden_size") != config.text_dim:
+    if not isinstance(hf, dict):
+        raise ValueError(f"{path}: expected a JSON object of BERT settings")
+    if hf.get("hidden_size") != text.dim:
         raise ValueError(
-            f"text_dim: {config.text_dim} does not match {path.parent}'s hidden_size {hf.get('hidden_size')}; "
+            f"text_dim: {text.dim} does not match {path.parent}'s hidden_size {hf.get('hidden_size')}; "
             f"pass text_dim={hf.get('hidden_size')}"
         )
-    return config.replace(
+    resolved = dataclasses.replace(
+        text,
         tokenizer="bert",  # a pretrained BERT reads its own WordPiece ids
-        text_layers=hf["num_hidden_layers"],
-        text_heads=hf["num_attention_heads"],
-        text_intermediate=hf["intermediate_size"],
+        layers=hf["num_hidden_layers"],
+        heads=hf["num_attention_heads"],
+        intermediate=hf["intermediate_size"],
         vocab_size=hf["vocab_size"],
     )
+    return dataclasses.replace(config, text=resolved)
 
 
 def build_from_config(config: ModelConfig):
     """Build the model a config describes (random init except for the weights files it names).
 
     Args:
-        config: any configuration, registered or not; ``norm="group"`` swaps every
-            BatchNorm for GroupNorm after building.
+        config: any configuration, registered or not.
     """
     _ensure_loaded()
     config = resolve_text_config(config)
     if config.architecture not in _ARCHITECTURES:
         raise ValueError(f"architecture: {config.architecture!r} has no implementation; known: {sorted(_ARCHITECTURES)}")
-    model = _ARCHITECTURES[config.architecture](config)
-    if config.norm == "group":
-        from .base import use_group_norm
-
-        use_group_norm(model)
-    return model
+    return _ARCHITECTURES[config.architecture](config)
 
 
 def build_model(name: str, **overrides):
@@ -127,8 +127,10 @@ def build_model(name: str, **overrides):
 
     Args:
         name: a name from :func:`list_models` (``lavt_sadlr_tiny``, ``asda_base``, ...).
-        **overrides: :class:`~reference_models.config.ModelConfig` fields to change, e.g.
-            ``image_size=96`` or ``text_weights="/weights/bert-base-uncased"``.
+        **overrides: options to change, by flat name (``image_size=96``,
+            ``text_weights="/weights/bert-base-uncased"``, ``refiner_iters=2``), dotted name
+            (``**{"refiner.iters": 2}``) or slot choice; an option no part of the model reads
+            is refused.
 
     Example:
         >>> from reference_models import build_model
@@ -150,7 +152,16 @@ def build_for_loading(config: ModelConfig, **overrides):
         config: the saved configuration.
         **overrides: config fields to change (e.g. ``image_size``).
     """
+    import dataclasses
+
     config = config.replace(**overrides)
-    model = build_from_config(config.replace(vision_weights=None, text_weights=None))
-    model.config = model.config.replace(vision_weights=config.vision_weights, text_weights=config.text_weights)
+    unread = dataclasses.replace(
+        config, vision=dataclasses.replace(config.vision, weights=None), text=dataclasses.replace(config.text, weights=None)
+    )
+    model = build_from_config(unread)
+    model.config = dataclasses.replace(
+        model.config,
+        vision=dataclasses.replace(model.config.vision, weights=config.vision.weights),
+        text=dataclasses.replace(model.config.text, weights=config.text.weights),
+    )
     return model

@@ -251,7 +251,7 @@ def flops_table(
     for name in names:
         start = time.perf_counter()
         model = build_model(name, **(overrides or {}))
-        parts = macs_by_part(model, model.config.image_size, model.config.max_words)
+        parts = macs_by_part(model, model.config.image_size, model.config.text.max_words)
         gmacs = sum(parts.values())
         params = sum(p.numel() for p in model.parameters()) / 1e6
         rows.append(
@@ -336,7 +336,7 @@ def experiment_flops_table(experiments: list, *, size: str = "base", progress: b
     for experiment in experiments:
         start = time.perf_counter()
         model = build_experiment(experiment.name, size)
-        gmacs = count_macs(model, model.config.image_size, model.config.max_words)
+        gmacs = count_macs(model, model.config.image_size, model.config.text.max_words)
         paper = experiment.reported_gmacs
         rows.append({
             "experiment": experiment.name,

@@ -50,6 +50,6 @@ def model_inputs(config, batch: int, device: torch.device, *, channels_last: boo
     if channels_last:
         images = images.contiguous(memory_format=torch.channels_last)
     # Ids from a range every vocabulary has; every token real (the longest sentence).
-    input_ids = torch.randint(1, min(1000, config.vocab_size), (batch, config.max_words), device=device)
-    attention_mask = torch.ones(batch, config.max_words, dtype=torch.long, device=device)
+    input_ids = torch.randint(1, min(1000, config.text.vocab_size), (batch, config.text.max_words), device=device)
+    attention_mask = torch.ones(batch, config.text.max_words, dtype=torch.long, device=device)
     return images, input_ids, attention_mask

@@ -222,7 +222,7 @@ def build_experiment(name: str, size: str = "tiny", **overrides: Any):
 
     Example:
         >>> model = build_experiment("sadlr/table4a/2", image_size=64)
-        >>> model.config.refiner_iters, model.config.loss_weights
+        >>> model.config.head.iters, model.config.head.loss_weights
         (2, (0.3, 0.7))
     """
     from ..registry import build_model

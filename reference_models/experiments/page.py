@@ -36,7 +36,7 @@ from reference_models.experiments import build_experiment, get_experiment
 
 experiment = get_experiment("sadlr/table4b/64-256")
 model = build_experiment(experiment.name, size="tiny")
-print(experiment.row, experiment.overrides, model.config.refiner_hidden)
+print(experiment.row, experiment.overrides, model.config.head.hidden)
 ```
 
 ```text

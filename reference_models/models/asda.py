@@ -55,7 +55,12 @@ from rislayers import (
     AdaptiveLayerSelector,
     ConcatProjectFusion,
     DualBranchAligner,
+    PublishedDualBranchAligner,
+    PublishedSingleBranchAligner,
     PublishedScaleWiseAggregator,
+    PublishedVisualOnlyAligner,
+    SingleBranchAligner,
+    VisualOnlyAligner,
     ScaleWiseAggregator,
     SelectionOutput,
     check_shape,
@@ -64,7 +69,7 @@ from rislayers import (
 )
 
 from ..base import RISModel, SegmentationOutput, build_clip_vision, build_text_encoder, upsample_to
-from ..config import ModelConfig
+from ..config import AdaptiveSelectorConfig, AsdaConfig, ConcatFusionConfig, FixedLayersConfig, TopLayerConfig
 from ..encoders import TextFeatures
 from ..registry import register_architecture
 
@@ -101,56 +106,66 @@ class LayerSelection(NamedTuple):
     mid_probs: torch.Tensor
 
 
-def _layer_groups(config: ModelConfig) -> tuple[LayerRange, LayerRange]:
+def _layer_groups(config: AsdaConfig) -> tuple[LayerRange, LayerRange]:
     """The low and mid candidate ranges (1-based, inclusive) of the configured selection."""
-    if config.asda_selection == "top":
-        return (config.clip_layers, config.clip_layers), (config.clip_layers, config.clip_layers)
-    if config.asda_selection == "fixed":
-        low, mid = config.asda_fixed_layers
+    selector, depth = config.selector, config.vision.layers
+    if isinstance(selector, TopLayerConfig):
+        return (depth, depth), (depth, depth)
+    if isinstance(selector, FixedLayersConfig):
+        low, mid = selector.layers
         return (low, low), (mid, mid)
-    groups = config.selector_layers
-    valid = (
-        isinstance(groups, (tuple, list))
-        and len(groups) == 2
-        and all(
-            isinstance(group, (tuple, list))
-            and len(group) == 2
-            and all(isinstance(v, int) for v in group)
-            and 1 <= group[0] <= group[1] <= config.clip_layers
-            for group in groups
-        )
-    )
-    if not valid:
-        raise ValueError(
-            f"selector_layers: expected two 1-based inclusive ranges (low, mid) within "
-            f"1..clip_layers={config.clip_layers}, e.g. ((4, 6), (7, 9)); got {groups!r}"
-        )
-    return (tuple(groups[0]), tuple(groups[1]))
+    low, mid = selector.layers  # checked against the ViT's depth by AsdaConfig
+    return tuple(low), tuple(mid)
 
 
-def _build_selector(config: ModelConfig, layers: LayerRange, text_dim: int) -> AdaptiveLayerSelector:
+def _build_selector(config: AsdaConfig, layers: LayerRange, text_dim: int) -> AdaptiveLayerSelector:
+    selector = config.selector
     return AdaptiveLayerSelector(
-        config.clip_width,
+        config.vision.width,
         text_dim,
         num_candidates=layers[1] - layers[0] + 1,
-        gradient=config.selector_gradient,
-        head=config.selector_head,
+        gradient=selector.gradient,
+        head=selector.head,
         # The released code scores its per-layer [EOS] tokens as they are and projects only
         # the class tokens; the paper's sentence f_E gets the design's adapter.
-        project_text=config.selector_text != "layer_eos",
+        project_text=selector.text != "layer_eos",
     )
 
 
-def _build_aggregator(config: ModelConfig, sentence_dim: int) -> tuple[nn.Module, int]:
-    """What makes ``F_coarse`` from the ViT levels and the sentence, and its width."""
-    width = config.clip_width
-    if config.asda_fusion == "concat":
-        levels = 1 if config.asda_selection == "top" else 3
-        return ConcatProjectFusion([width] * levels, sentence_dim, width, norm=config.norm), width
-    if config.asda_aggregator == "published":
+def _build_aggregator(config: AsdaConfig, sentence_dim: int) -> nn.Module:
+    """What makes ``F_coarse`` from the ViT levels and the sentence (its ``out_channels``)."""
+    width = config.vision.width
+    if isinstance(config.aggregator, ConcatFusionConfig):
+        levels = 1 if isinstance(config.selector, TopLayerConfig) else 3
+        return ConcatProjectFusion([width] * levels, sentence_dim, width, norm=config.norm)
+    if config.aggregator.reading == "published":
         # The released SFA works at, and hands over, the aligner's width (its out_channels=do, 512).
-        return PublishedScaleWiseAggregator(width, sentence_dim, hidden_dim=config.decoder_dim), config.decoder_dim
-    return ScaleWiseAggregator(width, sentence_dim, hidden_dim=AGGREGATOR_HIDDEN), width
+        return PublishedScaleWiseAggregator(width, sentence_dim, hidden_dim=config.aligner.dim, norm=config.norm)
+    return ScaleWiseAggregator(width, sentence_dim, hidden_dim=AGGREGATOR_HIDDEN)
+
+
+# (branches, blocks) -> the aligner class: the paper's, its Table 2 variants, and the released code's.
+_ALIGNERS = {
+    ("dual", "pre_norm"): DualBranchAligner, ("dual", "published"): PublishedDualBranchAligner,
+    ("single", "pre_norm"): SingleBranchAligner, ("single", "published"): PublishedSingleBranchAligner,
+    ("visual", "pre_norm"): VisualOnlyAligner, ("visual", "published"): PublishedVisualOnlyAligner,
+}
+
+
+def _build_aligner(config: AsdaConfig, text_dim: int) -> nn.Module:
+    aligner = config.aligner
+    cls = _ALIGNERS[aligner.branches, aligner.blocks]
+    # The mask bases and the logit offset are the dual branch's; the one-channel variants'
+    # mask head has a bias of its own, and the visual-only one reads no words.
+    options = {}
+    if aligner.branches != "visual":
+        options["word_mask"] = aligner.word_mask
+    if aligner.branches == "dual":
+        options.update(num_masks=aligner.masks, output_bias=aligner.output_bias)
+    return cls(
+        aligner.dim, text_dim, num_layers=aligner.layers, num_heads=ALIGNER_HEADS,
+        upsample_steps=ALIGNER_UPSAMPLE_STEPS, norm=config.norm, **options,
+    )
 
 
 @register_architecture("asda")
@@ -173,7 +188,7 @@ class ASDA(RISModel):
     ``asda_loss`` and ``focal_weight`` (the loss).
 
     Args:
-        config: a :class:`~reference_models.config.ModelConfig` with ``architecture="asda"``.
+        config: a :class:`~reference_models.config.AsdaConfig`.
 
     Attributes:
         last_selection (LayerSelection | None): the low and mid layers the selectors chose
@@ -201,35 +216,27 @@ class ASDA(RISModel):
         ([5, 5], [8, 8])
     """
 
-    def __init__(self, config: ModelConfig) -> None:
+    def __init__(self, config: AsdaConfig) -> None:
         super().__init__(config)
-        if config.vision_encoder != "clip":
-            raise ValueError(f"vision_encoder: ASDA is built on CLIP's ViT; expected 'clip', got {config.vision_encoder!r}")
         self.low_range, self.mid_range = _layer_groups(config)
+        self.text_encoder = build_text_encoder(config.text)
+        self.backbone = build_clip_vision(config.vision, config.image_size)
         # CLIP's sentence feature is projected into the joint space; BERT's [CLS] is not.
-        sentence_dim = config.clip_embed_dim if config.text_encoder == "clip" else config.text_dim
+        sentence_dim, word_dim = self.text_encoder.sentence_dim, self.text_encoder.out_dim
+        adaptive = isinstance(config.selector, AdaptiveSelectorConfig)
+        self.layer_eos = adaptive and config.selector.text == "layer_eos"
         # The published code scores each layer against the text tower's unprojected stream.
-        selector_text_dim = config.text_dim if config.selector_text == "layer_eos" else sentence_dim
-
-        self.text_encoder = build_text_encoder(config)
-        self.backbone = build_clip_vision(config)
-        adaptive = config.asda_selection == "adaptive"
+        selector_text_dim = word_dim if self.layer_eos else sentence_dim
         self.low_selector = _build_selector(config, self.low_range, selector_text_dim) if adaptive else None
         self.mid_selector = _build_selector(config, self.mid_range, selector_text_dim) if adaptive else None
-        self.aggregator, coarse_dim = _build_aggregator(config, sentence_dim)
-        self.neck = nn.Identity() if config.decoder_dim == coarse_dim else nn.Conv2d(coarse_dim, config.decoder_dim, 1)
-        self.aligner = DualBranchAligner(
-            config.decoder_dim,
-            config.text_dim,
-            num_masks=config.aligner_masks,
-            num_layers=config.transformer_layers,
-            num_heads=ALIGNER_HEADS,
-            upsample_steps=ALIGNER_UPSAMPLE_STEPS,
-            branches=config.aligner_branches,
-            word_mask=config.aligner_word_mask,
-            blocks=config.aligner_blocks,
-            output_bias=config.aligner_output_bias,
-        )
+        self.aggregator = _build_aggregator(config, sentence_dim)
+        self.scale_wise = not isinstance(config.aggregator, ConcatFusionConfig)
+        self.top_only = isinstance(config.selector, TopLayerConfig)
+        coarse_dim, dim = self.aggregator.out_channels, config.aligner.dim
+        self.neck = nn.Identity() if dim == coarse_dim else nn.Conv2d(coarse_dim, dim, 1)
+        self.aligner = _build_aligner(config, word_dim)
+        self.pixel_loss = config.loss.loss
+        self.focal_weight = config.loss.focal_weight
         self.last_selection: LayerSelection | None = None
 
     # -- pieces ----------------------------------------------------------------------
@@ -241,7 +248,7 @@ class ASDA(RISModel):
         # The ViT's position table is fixed to the configured grid.
         size = self.config.image_size
         check_shape(images, "b 3 H W", name="images", H=size, W=size)
-        if self.config.selector_text == "layer_eos":
+        if self.layer_eos:
             text, layer_eos = self.text_encoder.forward_with_layer_eos(input_ids, attention_mask)
         else:
             text, layer_eos = self.encode_text(input_ids, attention_mask), None
@@ -274,9 +281,9 @@ class ASDA(RISModel):
 
     def _fuse(self, high: torch.Tensor, mid: torch.Tensor, low: torch.Tensor, sentence: torch.Tensor) -> torch.Tensor:
         """``F_coarse``: SFA (Eq. 4-5) or the concatenate-and-project fusion of Table 2 (a)-(c)."""
-        if self.config.asda_fusion == "sfa":
+        if self.scale_wise:
             return self.aggregator(high, mid, low, sentence)
-        levels = [high] if self.config.asda_selection == "top" else [high, mid, low]
+        levels = [high] if self.top_only else [high, mid, low]
         return self.aggregator(levels, sentence)
 
     def select_layers(
@@ -332,8 +339,8 @@ class ASDA(RISModel):
         if tuple(target.shape[-2:]) != size:
             target = F.interpolate(target[:, None].float(), size=size, mode="nearest")[:, 0]
         target = target > 0.5
-        if self.config.asda_loss == "bce_dice":
+        if self.pixel_loss == "bce_dice":
             pixels = sigmoid_focal_loss(logits, target, alpha=-1.0, gamma=0.0)
         else:
             pixels = sigmoid_focal_loss(logits, target, alpha=FOCAL_ALPHA, gamma=FOCAL_GAMMA)
-        return self.config.focal_weight * pixels + dice_loss(logits, target, classes="foreground")
+        return self.focal_weight * pixels + dice_loss(logits, target, classes="foreground")

@@ -16,7 +16,7 @@ from torch import nn
 from rislayers import DeepSupervisionLoss, DynamicQueryRefiner, dice_loss
 
 from ..base import upsample_to
-from ..config import ModelConfig
+from ..config import ClassifierHeadConfig, RefinerHeadConfig
 from ..encoders import TextFeatures
 
 __all__ = ["SegmentationHead", "weighted_cross_entropy"]
@@ -51,14 +51,16 @@ def weighted_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.
 
 
 class SegmentationHead(nn.Module):
-    """2-class logits from a decoder map: ``plugin=None`` -> 1x1 conv, ``"sadlr"`` -> refiner.
+    """2-class logits from a decoder map: the 1x1 classifier or SADLR's refiner.
 
     Args:
         dim: channels of the decoder map.
         text_dim: channels of the word features (used by the refiner).
-        config: supplies ``plugin``, the ``refiner_*`` options, ``loss_weights``,
-            ``head_loss`` and ``decoder_align_corners`` (how the logits are upsampled to the
-            target for the loss, as the model upsamples its prediction).
+        config: the head part: :class:`~reference_models.config.ClassifierHeadConfig` or
+            :class:`~reference_models.config.RefinerHeadConfig` (its iterations, widths,
+            loss weights and loss).
+        align_corners: how the logits are upsampled to the target for the loss, as the model
+            upsamples its prediction (LAVT's code: ``True``).
 
     Shape:
         - feats: ``(b, c, h, w)``
@@ -66,34 +68,36 @@ class SegmentationHead(nn.Module):
           refinement iteration for SADLR (the last is the prediction)
     """
 
-    def __init__(self, dim: int, text_dim: int, config: ModelConfig) -> None:
+    def __init__(
+        self, dim: int, text_dim: int, config: ClassifierHeadConfig | RefinerHeadConfig, *, align_corners: bool = False
+    ) -> None:
         super().__init__()
-        self.plugin = config.plugin
-        self.align_corners = config.decoder_align_corners
-        loss = dice_loss if config.head_loss == "dice" else weighted_cross_entropy
-        self.criterion = DeepSupervisionLoss(config.loss_weights if config.plugin == "sadlr" else (1.0,), loss=loss)
-        if config.plugin == "sadlr":
+        self.refines = isinstance(config, RefinerHeadConfig)
+        self.align_corners = align_corners
+        loss = dice_loss if config.loss == "dice" else weighted_cross_entropy
+        self.criterion = DeepSupervisionLoss(config.loss_weights if self.refines else (1.0,), loss=loss)
+        if self.refines:
             self.refiner = DynamicQueryRefiner(
                 dim,
                 text_dim,
-                num_iters=config.refiner_iters,
-                hidden_dims=config.refiner_hidden,
-                repeats=config.refiner_repeats,
-                update=config.refiner_update,
-                pooling=config.refiner_pooling,
+                num_iters=config.iters,
+                hidden_dims=config.hidden,
+                repeats=config.repeats,
+                update=config.update,
+                pooling=config.pooling,
             )
         else:
             self.classifier = nn.Conv2d(dim, 2, kernel_size=1)
 
     def forward(self, feats: torch.Tensor, text: TextFeatures) -> list[torch.Tensor]:
-        if self.plugin == "sadlr":
+        if self.refines:
             return list(self.refiner(feats, text.words, text.word_mask).logits)
         return [self.classifier(feats)]
 
     def loss(self, logits: list[torch.Tensor], target: torch.Tensor) -> torch.Tensor:
         """``head_loss`` (2-class Dice or LAVT's weighted cross-entropy) at the target's size:
         SADLR's iterations weighted by ``loss_weights``, the baseline's classifier alone."""
-        predictions = logits if self.plugin == "sadlr" else logits[-1:]
+        predictions = logits if self.refines else logits[-1:]
         if self.align_corners:  # otherwise the criterion upsamples, with align_corners=False
             predictions = [upsample_to(p.float(), tuple(target.shape[-2:]), align_corners=True) for p in predictions]
         return self.criterion(predictions, target)

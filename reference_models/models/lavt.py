@@ -22,9 +22,10 @@ from einops import rearrange
 from torch import nn
 
 from rislayers import LanguageGate, PixelWordAttention
+from rislayers.norms import norm2d
 
 from ..base import RISModel, SegmentationOutput, build_swin, build_text_encoder, foreground_logit, upsample_to
-from ..config import ModelConfig
+from ..config import LavtConfig
 from ..registry import register_architecture
 from .heads import SegmentationHead
 
@@ -32,22 +33,23 @@ __all__ = ["LAVT", "ConvBNReLU", "SimpleDecoder"]
 
 
 class ConvBNReLU(nn.Sequential):
-    """3x3 (or ``kernel``) convolution, BatchNorm, ReLU.
+    """3x3 (or ``kernel``) convolution, a norm (BatchNorm by default), ReLU.
 
     Args:
         in_dim: input channels.
         out_dim: output channels.
         kernel: square kernel size (odd; padded to keep the size).
+        norm: ``"batch"`` or ``"group"`` (:func:`rislayers.norms.norm2d`).
 
     Shape:
         - input: ``(b, in_dim, h, w)``
         - output: ``(b, out_dim, h, w)``
     """
 
-    def __init__(self, in_dim: int, out_dim: int, kernel: int = 3) -> None:
+    def __init__(self, in_dim: int, out_dim: int, kernel: int = 3, *, norm: str = "batch") -> None:
         super().__init__(
             nn.Conv2d(in_dim, out_dim, kernel, padding=kernel // 2, bias=False),
-            nn.BatchNorm2d(out_dim),
+            norm2d(norm, out_dim),
             nn.ReLU(inplace=True),
         )
 
@@ -60,6 +62,7 @@ class SimpleDecoder(nn.Module):
         in_dims: channels of the maps, finest first.
         dim: hidden width (LAVT: 512, half of Swin-B's stage-4 channels).
         align_corners: bilinear upsampling with ``align_corners=True`` (LAVT's code).
+        norm: the convolutions' norm, ``"batch"`` or ``"group"``.
 
     Shape:
         - feats: maps finest first, ``(b, in_dims[i], h_i, w_i)``
@@ -72,16 +75,18 @@ class SimpleDecoder(nn.Module):
         torch.Size([2, 12, 8, 8])
     """
 
-    def __init__(self, in_dims: Sequence[int], dim: int, *, align_corners: bool = False) -> None:
+    def __init__(self, in_dims: Sequence[int], dim: int, *, align_corners: bool = False, norm: str = "batch") -> None:
         super().__init__()
         in_dims = list(in_dims)
         blocks = []
         prev = in_dims[-1]
         for skip in reversed(in_dims[:-1]):
-            blocks.append(nn.Sequential(ConvBNReLU(prev + skip, dim), ConvBNReLU(dim, dim)))
+            blocks.append(nn.Sequential(ConvBNReLU(prev + skip, dim, norm=norm), ConvBNReLU(dim, dim, norm=norm)))
             prev = dim
         self.blocks = nn.ModuleList(blocks)
         self.dim = dim
+        #: channels of the decoded map.
+        self.out_channels = dim
         self.align_corners = align_corners
 
     def forward(self, feats: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -97,15 +102,15 @@ def _drop_unused_gate_hook(module: LAVT, state: dict[str, torch.Tensor], prefix:
 
 @register_architecture("lavt")
 class LAVT(RISModel):
-    """LAVT with a 2-class classifier, or SADLR's refiner when ``config.plugin == "sadlr"``.
+    """LAVT with a 2-class classifier, or SADLR's refiner as its head.
 
-    The last stage's language gate is not built unless ``config.lavt_last_gate``: its
+    The last stage's language gate is not built unless ``config.fusion.last_gate``: its
     output would be the backbone stream of a fifth stage, which does not exist. Weights saved
     with it (by earlier versions, or LAVT's releases) still load into a model without it:
     :meth:`drop_unused_gate` removes those keys, with a note.
 
     Args:
-        config: a :class:`~reference_models.config.ModelConfig` with ``architecture="lavt"``.
+        config: a :class:`~reference_models.config.LavtConfig`.
 
     Shape:
         - images: ``(b, 3, H, W)``
@@ -113,18 +118,18 @@ class LAVT(RISModel):
         - output: :class:`~reference_models.base.SegmentationOutput`, logits ``(b, 1, H, W)``
     """
 
-    def __init__(self, config: ModelConfig) -> None:
+    def __init__(self, config: LavtConfig) -> None:
         super().__init__(config)
-        self.text_encoder = build_text_encoder(config)
-        self.backbone = build_swin(config)
-        dims = self.backbone.dims
-        self.fusions = nn.ModuleList(
-            PixelWordAttention(d, config.text_dim, dropout=0.0, norm_affine=config.pwam_norm_affine) for d in dims
-        )
-        self.gates = nn.ModuleList(LanguageGate(d) for d in (dims if config.lavt_last_gate else dims[:-1]))
-        self.decoder = SimpleDecoder(dims, config.decoder_dim, align_corners=config.decoder_align_corners)
-        self.head = SegmentationHead(config.decoder_dim, config.text_dim, config)
-        if not config.lavt_last_gate:
+        self.text_encoder = build_text_encoder(config.text)
+        self.backbone = build_swin(config.vision, config.image_size)
+        dims, text_dim = self.backbone.dims, self.text_encoder.out_dim
+        fusion, decoder = config.fusion, config.decoder
+        self.fusions = nn.ModuleList(PixelWordAttention(d, text_dim, dropout=0.0, norm_affine=fusion.norm_affine) for d in dims)
+        self.gates = nn.ModuleList(LanguageGate(d) for d in (dims if fusion.last_gate else dims[:-1]))
+        self.align_corners = decoder.align_corners
+        self.decoder = SimpleDecoder(dims, decoder.dim, align_corners=decoder.align_corners, norm=config.norm)
+        self.head = SegmentationHead(self.decoder.out_channels, text_dim, config.head, align_corners=decoder.align_corners)
+        if not fusion.last_gate:
             self.register_load_state_dict_pre_hook(_drop_unused_gate_hook)
 
     def drop_unused_gate(self, state: dict[str, torch.Tensor], prefix: str = "") -> list[str]:
@@ -172,7 +177,7 @@ class LAVT(RISModel):
         text = self.encode_text(input_ids, attention_mask)
         feats = self.decoder(self.encode(images, text))
         logits = self.head(feats, text)
-        final = upsample_to(foreground_logit(logits[-1]), images.shape[-2:], align_corners=self.config.decoder_align_corners)
+        final = upsample_to(foreground_logit(logits[-1]), images.shape[-2:], align_corners=self.align_corners)
         return SegmentationOutput(logits=final, aux_logits=logits)
 
     def loss(self, output: SegmentationOutput, target: torch.Tensor) -> torch.Tensor:

@@ -27,7 +27,7 @@ from rislayers import check_shape
 from rislayers.functional import coord_features, sine_position_encoding_2d
 
 from ..base import RISModel, SegmentationOutput, build_swin, build_text_encoder, foreground_logit, upsample_to
-from ..config import ModelConfig
+from ..config import LtsConfig
 from ..registry import register_architecture
 from .heads import SegmentationHead
 from .lavt import ConvBNReLU
@@ -109,7 +109,7 @@ class RelevanceFilter(nn.Module):
 
 @register_architecture("lts")
 class LTS(RISModel):
-    """LTS with a 2-class classifier, or SADLR's refiner when ``config.plugin == "sadlr"``.
+    """LTS with a 2-class classifier, or SADLR's refiner as its head.
 
     Uses ``decoder_dim`` (``C``: the cross-modal, transformer and segmentation width; a
     multiple of 4 for the sine position encoding) and ``transformer_layers`` (depth of the
@@ -132,7 +132,7 @@ class LTS(RISModel):
     and :func:`localization_target` of the mask.
 
     Args:
-        config: a :class:`~reference_models.config.ModelConfig` with ``architecture="lts"``.
+        config: a :class:`~reference_models.config.LtsConfig`.
 
     Shape:
         - images: ``(b, 3, H, W)`` with ``H, W`` multiples of 32
@@ -150,35 +150,32 @@ class LTS(RISModel):
 
     localization_weight: float = LOCALIZATION_WEIGHT
 
-    def __init__(self, config: ModelConfig) -> None:
+    def __init__(self, config: LtsConfig) -> None:
         super().__init__(config)
-        dim = config.decoder_dim
+        dim, norm = config.decoder.dim, config.norm
         if dim % 4 != 0:
             raise ValueError(f"decoder_dim: LTS needs a multiple of 4 (2-D sine position encoding); got {dim}")
-        if config.transformer_layers < 1:
-            raise ValueError(f"transformer_layers: expected a positive integer; got {config.transformer_layers}")
-        self.text_encoder = build_text_encoder(config)
-        self.backbone = build_swin(config)
-        dims = self.backbone.dims
-        self.level_proj = nn.ModuleList(ConvBNReLU(d, dim, kernel=1) for d in dims[1:])
-        self.level_text = nn.ModuleList(nn.Linear(config.text_dim, dim) for _ in dims[1:])
-        self.cross_modal = ConvBNReLU(len(dims[1:]) * dim + 8, dim, kernel=1)
-        self.relevance = RelevanceFilter(dim, config.text_dim)
+        self.text_encoder = build_text_encoder(config.text)
+        self.backbone = build_swin(config.vision, config.image_size)
+        dims, text_dim = self.backbone.out_channels, self.text_encoder.out_dim
+        self.level_proj = nn.ModuleList(ConvBNReLU(d, dim, kernel=1, norm=norm) for d in dims[1:])
+        self.level_text = nn.ModuleList(nn.Linear(text_dim, dim) for _ in dims[1:])
+        self.cross_modal = ConvBNReLU(len(dims[1:]) * dim + 8, dim, kernel=1, norm=norm)
+        self.relevance = RelevanceFilter(dim, text_dim)
         self.heat_embed = nn.Linear(1, dim)
         self.encoder = nn.ModuleList(
-            TransformerLayer(dim, num_heads=attention_heads(dim), ffn_dim=FFN_RATIO * dim)
-            for _ in range(config.transformer_layers)
+            TransformerLayer(dim, num_heads=attention_heads(dim), ffn_dim=FFN_RATIO * dim) for _ in range(config.locate.layers)
         )
         self.localize = nn.Conv2d(dim, 1, kernel_size=1)
         self.segment = nn.ModuleList(
             [
-                ConvBNReLU(dim + 1 + dims[1], dim),
+                ConvBNReLU(dim + 1 + dims[1], dim, norm=norm),
                 # The light stride-4 stage: a half-width 3x3 conv, then a 1x1 back to C so the
                 # head (or SADLR's refiner) reads a C-channel map as on LAVT.
-                nn.Sequential(ConvBNReLU(dim + dims[0], dim // 2), ConvBNReLU(dim // 2, dim, kernel=1)),
+                nn.Sequential(ConvBNReLU(dim + dims[0], dim // 2, norm=norm), ConvBNReLU(dim // 2, dim, kernel=1, norm=norm)),
             ]
         )
-        self.head = SegmentationHead(dim, config.text_dim, config)
+        self.head = SegmentationHead(dim, text_dim, config.head)
 
     def cross_modal_map(self, pyramid: list[torch.Tensor], sentence: torch.Tensor) -> torch.Tensor:
         """The stride-16 cross-modal map ``F`` from the stride-8/16/32 maps and the sentence."""

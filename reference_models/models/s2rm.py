@@ -17,7 +17,7 @@ How the paper's features flow (Sec. III-A to III-C, Fig. 1), and where each goes
 - The final mask: "F_1^cross is fed to another 2D convolution followed by 4x bilinear
   upsampling and sigmoid", i.e. one foreground logit at the input resolution. The sigmoid
   belongs to the loss (Dice on the sigmoid probability).
-- ``config.plugin == "sadlr"``: the decoder is built without its classifier
+- with SADLR's refiner as ``config.head``: the decoder is built without its classifier
   (``num_classes=None``) and ``F_1^cross`` (stride 4, ``C_1^vis`` channels), the map the
   classifier would read, feeds :class:`~reference_models.models.heads.SegmentationHead`
   (SADLR's :class:`~rislayers.DynamicQueryRefiner`), exactly as SADLR replaces the
@@ -40,10 +40,11 @@ from rislayers import (
     check_shape,
     dice_loss,
 )
+from rislayers.casg import CASGStageOptions
 from rislayers.functional import masked_mean
 
 from ..base import RISModel, SegmentationOutput, build_swin, build_text_encoder, foreground_logit, upsample_to
-from ..config import ModelConfig
+from ..config import CoparserConfig, FpnConfig, S2rmConfig, TileConcatConfig
 from ..registry import register_architecture
 from .heads import SegmentationHead
 
@@ -53,45 +54,48 @@ __all__ = ["S2RM"]
 COPARSER_STRIDE = 32
 
 
-def _build_coparser(config: ModelConfig, dim: int) -> SpatialRecurrentCoparser:
-    """The paper's fusion with the Table IV options (``coparser_*`` fields)."""
-    return SpatialRecurrentCoparser(
-        dim,
-        config.text_dim,
-        size=config.image_size // COPARSER_STRIDE,
-        pos_dim=config.s2rm_pos_dim,
-        directions=config.coparser_directions,
-        balance=config.coparser_balance,
-        shift=config.coparser_shift,
-        implementation=config.coparser_implementation,
-    )
+def _build_neck(config: S2rmConfig, dim: int, text_dim: int) -> nn.Module:
+    """The fusion on the stride-32 map: the paper's coparser (Table IV's options), Table IV's
+    tile-and-concatenate baseline, or Table VII's PWAM (LAVT's, one head)."""
+    neck = config.neck
+    if isinstance(neck, CoparserConfig):
+        return SpatialRecurrentCoparser(
+            dim,
+            text_dim,
+            size=config.image_size // COPARSER_STRIDE,
+            pos_dim=neck.pos_dim,
+            directions=neck.directions,
+            balance=neck.balance,
+            shift=neck.shift,
+            implementation=neck.implementation,
+            norm=config.norm,
+        )
+    if isinstance(neck, TileConcatConfig):
+        return TileConcatFusion(dim, text_dim, norm=config.norm)
+    return PixelWordAttention(dim, text_dim, norm_affine=neck.norm_affine)
 
 
-def _build_fusion(config: ModelConfig, dim: int) -> nn.Module:
-    """Table IV's tile-and-concatenate baseline, or Table VII's PWAM (LAVT's, one head)."""
-    if config.s2rm_fusion == "tile_concat":
-        return TileConcatFusion(dim, config.text_dim)
-    return PixelWordAttention(dim, config.text_dim)
-
-
-def _build_decoder(config: ModelConfig, dims: tuple[int, ...], *, num_classes: int | None) -> nn.Module:
-    """CASG with the Table V-VI options (``casg_*`` fields), or the FPN baseline.
+def _build_decoder(config: S2rmConfig, dims: tuple[int, ...], text_dim: int, *, num_classes: int | None) -> nn.Module:
+    """CASG with the Table V-VI options, or the FPN baseline.
 
     The FPN is as wide as the finest Swin stage (``C_1^vis``), the width of CASG's finest
     stage, so both hand the classifier (or SADLR's refiner) a map of the same width.
     """
-    if config.s2rm_decoder == "fpn":
+    decoder = config.decoder
+    if isinstance(decoder, FpnConfig):
         return FPNDecoder(dims, dim=dims[0], num_classes=num_classes, norm=config.norm)
     return CASGDecoder(
         dims,
-        config.text_dim,
+        text_dim,
         num_classes=num_classes,
-        num_stages=config.casg_stages,
+        num_stages=decoder.stages,
         norm=config.norm,
-        gate=config.casg_activation,
-        channel_attention=config.casg_channel,
-        spatial_attention=config.casg_spatial,
-        language=config.casg_language,
+        stage=CASGStageOptions(
+            gate=decoder.activation,
+            channel_attention=decoder.channel,
+            spatial_attention=decoder.spatial,
+            language=decoder.language,
+        ),
     )
 
 
@@ -103,16 +107,12 @@ class S2RM(RISModel):
     construction (``config.image_size``, a multiple of 32): the coparser's balance and
     compress convolutions read one channel per position of the stride-32 map.
 
-    Config fields used: ``image_size``; the ``swin_*`` fields, ``drop_path`` and
-    ``vision_weights`` (the backbone, ``vision_encoder="swin"``); the ``text_*`` fields (BERT);
-    ``s2rm_pos_dim`` (the coparser's position channels ``P`` of Eq. 1); ``norm`` (the
-    decoder's and the coparser's conv norms); ``plugin`` and the ``refiner_*`` fields and
-    ``loss_weights`` (SADLR). The ablations of Tables IV-VII: ``s2rm_fusion`` (``model.coparser``
-    for the paper's fusion, else ``model.fusion``), the ``coparser_*`` fields,
-    ``s2rm_decoder`` and the ``casg_*`` fields.
+    Config parts read: ``vision`` (a Swin of four stages), ``text``, ``neck`` (the
+    coparser, ``model.coparser``, or a Table IV/VII baseline, ``model.fusion``), ``decoder``
+    (CASG or FPN), ``head`` (None, or SADLR's refiner), and ``norm`` (every conv norm).
 
     Args:
-        config: a :class:`~reference_models.config.ModelConfig` with ``architecture="s2rm"``.
+        config: a :class:`~reference_models.config.S2rmConfig`.
 
     Shape:
         - images: ``(b, 3, image_size, image_size)``
@@ -133,30 +133,28 @@ class S2RM(RISModel):
         (2, 2)
     """
 
-    def __init__(self, config: ModelConfig) -> None:
+    def __init__(self, config: S2rmConfig) -> None:
         super().__init__(config)
-        if config.vision_encoder != "swin":
-            raise ValueError(f"vision_encoder: S2RM is built on Swin; expected 'swin', got {config.vision_encoder!r}")
-        if len(config.swin_depths) != 4:
-            raise ValueError(
-                f"swin_depths: S2RM decodes four Swin stages; expected 4 depths, got {config.swin_depths!r}"
-            )
+        if config.vision.kind != "swin":
+            raise ValueError(f"vision_encoder: S2RM is built on Swin; expected 'swin', got {config.vision.kind!r}")
+        if len(config.vision.depths) != 4:
+            raise ValueError(f"swin_depths: S2RM decodes four Swin stages; expected 4 depths, got {config.vision.depths!r}")
         if config.image_size % COPARSER_STRIDE:
             raise ValueError(
                 f"image_size: S2RM's coparser is built for the stride-{COPARSER_STRIDE} map, so the input size "
                 f"must be a multiple of {COPARSER_STRIDE}; got {config.image_size}"
             )
-        self.text_encoder = build_text_encoder(config)
-        self.backbone = build_swin(config)
-        dims = self.backbone.dims
+        self.text_encoder = build_text_encoder(config.text)
+        self.backbone = build_swin(config.vision, config.image_size)
+        dims, text_dim = self.backbone.out_channels, self.text_encoder.out_dim
+        neck = _build_neck(config, dims[-1], text_dim)
         # The paper's fusion keeps the name `coparser`; the Table IV/VII baselines are `fusion`.
-        self.coparser = _build_coparser(config, dims[-1]) if config.s2rm_fusion == "coparser" else None
-        self.fusion = None if self.coparser is not None else _build_fusion(config, dims[-1])
-        sadlr = config.plugin == "sadlr"
+        self.coparser = neck if isinstance(neck, SpatialRecurrentCoparser) else None
+        self.fusion = None if self.coparser is not None else neck
+        refiner = config.head is not None
         # With SADLR the refiner replaces the final classifier, so the decoder has none.
-        self.decoder = _build_decoder(config, dims, num_classes=None if sadlr else 1)
-        decoded_dim = self.decoder.out_dim if config.s2rm_decoder == "casg" else self.decoder.dim
-        self.head = SegmentationHead(decoded_dim, config.text_dim, config) if sadlr else None
+        self.decoder = _build_decoder(config, dims, text_dim, num_classes=None if refiner else 1)
+        self.head = SegmentationHead(self.decoder.out_channels, text_dim, config.head) if refiner else None
 
     def _check_images(self, images: torch.Tensor) -> None:
         size = self.config.image_size

@@ -39,7 +39,7 @@ from rislayers.functional import sine_position_encoding_2d
 from rislayers.shapes import check_mask
 
 from ..base import RISModel, SegmentationOutput, build_swin, build_text_encoder, foreground_logit, upsample_to
-from ..config import ModelConfig
+from ..config import VltConfig
 from ..registry import register_architecture
 from .heads import SegmentationHead
 from .lavt import ConvBNReLU
@@ -206,13 +206,13 @@ class QueryGeneration(nn.Module):
         torch.Size([2, 4, 32])
     """
 
-    def __init__(self, dim: int, text_dim: int, *, num_queries: int) -> None:
+    def __init__(self, dim: int, text_dim: int, *, num_queries: int, norm: str = "batch") -> None:
         super().__init__()
         if num_queries < 1:
             raise ValueError(f"num_queries: expected a positive integer; got {num_queries}")
         self.dim, self.text_dim, self.num_queries = dim, text_dim, num_queries
         # no bias on the last conv: a per-query constant cancels in the softmax over positions
-        self.spatial_maps = nn.Sequential(ConvBNReLU(dim, dim, kernel=1), nn.Conv2d(dim, num_queries, 1, bias=False))
+        self.spatial_maps = nn.Sequential(ConvBNReLU(dim, dim, kernel=1, norm=norm), nn.Conv2d(dim, num_queries, 1, bias=False))
         self.word_proj = nn.Linear(text_dim, dim)
         # no bias: a constant added to every word's score cancels in the softmax
         self.word_score = nn.Linear(dim, 1, bias=False)
@@ -276,7 +276,7 @@ class PyramidDecoder(nn.Module):
         torch.Size([1, 16, 16, 16])
     """
 
-    def __init__(self, in_dims: Sequence[int], dim: int, *, convs: Sequence[int]) -> None:
+    def __init__(self, in_dims: Sequence[int], dim: int, *, convs: Sequence[int], norm: str = "batch") -> None:
         super().__init__()
         in_dims = list(in_dims)
         if len(convs) != len(in_dims) - 1 or any(n < 1 for n in convs):
@@ -284,7 +284,7 @@ class PyramidDecoder(nn.Module):
         blocks = []
         prev = in_dims[-1]
         for skip, count in zip(reversed(in_dims[:-1]), convs):
-            layers = [ConvBNReLU(prev + skip, dim)] + [ConvBNReLU(dim, dim) for _ in range(count - 1)]
+            layers = [ConvBNReLU(prev + skip, dim, norm=norm)] + [ConvBNReLU(dim, dim, norm=norm) for _ in range(count - 1)]
             blocks.append(nn.Sequential(*layers))
             prev = dim
         self.blocks = nn.ModuleList(blocks)
@@ -304,7 +304,7 @@ class PyramidDecoder(nn.Module):
 
 @register_architecture("vlt")
 class VLT(RISModel):
-    """VLT with a 2-class classifier, or SADLR's refiner when ``config.plugin == "sadlr"``.
+    """VLT with a 2-class classifier, or SADLR's refiner as its head.
 
     Uses ``decoder_dim`` (transformer width ``C`` and decoder width; must be a multiple of
     4 for the sine position encoding), ``num_queries``, ``transformer_layers`` (depth of
@@ -326,7 +326,7 @@ class VLT(RISModel):
     convs, then one per upsampling) reads them alone. Both end at ``(b, C, H/4, W/4)``.
 
     Args:
-        config: a :class:`~reference_models.config.ModelConfig` with ``architecture="vlt"``.
+        config: a :class:`~reference_models.config.VltConfig`.
 
     Shape:
         - images: ``(b, 3, H, W)``
@@ -345,44 +345,37 @@ class VLT(RISModel):
         (2, 1, 64, 64) (2, 2, 16, 16)
     """
 
-    def __init__(self, config: ModelConfig) -> None:
+    def __init__(self, config: VltConfig) -> None:
         super().__init__(config)
-        dim = config.decoder_dim
+        dim, query, norm = config.decoder.dim, config.query, config.norm
         if dim % 4 != 0:
             raise ValueError(f"decoder_dim: VLT needs a multiple of 4 (2-D sine position encoding); got {dim}")
-        if config.transformer_layers < 1:
-            raise ValueError(f"transformer_layers: expected a positive integer; got {config.transformer_layers}")
-        self.response = config.vlt_response
+        self.response = query.response
         spatial = self.response == "spatial"
-        self.text_encoder = build_text_encoder(config)
-        self.backbone = build_swin(config)
-        dims = self.backbone.dims
+        self.text_encoder = build_text_encoder(config.text)
+        self.backbone = build_swin(config.vision, config.image_size)
+        dims, text_dim = self.backbone.out_channels, self.text_encoder.out_dim
         if spatial and len(dims) < 3:
             raise ValueError(f"swin_depths: vlt_response='spatial' needs at least 3 Swin stages; got {len(dims)}")
         heads, ffn = attention_heads(dim), FFN_RATIO * dim
         # "modulate" builds exactly the modules of the version before the option, in the
         # same order, so a seed gives it the same weights.
-        self.vis_proj = ConvBNReLU(dims[-1], dim, kernel=1)
-        self.text_proj = nn.Linear(config.text_dim, dim)
+        self.vis_proj = ConvBNReLU(dims[-1], dim, kernel=1, norm=norm)
+        self.text_proj = nn.Linear(text_dim, dim)
         if spatial:
-            self.fuse_16 = ConvBNReLU(dim + dims[-2], dim, kernel=1)
-        self.query_generation = QueryGeneration(dim, config.text_dim, num_queries=config.num_queries)
-        self.encoder = nn.ModuleList(
-            TransformerLayer(dim, num_heads=heads, ffn_dim=ffn) for _ in range(config.transformer_layers)
-        )
+            self.fuse_16 = ConvBNReLU(dim + dims[-2], dim, kernel=1, norm=norm)
+        self.query_generation = QueryGeneration(dim, text_dim, num_queries=query.num_queries, norm=norm)
+        self.encoder = nn.ModuleList(TransformerLayer(dim, num_heads=heads, ffn_dim=ffn) for _ in range(query.layers))
         self.decoder = nn.ModuleList(
-            TransformerLayer(dim, num_heads=heads, ffn_dim=ffn, cross_attention=True)
-            for _ in range(config.transformer_layers)
+            TransformerLayer(dim, num_heads=heads, ffn_dim=ffn, cross_attention=True) for _ in range(query.layers)
         )
         self.query_balance = QueryBalance(dim)
         if spatial:
             self.response_maps = QueryResponseMaps(dim)
-            self.mask_decoder = ResponseDecoder(
-                config.num_queries, dim, top_convs=RESPONSE_TOP_CONVS, steps=len(dims) - 2
-            )
+            self.mask_decoder = ResponseDecoder(query.num_queries, dim, top_convs=RESPONSE_TOP_CONVS, steps=len(dims) - 2, norm=norm)
         else:
-            self.mask_decoder = PyramidDecoder((*dims[:-1], dim), dim, convs=DECODER_CONVS)
-        self.head = SegmentationHead(dim, config.text_dim, config)
+            self.mask_decoder = PyramidDecoder((*dims[:-1], dim), dim, convs=DECODER_CONVS, norm=norm)
+        self.head = SegmentationHead(dim, text_dim, config.head)
 
     def _answers(self, fused: torch.Tensor, text) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Queries, encoder, decoder, balance: memory ``(b, n, C)``, answers ``(b, k, C)``, confidences ``(b, k)``."""

@@ -97,15 +97,15 @@ class ResponseDecoder(nn.Module):
         torch.Size([1, 16, 16, 16])
     """
 
-    def __init__(self, in_dim: int, dim: int, *, top_convs: int, steps: int) -> None:
+    def __init__(self, in_dim: int, dim: int, *, top_convs: int, steps: int, norm: str = "batch") -> None:
         super().__init__()
         if top_convs < 1:
             raise ValueError(f"top_convs: expected a positive integer; got {top_convs}")
         if steps < 0:
             raise ValueError(f"steps: expected a non-negative integer; got {steps}")
         self.in_dim = in_dim
-        self.top = nn.Sequential(ConvBNReLU(in_dim, dim), *(ConvBNReLU(dim, dim) for _ in range(top_convs - 1)))
-        self.steps = nn.ModuleList(ConvBNReLU(dim, dim) for _ in range(steps))
+        self.top = nn.Sequential(ConvBNReLU(in_dim, dim, norm=norm), *(ConvBNReLU(dim, dim, norm=norm) for _ in range(top_convs - 1)))
+        self.steps = nn.ModuleList(ConvBNReLU(dim, dim, norm=norm) for _ in range(steps))
 
     def forward(self, maps: torch.Tensor, sizes: Sequence[tuple[int, int]]) -> torch.Tensor:
         check_shape(maps, "b c h w", name="maps", c=self.in_dim)

@@ -8,7 +8,7 @@ S2RM); pass ``vision_weights``/``text_weights`` to start from local pretrained f
 
 from __future__ import annotations
 
-from ..config import ModelConfig
+from ..config import from_flat
 from ..registry import register_model
 
 SWIN_B = {"swin_embed_dim": 128, "swin_depths": (2, 2, 18, 2), "swin_heads": (4, 8, 16, 32), "swin_window": 12}
@@ -28,12 +28,18 @@ BASE_480 = {"image_size": 480, **SWIN_B, **BERT_BASE, "decoder_dim": 512}
 TINY_VLT = {"vlt_response": "modulate"}
 
 
+def _config(**flat):
+    """A registered config from the flat presets below; the options its parts do not read
+    (the SADLR widths of a baseline without the refiner, say) are dropped."""
+    return from_flat(flat)
+
+
 def _register_sadlr_family(architecture: str) -> None:
     for plugin, suffix in ((None, ""), ("sadlr", "_sadlr")):
         for size, preset in (("tiny", TINY), ("base", BASE_480)):
             name = f"{architecture}{suffix}_{size}"
             extra = TINY_VLT if architecture == "vlt" and size == "tiny" else {}
-            register_model(ModelConfig(name=name, architecture=architecture, plugin=plugin, **preset, **extra))
+            register_model(_config(name=name, architecture=architecture, plugin=plugin, **preset, **extra))
 
 
 _register_sadlr_family("lavt")
@@ -52,14 +58,14 @@ CLIP_TINY = {"vision_encoder": "clip", "clip_width": 32, "clip_layers": 9, "clip
 CLIP_TEXT_TINY = {"text_encoder": "clip", "tokenizer": "word", "text_dim": 32, "text_layers": 2, "text_heads": 2, "text_intermediate": 128, "vocab_size": 30522}
 # ASDA Sec. 4.2: 416 px, N_c = 32 masks, n = 2 attention layers, 17 tokens with [SOS]/[EOS]
 # for RefCOCO/RefCOCO+ (pass max_words=22 for G-Ref); 512 is the published aligner width.
-register_model(ModelConfig(name="asda_base", architecture="asda", image_size=416, **CLIP_B16, **CLIP_TEXT_BASE,
+register_model(_config(name="asda_base", architecture="asda", image_size=416, **CLIP_B16, **CLIP_TEXT_BASE,
                            max_words=17, decoder_dim=512, transformer_layers=2, aligner_masks=32))
-register_model(ModelConfig(name="asda_tiny", architecture="asda", image_size=64, **CLIP_TINY, **CLIP_TEXT_TINY,
+register_model(_config(name="asda_tiny", architecture="asda", image_size=64, **CLIP_TINY, **CLIP_TEXT_TINY,
                            max_words=20, decoder_dim=32, transformer_layers=2, aligner_masks=8))
 # S2RM Sec. IV-B: 512 px, BERT-base (20 tokens), Swin pretrained on ImageNet-22K: Swin-B is
 # its 384-px release (window 12, as PolyFormer, whose 512-px setting S2RM follows), Swin-T its
 # only 22K release (window 7). The CASG widths are the Swin widths, so decoder_dim is unused.
-register_model(ModelConfig(name="s2rm_tiny", architecture="s2rm", **TINY))
-register_model(ModelConfig(name="s2rm_sadlr_tiny", architecture="s2rm", plugin="sadlr", **TINY))
-register_model(ModelConfig(name="s2rm_base", architecture="s2rm", image_size=512, **SWIN_B, **BERT_BASE))
-register_model(ModelConfig(name="s2rm_swint", architecture="s2rm", image_size=512, **SWIN_T, **BERT_BASE))
+register_model(_config(name="s2rm_tiny", architecture="s2rm", **TINY))
+register_model(_config(name="s2rm_sadlr_tiny", architecture="s2rm", plugin="sadlr", **TINY))
+register_model(_config(name="s2rm_base", architecture="s2rm", image_size=512, **SWIN_B, **BERT_BASE))
+register_model(_config(name="s2rm_swint", architecture="s2rm", image_size=512, **SWIN_T, **BERT_BASE))

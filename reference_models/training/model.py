@@ -90,7 +90,7 @@ def _fresh_model(cfg: TrainConfig) -> nn.Module:
     if cfg.init_from is not None:
         return _initialised_model(cfg)
     model_config = get_config(cfg.model).replace(**_model_overrides(cfg))
-    if cfg.data != "synthetic" and model_config.tokenizer == "word":
+    if cfg.data != "synthetic" and model_config.text.tokenizer == "word":
         # the generated benchmark's vocabulary cannot spell real sentences; tiny models
         # share BERT's vocabulary size, so they switch to its WordPiece ids
         model_config = model_config.replace(tokenizer="bert")

@@ -384,3 +384,13 @@ def test_s2rm_table2_rows_carry_table_1s_ious():
     assert (swinb["oIoU"], swinb["mIoU"], swinb["P@0.5"]) == (0.7435, 0.7688, 0.8721)
     # the Swin-T system is the full row of the ablations, printed with the same figures
     assert get_experiment("s2rm/table5/full").reported["val"]["mIoU"] == swint["mIoU"]
+
+
+def test_asda_ten_epoch_tables_keep_the_recipe_milestones():
+    # the documented choice: Tables 3-5 are the 30-epoch run stopped at epoch 10, so the
+    # rate never decays (milestones 18 and 25 lie beyond the run)
+    from reference_models.training.config import RECIPES
+
+    for name in ("asda/table3/n2", "asda/table4/nc32", "asda/table5/linear"):
+        assert get_experiment(name).train_overrides == {"epochs": 10}, name
+    assert RECIPES["asda"]["milestones"] == (18, 25) and RECIPES["asda"]["epochs"] == 30

@@ -72,3 +72,11 @@ def test_evaluate_counts_unreadable_sentences_in_its_summary():
     assert "val: 3 of 4 sentences hold words the model cannot read (most often: 'crimson', '?!', 'mauve')" in _table({"val": result})
     readable = evaluate(model, [collate(samples[1:2])])
     assert readable["unreadable"]["sentences"] == 0 and "cannot read" not in _table({"val": readable})
+
+
+def test_only_the_words_the_model_reads_are_named():
+    tokenizer = WordTokenizer(max_length=5)  # [CLS] + 3 words + [SEP]
+    assert unreadable_words(tokenizer, "the crimson ball mauve teal") == ["crimson"]
+    assert unreadable_words(tokenizer, "the red ball mauve teal") == []  # cut before them: the cut is said instead
+    # a huge sentence costs what its start does (the tokenizers read only that far)
+    assert unreadable_words(WordTokenizer(), "the crimson ball " * 200_000) == ["crimson"] * 6

@@ -23,6 +23,7 @@ Example:
 from __future__ import annotations
 
 import copy
+import re
 from typing import Any
 
 import torch
@@ -75,7 +76,12 @@ def content_ids(tokenizer: Any, text: str) -> list[int]:
         >>> content_ids(WordTokenizer(max_length=3), "the red crimson"), content_ids(WordTokenizer(), "?!")
         ([4, 8, 1], [])
     """
-    tokens = _widened(tokenizer, text)(text)
+    return _read_ids(_widened(tokenizer, text), text)
+
+
+def _read_ids(tokenizer: Any, text: str) -> list[int]:
+    """The ids the model reads of ``text`` (cut to ``max_length``), without the special tokens."""
+    tokens = tokenizer(text)
     ids = tokens.input_ids[tokens.attention_mask.bool()].tolist()
     # BERT and CLIP always wrap the words in a start and an end token; the word tokenizer may not.
     return ids[1:-1] if getattr(tokenizer, "add_special_tokens", True) else ids
@@ -101,8 +107,9 @@ def unreadable_words(tokenizer: Any, text: str) -> list[str]:
     """The words of ``text`` the tokenizer cannot read (empty when it reads them all).
 
     A word (a whitespace-separated piece of the text) is unreadable when any of its tokens is
-    the tokenizer's unknown token. When the text has no letter or digit, or becomes no token
-    at all (punctuation only, zero-width or control characters), every word is unreadable.
+    the tokenizer's unknown token; only the words within the tokens the model reads
+    (``tokenizer.max_length``) are named. When the text has no letter or digit, or becomes no
+    token at all (punctuation only, zero-width or control characters), every word is unreadable.
 
     Args:
         tokenizer: a :class:`~reference_models.data.tokenizers.WordTokenizer`,
@@ -121,14 +128,23 @@ def unreadable_words(tokenizer: Any, text: str) -> list[str]:
         >>> unreadable_words(WordTokenizer(), "\\u200b\\x07")
         ['\\u200b\\x07']
     """
-    words = text.split()
-    ids = content_ids(tokenizer, text)
+    # Only the part the model reads counts (a longer sentence is cut, with its own warning), and
+    # the tokenizers read only that part: a huge sentence costs what its start does.
+    ids = _read_ids(tokenizer, text)
     if _reads_nothing(ids, text):
-        return words or [text]
+        return text.split() or [text]
     unknown = _unknown_id(tokenizer)
     if unknown is None or unknown not in ids:
         return []  # the common case costs one tokenization; only a sentence with unknowns is split
-    return [word for word in words if unknown in content_ids(tokenizer, word)]
+    found, read = [], 0
+    for match in re.finditer(r"\S+", text):
+        word_ids = content_ids(tokenizer, match.group())
+        if unknown in word_ids:
+            found.append(match.group())
+        read += len(word_ids)
+        if read >= len(ids):
+            break
+    return found
 
 
 def token_strings(tokenizer: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> list[str]:

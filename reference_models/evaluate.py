@@ -130,15 +130,16 @@ class _LengthIoU:
 _DATA_DEFAULTS: dict[str, Any] = {"data": "synthetic", "dataset": "refcoco", "split_by": "unc", "level": DEFAULT_LEVEL, "seed": 0}
 
 
-def _dataset(model_config, *, data: str, split: str, dataset: str, split_by: str, level: int, size: int, seed: int, protocol: str):
+def _dataset(model, *, data: str, split: str, dataset: str, split_by: str, level: int, size: int, seed: int, protocol: str):
     # data and level are settled by main: checked or read from the checkpoint, never None
     from .data.synthetic import SyntheticReferDataset
-    from .data.transforms import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD
+    from .encoders import pixel_statistics
     from .base import build_tokenizer
 
     synthetic = data == "synthetic"
+    model_config = model.config
     tokenizer = build_tokenizer(model_config)
-    mean, std = (CLIP_MEAN, CLIP_STD) if model_config.vision_encoder == "clip" else (IMAGENET_MEAN, IMAGENET_STD)
+    mean, std = pixel_statistics(model)
     keep = protocol == "original"
     if synthetic:
         return SyntheticReferDataset(
@@ -428,7 +429,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {}
     for split in args.split:
         data = _dataset(
-            model.config, data=args.data, split=split, dataset=args.dataset, split_by=args.split_by,
+            model, data=args.data, split=split, dataset=args.dataset, split_by=args.split_by,
             level=args.level, size=args.size, seed=args.seed, protocol=args.protocol,
         )
         loader = DataLoader(data, batch_size=args.batch_size, num_workers=args.workers, collate_fn=collate)

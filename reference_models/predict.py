@@ -61,11 +61,12 @@ def predict(model, image, sentence: str, *, device: str | torch.device = "cpu") 
     if not sentence.strip():
         raise ValueError(f"sentence: expected a non-empty sentence; got {sentence!r}")
     from .data.samples import make_sample
-    from .data.transforms import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD, to_original_size
+    from .data.transforms import to_original_size
+    from .encoders import pixel_statistics
     from .base import build_tokenizer
 
     config = model.config
-    mean, std = (CLIP_MEAN, CLIP_STD) if config.vision_encoder == "clip" else (IMAGENET_MEAN, IMAGENET_STD)
+    mean, std = pixel_statistics(model)
     sample = make_sample(
         image, np.zeros((image.height, image.width), dtype=bool), sentence,
         tokenizer=build_tokenizer(config), image_size=config.image_size,

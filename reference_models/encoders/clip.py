@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from ..data.transforms import CLIP_MEAN, CLIP_STD
 from ..weights import WeightsError, load_weights
 from .text import TextFeatures
 
@@ -78,6 +79,38 @@ def _refuse_mismatched_activation(path: str | os.PathLike, activation: str) -> N
         )
 
 
+def _open_clip_tower(part: str, embed_dim: int, activation: str, **sizes: int) -> nn.Module:
+    """open_clip's vision or text tower, built the one way both CLIP encoders build theirs.
+
+    The module is open_clip's own, so its state-dict keys are those of open_clip's
+    checkpoints (the ``visual.*`` keys, or the text half).
+
+    Args:
+        part: ``"vision"`` or ``"text"``.
+        embed_dim: the joint embedding size the tower projects to.
+        activation: the MLP activation (:data:`CLIP_ACTIVATIONS`).
+        **sizes: the fields of open_clip's ``CLIPVisionCfg`` or ``CLIPTextCfg``.
+
+    Example:
+        >>> tower = _open_clip_tower("text", 16, "gelu", width=32, heads=2, layers=1, vocab_size=100, context_length=8)
+        >>> type(tower).__name__, tower.positional_embedding.shape
+        ('TextTransformer', torch.Size([8, 32]))
+    """
+    from open_clip import model as open_clip_model
+
+    quick_gelu = _check_activation(activation)
+    if part == "vision":
+        return open_clip_model._build_vision_tower(embed_dim, open_clip_model.CLIPVisionCfg(**sizes), quick_gelu=quick_gelu)
+    return open_clip_model._build_text_tower(embed_dim, open_clip_model.CLIPTextCfg(**sizes), quick_gelu=quick_gelu)
+
+
+def _load_tower(tower: nn.Module, path: str | os.PathLike, *, activation: str, strict: bool, transform) -> None:
+    """Load a local open_clip checkpoint into ``tower``, refusing one trained with another
+    activation (:func:`activation_hint`); ``transform`` keeps the tower's keys."""
+    _refuse_mismatched_activation(path, activation)
+    load_weights(tower, path, strict=strict, transform=transform)
+
+
 def _resize_grid(pos: torch.Tensor, grid: int) -> torch.Tensor:
     """Bicubically resize a ``(1 + n, c)`` ViT position table to a ``grid x grid`` map."""
     cls, table = pos[:1], pos[1:]
@@ -110,11 +143,30 @@ class ClipVisionEncoder(nn.Module):
             used) or of the vision tower alone.
         strict: fail on any mismatched key.
 
+    Attributes:
+        pixel_mean: the per-channel mean its inputs are normalised with (OpenAI CLIP's);
+            the one place training, evaluation, prediction, pictures and studies take it
+            from (:func:`~reference_models.encoders.pixel_statistics`).
+        pixel_std: the per-channel standard deviation, likewise.
+        out_channels: channels of each layer's map (``width`` for every layer).
+        strides: input pixels per map pixel of each layer (``patch_size`` for every layer).
+
     Shape:
         - images: ``(b, 3, H, W)``
         - output: ``(maps, cls_tokens)``: ``layers`` maps ``(b, width, H/p, W/p)`` and
           ``(b, layers, width)``
+
+    Example:
+        >>> encoder = ClipVisionEncoder(32, width=16, layers=2, heads=2, patch_size=8, embed_dim=8)
+        >>> encoder.out_channels, encoder.strides
+        ((16, 16), (8, 8))
+        >>> maps, cls_tokens = encoder(torch.zeros(1, 3, 32, 32))
+        >>> tuple(maps[-1].shape), tuple(cls_tokens.shape)
+        ((1, 16, 4, 4), (1, 2, 16))
     """
+
+    pixel_mean: tuple[float, float, float] = CLIP_MEAN
+    pixel_std: tuple[float, float, float] = CLIP_STD
 
     def __init__(
         self,
@@ -130,16 +182,16 @@ class ClipVisionEncoder(nn.Module):
         strict: bool = True,
     ) -> None:
         super().__init__()
-        from open_clip.model import CLIPVisionCfg, _build_vision_tower
-
-        quick_gelu = _check_activation(activation)
-
+        _check_activation(activation)  # named before the size, as it always was
         if image_size % patch_size:
             raise ValueError(f"image_size: expected a multiple of patch_size={patch_size}; got {image_size}")
-        cfg = CLIPVisionCfg(layers=layers, width=width, head_width=width // heads, patch_size=patch_size, image_size=image_size)
-        self.visual = _build_vision_tower(embed_dim, cfg, quick_gelu=quick_gelu)
+        self.visual = _open_clip_tower(
+            "vision", embed_dim, activation, layers=layers, width=width, head_width=width // heads, patch_size=patch_size, image_size=image_size
+        )
         self.activation = activation
         self.width, self.layers, self.patch_size = width, layers, patch_size
+        self.out_channels: tuple[int, ...] = (width,) * layers
+        self.strides: tuple[int, ...] = (patch_size,) * layers
         self.grid = image_size // patch_size
         if weights is not None:
             self.load_pretrained(weights, strict=strict)
@@ -152,8 +204,6 @@ class ClipVisionEncoder(nn.Module):
                 (:func:`activation_hint`).
             strict: fail on any missing, unexpected or mis-shaped key.
         """
-        _refuse_mismatched_activation(path, self.activation)
-
         def adapt(state: dict[str, torch.Tensor], module: nn.Module) -> dict[str, torch.Tensor]:
             if any(k.startswith("visual.") for k in state):
                 state = {k[len("visual."):]: v for k, v in state.items() if k.startswith("visual.")}
@@ -161,7 +211,7 @@ class ClipVisionEncoder(nn.Module):
                 state["positional_embedding"] = _resize_grid(state["positional_embedding"], self.grid)
             return state
 
-        load_weights(self.visual, path, strict=strict, transform=adapt)
+        _load_tower(self.visual, path, activation=self.activation, strict=strict, transform=adapt)
 
     def forward(self, images: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
         """Every layer's patch map and class token.
@@ -209,6 +259,10 @@ class ClipTextEncoder(nn.Module):
         weights: a local open_clip checkpoint of the whole CLIP model.
         strict: fail on any mismatched key.
 
+    Attributes:
+        out_dim: width of the word features (``width``).
+        sentence_dim: width of the sentence feature (``embed_dim``).
+
     Shape:
         - input_ids: ``(b, l)`` with ``l <= context_length``
         - output: :class:`TextFeatures` with words ``(b, l, width)`` and sentence ``(b, embed_dim)``
@@ -228,14 +282,12 @@ class ClipTextEncoder(nn.Module):
         strict: bool = True,
     ) -> None:
         super().__init__()
-        from open_clip.model import CLIPTextCfg, _build_text_tower
-
-        quick_gelu = _check_activation(activation)
-
-        cfg = CLIPTextCfg(context_length=context_length, vocab_size=vocab_size, width=width, heads=heads, layers=layers)
-        self.text = _build_text_tower(embed_dim, cfg, quick_gelu=quick_gelu)
+        self.text = _open_clip_tower(
+            "text", embed_dim, activation, context_length=context_length, vocab_size=vocab_size, width=width, heads=heads, layers=layers
+        )
         self.activation = activation
         self.dim, self.embed_dim, self.context_length = width, embed_dim, context_length
+        self.out_dim, self.sentence_dim = width, embed_dim
         if weights is not None:
             self.load_pretrained(weights, strict=strict)
 
@@ -247,12 +299,10 @@ class ClipTextEncoder(nn.Module):
                 (:func:`activation_hint`).
             strict: fail on any missing, unexpected or mis-shaped key.
         """
-        _refuse_mismatched_activation(path, self.activation)
-
         def adapt(state: dict[str, torch.Tensor], module: nn.Module) -> dict[str, torch.Tensor]:
             return {k: v for k, v in state.items() if not k.startswith("visual.") and k != "logit_scale"}
 
-        load_weights(self.text, path, strict=strict, transform=adapt)
+        _load_tower(self.text, path, activation=self.activation, strict=strict, transform=adapt)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> TextFeatures:
         """Word features (after ``ln_final``) and the projected [EOS] sentence feature.

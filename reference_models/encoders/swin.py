@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from ..weights import load_weights
 
 __all__ = ["SwinEncoder", "WINDOW_LAYOUTS"]
@@ -90,10 +91,29 @@ class SwinEncoder(nn.Module):
             resized to ``window_size``, with a warning; the classifier head is dropped.
         strict: fail on any mismatched key (default) rather than loading what fits.
 
+    Attributes:
+        pixel_mean: the per-channel mean its inputs are normalised with (ImageNet's, as
+            timm's ``pretrained_cfg`` gives for Swin); the one place training, evaluation,
+            prediction, pictures and studies take it from
+            (:func:`~reference_models.encoders.pixel_statistics`).
+        pixel_std: the per-channel standard deviation, likewise.
+        out_channels: channels of each stage's map, ``embed_dim * 2**i``.
+        strides: input pixels per map pixel of each stage, ``4 * 2**i``.
+
     Shape:
         - images: ``(b, 3, H, W)``
         - output: list of 4 maps ``(b, embed_dim * 2**i, H / 2**(i+2), W / 2**(i+2))``
+
+    Example:
+        >>> encoder = SwinEncoder(64, embed_dim=8, depths=(1, 1), num_heads=(1, 2), window_size=4)
+        >>> encoder.out_channels, encoder.strides, encoder.pixel_std
+        ((8, 16), (4, 8), (0.229, 0.224, 0.225))
+        >>> [tuple(m.shape) for m in encoder(torch.zeros(1, 3, 64, 64))]
+        [(1, 8, 16, 16), (1, 16, 8, 8)]
     """
+
+    pixel_mean: tuple[float, float, float] = IMAGENET_MEAN
+    pixel_std: tuple[float, float, float] = IMAGENET_STD
 
     def __init__(
         self,
@@ -133,6 +153,8 @@ class SwinEncoder(nn.Module):
         # each stage's output before it leaves the encoder.
         self.window_size = window_size
         self.dims = tuple(embed_dim * 2**i for i in range(len(depths)))
+        self.out_channels: tuple[int, ...] = self.dims
+        self.strides: tuple[int, ...] = tuple(4 * 2**i for i in range(len(depths)))
         self.out_norms = nn.ModuleList(nn.LayerNorm(d) for d in self.dims)
         self.swin.norm = nn.Identity()
         if weights is not None:

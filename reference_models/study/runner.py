@@ -154,13 +154,13 @@ def evaluate_run(folder: Path, settings: StudySettings) -> dict[str, Any]:
     from ..checkpoint import load_model_and_train_config
     from ..data.samples import collate
     from ..data.synthetic import SyntheticReferDataset
-    from ..data.transforms import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD
     from ..devices import pick_device
+    from ..encoders import pixel_statistics
     from ..evaluate import evaluate
 
     model, _ = load_model_and_train_config(Path(folder) / "last.pt")
     config = model.config
-    mean, std = (CLIP_MEAN, CLIP_STD) if config.vision_encoder == "clip" else (IMAGENET_MEAN, IMAGENET_STD)
+    mean, std = pixel_statistics(model)
     data = SyntheticReferDataset(
         settings.split, level=settings.level, image_size=config.image_size, length=settings.eval_size,
         seed=settings.eval_seed, tokenizer=build_tokenizer(config), mean=mean, std=std, keep_original_mask=True,

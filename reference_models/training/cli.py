@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 from pathlib import Path
 
 from ..data.refer import DATASET_SPLITS
 from .config import DEFAULT_MODEL, RECIPES, TrainConfig
 from .distributed import shutdown_distributed
-from .run import train
+from .run import summary_table, train
 
 __all__ = ["main"]
 
@@ -197,5 +196,6 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         shutdown_distributed()
     if int(os.environ.get("RANK", "0")) == 0:
-        print(json.dumps(summary, indent=2))
+        # people read this line; summary.json keeps the fractions for programs
+        print(summary_table(summary))
     return 0

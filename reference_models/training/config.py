@@ -97,10 +97,13 @@ class TrainConfig:
     Attributes:
         model: registry name (see :func:`reference_models.list_models`).
         data: ``"synthetic"`` or ``"refer:ROOT"`` (a REFER-layout folder).
-        dataset: ``refcoco``, ``refcoco+``, ``refcocog``, ``refclef`` or ``synthetic`` (REFER data).
-        split_by: the split authors (``unc``, ``umd``, ``google``, ``berkeley``).
+        dataset: ``refcoco``, ``refcoco+``, ``refcocog``, ``refclef`` or ``synthetic`` (REFER data;
+            None once resolved for the generated benchmark, which has no such name).
+        split_by: the split authors (``unc``, ``umd``, ``google``, ``berkeley``; None once
+            resolved for the generated benchmark).
         val_split: the split validated after every epoch.
-        level: synthetic difficulty level (None: the standard level).
+        level: synthetic difficulty level (None: the standard level, which the resolved
+            configuration names).
         train_size: synthetic training samples per epoch.
         val_size: synthetic validation samples.
         image_size: override the model's input size.
@@ -152,8 +155,8 @@ class TrainConfig:
 
     model: str = DEFAULT_MODEL
     data: str = "synthetic"
-    dataset: str = "refcoco"
-    split_by: str = "unc"
+    dataset: str | None = "refcoco"
+    split_by: str | None = "unc"
     val_split: str = "val"
     level: int | None = None
     train_size: int = 8000
@@ -232,13 +235,27 @@ class TrainConfig:
         return {**experiment, **parse_overrides(self.model_args)}
 
     def resolved(self) -> TrainConfig:
-        """Apply the experiment and ``init_from``'s model name, then fill every ``None``
-        recipe field from the model's recipe."""
+        """Apply the experiment and ``init_from``'s model name, fill every ``None`` recipe
+        field from the model's recipe, and name the data actually used.
+
+        On the generated benchmark the REFER options say nothing (``dataset`` and
+        ``split_by`` become None) and ``level`` names the level the run trains at, so a
+        run's ``config.json`` records its data, not the REFER defaults.
+
+        Example:
+            >>> cfg = TrainConfig().resolved()
+            >>> cfg.data, cfg.dataset, cfg.split_by, cfg.level
+            ('synthetic', None, None, 1)
+        """
         self = _with_init_model(_with_experiment(self))
         recipe = recipe_for(self.model)
         values = {k: v for k, v in recipe.items() if getattr(self, k, None) is None}
         if values.get("milestones") is None and self.milestones is None:
             values["milestones"] = tuple(recipe.get("milestones", ()))
+        if self.data == "synthetic":
+            from ..data.scenes import DEFAULT_LEVEL
+
+            values.update(dataset=None, split_by=None, level=DEFAULT_LEVEL if self.level is None else self.level)
         return dataclasses.replace(self, **values)
 
     def to_dict(self) -> dict[str, Any]:

@@ -1,29 +1,34 @@
 """The optimisation loop: forward, loss, backward, gradient accumulation, AMP, DDP, schedule.
 
-One batch goes ``train_epoch`` -> ``forward_model(images, input_ids, attention_mask)`` ->
-``model.loss(output, mask)`` -> backward (scaled for fp16, divided by the accumulation
-group) -> on the group's last micro-batch, the optimizer and schedule step.
+One batch, from the command line to the loss: ``reference_models.train`` ->
+:func:`~reference_models.training.run.train` builds the run (model, data, this module's
+:class:`Optimisation`) and, epoch by epoch, hands :func:`train_epoch` the epoch's batches
+(:meth:`~reference_models.training.data.RunData.train_loader`; the text-blind control is
+already in the samples) with a :class:`LoopState`. Here each batch goes to the device ->
+``forward_model(images, input_ids, attention_mask)`` -> ``model.loss(output, mask)`` ->
+backward (scaled for fp16, divided by the accumulation group) -> on the group's last
+micro-batch, the optimizer and schedule step. The run only hears of it through
+:class:`StepHooks` (logging, checkpoints, when to stop).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from contextlib import nullcontext
+from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import torch
 from torch import nn
 
 from .checkpoints import Progress
 from .config import TrainConfig
-from .data import constant_text
-from .distributed import DistInfo, wrap_ddp
+from .distributed import DistInfo
 from .optim import build_optimizer, build_scheduler
 from .precision import autocast_for, to_device
 
-__all__ = ["Optimisation", "StepHooks", "build_optimisation", "steps_of", "train_epoch"]
+__all__ = ["Optimisation", "StepPlan", "LoopState", "StepHooks", "build_optimisation", "steps_of", "train_epoch"]
 
 
 @dataclass
@@ -46,9 +51,32 @@ class Optimisation:
     scheduler: torch.optim.lr_scheduler.LRScheduler
     scaler: torch.amp.GradScaler
 
+    def gradient_sync(self, final_micro: bool) -> AbstractContextManager:
+        """Where DDP averages gradients: on a group's last micro-batch only (``no_sync`` before)."""
+        if final_micro or not isinstance(self.train_model, nn.parallel.DistributedDataParallel):
+            return nullcontext()
+        return self.train_model.no_sync()
 
-def steps_of(cfg: TrainConfig, sampler_length: int) -> tuple[int, int, int]:
-    """``(batches_per_epoch, steps_per_epoch, total_steps)`` of a run (``--max-steps`` applied).
+
+class StepPlan(NamedTuple):
+    """How long a run is, in micro-batches, optimizer steps and epochs (``--max-steps`` applied).
+
+    Attributes:
+        batches_per_epoch: micro-batches of a full epoch on this process.
+        steps_per_epoch: optimizer steps of a full epoch.
+        total_steps: the step at which the run ends.
+        epochs: the epochs that run at all (fewer than ``--epochs`` when ``--max-steps``
+            ends the run first): what the progress bars and messages count.
+    """
+
+    batches_per_epoch: int
+    steps_per_epoch: int
+    total_steps: int
+    epochs: int
+
+
+def steps_of(cfg: TrainConfig, sampler_length: int) -> StepPlan:
+    """The :class:`StepPlan` of a run.
 
     Args:
         cfg: the resolved training configuration.
@@ -56,15 +84,37 @@ def steps_of(cfg: TrainConfig, sampler_length: int) -> tuple[int, int, int]:
 
     Example:
         >>> from reference_models.training import TrainConfig
-        >>> steps_of(TrainConfig(epochs=2, batch_size=8, grad_accum=2), 40)
-        (5, 3, 6)
+        >>> tuple(steps_of(TrainConfig(epochs=2, batch_size=8, grad_accum=2), 40))
+        (5, 3, 6, 2)
+        >>> steps_of(TrainConfig(epochs=5, batch_size=8, max_steps=7), 40).epochs
+        2
     """
     batches_per_epoch = math.ceil(sampler_length / cfg.batch_size)
     steps_per_epoch = math.ceil(batches_per_epoch / cfg.grad_accum)
     total_steps = steps_per_epoch * cfg.epochs
     if cfg.max_steps is not None:
         total_steps = min(total_steps, cfg.max_steps)
-    return batches_per_epoch, steps_per_epoch, total_steps
+    epochs = min(cfg.epochs, math.ceil(total_steps / steps_per_epoch)) if steps_per_epoch else 0
+    return StepPlan(batches_per_epoch, steps_per_epoch, total_steps, epochs)
+
+
+@dataclass
+class LoopState:
+    """Everything :func:`train_epoch` reads and updates, in one small object.
+
+    Attributes:
+        opt: what trains (model, optimizer, schedule, scaler).
+        progress: the counters, updated per micro-batch and step.
+        plan: the run's length.
+        cfg: the training configuration (``grad_accum``, ``amp``).
+        device: where the batches go.
+    """
+
+    opt: Optimisation
+    progress: Progress
+    plan: StepPlan
+    cfg: TrainConfig
+    device: torch.device
 
 
 def build_optimisation(model: nn.Module, cfg: TrainConfig, device: torch.device, dist_info: DistInfo, steps_per_epoch: int) -> Optimisation:
@@ -79,7 +129,9 @@ def build_optimisation(model: nn.Module, cfg: TrainConfig, device: torch.device,
     """
     train_model = model
     if dist_info.world > 1:
-        train_model = wrap_ddp(model, device)
+        train_model = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True
+        )
     forward_model = torch.compile(train_model) if cfg.compile else train_model
     optimizer = build_optimizer(model, cfg)
     scheduler = build_scheduler(optimizer, cfg, steps_per_epoch, steps_per_epoch * cfg.epochs)
@@ -87,18 +139,18 @@ def build_optimisation(model: nn.Module, cfg: TrainConfig, device: torch.device,
     return Optimisation(model, train_model, forward_model, optimizer, scheduler, scaler)
 
 
-def _group_size(cfg: TrainConfig, batch_in_epoch: int, batches_per_epoch: int) -> int:
+def _group_size(grad_accum: int, batch_in_epoch: int, batches_per_epoch: int) -> int:
     """Micro-batches in the accumulation group of this batch (the epoch's last may be short)."""
-    if batch_in_epoch // cfg.grad_accum < batches_per_epoch // cfg.grad_accum:
-        return cfg.grad_accum
-    return batches_per_epoch % cfg.grad_accum
+    if batch_in_epoch // grad_accum < batches_per_epoch // grad_accum:
+        return grad_accum
+    return batches_per_epoch % grad_accum
 
 
 class StepHooks(Protocol):
     """What the loop asks of the run around each step (see :class:`~reference_models.training.run`)."""
 
     def on_batch(self, batch: dict[str, Any]) -> None:
-        """A micro-batch arrived (the run records the samples it had to skip)."""
+        """A micro-batch arrived (the run records the samples it had to skip, moves its bar)."""
 
     def at_boundary(self, non_finite: torch.Tensor) -> tuple[bool, bool]:
         """Before the optimizer step: ``(skip this step, stop after it)``, agreed by every process."""
@@ -117,11 +169,27 @@ def _grads_finite(model: nn.Module) -> torch.Tensor:
     return torch.stack([torch.isfinite(g).all() for g in grads]).all()
 
 
-def train_epoch(
-    opt: Optimisation, loader, progress: Progress, *, cfg: TrainConfig, device: torch.device, dist_info: DistInfo,
-    batches_per_epoch: int, total_steps: int, tokenizer, hooks: StepHooks, bar,
-) -> str:
-    """Train on ``loader`` (the rest of one epoch), updating ``progress``.
+def _forward_backward(state: LoopState, batch: dict[str, Any], group: int, final_micro: bool) -> torch.Tensor:
+    """One micro-batch: forward, loss, and its share of the group's gradient; returns the loss."""
+    opt = state.opt
+    batch = to_device(batch, state.device)
+    with opt.gradient_sync(final_micro):
+        with autocast_for(state.cfg, state.device):
+            out = opt.forward_model(batch["image"], batch["input_ids"], batch["attention_mask"])
+            loss = opt.model.loss(out, batch["mask"])
+        opt.scaler.scale(loss / group).backward()
+    return loss
+
+
+def _optimizer_step(opt: Optimisation) -> None:
+    opt.scaler.step(opt.optimizer)
+    opt.scaler.update()
+    opt.optimizer.zero_grad(set_to_none=True)
+    opt.scheduler.step()
+
+
+def train_epoch(state: LoopState, loader: Iterable[dict[str, Any]], hooks: StepHooks) -> str:
+    """Train on ``loader`` (the rest of one epoch), updating ``state.progress``.
 
     A group of micro-batches whose loss (or, without fp16's scaler, gradient) is not finite
     gives no optimizer step: its gradients are dropped, and the step counter stays. Under
@@ -129,57 +197,38 @@ def train_epoch(
     scale: that is part of fp16 training, not a fault.
 
     Args:
-        opt: what trains.
+        state: what trains, the counters and the run's length.
         loader: this epoch's batches (those not yet trained on).
-        progress: the counters, updated per micro-batch and step.
-        cfg: the training configuration.
-        device: where the batches go.
-        dist_info: this process's place in the job.
-        batches_per_epoch: micro-batches in a full epoch.
-        total_steps: the step at which the run ends.
-        tokenizer: for the text-blind control's constant sentence.
         hooks: the run's callbacks around each step.
-        bar: the epoch's progress bar.
 
     Returns:
-        ``"done"`` (the run reached ``total_steps``), ``"stop"`` (the hooks asked to stop,
+        ``"done"`` (the run reached its last step), ``"stop"`` (the hooks asked to stop,
         after a complete step) or ``"epoch"`` (the epoch's batches ran out).
     """
+    progress, plan, accum = state.progress, state.plan, state.cfg.grad_accum
     micro = 0
-    non_finite_loss = torch.zeros((), dtype=torch.bool, device=device)
+    non_finite_loss = torch.zeros((), dtype=torch.bool, device=state.device)
     for batch in loader:
         hooks.on_batch(batch)
-        if cfg.text_blind:
-            batch = constant_text(batch, tokenizer)
-        batch = to_device(batch, device)
         micro += 1
-        final_micro = micro % cfg.grad_accum == 0 or progress.batch_in_epoch + 1 == batches_per_epoch
-        group = _group_size(cfg, progress.batch_in_epoch, batches_per_epoch)
-        sync = nullcontext() if final_micro or dist_info.world == 1 else opt.train_model.no_sync()
-        with sync:
-            with autocast_for(cfg, device):
-                out = opt.forward_model(batch["image"], batch["input_ids"], batch["attention_mask"])
-                loss = opt.model.loss(out, batch["mask"])
-            opt.scaler.scale(loss / group).backward()
+        final_micro = micro % accum == 0 or progress.batch_in_epoch + 1 == plan.batches_per_epoch
+        group = _group_size(accum, progress.batch_in_epoch, plan.batches_per_epoch)
+        loss = _forward_backward(state, batch, group, final_micro)
         non_finite_loss |= ~torch.isfinite(loss.detach())
         progress.batch_in_epoch += 1
-        bar.update()
         if not final_micro:
             continue
-        non_finite = non_finite_loss if cfg.amp == "fp16" else non_finite_loss | ~_grads_finite(opt.model).to(device)
+        non_finite = non_finite_loss if state.cfg.amp == "fp16" else non_finite_loss | ~_grads_finite(state.opt.model).to(state.device)
         skip, stop = hooks.at_boundary(non_finite)
         non_finite_loss = torch.zeros_like(non_finite_loss)
         if skip:
-            opt.optimizer.zero_grad(set_to_none=True)
+            state.opt.optimizer.zero_grad(set_to_none=True)
             hooks.on_skipped()
         else:
-            opt.scaler.step(opt.optimizer)
-            opt.scaler.update()
-            opt.optimizer.zero_grad(set_to_none=True)
-            opt.scheduler.step()
+            _optimizer_step(state.opt)
             progress.step += 1
             hooks.on_step(loss.detach())
-        if progress.step >= total_steps:
+        if progress.step >= plan.total_steps:
             return "done"
         if stop:
             return "stop"

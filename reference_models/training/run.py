@@ -4,6 +4,17 @@ The order matters: everything that can be refused (options, device, model, data)
 before the run folder is created, so a bad command leaves nothing behind. From then on the
 folder is locked for the run, and whatever stops the run (a signal, too many unreadable
 samples, a diverged loss) stops it with one line that says how to continue.
+
+One batch, from the command line to the loss: ``python -m reference_models.train`` ->
+:func:`~reference_models.training.cli.main` -> :func:`train` -> ``_Run.__init__`` builds the
+model, the data (:func:`~reference_models.training.data.build_run_data`) and the
+optimisation -> ``_Run.run`` -> ``_Run._epoch`` takes the epoch's loader and hands it, with
+the loop's state, to :func:`~reference_models.training.loop.train_epoch`, where the batch
+meets the model and the loss. This module hears of each step only through the loop's hooks
+(``on_batch``, ``at_boundary``, ``on_step``, ``on_skipped``).
+
+Units: ``metrics.jsonl``, ``summary.json`` and checkpoints hold :class:`rislayers.RISMetrics`'
+fractions (0.5 is 50 %), as ``evaluate --json`` does; everything printed shows percent.
 """
 
 from __future__ import annotations
@@ -22,24 +33,24 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.utils.data import DataLoader
 
 from ..checkpoint import CheckpointError
 from ..cli import Stopped
 from ..devices import pick_device
+from ..encoders import pixel_statistics
 from ..weights import remove_stale_temporaries
 from .checkpoints import Progress, load_resume_state, save_training_checkpoint, set_rng_state
 from .config import TrainConfig, resume_config
-from .data import ShardedResumableSampler, SkipUnreadable, build_datasets
+from .data import build_run_data, describe_data
 from .distributed import init_distributed
-from .loop import Optimisation, build_optimisation, steps_of, train_epoch
+from .loop import LoopState, Optimisation, build_optimisation, steps_of, train_epoch
 from .model import build_run_model
 from .pictures import write_pictures
 from .run_folder import MetricsLog, RunLock, append_rows, create_default_out, refuse_existing_run, write_config
-from .signals import StopRequest, ignore_stop_signals
+from .signals import StopRequest
 from .validation import evaluate_model
 
-__all__ = ["train", "BAD_SAMPLES_FILE"]
+__all__ = ["train", "summary_table", "BAD_SAMPLES_FILE"]
 
 #: Where a run lists the samples it skipped because their pictures cannot be decoded.
 BAD_SAMPLES_FILE = "bad_samples.jsonl"
@@ -83,25 +94,18 @@ def train(
 
 
 class _Run:
-    """The state of one run: built by ``__init__`` (nothing written yet), trained by :meth:`run`."""
+    """The state of one run: built by ``__init__`` (nothing written yet), trained by :meth:`run`.
+
+    Every attribute is set in ``__init__``; :meth:`run` only changes their values.
+    """
 
     def __init__(self, cfg: TrainConfig, out_dir, *, resume: bool, progress: bool | None, given, cleanup: contextlib.ExitStack) -> None:
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.resume, self.cleanup = resume, cleanup
-        self.state: dict[str, Any] | None = None
+        state: dict[str, Any] | None = None
         ignored: list[str] = []
-        self.world_env = int(os.environ.get("WORLD_SIZE", "1"))
         if resume:
-            if self.out_dir is None:
-                raise ValueError("--out: expected the run folder to resume (the one holding last.pt); got none")
-            if int(os.environ.get("RANK", "0")) == 0 and self.out_dir.is_dir():
-                self._lock()
-            self.state = load_resume_state(self.out_dir)
-            try:
-                saved = TrainConfig.from_dict(self.state["train_config"])
-            except (TypeError, ValueError) as err:
-                raise CheckpointError(f"{self.out_dir / 'last.pt'}: its train_config is not valid ({err})") from None
-            cfg, ignored = resume_config(cfg, saved, given)
+            state, cfg, ignored = self._saved_run(cfg, given)
         self.cfg = cfg = cfg.resolved()
 
         self.device = pick_device(cfg.device)
@@ -110,7 +114,7 @@ class _Run:
         self.dist = init_distributed(self.device)
         if progress is None:
             progress = self.dist.main and (sys.stderr.isatty() or not os.environ.get("CI"))
-        self.progress_bars = progress and self.dist.main
+        self.progress_bars = bool(progress and self.dist.main)
         if self.dist.main and ignored:
             print(f"warning: {self.out_dir} keeps its saved configuration; ignoring {', '.join(ignored)}", file=sys.stderr)
         # only the main process writes the folder, so only it judges what the folder holds
@@ -121,14 +125,50 @@ class _Run:
             torch.set_num_threads(cfg.threads)
         torch.manual_seed(cfg.seed)
         random.seed(cfg.seed)
-        model = build_run_model(cfg, self.state, source=str(self.out_dir / "last.pt") if resume else "last.pt")
+        model = build_run_model(cfg, state, source=str(self.out_dir / "last.pt") if resume else "last.pt")
         self.model_config = model.config
+        self.pixel_stats = pixel_statistics(model)
         model.to(self.device)
         if self.dist.world > 1 and self.device.type == "cuda" and cfg.sync_bn:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        self._build_data()
-        self.opt: Optimisation = build_optimisation(model, cfg, self.device, self.dist, self.steps_per_epoch)
-        self.progress = self._restore()
+        self.data = build_run_data(cfg, model, self.dist, self.device)
+        self.plan = steps_of(cfg, len(self.data.sampler))
+        opt = build_optimisation(model, cfg, self.device, self.dist, self.plan.steps_per_epoch)
+        self.loop = LoopState(opt, self._restore(state, opt), self.plan, cfg, self.device)
+
+        # what the run changes as it goes
+        self.lock: RunLock | None = None  # a fresh run's lock (a resumed run's is held by cleanup)
+        self.created_folder = False
+        self.log: MetricsLog | None = None  # opened once the folder is claimed
+        self.stop = StopRequest()
+        self.bar = None  # the current epoch's progress bar
+        self.start = time.perf_counter()
+        self.last_save = time.monotonic()
+        self.kept: list[dict] = []
+        self.new_bad, self.skipped_in_a_row = 0, 0
+        self.stop_reason: str | None = None
+        self.saved = resume  # a resumed run's folder already holds its last.pt
+
+    @property
+    def opt(self) -> Optimisation:
+        return self.loop.opt
+
+    @property
+    def progress(self) -> Progress:
+        return self.loop.progress
+
+    def _saved_run(self, cfg: TrainConfig, given) -> tuple[dict[str, Any], TrainConfig, list[str]]:
+        """Lock the folder and read its ``last.pt``: ``(state, configuration, ignored options)``."""
+        if self.out_dir is None:
+            raise ValueError("--out: expected the run folder to resume (the one holding last.pt); got none")
+        if int(os.environ.get("RANK", "0")) == 0 and self.out_dir.is_dir():
+            self._lock()
+        state = load_resume_state(self.out_dir)
+        try:
+            saved = TrainConfig.from_dict(state["train_config"])
+        except (TypeError, ValueError) as err:
+            raise CheckpointError(f"{self.out_dir / 'last.pt'}: its train_config is not valid ({err})") from None
+        return (state, *resume_config(cfg, saved, given))
 
     def _lock(self) -> RunLock:
         """Hold the folder's lock until the run ends; clear what a killed write left."""
@@ -137,25 +177,8 @@ class _Run:
         remove_stale_temporaries(self.out_dir)
         return lock
 
-    def _build_data(self) -> None:
-        from ..data.samples import collate
-
-        cfg, dinfo = self.cfg, self.dist
-        train_set, val_set, self.tokenizer = build_datasets(cfg, self.model_config)
-        self.train_set, val_set = SkipUnreadable(train_set, "train"), SkipUnreadable(val_set, "val")
-        self.sampler = ShardedResumableSampler(len(self.train_set), rank=dinfo.rank, world=dinfo.world, seed=cfg.seed)
-        val_sampler = ShardedResumableSampler(len(val_set), rank=dinfo.rank, world=dinfo.world, shuffle=False)
-        self.loader_kw = {"batch_size": cfg.batch_size, "num_workers": cfg.workers, "collate_fn": collate, "pin_memory": self.device.type == "cuda"}
-        if cfg.workers > 0:
-            self.loader_kw.update(persistent_workers=False, worker_init_fn=ignore_stop_signals)
-        # Loaders get their own generators: creating an iterator must not draw from the global
-        # RNG, or a resumed run (which creates one more) would see different dropout masks.
-        self.val_loader = DataLoader(val_set, sampler=val_sampler, generator=torch.Generator().manual_seed(cfg.seed), **self.loader_kw)
-        self.batches_per_epoch, self.steps_per_epoch, self.total_steps = steps_of(cfg, len(self.sampler))
-
-    def _restore(self) -> Progress:
+    def _restore(self, state: dict[str, Any] | None, opt: Optimisation) -> Progress:
         """The counters to start from: zero, or the resumed checkpoint's (with its states)."""
-        state, opt = self.state, self.opt
         if state is None:
             return Progress()
         opt.optimizer.load_state_dict(state["optimizer"])
@@ -169,21 +192,32 @@ class _Run:
             )
         progress = Progress.from_state(state)
         set_rng_state(state["rng"])
-        if self.dist.main:
-            if progress.step >= self.total_steps or progress.epoch >= self.cfg.epochs:
-                print(f"{self.out_dir} finished at step {progress.step}; nothing to do", file=sys.stderr)
-            else:
-                print(
-                    f"resuming {self.out_dir} from step {progress.step} of {self.total_steps} "
-                    f"(epoch {progress.epoch + 1} of {self.cfg.epochs})",
-                    file=sys.stderr,
-                )
         return progress
+
+    def _announce(self) -> None:
+        """The run's first lines: where it goes, the model, the device, the data and the steps."""
+        if not self.dist.main:
+            return
+        cfg, plan, p = self.cfg, self.plan, self.progress
+        processes = f" x {self.dist.world} processes" if self.dist.world > 1 else ""
+        accum = f", {cfg.grad_accum} micro-batches a step" if cfg.grad_accum > 1 else ""
+        parameters = sum(t.numel() for t in self.opt.model.parameters())
+        lines = [
+            f"run folder: {self.out_dir}",
+            f"model: {cfg.model} ({parameters / 1e6:.2f} M parameters) on {self.device}{processes}",
+            f"data: {describe_data(cfg)}",
+            f"steps: {plan.total_steps} in {plan.epochs} epoch(s) of {plan.steps_per_epoch} (batch {cfg.batch_size}{processes}{accum}), "
+            "validated after each epoch; metrics printed in percent",
+        ]
+        if self.resume and (p.step >= plan.total_steps or p.epoch >= plan.epochs):
+            lines.append(f"{self.out_dir} finished at step {p.step}; nothing to do")
+        elif self.resume:
+            lines.append(f"resuming {self.out_dir} from step {p.step} of {plan.total_steps} (epoch {p.epoch + 1} of {plan.epochs})")
+        print("\n".join(lines), file=sys.stderr)
 
     def _claim_folder(self) -> None:
         """Create (or reopen) the run folder, lock it, write ``config.json``, open the log."""
         self.created_folder = self.out_dir is None or not self.out_dir.exists()
-        self.lock: RunLock | None = None
         if self.out_dir is None:
             # rank 0 claims the name; the others learn it, so every summary names one folder
             claimed = [str(create_default_out(self.cfg.model)) if self.dist.main else None]
@@ -220,6 +254,11 @@ class _Run:
     # -- the loop's hooks (see loop.StepHooks) ----------------------------------------------
 
     def on_batch(self, batch: dict[str, Any]) -> None:
+        self._record_unreadable(batch)
+        self.bar.update()
+
+    def _record_unreadable(self, batch: dict[str, Any]) -> None:
+        """List the samples the batch had to replace in ``bad_samples.jsonl``, and count them."""
         skipped = [dict(r, step=self.progress.step, rank=self.dist.rank) for rows in batch.get("unreadable", ()) for r in rows]
         if skipped:
             append_rows(self.out_dir / "bad_samples.jsonl", skipped)
@@ -264,23 +303,18 @@ class _Run:
         """Train the rest of the current epoch; returns how it ended (see :func:`train_epoch`)."""
         from tqdm.auto import tqdm
 
-        cfg, p = self.cfg, self.progress
-        self.sampler.set_epoch(p.epoch, skip=p.batch_in_epoch * cfg.batch_size)
-        self.train_set.set_epoch(p.epoch)  # REFER: a new random sentence per ref each epoch
-        loader = DataLoader(self.train_set, sampler=self.sampler, generator=torch.Generator().manual_seed(cfg.seed + p.epoch), **self.loader_kw)
+        cfg, p, plan = self.cfg, self.progress, self.plan
+        loader = self.data.train_loader(p.epoch, skip=p.batch_in_epoch * cfg.batch_size)
         self.opt.train_model.train()
         # the bar's total is what this epoch will run, so a run that --max-steps ends
         # mid-epoch still closes at 100%
-        epoch_batches = min(self.batches_per_epoch, p.batch_in_epoch + (self.total_steps - p.step) * cfg.grad_accum)
+        epoch_batches = min(plan.batches_per_epoch, p.batch_in_epoch + (plan.total_steps - p.step) * cfg.grad_accum)
         self.bar = tqdm(
-            desc=f"epoch {p.epoch + 1}/{cfg.epochs}", disable=not self.progress_bars, dynamic_ncols=True,
+            desc=f"epoch {p.epoch + 1}/{plan.epochs}", disable=not self.progress_bars, dynamic_ncols=True,
             initial=p.batch_in_epoch, total=epoch_batches,
         )
         try:
-            return train_epoch(
-                self.opt, loader, p, cfg=cfg, device=self.device, dist_info=self.dist, batches_per_epoch=self.batches_per_epoch,
-                total_steps=self.total_steps, tokenizer=self.tokenizer, hooks=self, bar=self.bar,
-            )
+            return train_epoch(self.loop, loader, hooks=self)
         finally:
             self.bar.close()
 
@@ -288,14 +322,14 @@ class _Run:
         """Validate, log, print, and write ``best.pt`` (on a new best) and ``last.pt``."""
         p = self.progress
         p.last_val, self.kept = evaluate_model(
-            self.opt.model, self.val_loader, self.device, cfg=self.cfg, tokenizer=self.tokenizer, dist_info=self.dist,
-            keep=self.cfg.grid_samples if self.dist.main else 0, progress=self.progress_bars, on_batch=self.on_batch,
+            self.opt.model, self.data.val_loader, self.device, cfg=self.cfg, dist_info=self.dist,
+            keep=self.cfg.grid_samples if self.dist.main else 0, progress=self.progress_bars, on_batch=self._record_unreadable,
         )
         self.log.append({"step": p.step, "epoch": p.epoch, "val": p.last_val})
         if self.progress_bars:
             # an epoch cut short by --max-steps is still the one its bar showed
             label = f"epoch {p.epoch}" if epoch_finished else f"epoch {p.epoch + 1} (stopped at step {p.step})"
-            print(f"{label}: " + ", ".join(f"{k} {v:.3f}" for k, v in p.last_val.items()), file=sys.stderr)
+            print(f"{label}: {_percent_figures(p.last_val)}", file=sys.stderr)
         if p.last_val["oIoU"] > p.best:
             p.best = p.last_val["oIoU"]
             self.checkpoint("best.pt", resumable=False)
@@ -304,11 +338,9 @@ class _Run:
     def run(self) -> dict[str, Any]:
         """Train to the last step, validating after every epoch; write the summary and pictures."""
         self._claim_folder()
+        self._announce()
         self.start = time.perf_counter()
         self.last_save = time.monotonic()
-        self.kept: list[dict] = []
-        self.new_bad, self.skipped_in_a_row, self.stop_reason = 0, 0, None
-        self.saved = self.resume  # a resumed run's folder already holds its last.pt
         try:
             self._train()
         except BaseException:
@@ -334,14 +366,14 @@ class _Run:
 
     def _train(self) -> None:
         p = self.progress
-        with StopRequest() as self.stop:
-            done = p.step >= self.total_steps
+        with self.stop:
+            done = p.step >= self.plan.total_steps
             while not done and p.epoch < self.cfg.epochs:
                 ended = self._epoch()
                 done = ended == "done"
                 if ended == "stop":
                     self._stop()
-                epoch_finished = p.batch_in_epoch >= self.batches_per_epoch
+                epoch_finished = p.batch_in_epoch >= self.plan.batches_per_epoch
                 if epoch_finished:
                     p.epoch, p.batch_in_epoch = p.epoch + 1, 0
                 if epoch_finished or done:
@@ -393,10 +425,41 @@ class _Run:
             "bad_samples": p.bad_samples,
             "skipped_steps": p.skipped_steps,
             "out": str(self.out_dir),
+            "units": "fractions: 0.5 is 50 % (printed tables show percent)",
         }
         if self.dist.main:
-            write_pictures(self.out_dir, self.log.records, self.kept, self.model_config)
+            write_pictures(self.out_dir, self.log.records, self.kept, self.pixel_stats)
             (self.out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         if self.dist.world > 1:
             dist.barrier()
         return summary
+
+
+def _percent_figures(metrics: dict[str, float]) -> str:
+    """``oIoU 12.34, mIoU 10.00, ... (percent)`` from :class:`rislayers.RISMetrics`' fractions.
+
+    Example:
+        >>> _percent_figures({"oIoU": 0.5, "P@0.5": 0.125})
+        'oIoU 50.00, P@0.5 12.50 (percent)'
+    """
+    return ", ".join(f"{k} {100 * v:.2f}" for k, v in metrics.items()) + " (percent)"
+
+
+def summary_table(summary: dict[str, Any]) -> str:
+    """A run's summary as the command line prints it: the validation figures in percent.
+
+    Args:
+        summary: what :func:`train` returns (and ``summary.json`` holds, in fractions).
+
+    Example:
+        >>> print(summary_table({"model": "lavt_tiny", "val": {"oIoU": 0.5, "mIoU": 0.25}, "best_val_oIoU": 0.5,
+        ...                      "steps": 8, "epochs": 2, "seconds": 3.5, "out": "runs/x"}))
+        lavt_tiny: 8 steps (2 full epochs) in 3.5 s; runs/x/summary.json
+        val oIoU 50.00, mIoU 25.00 (percent); best val oIoU 50.00
+    """
+    epochs = f"{summary['epochs']} full epoch" + ("" if summary["epochs"] == 1 else "s")
+    head = f"{summary['model']}: {summary['steps']} steps ({epochs}) in {summary['seconds']} s; {Path(summary['out']) / 'summary.json'}"
+    best = summary.get("best_val_oIoU")
+    tail = f"; best val oIoU {100 * best:.2f}" if isinstance(best, (int, float)) and best >= 0 else ""
+    figures = _percent_figures(summary["val"]) if summary.get("val") else "not validated"
+    return f"{head}\nval {figures}{tail}"

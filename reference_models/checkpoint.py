@@ -14,6 +14,7 @@ silently; :func:`load_checkpoint` recomputes the digest and refuses a file that 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import math
 import os
@@ -25,7 +26,8 @@ from typing import Any
 import torch
 
 from .config import ModelConfig
-from .weights import WeightsError, atomic_save, load_weights
+from .data.errors import one_line
+from .weights import WeightsError, archive_problem, atomic_save, expansion_budget, load_weights
 
 __all__ = [
     "CheckpointError",
@@ -53,25 +55,95 @@ _DIGEST = "digest"
 
 
 def _feed(hasher: Any, value: Any) -> None:
-    """Add ``value`` to ``hasher`` unambiguously (a type tag and a length before contents)."""
+    """Add ``value`` to ``hasher`` unambiguously (a type tag and a length before contents).
+
+    The walk keeps its own stack, so that nesting depth is no limit; a shared part is fed
+    once per place it is used (:func:`_expanded_size` bounds that before a file is checked).
+    """
+    stack = [value]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, torch.Tensor):
+            flat = value.detach().cpu().contiguous().reshape(-1)
+            hasher.update(f"T{flat.dtype}{tuple(value.shape)}|".encode())
+            hasher.update(flat.view(torch.uint8).numpy().tobytes())
+        elif isinstance(value, dict):
+            hasher.update(f"D{len(value)}|".encode())
+            for key in reversed(sorted(value, key=repr)):  # popped in ascending order
+                stack += (value[key], key)
+        elif isinstance(value, (list, tuple)):
+            hasher.update(f"{'L' if isinstance(value, list) else 'U'}{len(value)}|".encode())
+            stack.extend(reversed(value))
+        elif value is None or isinstance(value, (bool, int, float, str, bytes)):
+            text = repr(value)
+            hasher.update(f"{type(value).__name__}{len(text)}|{text}".encode())
+        else:
+            raise TypeError(f"checkpoint: cannot digest a {type(value).__name__}; expected tensors and plain values")
+
+
+class _Cycle(ValueError):
+    """A container of a checkpoint holds itself."""
+
+
+def _leaf_size(value: Any) -> int:
+    """About how many bytes :func:`_feed` gives the hasher for a tensor or scalar."""
     if isinstance(value, torch.Tensor):
-        flat = value.detach().cpu().contiguous().reshape(-1)
-        hasher.update(f"T{flat.dtype}{tuple(value.shape)}|".encode())
-        hasher.update(flat.view(torch.uint8).numpy().tobytes())
-    elif isinstance(value, dict):
-        hasher.update(f"D{len(value)}|".encode())
-        for key in sorted(value, key=repr):
-            _feed(hasher, key)
-            _feed(hasher, value[key])
-    elif isinstance(value, (list, tuple)):
-        hasher.update(f"{'L' if isinstance(value, list) else 'U'}{len(value)}|".encode())
-        for item in value:
-            _feed(hasher, item)
-    elif value is None or isinstance(value, (bool, int, float, str, bytes)):
-        text = repr(value)
-        hasher.update(f"{type(value).__name__}{len(text)}|{text}".encode())
-    else:
-        raise TypeError(f"checkpoint: cannot digest a {type(value).__name__}; expected tensors and plain values")
+        return value.numel() * value.element_size() + 32
+    if isinstance(value, (str, bytes)):
+        return len(value) + 16
+    if isinstance(value, int):
+        return value.bit_length() // 3 + 16  # decimal digits
+    return 32
+
+
+def _expanded_size(value: Any) -> int:
+    """The bytes :func:`_feed` would hash for ``value``, found in time linear in its objects.
+
+    A container is sized once (remembered by ``id``) and its size added wherever it is used:
+    a list holding the same list twice, nested 60 deep, comes to about 2**60 here after 60
+    steps, where the digest walk would never finish.
+
+    Raises:
+        _Cycle: a container that holds itself (the walk would go round for ever).
+
+    Example:
+        >>> shared = [1]
+        >>> for _ in range(60):
+        ...     shared = [shared, shared]
+        >>> _expanded_size({"extra": shared}) > 2**60
+        True
+    """
+    if not isinstance(value, (dict, list, tuple)):
+        return _leaf_size(value)
+    done: dict[int, int] = {}
+    frames = [[value, _children(value), 32]]
+    open_ids = {id(value)}
+    while frames:
+        frame = frames[-1]
+        for child in frame[1]:
+            if not isinstance(child, (dict, list, tuple)):
+                frame[2] += _leaf_size(child)
+            elif id(child) in done:
+                frame[2] += done[id(child)]
+            elif id(child) in open_ids:
+                raise _Cycle(f"a {type(child).__name__} that contains itself")
+            else:
+                open_ids.add(id(child))
+                frames.append([child, _children(child), 32])
+                break
+        else:
+            frames.pop()
+            open_ids.discard(id(frame[0]))
+            done[id(frame[0])] = frame[2]
+            if frames:
+                frames[-1][2] += frame[2]
+    return done[id(value)]
+
+
+def _children(container: Any) -> Any:
+    if isinstance(container, dict):
+        return itertools.chain(container.keys(), container.values())
+    return iter(container)
 
 
 def content_digest(state: dict[str, Any]) -> str:
@@ -149,12 +221,17 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     Raises:
         FileNotFoundError: no file at ``path``.
         CheckpointError: truncated or corrupt file (its digest differs from its contents),
-            or a file that is not a checkpoint; a one-line message that names the file
+            or a file that is not a checkpoint; one whose records or values would expand
+            beyond :func:`~reference_models.weights.expansion_budget` of its size (checked
+            before they are inflated or hashed); a one-line message that names the file
             (torch's own error is chained).
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: checkpoint not found")
+    problem = archive_problem(path)
+    if problem:
+        raise CheckpointError(f"{path}: {problem}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except PermissionError:
@@ -187,15 +264,36 @@ def _verify_digest(state: dict[str, Any], path: Path) -> None:
         # written before checkpoints carried digests: nothing to check it against
         warnings.warn(f"{path}: checkpoint has no digest (written by an older version); cannot check it for corruption", stacklevel=3)
         return
+    _refuse_expansion(state, path)
     try:
         actual = content_digest(state)
-    except TypeError as err:
-        raise CheckpointError(f"{path}: corrupt checkpoint ({err})") from None
+    except (TypeError, ValueError, RecursionError) as err:  # a foreign type, an int too long to print, deep keys
+        raise CheckpointError(f"{path}: corrupt checkpoint ({one_line(err, 160)})") from None
     if actual != saved:
         raise CheckpointError(
             f"{path}: corrupt checkpoint (its contents do not match the digest it was saved with; "
             "the file was damaged after writing): use another checkpoint of the run"
         )
+
+
+def _refuse_expansion(state: dict[str, Any], path: Path) -> None:
+    """Refuse contents whose digest walk would not be linear in the file's size."""
+    size = path.stat().st_size
+    budget = expansion_budget(size)
+    try:
+        expanded = _expanded_size(state)
+    except _Cycle as err:
+        raise CheckpointError(f"{path}: refusing a checkpoint with {err}; a checkpoint holds no cycles") from None
+    if expanded > budget:
+        raise CheckpointError(
+            f"{path}: refusing a checkpoint whose values, each shared part counted where it is used, come to "
+            f"{_approximate(expanded)} bytes, more than the {budget:,} its size of {size:,} bytes allows "
+            "(shared lists or tensor views that repeat their storage?)"
+        )
+
+
+def _approximate(count: int) -> str:
+    return f"{count:,}" if count < 10**15 else f"about 2**{count.bit_length() - 1}"
 
 
 def _refuse_non_finite(weights: dict[str, torch.Tensor], path: Path) -> None:

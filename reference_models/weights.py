@@ -1,7 +1,11 @@
 """Reading weight files safely and loading them with errors that say what went wrong.
 
 Only local files are read: no hub, no network. Pickle-based files are opened with
-``torch.load(weights_only=True)`` so a checkpoint cannot run code.
+``torch.load(weights_only=True)`` so a checkpoint cannot run code, and only after
+:func:`archive_problem` has checked the sizes their zip records declare: torch inflates a
+compressed record in full, so a 500 kB file could otherwise ask for gigabytes. What a file
+holds may not expand beyond :func:`expansion_budget` of its size (tensor views that repeat
+one storage, shared lists), so that reading and checking it stays linear in its size.
 """
 
 from __future__ import annotations
@@ -10,19 +14,83 @@ import errno
 import os
 import shutil
 import tempfile
+import zipfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import torch
 from torch import nn
 
-__all__ = ["WeightsError", "read_state_dict", "load_weights", "atomic_save", "remove_stale_temporaries"]
+__all__ = [
+    "WeightsError",
+    "EXPANSION",
+    "archive_problem",
+    "expansion_budget",
+    "views_problem",
+    "read_state_dict",
+    "load_weights",
+    "atomic_save",
+    "remove_stale_temporaries",
+]
 
 _WRAPPER_KEYS = ("state_dict", "model", "module", "model_state")
 
 
 class WeightsError(RuntimeError):
     """A weights file is missing, unreadable, or does not fit the model."""
+
+
+#: How many times its own size a file may expand to when read (tied weights count twice).
+EXPANSION = 4
+_EXPANSION_SLACK = 16 << 20  # small files: headers, the RNG state and configs as text
+
+
+def expansion_budget(size: int) -> int:
+    """The most bytes a file of ``size`` bytes may expand to when read: ``4 * size + 16 MiB``.
+
+    Example:
+        >>> expansion_budget(0) == 16 * 2**20, expansion_budget(10**9) > 4 * 10**9
+        (True, True)
+    """
+    return EXPANSION * size + _EXPANSION_SLACK
+
+
+def archive_problem(path: str | os.PathLike) -> str | None:
+    """Why a torch zip file must not be loaded, judged from its directory only; ``None`` if it may.
+
+    torch allocates each record at the size the zip directory declares and inflates a
+    compressed one in full. ``torch.save`` stores records uncompressed, so together they
+    never exceed the file; anything past :func:`expansion_budget` of its size is refused.
+    A file that is not a zip (torch's legacy format, garbage) is left to ``torch.load``.
+
+    Args:
+        path: the file.
+
+    Returns:
+        A message (without the file name), or ``None``.
+
+    Example:
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     with zipfile.ZipFile(f"{tmp}/w.pt", "w", zipfile.ZIP_DEFLATED) as archive:
+        ...         archive.writestr("w/data/0", bytes(64 << 20))  # 64 MiB of zeros in 65 kB
+        ...     print(archive_problem(f"{tmp}/w.pt").split(" from ")[0])
+        refusing a zip whose records expand to 67,108,864 bytes (w/data/0 alone 67,108,864)
+    """
+    size = os.path.getsize(path)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            records = archive.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+        return None  # not a zip, or a damaged one: torch.load says so in its own words
+    total = sum(record.file_size for record in records)
+    if total <= expansion_budget(size):
+        return None
+    largest = max(records, key=lambda record: record.file_size)
+    return (
+        f"refusing a zip whose records expand to {total:,} bytes ({largest.filename} alone {largest.file_size:,}) "
+        f"from a file of {size:,} bytes; more than {EXPANSION} x its size + 16 MiB (torch.save writes records uncompressed)"
+    )
 
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
@@ -41,8 +109,12 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: weights file not found")
+    problem = None if path.suffix == ".safetensors" else archive_problem(path)
+    if problem:
+        raise WeightsError(f"{path}: {problem}")
     try:
         if path.suffix == ".safetensors":
+            # safetensors checks its header against the file's size before allocating
             from safetensors.torch import load_file
 
             state = load_file(str(path))
@@ -56,7 +128,33 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             break
     if not isinstance(state, Mapping) or not any(isinstance(v, torch.Tensor) for v in state.values()):
         raise WeightsError(f"{path}: holds no tensors (expected a state dict)")
-    return {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
+    tensors = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
+    problem = views_problem(tensors, path.stat().st_size)
+    if problem:
+        raise WeightsError(f"{path}: {problem}")
+    return tensors
+
+
+def views_problem(tensors: Mapping[str, torch.Tensor], size: int) -> str | None:
+    """Why ``tensors`` read from a file of ``size`` bytes must not be used; ``None`` if they may.
+
+    A saved tensor may view its storage with stride 0: a 2 kB file can hold a 4 GiB tensor
+    that any copy, comparison or conversion makes real. Their dense bytes together may not
+    exceed :func:`expansion_budget` of the file's size.
+
+    Example:
+        >>> views_problem({"w": torch.zeros(1).expand(2**30)}, 2000)
+        'refusing tensors of 4,294,967,296 bytes in all (w alone 4,294,967,296) from a file of 2,000 bytes; more than 4 x its size + 16 MiB (views that repeat their storage?)'
+    """
+    sizes = {key: value.numel() * value.element_size() for key, value in tensors.items()}
+    total = sum(sizes.values())
+    if total <= expansion_budget(size):
+        return None
+    largest = max(sizes, key=sizes.__getitem__)
+    return (
+        f"refusing tensors of {total:,} bytes in all ({largest} alone {sizes[largest]:,}) from a file of {size:,} bytes; "
+        f"more than {EXPANSION} x its size + 16 MiB (views that repeat their storage?)"
+    )
 
 
 def _preview(keys: list[str], limit: int = 5) -> str:

@@ -105,11 +105,23 @@ def test_the_self_list_is_the_nine_bytes_an_ordinary_unpickler_accepts():
 def test_shared_structure_within_the_limits_loads():
     part = [1, "two", (3.0, None)]
     assert loads_plain_pickle(pickle.dumps({"a": part, "b": [part, part]})) == {"a": part, "b": [part, part]}
-    # Sixteen levels of doubling: 2**17 values as a tree, under a limit of 2**18.
-    value = loads_plain_pickle(_shared_lists(16), max_nodes=1 << 18)
+    # Four levels of doubling: 31 values as a tree from 42 bytes.
+    value = loads_plain_pickle(_shared_lists(4))
     assert value[0] is value[1]
-    with pytest.raises(UnsafePickleError, match="expands to more than 65,536 values"):
-        loads_plain_pickle(_shared_lists(16), max_nodes=1 << 16)
+    with pytest.raises(UnsafePickleError, match="expands to more than 16 values"):
+        loads_plain_pickle(_shared_lists(4), max_nodes=16)
+
+
+def test_sharing_may_not_expand_past_the_file_size():
+    # Sixteen levels of doubling: 2**17 values from 150 bytes, far under the default
+    # max_nodes; the file's size is the bound.
+    with pytest.raises(UnsafePickleError, match="more than 150 values .* the file's size in bytes"):
+        loads_plain_pickle(_shared_lists(16), max_nodes=1 << 18)
+    # A refs list naming one ref 20,000 times: 40 kB that would read as 20,000 refs.
+    ref = {"ref_id": 0, "image_id": 1, "ann_id": 2, "split": "val", "sentences": [{"sent_id": 0, "raw": "the red one"}]}
+    data = pickle.dumps([ref] * 20_000, protocol=2)
+    with pytest.raises(UnsafePickleError, match="expands to more than"):
+        loads_plain_pickle(data, source="refs(unc).p")
 
 
 def test_deep_nesting_through_the_memo_is_found_by_the_walk():

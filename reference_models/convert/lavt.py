@@ -24,6 +24,7 @@ import torch
 
 from ..config import ModelConfig
 from ..registry import build_from_config, get_config
+from ..weights import archive_problem, views_problem
 from .keys import map_lavt_key
 
 __all__ = ["ConversionError", "LAVT_COMPATIBLE", "LavtRelease", "Conversion", "read_lavt_release", "lavt_config", "map_release", "convert_lavt"]
@@ -82,6 +83,9 @@ def _load(path: Path) -> Any:
         head = handle.read(len(_ZIP_MAGIC))
     if not head.startswith((_ZIP_MAGIC, _PICKLE_MAGIC)):
         raise ConversionError(f"{path}: not a LAVT release (not a torch checkpoint: neither a zip archive nor a pickle)")
+    problem = archive_problem(path)  # before torch inflates its records
+    if problem:
+        raise ConversionError(f"{path}: {problem}")
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
             return torch.load(path, map_location="cpu", weights_only=True)
@@ -137,6 +141,9 @@ def read_lavt_release(path: str | os.PathLike) -> LavtRelease:
         model = {k: v for k, v in model.items() if not k.startswith("text_encoder.")}
     if not bert:
         raise ConversionError(f"{path}: not a complete LAVT release: no 'bert_model' beside 'model' (nor text_encoder.* inside it)")
+    problem = views_problem({**model, **{f"{entry}.{k}": v for k, v in bert.items()}}, path.stat().st_size)
+    if problem:  # before converting makes the views real
+        raise ConversionError(f"{path}: {problem}")
     extras = sorted(str(k) for k in data if k not in ("model", "bert_model"))
     return LavtRelease(path, model, bert, entry, extras)
 

@@ -18,6 +18,10 @@ see, in training and evaluation (:class:`~reference_models.data.refer.ReferDatas
   types describes the picture as their viewer shows it. The REFER datasets do not: their
   annotations and sentences were made on the pixels as stored (see ``docs/guides/datasets.md``).
 
+- A picture of more than :data:`MAX_PIXELS` pixels is refused from its header, before a
+  pixel is decoded (:class:`PictureTooLargeError`): a 140 kB PNG can declare 12000 x 12000
+  pixels, which decode to 144 MB a channel and take gigabytes on their way to a model.
+
 Colour profiles (ICC) are not applied, as in the COCO toolchain.
 """
 
@@ -26,6 +30,7 @@ from __future__ import annotations
 import os
 import struct
 import threading
+import warnings
 import zlib
 from pathlib import Path
 from typing import NamedTuple
@@ -35,7 +40,20 @@ from PIL import Image, ImageFile
 
 from .errors import CorruptImageError, one_line
 
-__all__ = ["ImageHeader", "read_orientation", "load_image", "read_header", "to_rgb", "DECODE_ERRORS"]
+__all__ = [
+    "ImageHeader",
+    "MAX_PIXELS",
+    "PictureTooLargeError",
+    "read_orientation",
+    "load_image",
+    "read_header",
+    "to_rgb",
+    "DECODE_ERRORS",
+]
+
+#: The most pixels :func:`load_image` decodes: 8192 x 8192 (64 megapixels; COCO's pictures have
+#: under 0.4, a phone's camera 12 to 50). Pillow itself only warns up to 179 megapixels.
+MAX_PIXELS = 8192 * 8192
 
 # What Pillow's format plugins raise on damaged bytes (besides OSError and its
 # UnidentifiedImageError): parsers use SyntaxError, struct and zlib errors, and index or key
@@ -57,6 +75,10 @@ _UPRIGHT = {
     8: Image.Transpose.ROTATE_90,
 }
 _STRICT = threading.Lock()
+
+
+class PictureTooLargeError(CorruptImageError):
+    """A picture whose header declares more pixels than allowed (refused before decoding)."""
 
 
 class ImageHeader(NamedTuple):
@@ -133,13 +155,15 @@ def read_orientation(picture: Image.Image) -> int:
     return value if isinstance(value, int) and value in _UPRIGHT else 1
 
 
-def load_image(path: str | os.PathLike[str], *, exif_orientation: bool = True) -> Image.Image:
+def load_image(path: str | os.PathLike[str], *, exif_orientation: bool = True, max_pixels: int = MAX_PIXELS) -> Image.Image:
     """Open, fully decode and convert a picture to 8-bit RGB, with errors that name the file.
 
     Args:
         path: the picture file.
         exif_orientation: turn the picture upright as its EXIF orientation tag says (the
             REFER loader passes False: its annotations are on the stored pixels).
+        max_pixels: refuse a picture whose header declares more pixels than this, before
+            decoding any (:data:`MAX_PIXELS` by default).
 
     Returns:
         The decoded RGB image.
@@ -147,7 +171,8 @@ def load_image(path: str | os.PathLike[str], *, exif_orientation: bool = True) -
     Raises:
         FileNotFoundError: the file is missing.
         CorruptImageError: the file cannot be decoded (truncated, damaged, not a picture, a
-            mode that cannot be shown in RGB).
+            mode that cannot be shown in RGB); :class:`PictureTooLargeError` when it has more
+            than ``max_pixels`` pixels.
 
     Example:
         >>> import tempfile
@@ -158,13 +183,32 @@ def load_image(path: str | os.PathLike[str], *, exif_orientation: bool = True) -
     """
     file = _existing(path)
     try:
-        with Image.open(file) as picture:
+        with _opened(file) as picture:
+            if picture.width * picture.height > max_pixels:
+                raise PictureTooLargeError(
+                    f"{file}: refusing a picture of {picture.width} x {picture.height} pixels before decoding it; "
+                    f"at most {max_pixels:,} pixels are read ({_megapixels(max_pixels)}); scale it down first"
+                )
             _decode(picture)
             turn = _UPRIGHT.get(read_orientation(picture)) if exif_orientation else None
             rgb = to_rgb(picture)
+    except PictureTooLargeError:
+        raise
     except DECODE_ERRORS as error:
         raise CorruptImageError(f"{file}: cannot decode the picture ({_describe(error)})") from None
     return rgb.transpose(turn) if turn is not None else rgb
+
+
+def _opened(file: Path) -> Image.Image:
+    """``Image.open`` without Pillow's warning about large pictures: the caller bounds them."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        return Image.open(file)
+
+
+def _megapixels(count: int) -> str:
+    side = int(count**0.5)
+    return f"{side} x {side}" if side * side == count else f"{count / 1e6:g} megapixels"
 
 
 def _existing(path: str | os.PathLike[str]) -> Path:

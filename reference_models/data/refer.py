@@ -32,7 +32,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from .errors import BadSampleError, CorruptImageError, DataError
-from .images import load_image
+from .images import MAX_PIXELS, load_image
 from .masks import segmentation_to_mask
 from .preflight import check_refer, image_file, target_ann_ids
 from .samples import make_sample
@@ -209,6 +209,11 @@ class ReferDataset(Dataset):
         """
         image = self.images[int(ref["image_id"])]
         height, width = int(image["height"]), int(image["width"])
+        if height * width > MAX_PIXELS:  # the mask would be allocated before any picture is read
+            raise DataError(
+                f"{self.instances_path}: image {ref['image_id']} is {width} x {height} pixels; "
+                f"at most {MAX_PIXELS:,} are read (see reference_models.data.images.MAX_PIXELS)"
+            )
         mask = np.zeros((height, width), dtype=bool)
         for ann_id in target_ann_ids(ref["ann_id"]):
             try:

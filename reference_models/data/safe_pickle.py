@@ -15,9 +15,11 @@ three passes, each linear in the size of the file:
 3. Only when a container may be shared: a walk over the result that visits each container
    once (remembered by ``id``) and refuses cycles (a 9-byte pickle can make a list that holds
    itself, which a naive walk follows for ever) and structures whose expanded size, counting
-   a shared part once per place it is used, exceeds ``max_nodes`` (a 200-byte pickle of
-   lists that hold the same list twice, nested 60 deep, expands to 2**60 values; whatever
-   reads it as a tree would never finish).
+   a shared part once per place it is used, exceeds ``max_nodes`` or the pickle's size in
+   bytes (a 200-byte pickle of lists that hold the same list twice, nested 60 deep, expands
+   to 2**60 values; a 2 MB refs file naming one ref a million times, to a million refs and
+   gigabytes in whatever reads it as a tree). Without sharing every value takes at least one
+   byte, so data that is not crafted never comes near that bound.
 
 Every error is a :class:`BadPickleError`: a :class:`pickle.UnpicklingError` and a
 :class:`~reference_models.data.errors.DataError` (so a :class:`ValueError`), with a one-line
@@ -150,7 +152,8 @@ def _check_tree(value: Any, source: str, max_nodes: int, max_depth: int) -> None
             if size > max_nodes:
                 raise UnsafePickleError(
                     f"{source}: refusing data that expands to more than {max_nodes:,} values when each shared "
-                    "part is counted where it is used (plain refs are far smaller)"
+                    "part is counted where it is used (the limit is the file's size in bytes, or less: plain "
+                    "refs are far smaller)"
                 )
             path.discard(id(container))
             done[id(container)] = size << 8 | depth
@@ -179,7 +182,7 @@ def loads_plain_pickle(
         data: the pickle bytes.
         source: a name for error messages (usually the file path).
         max_nodes: the most values the result may hold when every shared part is counted
-            each place it is used.
+            each place it is used (and never more than ``len(data)``).
         max_depth: the deepest nesting of containers allowed.
 
     Returns:
@@ -210,7 +213,8 @@ def loads_plain_pickle(
     except Exception as error:  # noqa: BLE001 - no code can run while loading: any error is the data's
         raise BadPickleError(f"{source}: not a readable pickle ({type(error).__name__}: {one_line(error, 160)})") from None
     if shared:
-        _check_tree(value, source, max_nodes, max_depth)
+        # Unshared, every value costs a byte or more: more values than bytes means expansion.
+        _check_tree(value, source, min(max_nodes, len(data)), max_depth)
     elif type(value) not in PLAIN_TYPES:
         raise _not_plain(value, source)
     return value

@@ -13,6 +13,14 @@ attention 1 on real tokens (specials included), so models and collate code treat
   tokens on RefCOCO/RefCOCO+ and 22 on RefCOCOg. Over-long sentences keep the first
   ``max_length - 1`` tokens and end with the end-of-text token, as in CLIP.
 
+Every tokenizer takes time linear in the part of a sentence it reads, and reads only as much
+as ``max_length`` tokens can come from (a sentence of a million characters costs what its
+first few hundred do): the word tokenizer stops at ``max_length`` words, BERT's sees the
+first ``max_length`` words that hold a letter or digit, and CLIP's reads a
+bounded number of characters (:meth:`ClipTokenizer.char_budget`) and merges byte pairs in
+``O(n log n)`` (:func:`~reference_models.data.bpe.merge_pairs`; open_clip's loop is quadratic
+in a word's length: 129 s for one word of 100,000 letters).
+
 Tokenizers build their backend lazily and pickle as their settings only, so DataLoader
 workers (fork or spawn) rebuild them cheaply.
 """
@@ -20,6 +28,7 @@ workers (fork or spawn) rebuild them cheaply.
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import os
 import re
 import sys
@@ -29,6 +38,7 @@ from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import torch
 
+from .bpe import merge_pairs
 from .lexicon import SYNTHETIC_WORDS
 
 __all__ = [
@@ -67,6 +77,63 @@ def _check_max_length(max_length: int, minimum: int) -> int:
     if not isinstance(max_length, int) or isinstance(max_length, bool) or max_length < minimum:
         raise ValueError(f"max_length: expected an int >= {minimum}; got {max_length!r}")
     return max_length
+
+
+_RUN = re.compile(r"\S{1,4096}")  # bounded runs, so that a huge word is not read to its end
+# BERT splits words at whitespace and ASCII punctuation (and more, which only adds tokens): a
+# unit here is a run between those, or one such mark. A unit holding a letter or digit gives at
+# least one token (normalisation drops only control characters and accents).
+_ASCII_PUNCT = r"!-/:-@\[-`{-~"
+_BERT_UNIT = re.compile(rf"[^\s{_ASCII_PUNCT}]+|[{_ASCII_PUNCT}]")
+_ALNUM = re.compile(r"[^\W_]")
+_BERT_WORD = 100  # transformers' max_input_chars_per_word: a longer word is one [UNK]
+
+
+def _leading_chars(text: str, limit: int) -> str:
+    """The start of ``text`` that holds at most ``limit`` non-space characters.
+
+    Whitespace is free (tokenizers collapse it); the text after the cut is never scanned.
+
+    Example:
+        >>> _leading_chars("ab   cd ef", 3)
+        'ab   c'
+    """
+    seen = 0
+    for match in _RUN.finditer(text):
+        start, end = match.span()
+        if seen + end - start >= limit:
+            return text[: start + limit - seen]
+        seen += end - start
+    return text
+
+
+def _leading_units(text: str, count: int) -> str:
+    """The start of ``text`` that gives BERT the same first ``count`` tokens as the whole.
+
+    It ends after the ``count``-th unit with a letter or digit (each gives a token); a unit
+    is cut after ``4 * (100 + count)`` characters, where BERT reads a word as one ``[UNK]``
+    (the margin covers accents and control characters that normalisation drops) and a run
+    of Chinese characters, one token each, still gives ``count`` tokens.
+
+    Example:
+        >>> _leading_units("a red, -- ball on grass", 3)
+        'a red, -- ball'
+    """
+    seen, longest = 0, 4 * (_BERT_WORD + count)
+    parts, copied = [], 0  # text[:copied] is in parts, long units cut
+    for match in _BERT_UNIT.finditer(text):
+        start, end = match.span()
+        if end - start > longest:
+            parts.append(text[copied : start + longest])
+            copied = end  # what follows is a space or a mark: the cut unit stays a word
+        if _ALNUM.search(text, start, end):
+            seen += 1
+            if seen >= count:
+                break
+    else:
+        end = len(text)
+    parts.append(text[copied:end])
+    return "".join(parts)
 
 
 def _pack(ids: Sequence[int], max_length: int) -> TokenizedText:
@@ -132,7 +199,9 @@ class WordTokenizer:
         return re.findall(r"[a-z]+|[0-9]+", sentence.lower())
 
     def __call__(self, sentence: str) -> TokenizedText:
-        ids = [self._ids.get(word, self.unk_id) for word in self.split(sentence)]
+        # the words after the first max_length are cut anyway: never look them up
+        words = itertools.islice(re.finditer(r"[a-z]+|[0-9]+", sentence.lower()), self.max_length)
+        ids = [self._ids.get(word.group(), self.unk_id) for word in words]
         if self.add_special_tokens:
             ids = [self.cls_id, *ids[: self.max_length - 2], self.sep_id]
         else:
@@ -208,7 +277,8 @@ class BertTokenizer:
 
     def __call__(self, sentence: str) -> TokenizedText:
         encoded = self._load()(
-            sentence,
+            # [CLS] and [SEP] leave max_length - 2 places: the later words are cut unread
+            _leading_units(sentence, self.max_length - 2),
             padding="max_length",
             truncation=True,
             max_length=self.max_length,
@@ -280,8 +350,45 @@ class ClipTokenizer:
         if self._backend is None:
             module = _open_clip_tokenizer_module()
             path = str(self.vocabulary_path) if self.vocabulary_path is not None else module.default_bpe()
-            self._backend = module.SimpleTokenizer(bpe_path=path)
+            backend = module.SimpleTokenizer(bpe_path=path)
+            # the longest token in characters: max_length tokens never cover more
+            self._token_chars = max(len(token) for token in backend.encoder)
+            self._specials = {backend.decoder[i]: i for i in backend.all_special_ids}
+            self._backend = backend
         return self._backend
+
+    def char_budget(self) -> int:
+        """How many bytes of a word are read (of a whole sentence: 8 times as many characters).
+
+        The ``max_length - 2`` tokens between the start and end tokens cover at most
+        ``(max_length - 2) * t`` characters of the cleaned text, ``t`` the longest token
+        (32 in CLIP's vocabulary). A word is cut at twice that, so that the merges near
+        the cut do not reach the tokens kept; the raw sentence at 8 times the word's
+        budget, as HTML entities and repaired encodings shrink while cleaning.
+
+        Example:
+            >>> ClipTokenizer(max_length=17).char_budget()
+            960
+        """
+        self._load()
+        return 2 * (self.max_length - 2) * self._token_chars
+
+    def _encode(self, sentence: str) -> list[int]:
+        """The first ``max_length - 2`` BPE ids of ``sentence``, as open_clip's ``encode`` gives them."""
+        backend, count, budget = self._load(), self.max_length - 2, self.char_budget()
+        ids: list[int] = []
+        text = backend.clean_fn(_leading_chars(sentence, 8 * budget))
+        for piece in backend.pat.finditer(text):
+            if len(ids) >= count:
+                break
+            encoded = "".join(backend.byte_encoder[b] for b in piece.group().encode("utf-8")[:budget])
+            if encoded in self._specials:
+                ids.append(self._specials[encoded])
+                continue
+            symbols = list(encoded)
+            symbols[-1] += "</w>"
+            ids.extend(backend.encoder[symbol] for symbol in merge_pairs(symbols, backend.bpe_ranks))
+        return ids[:count]
 
     @property
     def vocab_size(self) -> int:
@@ -292,10 +399,7 @@ class ClipTokenizer:
         backend = self._load()
         start = backend.encoder["<start_of_text>"]
         end = backend.encoder["<end_of_text>"]
-        tokens = [start, *backend.encode(sentence), end]
-        if len(tokens) > self.max_length:
-            tokens = [*tokens[: self.max_length - 1], end]
-        return _pack(tokens, self.max_length)
+        return _pack([start, *self._encode(sentence), end], self.max_length)
 
     def __getstate__(self) -> dict[str, Any]:
         return {"max_length": self.max_length, "vocabulary_path": self.vocabulary_path, "_backend": None}

@@ -153,6 +153,23 @@ def build_clip_vision(vision: ClipVisionConfig, image_size: int) -> ClipVisionEn
     )
 
 
+#: the vocabulary each tokenizer writes ids from, where it is fixed (BERT's bundled one, CLIP's BPE).
+_TOKENIZER_VOCAB = {"bert": 30522, "clip": 49408}
+
+
+def _check_tokenizer_fits(text: BertConfig | ClipTextConfig) -> None:
+    """Refuse a tokenizer whose ids the text encoder's embedding cannot hold (an IndexError at
+    the first step otherwise). A BERT folder's own vocabulary was copied into the config."""
+    needed = _TOKENIZER_VOCAB.get(text.tokenizer)
+    if text.tokenizer == "bert" and text.weights is not None:
+        needed = None
+    if needed is not None and text.vocab_size < needed:
+        raise ValueError(
+            f"tokenizer: {text.tokenizer!r} writes ids up to {needed - 1}, but the text encoder's vocab_size is "
+            f"{text.vocab_size}; pass a tokenizer of its vocabulary or vocab_size >= {needed}"
+        )
+
+
 class RISModel(nn.Module):
     """Base class of the reference models.
 
@@ -175,6 +192,9 @@ class RISModel(nn.Module):
         self.config = config
         #: the registry name the model was built as (shown by ``repr``).
         self.model_name = config.name
+        #: the longest sentence, in tokens, that its tokenizer gives it.
+        self.max_words = config.text.max_words
+        _check_tokenizer_fits(config.text)
 
     def extra_repr(self) -> str:
         return f"name={self.model_name!r}"

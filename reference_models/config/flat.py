@@ -195,25 +195,30 @@ SLOT_NAMES = ("vision", "text", "head", "fusion", "decoder", "query", "locate", 
 
 
 def apply_overrides(config: ModelConfig, dotted: dict[str, Any]) -> ModelConfig:
-    """Apply ``slot=kind`` choices, then ``slot.field=value`` (or ``alias.field``) changes."""
+    """Apply ``slot=kind`` choices, then ``slot.field=value`` (or ``alias.field``) changes.
+
+    The fields of one part change together, so ``head.iters`` and ``head.loss_weights`` may
+    be given at once and are checked as a pair.
+    """
     slots = config.all_slots()
+    fields: dict[str, dict[str, Any]] = {}
     for key, value in sorted(dotted.items(), key=lambda kv: "." in kv[0]):
-        slot, _, field = key.partition(".")
-        slot = _resolve_slot(config, slot, key)
+        name, _, field = key.partition(".")
+        slot = _resolve_slot(config, name, key)
         if not field:
-            options = slots[slot]
             data = value if isinstance(value, dict) else {"kind": value}
-            config = dataclasses.replace(config, **{slot: part_from_dict(data, options, where=slot)})
+            config = dataclasses.replace(config, **{slot: part_from_dict(data, slots[slot], where=slot)})
             continue
         part = getattr(config, slot)
         if part is None or field not in part.field_names():
             valid = list(part.field_names()) if part is not None else []
             raise ValueError(f"{key}: the {slot} part ({getattr(part, 'kind', None)}) has no field {field!r}; its fields are {valid}")
+        fields.setdefault(slot, {})[field] = as_tuples(value)
+    for slot, changes in fields.items():
         try:
-            new = dataclasses.replace(part, **{field: as_tuples(value)})
+            config = dataclasses.replace(config, **{slot: dataclasses.replace(getattr(config, slot), **changes)})
         except ValueError as err:
             raise ValueError(f"{slot}.{err}") from None
-        config = dataclasses.replace(config, **{slot: new})
     return config
 
 

@@ -147,17 +147,20 @@ class ModelConfig:
     def create(architecture: str = "lavt", **options: Any) -> ModelConfig:
         """A config of ``architecture`` from flat names (``refiner_iters=2``) or dotted ones.
 
-        Flat names start from the values the flat config had by default; an option that no
-        part of the resulting model reads is refused.
+        Options start from the architecture's defaults (:class:`AsdaConfig`'s CLIP encoders,
+        say); an option that no part of the resulting model reads is refused.
 
         Example:
             >>> ModelConfig.create("s2rm", s2rm_decoder="fpn").decoder
             FpnConfig()
         """
-        from .flat import apply_overrides, from_flat
+        from .flat import apply_overrides, from_flat, to_flat
 
+        if architecture not in CONFIG_CLASSES:
+            raise ValueError(f"architecture: expected one of {tuple(CONFIG_CLASSES)}; got {architecture!r}")
         flat, dotted = _split(options)
-        return apply_overrides(from_flat({"architecture": architecture, **flat}, given=set(flat)), dotted)
+        defaults = to_flat(CONFIG_CLASSES[architecture]())
+        return apply_overrides(from_flat({**defaults, **flat}, given=set(flat)), dotted)
 
     def replace(self, **overrides: Any) -> ModelConfig:
         """A copy with some options changed, by flat (``refiner_iters``) or dotted (``head.iters``) names.

@@ -9,10 +9,12 @@ float32.
 
 Sizes are the papers': SADLR's 512 x 120 x 120 map at 480 px, LAVT's first and last stages,
 ASDA's 26 x 26 ViT-B/16 grid at 416 px, S2RM's Swin-B pyramid at 512 px. The spatial sizes,
-word counts and the channels every reduction runs over are the papers'; only the widths of the
-aligner's upsampling convolutions and of CASG's convolutions are cut on the CPU, where torch
-runs float16 convolutions through a slow reference kernel (more than 15 minutes for CASG at
-full width). Forward passes only.
+word counts and the channels every reduction runs over are the papers'; the visual widths of
+every case with convolutions (ASDA's aggregators, aligner and concat fusion, CASG, the FPN)
+are cut on the CPU, where torch runs float16 convolutions through a slow reference kernel
+unless the processor has native float16 arithmetic (more than 15 minutes for CASG at full
+width, 863 s for ASDA's published aggregator); full widths belong to the GPU check. No case
+takes more than a few seconds on any x86-64. Forward passes only.
 """
 
 from __future__ import annotations
@@ -36,6 +38,14 @@ SCALE = 12.0
 
 def magnitudes(*shape: int) -> torch.Tensor:
     return torch.randn(*shape).abs() * SCALE
+
+
+#: The visual width of the cases whose convolutions run at the paper's width on a GPU only:
+#: without native float16 arithmetic (AVX-512 without FP16, most x86-64) torch runs float16
+#: convolutions through a reference kernel, and ASDA's published aggregator at 768 channels
+#: took 863 s on a 2-core CPU. Spatial sizes, word counts and text widths stay the papers';
+#: the full widths are the GPU check's (``python -m reference_models.bench gpu``).
+_CPU_WIDTH = 64
 
 
 def sentence_words(length: int, dim: int, *, padding: int = 5) -> tuple[torch.Tensor, torch.Tensor]:
@@ -65,12 +75,12 @@ PAPER_CASES: dict[str, tuple[Callable[[], torch.nn.Module], Callable[[], tuple]]
         lambda: (magnitudes(1, 3, 768, 26, 26), torch.randn(1, 3, 768), torch.randn(1, 512)),
     ),
     "aggregator (ASDA, 416 px)": (
-        lambda: R.ScaleWiseAggregator(768, 512),
-        lambda: (magnitudes(1, 768, 26, 26), magnitudes(1, 768, 26, 26), magnitudes(1, 768, 26, 26), torch.randn(1, 512)),
+        lambda: R.ScaleWiseAggregator(_CPU_WIDTH, 512),
+        lambda: (magnitudes(1, _CPU_WIDTH, 26, 26), magnitudes(1, _CPU_WIDTH, 26, 26), magnitudes(1, _CPU_WIDTH, 26, 26), torch.randn(1, 512)),
     ),
     "aligner (ASDA, 416 px)": (
-        lambda: R.DualBranchAligner(512, 512, decoder_dim=16),
-        lambda: (magnitudes(1, 512, 26, 26), *sentence_words(20, 512)),
+        lambda: R.DualBranchAligner(_CPU_WIDTH, 512, decoder_dim=16),
+        lambda: (magnitudes(1, _CPU_WIDTH, 26, 26), *sentence_words(20, 512)),
     ),
     "coparser (S2RM, Swin-B, 512 px)": (
         lambda: R.SpatialRecurrentCoparser(1024, 768, size=16),
@@ -93,12 +103,12 @@ PAPER_CASES: dict[str, tuple[Callable[[], torch.nn.Module], Callable[[], tuple]]
         lambda: ([magnitudes(1, 8, 128, 128), magnitudes(1, 8, 64, 64), magnitudes(1, 8, 32, 32), magnitudes(1, 16, 16, 16)],),
     ),
     "concat fusion (ASDA Table 2 (b), 416 px)": (
-        lambda: R.ConcatProjectFusion((768, 768, 768), 512, 512),
-        lambda: ([magnitudes(1, 768, 26, 26) for _ in range(3)], torch.randn(1, 512)),
+        lambda: R.ConcatProjectFusion((_CPU_WIDTH,) * 3, 512, _CPU_WIDTH),
+        lambda: ([magnitudes(1, _CPU_WIDTH, 26, 26) for _ in range(3)], torch.randn(1, 512)),
     ),
     "published aggregator (ASDA code, 416 px)": (
-        lambda: R.PublishedScaleWiseAggregator(768, 512),
-        lambda: (magnitudes(1, 768, 26, 26), magnitudes(1, 768, 26, 26), magnitudes(1, 768, 26, 26), torch.randn(1, 512)),
+        lambda: R.PublishedScaleWiseAggregator(_CPU_WIDTH, 512, hidden_dim=16),
+        lambda: (magnitudes(1, _CPU_WIDTH, 26, 26), magnitudes(1, _CPU_WIDTH, 26, 26), magnitudes(1, _CPU_WIDTH, 26, 26), torch.randn(1, 512)),
     ),
 }
 

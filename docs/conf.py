@@ -64,5 +64,7 @@ myst_heading_anchors = 3
 
 # -- HTML ----------------------------------------------------------------------------------
 html_theme = "alabaster"
-html_static_path: list[str] = []
+html_static_path = ["_static"]
+# Long command lines wrap and wide output scrolls, instead of being cut at the text column.
+html_css_files = ["code.css"]
 html_theme_options = {"description": "Plug-in layers for referring image segmentation", "fixed_sidebar": True}

@@ -137,7 +137,10 @@ def _inherit_through_private_bases(cls: type) -> str | None:
     return ", ".join(a.__name__ for a in ancestors if not (_ours(a.__module__) and a.__name__.startswith("_")))
 
 
-def _module_lines(module_name: str) -> list[str]:
+def _module_lines(module_name: str, listed: dict[tuple, str] | None = None) -> list[str]:
+    """The reST of one ``public-module``; ``listed`` maps re-export lists already on the page to
+    their module, so that a module re-exporting the same names (``train`` and ``training``)
+    refers to that list instead of repeating it."""
     module = importlib.import_module(module_name)
     lines = [f".. automodule:: {module_name}", ""]
     own, reexported = [], []
@@ -187,7 +190,11 @@ def _module_lines(module_name: str) -> list[str]:
         elif kind == "data" and len(repr(obj)) > _MAX_VALUE_REPR:
             lines.append("   :no-value:")
         lines.append("")
-    if reexported:
+    if reexported and listed is not None and tuple(reexported) in listed:
+        lines += [f"Public names of ``{module_name}``: the same as those of ``{listed[tuple(reexported)]}`` above.", ""]
+    elif reexported:
+        if listed is not None:
+            listed[tuple(reexported)] = module_name
         lines += [f"Public names of ``{module_name}``, documented where they are defined:", ""]
         for name, target in reexported:
             role = "mod" if inspect.ismodule(getattr(module, name)) else "obj"
@@ -209,7 +216,9 @@ class PublicModule(SphinxDirective):
     def run(self) -> list[nodes.Node]:
         module_name = self.arguments[0]
         self.env.note_dependency(inspect.getsourcefile(importlib.import_module(module_name)))
-        content = StringList(_module_lines(module_name), source=f"<public-module {module_name}>")
+        # one record per page: what an earlier directive of this page listed
+        listed = self.env.temp_data.setdefault(("risdocs-listed", self.env.docname), {})
+        content = StringList(_module_lines(module_name, listed), source=f"<public-module {module_name}>")
         container = nodes.container()
         nested_parse_with_titles(self.state, content, container)
         return container.children

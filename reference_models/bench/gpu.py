@@ -39,7 +39,7 @@ from typing import Any
 
 import torch
 
-from .coparser import coparser_rows, coparser_targets, format_coparser_row
+from .coparser import coparser_header, coparser_rows, coparser_targets, format_coparser_row
 from .guard import guarded
 from .latency import latency_table
 from .measure import MIB, autocast, median_seconds, peak_bytes
@@ -322,7 +322,10 @@ def _format_row(part: str, row: dict) -> str:
         return f"  {row['model']:<18} {row['dtype']:<7} median {row['median_ms']:.2f} ms (min {row['min_ms']:.2f}){versus} | peak {optional(row['peak_mib'], '.0f')} MiB"
     if part == "coparser":
         return "  " + format_coparser_row(row)
-    compiled = f"compiled in {row['compile_s']:.1f} s" if row["compile"] else "eager"
+    compiled = "eager"
+    if row["compile"]:
+        # With dynamo off (the dry run) nothing is compiled: a time would claim otherwise.
+        compiled = f"compiled in {row['compile_s']:.1f} s" if row["dynamo"] else "torch.compile wrapper, dynamo off"
     return (
         f"  {row['model']:<18} batch {row['batch']} bf16 {compiled}: step {row['step_ms']:.1f} ms, "
         f"{row['samples_per_s']:.1f} samples/s | peak {optional(row['peak_mib'], '.0f')} MiB"
@@ -400,6 +403,9 @@ def run_gpu_check(plan: GpuPlan, json_path: Path | str | None = None, *, echo: C
         deadline += budget
         entry = results["parts"][part] = {"budget_s": round(budget, 1), "seconds": None, "rows": []}
         echo(f"{part}: " + _TITLES[part].format(plan=plan))
+        if part == "coparser":
+            for line in coparser_header().splitlines():
+                echo("  " + line)
         part_start = time.perf_counter()
 
         def record(row, part=part, entry=entry):

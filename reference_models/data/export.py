@@ -7,6 +7,7 @@ import argparse
 import json
 import os
 import pickle
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -60,15 +61,19 @@ def _prepare_folders(root: Path, overwrite: bool) -> tuple[Path, Path]:
         if folder.exists() and not folder.is_dir():
             raise ValueError(f"out_dir: {folder} is a file; expected a folder to write the export into")
     previous = [p for p in (data_dir, image_dir) if p.is_dir() and any(p.iterdir())]
-    if previous and not overwrite:
+    # The annotation files are written last, atomically: without them a folder holds the
+    # pictures of an export that failed (a full disk), which a rerun replaces unasked.
+    finished = data_dir.is_dir() and any((data_dir / name).is_file() for name in _EXPORT_FILES)
+    if previous and finished and not overwrite:
         raise ValueError(
             f"out_dir: {root} already holds an export ({', '.join(str(p) for p in previous)} not empty); "
             "pass overwrite=True (--overwrite) to replace it, or choose another folder"
         )
-    for folder in previous:
-        # Only what an export writes is deleted; anything else the user put there stays.
-        for path in folder.iterdir():
-            if path.is_file() and (path.suffix == ".png" or path.name in _EXPORT_FILES):
+    for folder in (data_dir, image_dir):
+        # the annotation files go first, so an export stopped while clearing reads as unfinished;
+        # only what an export writes is deleted, anything else the user put there stays
+        for path in sorted(folder.iterdir(), key=lambda p: p.suffix == ".png") if folder.is_dir() else ():
+            if path.is_file() and (path.name in _EXPORT_FILES or path.name.endswith(".tmp") or _EXPORTED_PICTURE.fullmatch(path.name)):
                 path.unlink()
     data_dir.mkdir(parents=True, exist_ok=True)
     image_dir.mkdir(parents=True, exist_ok=True)
@@ -226,7 +231,7 @@ def export_refer(
             scene, scene_refs = synthetic._generate(split, scene_index, **generate)
             image_id = synthetic._SPLIT_CODES[split] * synthetic._ID_STRIDE + scene_index
             file_name = f"{split}_{scene_index:06d}.png"
-            Image.fromarray(scene.image, mode="RGB").save(image_dir / file_name)
+            _save_picture(scene.image, image_dir / file_name)
             images.append({"id": image_id, "file_name": file_name, "height": image_size, "width": image_size})
             annotations.extend(_annotations(scene, image_id, mask_format, len(annotations)))
             refs.extend(_refs(scene, scene_refs, image_id, split, file_name, refs_per_image, sentences_per_ref))
@@ -238,6 +243,16 @@ def export_refer(
 
 
 _EXPORT_FILES = ("instances.json", "refs(unc).p", "refs(unc).json")
+#: The pictures an export writes (``train_000012.png``): the only ones a rerun deletes.
+_EXPORTED_PICTURE = re.compile(r"(train|val|test)_\d{6}\.png")
+
+
+def _save_picture(image: np.ndarray, path: Path) -> None:
+    try:
+        Image.fromarray(image, mode="RGB").save(path)
+    except OSError as err:
+        # PIL's write errors (a full disk) carry no file name: the message must say where
+        raise OSError(err.errno, err.strerror or str(err), str(path)) from None
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
@@ -247,14 +262,15 @@ def _write_atomically(path: Path, data: bytes) -> None:
     os.replace(temporary, path)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, prog: str = "python -m reference_models.data.synthetic") -> int:
     """Command line: export a synthetic dataset in the REFER layout.
 
     Args:
         argv: command-line arguments (default: ``sys.argv[1:]``); see ``--help``.
+        prog: the command's name in its usage and errors (it runs as two modules).
     """
     parser = argparse.ArgumentParser(
-        prog="python -m reference_models.data.synthetic",
+        prog=prog,
         description="Generate the procedural referring-segmentation benchmark and write it to disk "
         "in the REFER layout (refs(unc).p, instances.json, PNG images).",
     )
@@ -266,7 +282,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--image-size", type=int, default=64, help="picture side in pixels (default: 64)")
     parser.add_argument("--seed", type=int, default=0, help="base seed (default: 0)")
     parser.add_argument("--refs-per-image", type=int, default=3, help="referred targets per image (default: 3)")
-    parser.add_argument("--sentences-per-ref", type=int, default=2, help="sentences per target (default: 2)")
+    parser.add_argument(
+        "--sentences-per-ref", type=int, default=2,
+        help="at most this many sentences per target: fewer when a target has fewer distinct descriptions (default: 2)",
+    )
     parser.add_argument("--mask-format", default="polygon", choices=list(_MASK_FORMATS), help="annotation masks")
     parser.add_argument("--refs-format", default="pickle", choices=["pickle", "json"], help="refs(unc).p or .json")
     parser.add_argument("--no-target-prob", type=float, default=0.0, help="share of no-target expressions")
@@ -300,3 +319,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(message)
     print(f"wrote {folder} ({args.count} train, {eval_count} val, {eval_count} test images)")
     return 0
+
+
+if __name__ == "__main__":
+    # ``python -m reference_models.data.export``: the same command as ``...data.synthetic``.
+    raise SystemExit(main(prog="python -m reference_models.data.export"))

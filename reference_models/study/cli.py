@@ -40,10 +40,62 @@ class _OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
+_DESCRIPTION = (
+    "Train every available row named (experiment names or table prefixes) once per seed, at the tiny "
+    "size with the study's settings, evaluate each run, and rewrite DIR/results.json, results.md and "
+    "results.png after every finished run. Run it again with the same --out to continue a stopped study: "
+    "finished runs are kept. --list shows the runs and a rough time first."
+)
+
+#: Training samples of 64 px a second on two CPU cores, for --list's rough time: the README's
+#: default run (1000 steps of 32 in about 5 minutes) and the recorded studies (sadlr-table4a-2000:
+#: 9 runs of 64000 samples in about 70 minutes) give 100 to 140.
+_SAMPLES_PER_SECOND = 120
+#: What a run costs besides its steps: start-up, validation and the evaluation (seconds).
+_SECONDS_PER_RUN = 20
+
+
+def _estimated_seconds(settings: StudySettings, runs: int) -> float:
+    """A rough time for ``runs`` runs on two CPU cores (a GPU is faster): steps x batch, by pixels.
+
+    Args:
+        settings: the study's settings (steps, batch size and image size count).
+        runs: how many runs are still to do.
+
+    Example:
+        >>> round(_estimated_seconds(StudySettings(steps=1000, batch_size=16, image_size=64), 9) / 60)
+        23
+    """
+    samples = settings.steps * settings.batch_size * (settings.image_size / 64) ** 2
+    return runs * (samples / _SAMPLES_PER_SECOND + _SECONDS_PER_RUN)
+
+
+def _duration(seconds: float) -> str:
+    minutes = max(1, round(seconds / 60))
+    return f"{minutes} min" if minutes < 90 else f"{minutes / 60:.1f} h"
+
+
+def _print_list(plan: StudyPlan, out: Path) -> None:
+    """The run folders on stdout (one a line), then how many and how long on stderr."""
+    runs = plan.runs()
+    todo = 0
+    for experiment, seed in runs:
+        folder = run_folder(out, experiment, seed)
+        todo += runner.run_state(folder) != "finished"
+        print(folder)
+    s = plan.settings
+    print(
+        f"{len(runs)} runs ({len(plan.rows)} rows x {s.seeds} seeds, {len(runs) - todo} already finished), "
+        f"each {s.steps} steps of {s.batch_size} at {s.image_size} px: roughly {_duration(_estimated_seconds(s, todo))} "
+        "on 2 CPU cores (less on a GPU)",
+        file=sys.stderr,
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command line's parser (see ``--help``)."""
     d = DEFAULT_SETTINGS
-    p = _OneLineParser(prog="python -m reference_models.study", description=__doc__.split("\n\n")[0].strip("`"))
+    p = _OneLineParser(prog="python -m reference_models.study", description=_DESCRIPTION)
     p.add_argument("names", nargs="*", metavar="NAME", help="experiment names or table prefixes, e.g. sadlr/table4c")
     p.add_argument("--out", type=Path, default=None, help="the study folder (default: studies/<first NAME with / as ->)")
     p.add_argument("--seeds", type=int, default=None, help=f"runs per row, seeds 0..N-1 (default: {d.seeds}; 1 with --quick)")
@@ -56,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-size", type=int, default=None, help=f"validation expressions per evaluation (default: {d.eval_size})")
     p.add_argument("--workers", type=int, default=None, help=f"DataLoader workers (default: {d.workers}; 0 with --quick)")
     p.add_argument("--device", default=None, help="'auto', 'cpu', 'cuda', 'cuda:N' (default: auto)")
-    p.add_argument("--list", action="store_true", help="print the rows and runs the study would do, and exit")
+    p.add_argument("--list", action="store_true", help="print the run folders, their number and a rough time, and exit")
     return p
 
 
@@ -204,8 +256,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"NAME: none of the rows named is available ({', '.join(args.names)})")
     out = args.out if args.out is not None else Path("studies") / args.names[0].strip("/").replace("/", "-")
     if args.list:
-        for experiment, seed in plan.runs():
-            print(run_folder(out, experiment, seed))
+        _print_list(plan, out)
         return 0
     try:
         _claim(out, settings)  # refused here, before anything trains, as one line

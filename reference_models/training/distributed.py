@@ -97,7 +97,7 @@ def unused_parameters(model: nn.Module, *, batch: int = 2) -> list[str]:
     return [name for (name, _), grad in zip(named, grads) if grad is None]
 
 
-def wrap_ddp(model: nn.Module, device: torch.device) -> nn.parallel.DistributedDataParallel:
+def wrap_ddp(model: nn.Module, device: torch.device) -> nn.Module:
     """``model`` in :class:`~torch.nn.parallel.DistributedDataParallel` for this process's device.
 
     ``find_unused_parameters`` costs a graph traversal every step and makes DDP warn when
@@ -109,6 +109,9 @@ def wrap_ddp(model: nn.Module, device: torch.device) -> nn.parallel.DistributedD
     Args:
         model: the model to train (on ``device``).
         device: this process's device.
+
+    Returns:
+        The :class:`~torch.nn.parallel.DistributedDataParallel` wrapper of ``model``.
     """
     try:
         unused = bool(unused_parameters(model))

@@ -35,5 +35,6 @@ _require_models_extra()
 from .base import RISModel, SegmentationOutput
 from .config import ModelConfig
 from .registry import build_model, get_config, list_models
+from .segmenter import Segmenter
 
-__all__ = ["RISModel", "SegmentationOutput", "ModelConfig", "build_model", "get_config", "list_models"]
+__all__ = ["RISModel", "SegmentationOutput", "ModelConfig", "build_model", "get_config", "list_models", "Segmenter"]

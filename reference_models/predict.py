@@ -7,13 +7,14 @@ Writes ``--out`` (the overlay: the image dimmed outside the predicted mask; ``.p
 ``.jpg`` or ``.jpeg``) and, beside it, ``<out stem>_mask.png`` (the binary mask at the
 image's original size). Neither may be the input image, and existing files are kept unless
 ``--overwrite`` is given. A sentence longer than the model reads (``max_words`` tokens) is
-cut, with a warning.
+cut, with a warning; so are named the words the model cannot read (outside its tokenizer's
+vocabulary, or no word at all). It runs on :class:`~reference_models.segmenter.Segmenter`,
+the same code as inference from Python.
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import os
 import sys
@@ -22,60 +23,34 @@ from pathlib import Path
 import numpy as np
 import torch
 
+# re-exported: predict's public helper since before the readable-text checks had a module
+from .data.readable import token_count
+
 __all__ = ["predict", "token_count", "main"]
 
 _OUT_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
-def token_count(tokenizer, sentence: str) -> int:
-    """How many tokens ``sentence`` has before the tokenizer cuts it to ``max_length``.
-
-    Special tokens (``[CLS]``/``[SEP]``, CLIP's start and end) count, as they do in
-    ``max_length``.
-
-    Args:
-        tokenizer: one of :mod:`reference_models.data.tokenizers`' tokenizers.
-        sentence: the text.
-
-    Example:
-        >>> from reference_models.data.tokenizers import WordTokenizer
-        >>> token_count(WordTokenizer(max_length=4), "the red circle left of the blue square")
-        10
-    """
-    # Every token but the specials takes at least one character, so this length cuts nothing.
-    wide = copy.copy(tokenizer)
-    wide.max_length = max(tokenizer.max_length, len(sentence) + 2)
-    return int(wide(sentence).attention_mask.sum())
-
-
-@torch.no_grad()
 def predict(model, image, sentence: str, *, device: str | torch.device = "cpu") -> np.ndarray:
     """The predicted ``(h, w)`` bool mask of ``sentence`` on a PIL ``image`` at its own size.
+
+    A shorthand for ``Segmenter(model, device=device)(image, sentence).mask`` (see
+    :class:`~reference_models.segmenter.Segmenter`), which the command line runs on too.
 
     Args:
         model: a reference model; its config says how to tokenize, resize and normalise.
         image: a :class:`PIL.Image.Image` (RGB).
         sentence: the referring expression (cut to the model's ``max_words`` tokens).
         device: where the model runs.
+
+    Warns:
+        UnreadableTextWarning: words the model cannot read, or a sentence it cuts.
     """
+    from .segmenter import Segmenter
+
     if not sentence.strip():
         raise ValueError(f"sentence: expected a non-empty sentence; got {sentence!r}")
-    from .data.samples import make_sample
-    from .data.transforms import to_original_size
-    from .encoders import pixel_statistics
-    from .base import build_tokenizer
-
-    config = model.config
-    mean, std = pixel_statistics(model)
-    sample = make_sample(
-        image, np.zeros((image.height, image.width), dtype=bool), sentence,
-        tokenizer=build_tokenizer(config), image_size=config.image_size,
-        resize="square", mean=mean, std=std, image_id=0, ref_id=0, sent_id=0, keep_original_mask=False,
-    )
-    model.eval().to(device)
-    logits = model(sample["image"][None].to(device), sample["input_ids"][None].to(device), sample["attention_mask"][None].to(device)).logits
-    full = to_original_size(logits[0, 0].float().cpu(), sample["content_box"], sample["orig_size"])
-    return (full > 0).numpy()
+    return Segmenter(model, device=device)(image, sentence).mask.numpy()
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -141,11 +116,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="'cpu', 'cuda', 'cuda:N' or 'mps' (default: cuda when available, else cpu)")
     args = p.parse_args(argv)
 
-    from .base import build_tokenizer
-    from .checkpoint import find_checkpoint, load_model
+    from .checkpoint import find_checkpoint
     from .data.images import load_image
     from .devices import resolve_device
-    from .viz import overlay, save_png
+    from .segmenter import Segmenter
+    from .viz import overlay
 
     if not args.text.strip():
         raise ValueError(f"--text: expected a non-empty sentence; got {args.text!r}")
@@ -156,16 +131,30 @@ def main(argv: list[str] | None = None) -> int:
     checkpoint = find_checkpoint(args.checkpoint)
     if checkpoint != args.checkpoint:
         print(f"{args.checkpoint}: a training run folder; using its {checkpoint.name}", file=sys.stderr)
-    model = load_model(checkpoint)
-    tokens, limit = token_count(build_tokenizer(model.config), args.text), model.config.max_words
-    if tokens > limit:
-        print(f"{p.prog}: warning: --text is {tokens} tokens long (special tokens included); the model reads {limit}, so it was cut to {limit} tokens", file=sys.stderr)
-    mask = predict(model, image, args.text, device=device)
+    mask = _segment(Segmenter.from_pretrained(checkpoint, device=device), image, args.text, p.prog)
     picture = overlay(np.asarray(image.convert("RGB")), mask)
     _save_picture(picture, args.out)
     _save_picture(mask.astype(np.uint8) * 255, mask_path)
     print(json.dumps({"overlay": str(args.out), "mask": str(mask_path), "foreground_pixels": int(mask.sum())}))
     return 0
+
+
+def _segment(segmenter, image, text: str, prog: str) -> np.ndarray:
+    """The mask of ``text`` on ``image``; the segmenter's warnings about the text as one line each."""
+    import warnings
+
+    from .data.readable import UnreadableTextWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UnreadableTextWarning)
+        result = segmenter(image, text)
+    for warning in caught:
+        if issubclass(warning.category, UnreadableTextWarning):
+            # the segmenter names its argument "text"; here the user typed it as --text
+            print(f"{prog}: warning: --{warning.message}", file=sys.stderr)
+        else:
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+    return result.mask.numpy()
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ from einops import rearrange
 from torch import nn
 
 from rislayers import ShapeError, check_shape
-from rislayers.functional import sine_position_encoding_2d
+from rislayers.functional import masked_softmax, sine_position_encoding_2d
 from rislayers.shapes import check_mask
 
 from ..base import RISModel, SegmentationOutput, build_swin, build_text_encoder, foreground_logit, upsample_to
@@ -52,7 +52,6 @@ __all__ = [
     "QueryBalance",
     "PyramidDecoder",
     "attention_heads",
-    "masked_softmax",
     "DECODER_CONVS",
     "FFN_RATIO",
 ]
@@ -79,28 +78,6 @@ def attention_heads(dim: int) -> int:
         if dim % heads == 0 and dim // heads >= 32:
             return heads
     return 1
-
-
-def masked_softmax(scores: torch.Tensor, mask: torch.Tensor | None, dim: int = -1) -> torch.Tensor:
-    """Softmax over ``dim`` that gives masked entries exactly zero weight.
-
-    A row whose entries are all masked (an all-padding sentence) gets all-zero weights
-    instead of NaN, so its weighted sum is a zero vector.
-
-    Args:
-        scores: attention logits.
-        mask: bool, broadcastable to ``scores``, True = attend; ``None`` = attend to all.
-        dim: the axis to normalise over.
-
-    Example:
-        >>> w = masked_softmax(torch.zeros(1, 3), torch.tensor([[True, True, False]]))
-        >>> w.tolist()
-        [[0.5, 0.5, 0.0]]
-    """
-    if mask is None:
-        return scores.softmax(dim)
-    scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
-    return scores.softmax(dim) * mask
 
 
 class _Attention(nn.Module):
@@ -226,8 +203,9 @@ class QueryGeneration(nn.Module):
         context = torch.einsum("bkn,bcn->bkc", where, rearrange(vis, "b c h w -> b c (h w)"))
         projected = self.word_proj(words)
         guided = rearrange(context, "b k c -> b k 1 c") * rearrange(projected, "b l c -> b 1 l c")
-        mask = None if word_mask is None else rearrange(word_mask, "b l -> b 1 l")
-        emphasis = masked_softmax(self.word_score(guided).squeeze(-1), mask)
+        scores = self.word_score(guided).squeeze(-1)
+        # rislayers' word softmax accumulates in float32; the einsum below reads the scores' dtype
+        emphasis = masked_softmax(scores, word_mask, dim=-1).to(scores.dtype)
         return self.norm(torch.einsum("bkl,blc->bkc", emphasis, projected))
 
 

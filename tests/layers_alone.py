@@ -38,7 +38,16 @@ def _inputs():
     mask = torch.tensor([[True] * 5, [True] * 3 + [False] * 2])
     sentence = torch.randn(b, d)
     pyramid = [torch.randn(b, c, 16, 16), torch.randn(b, c, 8, 8), torch.randn(b, c, 4, 4), torch.randn(b, c, 2, 2)]
+    # ASDA's aligner and its ablation variants share one constructor (lambdas: built only if present)
+    aligners = {
+        name: (lambda name=name: getattr(R, name)(c, d, num_heads=2, upsample_steps=1), (feats, words, mask))
+        for name in ("SingleBranchAligner", "VisualOnlyAligner", "PublishedSingleBranchAligner", "PublishedVisualOnlyAligner")
+    }
+    aligners["PublishedDualBranchAligner"] = (
+        lambda: R.PublishedDualBranchAligner(c, d, num_masks=4, num_heads=2, upsample_steps=1), (feats, words, mask)
+    )
     return {
+        **aligners,
         "DynamicQueryRefiner": (lambda: R.DynamicQueryRefiner(c, d, hidden_dims=(4, 8)), (feats, words, mask)),
         "PixelWordAttention": (lambda: R.PixelWordAttention(c, d), (feats, words, mask)),
         "LanguageGate": (lambda: R.LanguageGate(c), (feats, feats)),

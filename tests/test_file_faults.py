@@ -200,3 +200,49 @@ def test_evaluate_warns_when_every_target_is_empty():
     with warnings.catch_warnings():
         warnings.simplefilter("error", EmptyTargetsWarning)
         evaluate(model, DataLoader(some, batch_size=2, collate_fn=collate), protocol="resized")
+
+
+# -- item 5: the data.synthetic command ------------------------------------------------------------
+
+
+def test_synthetic_export_into_proc_is_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "reference_models.data.synthetic", "--out", "/proc/rislayers-export", "--count", "1", "--quiet"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("python -m reference_models.data.synthetic: error: "), result.stderr
+    assert "/proc/rislayers-export" in lines[0]
+
+
+def test_a_full_disk_mid_export_is_one_line_and_the_rerun_goes_through(tmp_path, monkeypatch, capsys):
+    import errno
+
+    from PIL import Image
+
+    from reference_models.data.export import main
+
+    real_save, saved = Image.Image.save, []
+
+    def full_after_two(self, path, *args, **kwargs):
+        if len(saved) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        saved.append(path)
+        return real_save(self, path, *args, **kwargs)
+
+    monkeypatch.setattr(Image.Image, "save", full_after_two)
+    argv = ["--out", str(tmp_path / "data"), "--count", "5", "--quiet"]
+    code = run(lambda: main(argv), "synthetic")
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "no space left on device writing" in err and "train_000002.png" in err, err
+    monkeypatch.undo()
+    # the half export (pictures, no annotation files) does not block the rerun, without --overwrite
+    assert main(argv) == 0
+    assert (tmp_path / "data" / "synthetic" / "instances.json").is_file()
+    with pytest.raises(SystemExit) as stopped:  # a finished export still needs --overwrite
+        main(argv)
+    assert stopped.value.code == 2 and "already holds an export" in capsys.readouterr().err

@@ -373,6 +373,8 @@ def __getattr__(name: str):
 
 
 if __name__ == "__main__":
+    from ..cli import run
     from .export import main
 
-    raise SystemExit(main())
+    # as every command: a read-only folder, /proc or a full disk is one line, not a traceback
+    raise SystemExit(run(main, "python -m reference_models.data.synthetic"))

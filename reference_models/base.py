@@ -239,19 +239,25 @@ class RISModel(nn.Module):
         return directory
 
     @classmethod
-    def from_pretrained(cls, directory: str | os.PathLike, *, strict: bool = True, **overrides) -> RISModel:
-        """Rebuild a model saved by :meth:`save_pretrained`.
+    def from_pretrained(cls, path: str | os.PathLike, *, strict: bool = True, **overrides) -> RISModel:
+        """Rebuild a trained model from any of the three places one is kept.
 
         Args:
-            directory: the folder holding ``config.json`` and ``model.safetensors``.
+            path: a folder written by :meth:`save_pretrained` (``config.json`` and
+                ``model.safetensors``), a training run folder (its ``best.pt``, else
+                ``last.pt``) or a checkpoint file; checkpoints are verified as ``evaluate`` does.
             strict: raise on any missing, unexpected or mis-shaped key (default).
-            **overrides: config fields to change (e.g. ``image_size``).
+            **overrides: config options to change (e.g. ``image_size``).
         """
+        from .checkpoint import load_model
         from .registry import build_for_loading
+        from .segmenter import resolve_pretrained_path
 
-        directory = Path(directory)
-        config = ModelConfig.load(directory / CONFIG_NAME)
-        weights = directory / WEIGHTS_NAME
+        found = resolve_pretrained_path(path)
+        if found.is_file():
+            return load_model(found, strict=strict, **overrides)
+        config = ModelConfig.load(found / CONFIG_NAME)
+        weights = found / WEIGHTS_NAME
         if not weights.is_file():
             raise FileNotFoundError(f"{weights}: weights file not found")
         model = build_for_loading(config, **overrides)

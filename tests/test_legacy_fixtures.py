@@ -52,6 +52,17 @@ def test_old_checkpoint_loads_as_its_model(batch):
     assert set(model.state_dict()) == set(state)
 
 
+@pytest.mark.parametrize("where", ["run_finished", "run_finished/best.pt", "lavt_sadlr_tiny"])
+def test_from_pretrained_takes_a_run_folder_a_checkpoint_or_a_saved_folder(where, batch):
+    model = RISModel.from_pretrained(LEGACY / where).eval()
+    with torch.no_grad():
+        logits = model(batch["images"], batch["input_ids"], batch["attention_mask"]).logits
+    assert logits.shape == (2, 1, 64, 64) and torch.isfinite(logits).all()
+    if where.startswith("run_finished"):  # the run folder means its best.pt
+        expected = load_model(LEGACY / "run_finished" / "best.pt").state_dict()
+        assert all(torch.equal(value, expected[key]) for key, value in model.state_dict().items())
+
+
 def _run(module: str, *args: str, timeout: int = 120) -> subprocess.CompletedProcess:
     command = [sys.executable, "-m", f"reference_models.{module}", *args]
     return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env={"OMP_NUM_THREADS": "1", **__import__("os").environ})

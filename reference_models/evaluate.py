@@ -232,7 +232,7 @@ def evaluate(
     Returns:
         :class:`~rislayers.metrics.RISMetrics`' keys (fractions), plus
         :class:`~rislayers.metrics.GRESMetrics`' when any target is empty. SADLR models
-        (``config.plugin == "sadlr"``) add ``"by_iteration"``: RISMetrics' keys for the mask
+        (SADLR's refiner as the head) add ``"by_iteration"``: RISMetrics' keys for the mask
         of each refinement iteration, first to last, each resized and scored like the final
         one (the last equals the final figures). ASDA models (those with ``last_selection``)
         add ``"selection"``: :meth:`SelectionStats.compute

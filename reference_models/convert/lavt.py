@@ -226,7 +226,7 @@ def lavt_config(release: LavtRelease, model: str = "lavt_base", overrides: Mappi
         raise ConversionError(f"--model: expected a LAVT model (lavt_base or lavt_sadlr_base); got {model!r} ({base.architecture})")
     overrides = dict(overrides or {})
     sizes = {**_swin_sizes(release), **_bert_sizes(release, overrides.get("text_heads"))}
-    loss = {"head_loss": "weighted_ce"} if base.plugin is None else {}
+    loss = {"head_loss": "weighted_ce"} if base.head.kind == "classifier" else {}
     fields = {**sizes, **LAVT_COMPATIBLE, **loss, "vision_weights": None, "text_weights": None, **overrides}
     return base.replace(**fields)
 
@@ -342,6 +342,6 @@ def convert_lavt(path: str | os.PathLike | LavtRelease, out: str | os.PathLike, 
     release = path if isinstance(path, LavtRelease) else read_lavt_release(path)
     config = lavt_config(release, model, overrides)
     net = build_from_config(config)
-    conversion = map_release(release, net.state_dict(), refiner=config.plugin == "sadlr")
+    conversion = map_release(release, net.state_dict(), refiner=config.head.kind == "sadlr")
     net.load_state_dict(conversion.state, strict=False)
     return net.save_pretrained(out), conversion

@@ -24,7 +24,7 @@ from torch import nn
 
 from .checkpoints import Progress
 from .config import TrainConfig
-from .distributed import DistInfo
+from .distributed import DistInfo, wrap_ddp
 from .optim import build_optimizer, build_scheduler
 from .precision import autocast_for, to_device
 
@@ -129,9 +129,7 @@ def build_optimisation(model: nn.Module, cfg: TrainConfig, device: torch.device,
     """
     train_model = model
     if dist_info.world > 1:
-        train_model = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True
-        )
+        train_model = wrap_ddp(model, device)
     forward_model = torch.compile(train_model) if cfg.compile else train_model
     optimizer = build_optimizer(model, cfg)
     scheduler = build_scheduler(optimizer, cfg, steps_per_epoch, steps_per_epoch * cfg.epochs)

@@ -12,7 +12,7 @@ import json
 
 import pytest
 
-from reference_models.config import ModelConfig
+from reference_models.config import LEGACY_DEFAULTS, ModelConfig, to_flat
 from reference_models.experiments import (
     PAPERS,
     Experiment,
@@ -108,7 +108,7 @@ def test_models_are_registered_at_both_sizes_and_the_swin_t_rows_are_swint():
 
 
 def test_availability_is_computed_from_the_config_fields(monkeypatch):
-    known = {f.name for f in dataclasses.fields(ModelConfig)}
+    known = set(LEGACY_DEFAULTS)  # the flat names the composed config reads
     for e in ALL:
         missing = [k for k in e.overrides if k not in known]
         assert e.available == (not missing and e.unbuilt is None), e.name
@@ -136,8 +136,9 @@ def test_each_papers_full_system_is_available_today():
 @pytest.mark.parametrize("name", AVAILABLE)
 def test_every_available_row_builds_at_tiny_size_with_its_overrides(name):
     model = _tiny(name)
+    flat = to_flat(model.config)
     for key, value in get_experiment(name).overrides.items():
-        assert getattr(model.config, key) == value
+        assert flat[key] == value
 
 
 @pytest.mark.parametrize("table", TABLES)
@@ -152,8 +153,9 @@ def test_the_rows_of_a_table_build_different_models(table):
 
 def test_build_experiment_applies_size_and_overrides():
     model = build_experiment("sadlr/table4b/128-512-x2", refiner_iters=2, loss_weights=(0.5, 0.5))
-    assert (model.config.name, model.config.refiner_hidden, model.config.refiner_repeats) == ("lavt_sadlr_tiny", (128, 512), 2)
-    assert model.config.refiner_iters == 2
+    flat = to_flat(model.config)
+    assert (flat["name"], flat["refiner_hidden"], flat["refiner_repeats"]) == ("lavt_sadlr_tiny", (128, 512), 2)
+    assert flat["refiner_iters"] == 2
     with pytest.raises(ValueError, match="size: expected one of"):
         build_experiment("sadlr/table3/lts", size="small")
 
@@ -190,7 +192,7 @@ def test_asda_table_2_rows_build_the_parts_they_name():
         "e": (True, ScaleWiseAggregator.__name__, None, "single"),
         "f": (True, ScaleWiseAggregator.__name__, None, "dual"),
     }
-    assert _tiny("asda/table2/b").config.asda_fixed_layers == (6, 9)
+    assert to_flat(_tiny("asda/table2/b").config)["asda_fixed_layers"] == (6, 9)
     assert {_tiny(f"asda/table5/{s}").low_selector.head for s in ("mlp", "conv", "linear")} == {"mlp", "conv", "linear"}
 
 
@@ -299,8 +301,9 @@ def test_one_row_per_table_trains_two_steps_and_config_json_records_it(name, tmp
     saved = json.loads((tmp_path / "run" / "config.json").read_text())
     assert saved["train"]["experiment"] == name
     assert saved["train"]["model"] == experiment.model_name("tiny") == summary["model"]
+    flat = to_flat(ModelConfig.from_dict(saved["model"]))  # the flat names read back from the composed file
     for key, value in experiment.overrides.items():
-        assert saved["model"][key] == (list(value) if isinstance(value, tuple) else value)
+        assert flat[key] == value
 
 
 def test_the_experiment_fills_what_the_user_left_and_the_user_wins():
@@ -323,7 +326,8 @@ def test_the_command_line_picks_the_size_and_keeps_an_explicit_model(monkeypatch
     import reference_models.training.cli as cli
 
     seen = []
-    monkeypatch.setattr(cli, "train", lambda cfg, out, **kw: seen.append(cfg.resolved()) or {})
+    summary = {"model": "m", "val": {}, "best_val_oIoU": 0.0, "steps": 0, "epochs": 0, "seconds": 0.0, "out": "x"}  # what the CLI prints
+    monkeypatch.setattr(cli, "train", lambda cfg, out, **kw: seen.append(cfg.resolved()) or summary)
     cli.main(["--experiment", "s2rm/table6/no-d3", "--size", "base"])
     cli.main(["--experiment", "s2rm/table2/swinb", "--size", "base"])
     cli.main(["--experiment", "asda/table3/n1"])

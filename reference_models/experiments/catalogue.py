@@ -7,8 +7,9 @@ the paper's figures for that row. Names read ``"<paper>/<table>/<row>"``, e.g.
 ``"sadlr/table4b/64-256"``.
 
 Availability is computed each time it is asked, never stored: a row is available when every
-field it overrides exists in :class:`~reference_models.config.ModelConfig` and it needs no
-module this project does not build (CGAN, ACM). A row whose fields land later becomes
+field it overrides is a flat option the model configuration reads
+(``reference_models.config.LEGACY_DEFAULTS``: ``refiner_iters``, ``aligner_masks`` ...)
+and it needs no module this project does not build (CGAN, ACM). A row whose fields land later becomes
 available without any change here.
 
 The row of each table that is the paper's full system changes only fields that exist now,
@@ -17,7 +18,6 @@ so it runs today; the other rows spell out what they change.
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
 from dataclasses import dataclass, field
 from typing import Any
@@ -60,9 +60,10 @@ def figures(metrics: str, percents: str) -> dict[str, float]:
 
 
 def _config_fields() -> frozenset[str]:
-    from ..config import ModelConfig
+    """The flat option names the model configuration reads (``refiner_iters``, ``aligner_masks`` ...)."""
+    from ..config import LEGACY_DEFAULTS
 
-    return frozenset(f.name for f in dataclasses.fields(ModelConfig))
+    return frozenset(LEGACY_DEFAULTS)
 
 
 @dataclass(frozen=True)

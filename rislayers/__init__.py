@@ -5,9 +5,17 @@ shape checks, pooling helpers, losses and metrics they share. Depends on torch a
 only.
 """
 
-from . import functional, losses, metrics
+from . import functional, losses, metrics, norms
 from .aggregator import PublishedScaleWiseAggregator, ScaleWiseAggregator
-from .aligner import AlignerOutput, DualBranchAligner
+from .aligner import (
+    AlignerOutput,
+    DualBranchAligner,
+    PublishedDualBranchAligner,
+    PublishedSingleBranchAligner,
+    PublishedVisualOnlyAligner,
+    SingleBranchAligner,
+    VisualOnlyAligner,
+)
 from .casg import CASGDecoder, CASGStage
 from .concat_fusion import ConcatProjectFusion
 from .coparser import SpatialRecurrentCoparser
@@ -32,6 +40,11 @@ __all__ = [
     "ScaleWiseAggregator",
     "PublishedScaleWiseAggregator",
     "DualBranchAligner",
+    "PublishedDualBranchAligner",
+    "SingleBranchAligner",
+    "PublishedSingleBranchAligner",
+    "VisualOnlyAligner",
+    "PublishedVisualOnlyAligner",
     "AlignerOutput",
     "ConcatProjectFusion",
     "SpatialRecurrentCoparser",
@@ -44,6 +57,7 @@ __all__ = [
     "check_shape",
     "set_shape_checks",
     "functional",
+    "norms",
     "losses",
     "metrics",
     "dice_loss",

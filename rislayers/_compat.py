@@ -5,6 +5,7 @@
 - :func:`autocast_enabled` and :func:`float32_region`: run a reduction in float32 even under
   ``torch.autocast``, which would otherwise cast its matmul back to float16.
 - :func:`accumulation_dtype`: the dtype reductions accumulate in.
+- :func:`autocast_output`: the dtype convention of every layer's outputs under autocast.
 - :func:`renamed_arguments`: keep an old keyword name working for a release, with a warning.
 """
 
@@ -62,6 +63,25 @@ def float32_region(device: torch.device) -> contextlib.AbstractContextManager:
     if autocast_enabled(device):
         return torch.autocast(device_type=device.type, enabled=False)
     return contextlib.nullcontext()
+
+
+def autocast_output(tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor`` as a layer returns it: under autocast, float32 results in the autocast dtype.
+
+    The convention of every rislayers layer (docs guide "Plug a layer into your model"):
+    under :class:`torch.autocast` a layer's floating outputs have the autocast dtype, as
+    those of ``nn.Linear``, ``nn.Conv2d`` and ``nn.TransformerEncoderLayer`` do, whichever
+    dtype its last operation happened to give (a float32 residual, offset or reduction);
+    outside autocast, and for float64 or integer outputs, nothing changes.
+    """
+    if tensor.dtype != torch.float32 or not autocast_enabled(tensor.device):
+        return tensor
+    device_type = tensor.device.type
+    try:
+        dtype = torch.get_autocast_dtype(device_type)
+    except AttributeError:  # torch < 2.4
+        dtype = torch.get_autocast_cpu_dtype() if device_type == "cpu" else torch.get_autocast_gpu_dtype()
+    return tensor.to(dtype)
 
 
 def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:

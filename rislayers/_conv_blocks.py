@@ -8,14 +8,14 @@ arguments with :func:`_choice` and :func:`_dims_tuple`, so every decoder accepts
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
+import torch
 from torch import nn
 
-_NORMS = ("batch", "group", "none")
-# GroupNorm groups: the largest divisor of the channel count not above 32 (GroupNorm's usual 32).
-_MAX_GROUPS = 32
+from .norms import NORMS as _NORMS
+from .norms import norm2d
+from .shapes import ShapeError, shape_checks_enabled
 
 
 def _choice(name: str, value: object, choices: tuple[str, ...]) -> str:
@@ -61,6 +61,27 @@ def _dims_tuple(name: str, value: object, length: int | None = None) -> tuple[in
     return dims
 
 
+def _check_pyramid(features: Sequence[torch.Tensor], layout: str) -> None:
+    """Refuse a pyramid given coarsest first: no map may be larger than the one before it.
+
+    Args:
+        features: the maps, high resolution first.
+        layout: how the argument is described in the error, e.g. ``"[V1, V2, V3, V4]"``.
+
+    Raises:
+        ShapeError: naming ``features``, the expected order and the sizes given.
+    """
+    if not shape_checks_enabled():
+        return
+    sizes = [tuple(f.shape[-2:]) for f in features]
+    if any(h > ph or w > pw for (ph, pw), (h, w) in zip(sizes, sizes[1:])):
+        got = ", ".join(f"{h}x{w}" for h, w in sizes)
+        raise ShapeError(
+            f"features: expected {layout} high resolution first (each map no larger than the one before); "
+            f"got sizes {got}"
+        )
+
+
 class _ConvNormAct(nn.Sequential):
     """Conv2d -> norm -> ReLU, the paper's ``Conv`` (it writes ``Conv_BN_ReLU`` in S2RM).
 
@@ -79,9 +100,7 @@ class _ConvNormAct(nn.Sequential):
         layers: list[nn.Module] = [
             nn.Conv2d(in_dim, out_dim, kernel_size, padding=kernel_size // 2, bias=norm == "none", **factory)
         ]
-        if norm == "batch":
-            layers.append(nn.BatchNorm2d(out_dim, **factory))
-        elif norm == "group":
-            layers.append(nn.GroupNorm(math.gcd(out_dim, _MAX_GROUPS), out_dim, **factory))
+        if norm != "none":  # no Identity: the ReLU keeps index 1, as in state dicts saved before
+            layers.append(norm2d(norm, out_dim, **factory))
         layers.append(nn.ReLU(inplace=True))
         super().__init__(*layers)

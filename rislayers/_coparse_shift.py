@@ -1,4 +1,4 @@
-"""S2RM's coparsing (Eq. 5-8): the literal roll-and-concat form and the index layout of the groups.
+"""S2RM's coparsing (Eq. 5-8): the literal roll-and-concat form, the groups' index layout, the option checks.
 
 :class:`~rislayers.SpatialRecurrentCoparser` computes the groups with one affinity matmul and
 a gather (``implementation="gemm"``, indices from :func:`group_sources`); :func:`coparse_shift`
@@ -14,7 +14,13 @@ from collections.abc import Sequence
 import torch
 from einops import rearrange
 
+from ._conv_blocks import _choice
+
 DIRECTIONS = ("l2v", "v2l")
+_IMPLEMENTATIONS = ("gemm", "shift")
+_FUSIONS = ("add", "concat")
+# No "none": the convs before the norms have no bias (the "gemm" path reads only weights).
+_COPARSER_NORMS = ("batch", "group")
 
 
 def normalise_directions(directions: object) -> tuple[str, ...]:
@@ -98,3 +104,47 @@ def coparse_shift(
         row_wise = torch.matmul(parsed.transpose(1, 2), cols.transpose(-1, -2)).transpose(1, 2)
         groups += [col_wise.flatten(1, 2), row_wise.flatten(1, 2)]
     return torch.cat(groups, dim=2)
+
+
+def check_options(
+    *,
+    size: object,
+    pos_dim: int,
+    directions: object,
+    balance: bool,
+    shift: bool,
+    implementation: str,
+    fusion: str,
+    norm: str,
+) -> tuple[tuple[int, int], tuple[str, ...]]:
+    """Validate the options of :class:`SpatialRecurrentCoparser` (all but ``dim`` and ``text_dim``).
+
+    Args:
+        size, pos_dim, directions, balance, shift, implementation, fusion, norm: the constructor's
+            arguments of those names (documented there), checked in its order.
+
+    Returns:
+        ``size`` as an ``(h, w)`` tuple and ``directions`` in the paper's order.
+
+    Raises:
+        ValueError: naming the first bad argument and its value.
+    """
+    if isinstance(size, int) and not isinstance(size, bool):
+        size = (size, size)
+    if (
+        isinstance(size, (str, bytes))
+        or not isinstance(size, Sequence)
+        or len(size) != 2
+        or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in size)
+    ):
+        raise ValueError(f"size: expected (h, w), two positive integers; got {size!r}")
+    if isinstance(pos_dim, bool) or not isinstance(pos_dim, int) or pos_dim < 0 or (pos_dim not in (0, 8) and pos_dim % 4):
+        raise ValueError(f"pos_dim: expected 0, 8 or a positive multiple of 4; got {pos_dim!r}")
+    kept = normalise_directions(directions)
+    for name, value in (("balance", balance), ("shift", shift)):
+        if not isinstance(value, bool):
+            raise ValueError(f"{name}: expected a bool; got {value!r}")
+    _choice("implementation", implementation, _IMPLEMENTATIONS)
+    _choice("fusion", fusion, _FUSIONS)
+    _choice("norm", norm, _COPARSER_NORMS)
+    return (size[0], size[1]), kept

@@ -16,6 +16,8 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from ._conv_blocks import _choice
+from .norms import norm2d
 from .shapes import check_shape, positive_int
 
 __all__ = ["ScaleWiseAggregator", "PublishedScaleWiseAggregator"]
@@ -139,6 +141,11 @@ class ScaleWiseAggregator(nn.Module):
         return F.interpolate(x, size=size, mode="nearest")
 
     @property
+    def out_channels(self) -> int:
+        """Channels of the coarse map: ``dim``, those of the levels."""
+        return self.dim
+
+    @property
     def output_names(self) -> tuple[str, ...]:
         """Name of the output, for ``torch.onnx.export(..., output_names=...)``."""
         return ("coarse",)
@@ -177,11 +184,11 @@ _CODE_BN_MOMENTUM = 0.999
 _CODE_LEAKY_SLOPE = 0.1
 
 
-def _conv_bn_leaky(in_dim: int, out_dim: int, kernel_size: int, factory: dict) -> nn.Sequential:
-    # No conv bias: the BatchNorm after it subtracts the mean.
+def _conv_bn_leaky(in_dim: int, out_dim: int, kernel_size: int, norm: str, factory: dict) -> nn.Sequential:
+    # No conv bias: the norm after it subtracts the mean.
     return nn.Sequential(
         nn.Conv2d(in_dim, out_dim, kernel_size, padding=kernel_size // 2, bias=False, **factory),
-        nn.BatchNorm2d(out_dim, momentum=_CODE_BN_MOMENTUM, **factory),
+        norm2d(norm, out_dim, momentum=_CODE_BN_MOMENTUM, **factory),
         nn.LeakyReLU(_CODE_LEAKY_SLOPE),
     )
 
@@ -230,6 +237,9 @@ class PublishedScaleWiseAggregator(nn.Module):
             to ``dim // 4``).
         text_dim: channels ``d`` of the sentence vector.
         hidden_dim: width of the top-down path and of the output (512 in the code).
+        norm: the 2-D norms: ``"batch"`` (the code's) or ``"group"``
+            (:func:`~rislayers.norms.norm2d`; the sentence's ``BatchNorm1d`` stays). No
+            ``"none"``: the convs before the norms have no bias.
         device: device of the parameters.
         dtype: dtype of the parameters.
 
@@ -252,6 +262,7 @@ class PublishedScaleWiseAggregator(nn.Module):
         text_dim: int,
         *,
         hidden_dim: int = 512,
+        norm: str = "batch",
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
@@ -262,36 +273,42 @@ class PublishedScaleWiseAggregator(nn.Module):
             raise ValueError(f"dim: expected an integer >= 4 (the low level narrows to dim // 4); got {dim!r}")
         self.text_dim = positive_int("text_dim", text_dim)
         self.hidden_dim = self.out_dim = positive_int("hidden_dim", hidden_dim)
+        norm = _choice("norm", norm, ("batch", "group"))
         # Eq. 4 as the code's sentence fusion.
-        self.visual_proj = _conv_bn_leaky(dim, dim, 1, factory)
+        self.visual_proj = _conv_bn_leaky(dim, dim, 1, norm, factory)
         self.text_proj = nn.Sequential(
             nn.Linear(text_dim, dim, **factory), nn.BatchNorm1d(dim, **factory), nn.LeakyReLU(_CODE_LEAKY_SLOPE)
         )
-        self.fusion_norm = nn.Sequential(nn.BatchNorm2d(dim, **factory), nn.LeakyReLU(_CODE_LEAKY_SLOPE))
+        self.fusion_norm = nn.Sequential(norm2d(norm, dim, **factory), nn.LeakyReLU(_CODE_LEAKY_SLOPE))
         # One stage per level, coarse to fine: the grid, 2x, 4x.
         self.stages = nn.ModuleList(
             [
-                nn.Sequential(_conv_bn_leaky(dim, hidden_dim, 1, factory), _conv_bn_leaky(hidden_dim, hidden_dim, 3, factory)),
+                nn.Sequential(_conv_bn_leaky(dim, hidden_dim, 1, norm, factory), _conv_bn_leaky(hidden_dim, hidden_dim, 3, norm, factory)),
                 nn.Sequential(
                     _enlarge(dim, dim // 2, factory),
-                    _conv_bn_leaky(dim // 2, hidden_dim, 1, factory),
-                    _conv_bn_leaky(hidden_dim, hidden_dim, 3, factory),
+                    _conv_bn_leaky(dim // 2, hidden_dim, 1, norm, factory),
+                    _conv_bn_leaky(hidden_dim, hidden_dim, 3, norm, factory),
                 ),
                 nn.Sequential(
                     _enlarge(dim, dim // 2, factory),
-                    nn.BatchNorm2d(dim // 2, momentum=_CODE_BN_MOMENTUM, **factory),
+                    norm2d(norm, dim // 2, momentum=_CODE_BN_MOMENTUM, **factory),
                     nn.GELU(),
                     _enlarge(dim // 2, dim // 4, factory),
-                    _conv_bn_leaky(dim // 4, hidden_dim, 1, factory),
-                    _conv_bn_leaky(hidden_dim, hidden_dim, 3, factory),
+                    _conv_bn_leaky(dim // 4, hidden_dim, 1, norm, factory),
+                    _conv_bn_leaky(hidden_dim, hidden_dim, 3, norm, factory),
                 ),
             ]
         )
-        self.lateral = nn.ModuleList(_conv_bn_leaky(hidden_dim, hidden_dim, 1, factory) for _ in range(3))
-        self.output = _conv_bn_leaky(hidden_dim, hidden_dim, 3, factory)
+        self.lateral = nn.ModuleList(_conv_bn_leaky(hidden_dim, hidden_dim, 1, norm, factory) for _ in range(3))
+        self.output = _conv_bn_leaky(hidden_dim, hidden_dim, 3, norm, factory)
 
     def extra_repr(self) -> str:
         return f"hidden_dim={self.hidden_dim}"
+
+    @property
+    def out_channels(self) -> int:
+        """Channels of the coarse map: ``hidden_dim``."""
+        return self.hidden_dim
 
     @property
     def output_names(self) -> tuple[str, ...]:

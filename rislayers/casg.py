@@ -18,6 +18,8 @@ and concatenates :func:`rislayers.functional.coord_features` to the re-combined 
 
 from __future__ import annotations
 
+import dataclasses
+import warnings
 from collections.abc import Sequence
 from typing import Literal
 
@@ -26,15 +28,63 @@ import torch.nn.functional as F
 from einops import rearrange, reduce
 from torch import nn
 
-from ._conv_blocks import _NORMS, _ConvNormAct, _choice, _dims_tuple
+from ._compat import user_stacklevel
+from ._conv_blocks import _NORMS, _check_pyramid, _ConvNormAct, _choice, _dims_tuple
 from .functional import coord_features
 from .shapes import ShapeError, check_shape, positive_int
 
-__all__ = ["CASGStage", "CASGDecoder"]
+__all__ = ["CASGStageOptions", "CASGStage", "CASGDecoder"]
 
 _GATES = ("tanh", "sigmoid")
 _COORDS = ("none", "recombine")
 _COORD_CHANNELS = 8
+
+
+@dataclasses.dataclass(frozen=True)
+class CASGStageOptions:
+    """The options every :class:`CASGStage` of a :class:`CASGDecoder` shares (the paper's readings).
+
+    One frozen value, given to the decoder as ``stage=`` and handed to each stage as its
+    keywords, so the decoder does not re-declare them. Checked when made.
+
+    Args:
+        mlp_ratio: hidden width of the channel gate's perceptron, as a multiple of the
+            stage's width (the paper does not give it; 1.0 keeps it ``(d + c) -> c -> c``).
+        kernel_size: kernel of the stage's three convs (odd; the paper does not give it).
+        gate: ``"tanh"`` (the paper) or ``"sigmoid"`` (Table V's "Sig.").
+        channel_attention: apply the channel gate (``False`` = Table V's "-Cha.").
+        spatial_attention: apply the spatial gate (``False`` = Table V's "-Spa.").
+        language: use the sentence (``False`` = Table V's "-Lang.").
+        spatial_scaling: divide the dynamic-conv response by ``sqrt(dim)`` before the gate.
+        coord: ``"none"`` (the paper's "Coord" is the re-combination) or ``"recombine"``
+            (8 coordinate channels appended to the re-combining conv's input).
+
+    Example:
+        >>> CASGStageOptions(gate="sigmoid").kernel_size
+        3
+        >>> CASGStageOptions(kernel_size=2)
+        Traceback (most recent call last):
+        ...
+        ValueError: kernel_size: expected an odd positive integer; got 2
+    """
+
+    mlp_ratio: float = 1.0
+    kernel_size: int = 3
+    gate: Literal["tanh", "sigmoid"] = "tanh"
+    channel_attention: bool = True
+    spatial_attention: bool = True
+    language: bool = True
+    spatial_scaling: bool = False
+    coord: Literal["none", "recombine"] = "none"
+
+    def __post_init__(self) -> None:
+        if positive_int("kernel_size", self.kernel_size) % 2 == 0:
+            raise ValueError(f"kernel_size: expected an odd positive integer; got {self.kernel_size!r}")
+        ratio = self.mlp_ratio
+        if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not ratio > 0:
+            raise ValueError(f"mlp_ratio: expected a positive number; got {ratio!r}")
+        _choice("gate", self.gate, _GATES)
+        _choice("coord", self.coord, _COORDS)
 
 
 class CASGStage(nn.Module):
@@ -127,14 +177,12 @@ class CASGStage(nn.Module):
         self.prev_dims = _dims_tuple("prev_dims", prev_dims)
         self.text_dim = positive_int("text_dim", text_dim)
         self.vis_dim = dim if vis_dim is None else positive_int("vis_dim", vis_dim)
-        kernel_size = positive_int("kernel_size", kernel_size)
-        if kernel_size % 2 == 0:
-            raise ValueError(f"kernel_size: expected an odd positive integer; got {kernel_size!r}")
-        if isinstance(mlp_ratio, bool) or not isinstance(mlp_ratio, (int, float)) or not mlp_ratio > 0:
-            raise ValueError(f"mlp_ratio: expected a positive number; got {mlp_ratio!r}")
+        self.options = CASGStageOptions(  # checks the options
+            mlp_ratio, kernel_size, gate, channel_attention, spatial_attention, language, spatial_scaling, coord
+        )
         self.norm = _choice("norm", norm, _NORMS)
-        self.gate = _choice("gate", gate, _GATES)
-        self.coord = _choice("coord", coord, _COORDS)
+        self.gate = gate
+        self.coord = coord
         self.channel_attention = bool(channel_attention)
         self.spatial_attention = bool(spatial_attention)
         self.language = bool(language)
@@ -174,6 +222,11 @@ class CASGStage(nn.Module):
 
     def _gate(self, x: torch.Tensor) -> torch.Tensor:
         return torch.tanh(x) if self.gate == "tanh" else torch.sigmoid(x)
+
+    @property
+    def out_channels(self) -> int:
+        """Channels of the stage's output: ``dim``."""
+        return self.dim
 
     @property
     def output_names(self) -> tuple[str, ...]:
@@ -268,24 +321,22 @@ class CASGDecoder(nn.Module):
             widths add a 1x1 projection of each ``V_i`` (see ``CASGStage(vis_dim=...)``).
         head_kernel_size: kernel of the final classifier conv (odd; the paper does not say;
             1 is a plain per-pixel classifier).
-        mlp_ratio: see :class:`CASGStage`.
-        kernel_size: see :class:`CASGStage`.
+        stage: the options every stage shares (:class:`CASGStageOptions`; default: the
+            paper's readings).
         norm: see :class:`CASGStage` (``"batch"``, the default, couples the samples of a
             batch in training mode; use eval mode for per-sample results).
-        gate: see :class:`CASGStage`.
-        channel_attention: see :class:`CASGStage`.
-        spatial_attention: see :class:`CASGStage`.
-        language: see :class:`CASGStage`.
-        spatial_scaling: see :class:`CASGStage`.
-        coord: see :class:`CASGStage`.
         align_corners: bilinear resizing inside the stages and of the final logits.
+        **stage_options: deprecated (``DeprecationWarning``): the fields of
+            :class:`CASGStageOptions` as keywords (``gate="sigmoid"``), applied over
+            ``stage``; pass ``stage=CASGStageOptions(gate="sigmoid")`` instead.
         device: device of the parameters.
         dtype: dtype of the parameters.
 
     Shape:
         - features: ``[V1 (b, c1, h1, w1), V2 (b, c2, h2, w2), V3 (b, c3, h3, w3),
-          F4cross (b, c4, h4, w4)]``; the sizes need not halve exactly (each stage resizes
-          to its own map)
+          F4cross (b, c4, h4, w4)]``, high resolution first: no map may be larger than the
+          one before it (a ShapeError names a pyramid given coarsest first); the sizes need
+          not halve exactly (each stage resizes to its own map)
         - sentence: ``(b, d)``
         - output: ``(b, num_classes, 4*h1, 4*w1)``; ``(b, dims[0], h1, w1)`` with
           ``num_classes=None``
@@ -298,6 +349,9 @@ class CASGDecoder(nn.Module):
         torch.Size([2, 1, 128, 128])
         >>> decoder.forward_features(features, torch.randn(2, 24)).shape
         torch.Size([2, 16, 32, 32])
+        >>> sig = CASGDecoder((16, 32, 64, 128), 24, stage=CASGStageOptions(gate="sigmoid"), num_classes=None)
+        >>> sig.out_channels, sig.stages[0].gate
+        (16, 'sigmoid')
     """
 
     def __init__(
@@ -309,20 +363,15 @@ class CASGDecoder(nn.Module):
         num_stages: int = 3,
         dims: Sequence[int] | None = None,
         head_kernel_size: int = 1,
-        mlp_ratio: float = 1.0,
-        kernel_size: int = 3,
+        stage: CASGStageOptions | None = None,
         norm: Literal["batch", "group", "none"] = "batch",
-        gate: Literal["tanh", "sigmoid"] = "tanh",
-        channel_attention: bool = True,
-        spatial_attention: bool = True,
-        language: bool = True,
-        spatial_scaling: bool = False,
-        coord: Literal["none", "recombine"] = "none",
         align_corners: bool = False,
         device=None,
         dtype=None,
+        **stage_options: object,
     ) -> None:
         super().__init__()
+        self.stage_options = _stage_options(stage, stage_options)
         self.in_dims = _dims_tuple("in_dims", in_dims, 4)
         self.text_dim = positive_int("text_dim", text_dim)
         self.num_classes = None if num_classes is None else positive_int("num_classes", num_classes)
@@ -349,16 +398,9 @@ class CASGDecoder(nn.Module):
                     tuple(prev_dims),
                     text_dim,
                     vis_dim=self.in_dims[level],
-                    mlp_ratio=mlp_ratio,
-                    kernel_size=kernel_size,
                     norm=norm,
-                    gate=gate,
-                    channel_attention=channel_attention,
-                    spatial_attention=spatial_attention,
-                    language=language,
-                    spatial_scaling=spatial_scaling,
-                    coord=coord,
                     align_corners=align_corners,
+                    **dataclasses.asdict(self.stage_options),
                     **factory,
                 )
             )
@@ -377,6 +419,11 @@ class CASGDecoder(nn.Module):
             f"in_dims={self.in_dims}, text_dim={self.text_dim}, num_classes={self.num_classes}, "
             f"num_stages={self.num_stages}, dims={self.dims}"
         )
+
+    @property
+    def out_channels(self) -> int:
+        """Channels of what :meth:`forward` returns: ``num_classes``, or ``out_dim`` without a classifier."""
+        return self.out_dim if self.num_classes is None else self.num_classes
 
     @property
     def output_names(self) -> tuple[str, ...]:
@@ -429,8 +476,29 @@ class CASGDecoder(nn.Module):
                 features[k], "b c h w", name=f"features[{k}]", bound={"b": batch}, c=self.in_dims[k], floating=True, dtype=dtype
             )
         check_shape(sentence, "b d", name="sentence", bound={"b": batch}, d=self.text_dim, floating=True, dtype=dtype)
+        _check_pyramid(features, "[V1, V2, V3, F4cross]")
 
         decoded = [features[3]]
         for stage, level in zip(self.stages, self.levels):
             decoded.append(stage(features[level], tuple(decoded), sentence))
         return decoded[-1]
+
+
+def _stage_options(stage: CASGStageOptions | None, legacy: dict[str, object]) -> CASGStageOptions:
+    """``stage`` with the deprecated per-option keywords of :class:`CASGDecoder` applied over it."""
+    if stage is not None and not isinstance(stage, CASGStageOptions):
+        raise ValueError(f"stage: expected a CASGStageOptions; got {stage!r}")
+    stage = stage or CASGStageOptions()
+    if not legacy:
+        return stage
+    fields = {f.name for f in dataclasses.fields(CASGStageOptions)}
+    unknown = sorted(set(legacy) - fields)
+    if unknown:
+        raise TypeError(f"{unknown[0]}: not an argument of CASGDecoder nor a field of CASGStageOptions")
+    names = ", ".join(sorted(legacy))
+    warnings.warn(
+        f"{names}: deprecated as CASGDecoder keywords; pass them in stage=CASGStageOptions(...) instead",
+        DeprecationWarning,
+        stacklevel=user_stacklevel(),
+    )
+    return dataclasses.replace(stage, **legacy)

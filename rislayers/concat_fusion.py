@@ -86,6 +86,11 @@ class ConcatProjectFusion(nn.Module):
         return f"dims={self.dims}, text_dim={self.text_dim}, out_dim={self.out_dim}, norm={self.norm!r}"
 
     @property
+    def out_channels(self) -> int:
+        """Channels of the fused map: ``out_dim``."""
+        return self.out_dim
+
+    @property
     def output_names(self) -> tuple[str, ...]:
         """Name of the output, for ``torch.onnx.export(..., output_names=...)``."""
         return ("fused",)

@@ -38,17 +38,15 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from ._compat import accumulation_dtype, is_tracing, renamed_arguments
-from ._conv_blocks import _choice
-from ._coparse_shift import DIRECTIONS, coparse_shift, group_sizes, group_sources, normalise_directions
-from .functional import _masked_mean, coord_features, sine_position_encoding_2d, zero_padding
+from ._compat import autocast_output, is_tracing, renamed_arguments
+from ._coparse_shift import DIRECTIONS, check_options, coparse_shift, group_sizes, group_sources, normalise_directions
+from .functional import _masked_mean, _masked_softmax, coord_features, sine_position_encoding_2d, zero_padding
+from .norms import norm2d
 from .shapes import check_shape, check_words_inputs, positive_int
 
 __all__ = ["SpatialRecurrentCoparser", "coparse_index"]
 
 _DIRECTIONS = DIRECTIONS
-_IMPLEMENTATIONS = ("gemm", "shift")
-_FUSIONS = ("add", "concat")
 
 
 def coparse_index(
@@ -93,55 +91,6 @@ def coparse_index(
     if "v2l" in directions:  # A^T[q, p] = A[p, q]
         groups += [source_c * n + parsed, source_r * n + parsed]
     return torch.cat(groups, dim=1).reshape(-1)
-
-
-def _masked_softmax(scores: torch.Tensor, word_mask: torch.Tensor | None) -> torch.Tensor:
-    """Softmax over the last axis (words) of ``(b, n, l)`` scores, padding excluded, in float32.
-
-    An all-padding sentence gives all-zero weights (never NaN): its row is filled with one
-    constant, softmaxed to a finite uniform row, then zeroed where the mask is False.
-    """
-    scores = scores.to(accumulation_dtype(scores.dtype))
-    if word_mask is None:
-        return scores.softmax(dim=-1)
-    keep = word_mask[:, None, :]
-    weights = scores.masked_fill(~keep, torch.finfo(scores.dtype).min).softmax(dim=-1)
-    return torch.where(keep, weights, torch.zeros((), dtype=weights.dtype, device=weights.device))
-
-
-def _check_options(
-    *, size: object, pos_dim: int, directions: object, balance: bool, shift: bool, implementation: str, fusion: str
-) -> tuple[tuple[int, int], tuple[str, ...]]:
-    """Validate the options of :class:`SpatialRecurrentCoparser` (all but ``dim`` and ``text_dim``).
-
-    Args:
-        size, pos_dim, directions, balance, shift, implementation, fusion: the constructor's
-            arguments of those names (documented there), checked in its order.
-
-    Returns:
-        ``size`` as an ``(h, w)`` tuple and ``directions`` in the paper's order.
-
-    Raises:
-        ValueError: naming the first bad argument and its value.
-    """
-    if isinstance(size, int) and not isinstance(size, bool):
-        size = (size, size)
-    if (
-        isinstance(size, (str, bytes))
-        or not isinstance(size, Sequence)
-        or len(size) != 2
-        or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in size)
-    ):
-        raise ValueError(f"size: expected (h, w), two positive integers; got {size!r}")
-    if isinstance(pos_dim, bool) or not isinstance(pos_dim, int) or pos_dim < 0 or (pos_dim not in (0, 8) and pos_dim % 4):
-        raise ValueError(f"pos_dim: expected 0, 8 or a positive multiple of 4; got {pos_dim!r}")
-    kept = normalise_directions(directions)
-    for name, value in (("balance", balance), ("shift", shift)):
-        if not isinstance(value, bool):
-            raise ValueError(f"{name}: expected a bool; got {value!r}")
-    _choice("implementation", implementation, _IMPLEMENTATIONS)
-    _choice("fusion", fusion, _FUSIONS)
-    return (size[0], size[1]), kept
 
 
 class SpatialRecurrentCoparser(nn.Module):
@@ -207,6 +156,9 @@ class SpatialRecurrentCoparser(nn.Module):
             slice (Table IV's "-Shift").
         implementation: ``"gemm"`` (fast, default) or ``"shift"`` (literal reference).
         fusion: ``"add"`` (residual, default) or ``"concat"`` (Conv1x1-BN-ReLU).
+        norm: the ``BN`` of Eq. 1, of the compression and of ``"concat"``: ``"batch"`` (the
+            paper) or ``"group"`` (:func:`~rislayers.norms.norm2d`; batch-independent). No
+            ``"none"``: those convs have no bias.
         device: device of the parameters.
         dtype: dtype of the parameters.
 
@@ -240,6 +192,7 @@ class SpatialRecurrentCoparser(nn.Module):
         shift: bool = True,
         implementation: str = "gemm",
         fusion: str = "add",
+        norm: str = "batch",
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
@@ -247,15 +200,16 @@ class SpatialRecurrentCoparser(nn.Module):
         factory = {"device": device, "dtype": dtype}
         self.dim = positive_int("dim", dim)
         self.text_dim = positive_int("text_dim", text_dim)
-        self.size, self.directions = _check_options(
+        self.size, self.directions = check_options(
             size=size, pos_dim=pos_dim, directions=directions, balance=balance, shift=shift,
-            implementation=implementation, fusion=fusion,
+            implementation=implementation, fusion=fusion, norm=norm,
         )
         self.pos_dim = pos_dim
         self.balance = balance
         self.shift = shift
         self.implementation = implementation
         self.fusion = fusion
+        self.norm = norm
 
         height, width = self.size
         self.num_positions = height * width
@@ -265,7 +219,7 @@ class SpatialRecurrentCoparser(nn.Module):
 
         # Eq. 1. No conv bias: BatchNorm follows and would cancel it.
         self.distribute_proj = nn.Conv2d(self.dim + self.text_dim + pos_dim, self.dim, 1, bias=False, **factory)
-        self.distribute_norm = nn.BatchNorm2d(self.dim, **factory)
+        self.distribute_norm = norm2d(norm, self.dim, **factory)
         # Eq. 2: separate Linear-LN-ReLU stacks for the keys and the values.
         self.key_proj = nn.Sequential(
             nn.Linear(self.text_dim, self.dim, **factory), nn.LayerNorm(self.dim, **factory), nn.ReLU()
@@ -277,10 +231,10 @@ class SpatialRecurrentCoparser(nn.Module):
         self.balance_proj = nn.Conv2d(group_channels, self.num_groups, 1, **factory) if balance else None
         # Eq. 10 and after: compress k*h*w -> c.
         self.compress_proj = nn.Conv2d(group_channels, self.dim, 1, bias=False, **factory)
-        self.compress_norm = nn.BatchNorm2d(self.dim, **factory)
+        self.compress_norm = norm2d(norm, self.dim, **factory)
         if fusion == "concat":
             self.fuse_proj = nn.Conv2d(2 * self.dim, self.dim, 1, bias=False, **factory)
-            self.fuse_norm = nn.BatchNorm2d(self.dim, **factory)
+            self.fuse_norm = norm2d(norm, self.dim, **factory)
         else:
             self.fuse_proj = None
             self.fuse_norm = None
@@ -438,6 +392,11 @@ class SpatialRecurrentCoparser(nn.Module):
         return (groups.view(batch, n, k, n) * gates[:, None, :, None]).view(batch, n, k * n)
 
     @property
+    def out_channels(self) -> int:
+        """Channels of the fused map: ``dim``, those of ``feats``."""
+        return self.dim
+
+    @property
     def output_names(self) -> tuple[str, ...]:
         """Name of the output, for ``torch.onnx.export(..., output_names=...)``."""
         return ("fused",)
@@ -461,13 +420,13 @@ class SpatialRecurrentCoparser(nn.Module):
         if feats.shape[0] == 0 and not is_tracing():
             # Nothing to fuse; returning early also keeps BatchNorm's running statistics
             # away from the NaN mean of an empty batch in training mode.
-            return feats + 0
+            return autocast_output(feats + 0)
         lang_flat = self._distribute(feats, zero_padding(words, word_mask), word_mask)
         groups = self.coparse(rearrange(feats, "b c h w -> b (h w) c"), lang_flat)
         compressed = self.compress(groups)
         if self.fuse_proj is not None:
-            return F.relu(self.fuse_norm(self.fuse_proj(torch.cat((feats, compressed), dim=1))))
-        return feats + compressed
+            return autocast_output(F.relu(self.fuse_norm(self.fuse_proj(torch.cat((feats, compressed), dim=1)))))
+        return autocast_output(feats + compressed)  # float32 feats would promote the sum
 
     def macs(self, length: int, *, batch: int = 1) -> int:
         """Multiply-accumulates of one forward with the current ``implementation``.

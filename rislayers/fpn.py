@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._conv_blocks import _NORMS, _ConvNormAct, _choice, _dims_tuple
+from ._conv_blocks import _NORMS, _check_pyramid, _ConvNormAct, _choice, _dims_tuple
 from .shapes import ShapeError, check_shape, positive_int
 
 __all__ = ["FPNDecoder"]
@@ -54,7 +54,8 @@ class FPNDecoder(nn.Module):
         dtype: dtype of the parameters.
 
     Shape:
-        - features: ``[V1 (b, c1, h1, w1), V2, V3, V4 (b, c4, h4, w4)]``
+        - features: ``[V1 (b, c1, h1, w1), V2, V3, V4 (b, c4, h4, w4)]``, high resolution
+          first (no map larger than the one before it)
         - output: ``(b, num_classes, 4*h1, 4*w1)``; ``(b, dim, h1, w1)`` with ``num_classes=None``
 
     Example:
@@ -94,6 +95,11 @@ class FPNDecoder(nn.Module):
 
     def extra_repr(self) -> str:
         return f"in_dims={self.in_dims}, dim={self.dim}, num_classes={self.num_classes}, merge={self.merge!r}"
+
+    @property
+    def out_channels(self) -> int:
+        """Channels of what :meth:`forward` returns: ``num_classes``, or ``dim`` without a classifier."""
+        return self.dim if self.num_classes is None else self.num_classes
 
     @property
     def output_names(self) -> tuple[str, ...]:
@@ -144,6 +150,7 @@ class FPNDecoder(nn.Module):
             check_shape(
                 features[k], "b c h w", name=f"features[{k}]", bound={"b": batch}, c=self.in_dims[k], floating=True, dtype=dtype
             )
+        _check_pyramid(features, "[V1, V2, V3, V4]")
         merged = self.lateral[3](features[3])  # P_4
         pyramid = [merged]
         for k in (2, 1, 0):

@@ -17,7 +17,14 @@ from einops import rearrange
 from ._compat import accumulation_dtype, float32_region
 from .shapes import check_mask, check_shape
 
-__all__ = ["masked_mean", "masked_avg_pool2d", "zero_padding", "coord_features", "sine_position_encoding_2d"]
+__all__ = [
+    "masked_mean",
+    "masked_softmax",
+    "masked_avg_pool2d",
+    "zero_padding",
+    "coord_features",
+    "sine_position_encoding_2d",
+]
 
 # Large enough that an empty mask divides 0 by it (giving 0), small enough never to bias a
 # real average: weights are probabilities or 0/1, so any non-empty sum is >= ~1e-6.
@@ -63,6 +70,55 @@ def _masked_mean(words: torch.Tensor, word_mask: torch.Tensor | None, *, eps: fl
         total = zero_padding(words.to(compute), word_mask).sum(dim=1)
         count = word_mask.sum(dim=1, keepdim=True).to(compute).clamp_min(eps)
         return (total / count).to(words.dtype)
+
+
+def masked_softmax(scores: torch.Tensor, word_mask: torch.Tensor | None, *, dim: int = -1) -> torch.Tensor:
+    """Softmax over the words of attention scores, padding words excluded, in at least float32.
+
+    The one masked softmax of every rislayers layer that attends over words. Padding words
+    get weight exactly 0 whatever their score (NaN and inf included). A sentence with no
+    real word gets all-zero weights, never NaN: its scores are filled with the dtype's most
+    negative finite value (not ``-inf``), softmaxed to a finite uniform row (so gradients
+    stay finite), then zeroed where the mask is False.
+
+    Args:
+        scores: attention scores; axis 0 is the batch ``b`` and axis ``dim`` the words ``l``.
+        word_mask: bool, True for real tokens; ``None`` means every token is real (a plain
+            softmax). The negation of a ``key_padding_mask``.
+        dim: the words' axis of ``scores``.
+
+    Returns:
+        The weights, ``scores``'s shape, in float32 for half and bfloat16 scores (float64
+        stays float64): cast them to the values' dtype before gathering.
+
+    Shape:
+        - scores: ``(b, ..., l, ...)`` with the words on ``dim``
+        - word_mask: ``(b, l)``
+        - output: ``scores``'s shape
+
+    Example:
+        >>> import torch
+        >>> mask = torch.tensor([[True, True, False], [False, False, False]])
+        >>> masked_softmax(torch.zeros(2, 4, 3), mask)[:, 0].tolist()
+        [[0.5, 0.5, 0.0], [0.0, 0.0, 0.0]]
+    """
+    if word_mask is not None:
+        dim = dim % scores.dim()
+        check_shape(word_mask, "b l", name="word_mask", b=scores.shape[0], l=scores.shape[dim])
+    return _masked_softmax(scores, word_mask, dim=dim)
+
+
+def _masked_softmax(scores: torch.Tensor, word_mask: torch.Tensor | None, *, dim: int = -1) -> torch.Tensor:
+    """:func:`masked_softmax` without the input checks (the calling layer made them)."""
+    scores = scores.to(accumulation_dtype(scores.dtype))
+    if word_mask is None:
+        return scores.softmax(dim=dim)
+    # word_mask (b, l) broadcast to the scores: 1 on every axis but the batch and the words.
+    view = [1] * scores.dim()
+    view[0], view[dim] = word_mask.shape[0], word_mask.shape[1]
+    keep = word_mask.reshape(view)
+    weights = scores.masked_fill(~keep, torch.finfo(scores.dtype).min).softmax(dim=dim)
+    return torch.where(keep, weights, torch.zeros((), dtype=weights.dtype, device=weights.device))
 
 
 def zero_padding(words: torch.Tensor, word_mask: torch.Tensor | None) -> torch.Tensor:

@@ -15,8 +15,8 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from ._compat import accumulation_dtype, renamed_arguments
-from .functional import zero_padding
+from ._compat import autocast_output, renamed_arguments
+from .functional import _masked_softmax, zero_padding
 from .shapes import check_shape, check_words_inputs
 
 __all__ = ["PixelWordAttention", "LanguageGate"]
@@ -48,20 +48,6 @@ class _ChannelNorm(nn.Module):
 
     def extra_repr(self) -> str:
         return f"eps={self.eps}, affine={self.weight is not None}"
-
-
-def _word_softmax(scores: torch.Tensor, word_mask: torch.Tensor | None) -> torch.Tensor:
-    """Softmax over the words (last axis) of ``(b, m, n, l)`` scores, in at least float32.
-
-    Padding words get weight 0; an all-padding sentence gathers nothing (weights all 0, not a
-    uniform mix of padding).
-    """
-    scores = scores.to(accumulation_dtype(scores.dtype))
-    if word_mask is None:
-        return scores.softmax(dim=-1)
-    keep = word_mask[:, None, None, :]
-    weights = scores.masked_fill(~keep, torch.finfo(scores.dtype).min).softmax(dim=-1)
-    return torch.where(keep, weights, torch.zeros((), dtype=weights.dtype, device=weights.device))
 
 
 class PixelWordAttention(nn.Module):
@@ -139,6 +125,11 @@ class PixelWordAttention(nn.Module):
         self.out_proj = nn.Sequential(nn.Linear(dim, dim, **fk), nn.GELU(), nn.Dropout(dropout))
 
     @property
+    def out_channels(self) -> int:
+        """Channels of the multimodal map: ``dim``, those of ``feats``."""
+        return self.dim
+
+    @property
     def output_names(self) -> tuple[str, ...]:
         """Name of the output, for ``torch.onnx.export(..., output_names=...)``."""
         return ("fused",)
@@ -166,7 +157,7 @@ class PixelWordAttention(nn.Module):
         value = rearrange(self.value(words), "b l (m c) -> b m l c", m=self.num_heads)
         # Scale the (normalised) queries before the product, not the scores after it.
         scores = (query * query.shape[-1] ** -0.5) @ key  # (b, m, n, l)
-        attn = _word_softmax(scores, word_mask).to(value.dtype)
+        attn = _masked_softmax(scores, word_mask).to(value.dtype)
         gathered = rearrange(attn @ value, "b m n c -> b n (m c)")
         gathered = self.gathered_norm(rearrange(self.gathered_proj(gathered), "b n c -> b c n"))
         fused = self.vis_proj(pixels) * rearrange(gathered, "b c n -> b n c")
@@ -230,4 +221,4 @@ class LanguageGate(nn.Module):
         check_shape(fused, "b c h w", name="fused", bound=axes, floating=True, dtype=dtype)
         f = rearrange(fused, "b c h w -> b h w c")
         gate = torch.tanh(self.out(torch.relu(self.hidden(f))))
-        return x + rearrange(gate * f, "b h w c -> b c h w")
+        return autocast_output(x + rearrange(gate * f, "b h w c -> b c h w"))  # float32 x would promote it

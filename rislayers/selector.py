@@ -15,6 +15,7 @@ import torch
 from einops import rearrange
 from torch import nn
 
+from ._compat import autocast_output
 from .shapes import ShapeError, check_shape
 
 __all__ = ["AdaptiveLayerSelector", "SelectionOutput"]
@@ -251,14 +252,15 @@ class AdaptiveLayerSelector(nn.Module):
 
         if self.gradient == "soft":
             features = torch.einsum("bk,bkchw->bchw", probs, stacked)
-            return SelectionOutput(features, probs, index)
+            return SelectionOutput(autocast_output(features), autocast_output(probs), index)
 
         batch = torch.arange(stacked.shape[0], device=stacked.device)
         picked = stacked[batch, index]  # Eq. 2-3: F = F_V^(argmax)
         if self.gradient == "none":
-            return SelectionOutput(picked, probs.detach(), index)
+            return SelectionOutput(autocast_output(picked), autocast_output(probs.detach()), index)
         # Straight-through: (probs - probs.detach()) is exactly zero in value, so the output
         # equals the hard pick bit for bit, while its gradient is that of the soft blend.
         zero_valued = probs - probs.detach()
         features = picked + torch.einsum("bk,bkchw->bchw", zero_valued, stacked)
-        return SelectionOutput(features, probs, index)
+        # A pick of float32 candidates stays float32: the layers' autocast convention casts it.
+        return SelectionOutput(autocast_output(features), autocast_output(probs), index)

@@ -13,7 +13,9 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from ._conv_blocks import _choice
 from .functional import _masked_mean, zero_padding
+from .norms import norm2d
 from .shapes import check_words_inputs, positive_int
 
 __all__ = ["TileConcatFusion"]
@@ -36,6 +38,8 @@ class TileConcatFusion(nn.Module):
     Args:
         dim: channels ``c`` of the visual map (and of the output).
         text_dim: channels ``d`` of the word features.
+        norm: ``"batch"`` (the baseline's ``BN``) or ``"group"`` (:func:`~rislayers.norms.norm2d`;
+            batch-independent). No ``"none"``: the conv has no bias.
         device: device of the parameters.
         dtype: dtype of the parameters.
 
@@ -56,16 +60,21 @@ class TileConcatFusion(nn.Module):
         56
     """
 
-    def __init__(self, dim: int, text_dim: int, *, device=None, dtype=None) -> None:
+    def __init__(self, dim: int, text_dim: int, *, norm: str = "batch", device=None, dtype=None) -> None:
         super().__init__()
         factory = {"device": device, "dtype": dtype}
         self.dim = positive_int("dim", dim)
         self.text_dim = positive_int("text_dim", text_dim)
         self.proj = nn.Conv2d(self.dim + self.text_dim, self.dim, 1, bias=False, **factory)
-        self.norm = nn.BatchNorm2d(self.dim, **factory)
+        self.norm = norm2d(_choice("norm", norm, ("batch", "group")), self.dim, **factory)
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, text_dim={self.text_dim}"
+
+    @property
+    def out_channels(self) -> int:
+        """Channels of the fused map: ``dim``, those of ``feats``."""
+        return self.dim
 
     @property
     def output_names(self) -> tuple[str, ...]:

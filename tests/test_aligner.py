@@ -7,7 +7,15 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from rislayers.aligner import AlignerOutput, DualBranchAligner
+from rislayers.aligner import (
+    AlignerOutput,
+    DualBranchAligner,
+    PublishedDualBranchAligner,
+    PublishedSingleBranchAligner,
+    PublishedVisualOnlyAligner,
+    SingleBranchAligner,
+    VisualOnlyAligner,
+)
 from rislayers.shapes import ShapeError
 from tests.layer_checks import (
     assert_batch_independent,
@@ -21,9 +29,26 @@ from tests.layer_checks import (
 )
 
 
-def small(c=16, d=12, **options):
-    options = {"num_masks": 4, "num_heads": 4, "upsample_steps": 2, **options}
-    return DualBranchAligner(c, d, **options)
+# (branches, blocks) of the deprecated keywords -> the class that builds those modules.
+CLASSES = {
+    ("dual", "pre_norm"): DualBranchAligner,
+    ("dual", "published"): PublishedDualBranchAligner,
+    ("single", "pre_norm"): SingleBranchAligner,
+    ("single", "published"): PublishedSingleBranchAligner,
+    ("visual", "pre_norm"): VisualOnlyAligner,
+    ("visual", "published"): PublishedVisualOnlyAligner,
+}
+
+
+def small(c=16, d=12, *, branches="dual", blocks="pre_norm", **options):
+    """The class for ``(branches, blocks)``, at test sizes (one-channel classes take no ``num_masks``)."""
+    cls = CLASSES[branches, blocks]
+    options = {"num_heads": 4, "upsample_steps": 2, **options}
+    if branches == "dual":
+        options.setdefault("num_masks", 4)
+    if branches == "visual":
+        options.pop("word_mask", None)
+    return cls(c, d, **options)
 
 
 def make_inputs(b=2, c=16, h=3, w=4, l=5, d=12, *, dtype=torch.float32, requires_grad=False, lengths=None):
@@ -234,9 +259,8 @@ def check_one_channel_contract(out, b, height, width):
     data=st.data(),
 )
 def test_one_branch_variants_over_sizes(b, c, h, w, l, d, steps, branches, blocks, word_mask, data):
-    aligner = DualBranchAligner(
-        c, d, num_masks=3, num_heads=1, upsample_steps=steps, branches=branches, blocks=blocks, word_mask=word_mask
-    ).eval()
+    options = {} if branches == "visual" else {"word_mask": word_mask}  # the visual one reads no words
+    aligner = CLASSES[branches, blocks](c, d, num_heads=1, upsample_steps=steps, **options).eval()
     lengths = data.draw(st.lists(st.integers(0, l), min_size=b, max_size=b))
     out = aligner(**make_inputs(b, c, h, w, l, d, lengths=lengths))
     check_one_channel_contract(out, b, h * 2**steps, w * 2**steps)
@@ -406,9 +430,9 @@ def test_one_branch_variants_keep_the_dtype_and_handle_edge_cases(branches, dtyp
 
 def test_variant_constructor_errors_name_the_argument():
     with pytest.raises(ValueError, match=r"^branches: expected one of \('dual', 'single', 'visual'\); got 'triple'"):
-        small(branches="triple")
+        DualBranchAligner(16, 12, num_heads=4, branches="triple")
     with pytest.raises(ValueError, match=r"^blocks: expected one of \('pre_norm', 'published'\); got 'post_norm'"):
-        small(blocks="post_norm")
+        DualBranchAligner(16, 12, num_heads=4, blocks="post_norm")
     with pytest.raises(ValueError, match=r"^word_mask: expected a bool; got 'yes'"):
         small(word_mask="yes")
     with pytest.raises(ValueError, match=r"^output_bias: expected a bool; got 1$"):
@@ -464,3 +488,41 @@ def test_without_the_offset_negative_coefficients_cap_the_logit_at_zero_and_with
     with torch.no_grad():
         offset.output_bias.fill_(5.0)
     assert offset(**inputs).logits.max() > 0
+
+
+# -- one class per variant; the deprecated keywords -----------------------------------
+
+@pytest.mark.parametrize(("branches", "blocks"), sorted(CLASSES))
+def test_deprecated_keywords_build_what_the_class_builds(branches, blocks):
+    cls = CLASSES[branches, blocks]
+    options = {"num_heads": 4, "upsample_steps": 1, "num_masks": 4 if branches == "dual" else 32}
+    torch.manual_seed(3)
+    with pytest.warns(DeprecationWarning, match=rf"^branches, blocks: deprecated; build {cls.__name__} instead"):
+        old = DualBranchAligner(16, 12, branches=branches, blocks=blocks, **options).eval()
+    torch.manual_seed(3)
+    if branches != "dual":
+        del options["num_masks"]
+    new = cls(16, 12, **options).eval()
+    assert list(old.state_dict()) == list(new.state_dict())
+    assert (old.branches, old.blocks) == (new.branches, new.blocks) == (branches, blocks)
+    inputs = make_inputs(lengths=[3, 5])
+    for got, want in zip(old(**inputs), new(**inputs)):
+        assert torch.equal(got, want)
+
+
+def test_the_classes_without_deprecated_keywords_do_not_warn(recwarn):
+    for (branches, _), cls in CLASSES.items():
+        options = {"num_masks": 4} if branches == "dual" else {}
+        layer = cls(16, 12, num_heads=4, upsample_steps=1, **options)
+        assert layer.out_channels == 1
+    assert not [w for w in recwarn if issubclass(w.category, DeprecationWarning)]
+
+
+def test_one_channel_classes_refuse_the_dual_only_options():
+    with pytest.raises(TypeError, match="num_masks"):
+        SingleBranchAligner(16, 12, num_masks=4)
+    with pytest.raises(TypeError, match="output_bias"):
+        VisualOnlyAligner(16, 12, output_bias=True)
+    with pytest.raises(TypeError, match="word_mask"):
+        PublishedVisualOnlyAligner(16, 12, word_mask=False)
+

@@ -25,7 +25,7 @@ from layer_checks import (
     backward_sum,
     perturb_sample,
 )
-from rislayers.casg import CASGDecoder, CASGStage
+from rislayers.casg import CASGDecoder, CASGStage, CASGStageOptions
 from rislayers.shapes import ShapeError, set_shape_checks, shape_checks_enabled
 
 IN_DIMS = (8, 12, 16, 20)
@@ -468,3 +468,57 @@ def test_each_table_v_option_changes_the_output(options):
     inputs = decoder_inputs()
     with torch.no_grad():
         assert not torch.allclose(full(**inputs), ablated(**inputs))
+
+
+# -- one shared stage config; the pyramid's order ---------------------------------------
+
+
+def _pyramid(b=1, dims=(8, 16, 24, 32), size=16):
+    return [torch.randn(b, c, size >> i, size >> i) for i, c in enumerate(dims)]
+
+
+def test_the_decoder_builds_every_stage_from_one_stage_config():
+    options = CASGStageOptions(gate="sigmoid", language=False, kernel_size=1, coord="recombine", mlp_ratio=2.0)
+    decoder = CASGDecoder((8, 16, 24, 32), 8, stage=options, norm="group")
+    assert decoder.stage_options is options
+    assert all(stage.options == options and stage.norm == "group" for stage in decoder.stages)
+    assert CASGDecoder((8, 16, 24, 32), 8).stage_options == CASGStageOptions()  # the paper's defaults
+
+
+def test_the_old_stage_keywords_still_build_the_same_decoder_with_a_warning():
+    torch.manual_seed(0)
+    with pytest.warns(DeprecationWarning, match=r"^gate, language: deprecated as CASGDecoder keywords"):
+        old = CASGDecoder((8, 16, 24, 32), 8, gate="sigmoid", language=False).eval()
+    torch.manual_seed(0)
+    new = CASGDecoder((8, 16, 24, 32), 8, stage=CASGStageOptions(gate="sigmoid", language=False)).eval()
+    assert list(old.state_dict()) == list(new.state_dict())
+    features, sentence = _pyramid(2), torch.randn(2, 8)
+    assert torch.equal(old(features, sentence), new(features, sentence))
+    with pytest.raises(TypeError, match=r"^colour: not an argument of CASGDecoder nor a field of CASGStageOptions"):
+        CASGDecoder((8, 16, 24, 32), 8, colour="red")
+    with pytest.raises(ValueError, match=r"^stage: expected a CASGStageOptions; got \{'gate': 'tanh'\}"):
+        CASGDecoder((8, 16, 24, 32), 8, stage={"gate": "tanh"})
+
+
+def test_stage_options_check_their_values_when_made():
+    with pytest.raises(ValueError, match=r"^gate: expected one of \('tanh', 'sigmoid'\); got 'relu'"):
+        CASGStageOptions(gate="relu")
+    with pytest.raises(ValueError, match=r"^mlp_ratio: expected a positive number; got 0"):
+        CASGStageOptions(mlp_ratio=0)
+
+
+@pytest.mark.parametrize("num_stages", [0, 3])
+def test_a_pyramid_given_coarsest_first_is_refused(num_stages):
+    decoder = CASGDecoder((8, 8, 8, 8), 8, num_stages=num_stages)
+    features = _pyramid(dims=(8, 8, 8, 8))
+    with pytest.raises(ShapeError, match=r"^features: expected \[V1, V2, V3, F4cross\] high resolution first .* got sizes 2x2, 4x4, 8x8, 16x16$"):
+        decoder(features[::-1], torch.randn(1, 8))
+    same = [torch.randn(1, 8, 4, 4) for _ in range(4)]  # one grid (a ViT's levels) is not refused
+    assert decoder(same, torch.randn(1, 8)).shape == (1, 1, 16, 16)
+
+
+def test_out_channels_state_what_the_decoder_returns():
+    assert CASGDecoder((8, 16, 24, 32), 8).out_channels == 1
+    assert CASGDecoder((8, 16, 24, 32), 8, num_classes=None).out_channels == 8
+    assert CASGDecoder((8, 16, 24, 32), 8, num_classes=None, num_stages=0).out_channels == 32
+    assert CASGStage(12, (8,), 4).out_channels == 12

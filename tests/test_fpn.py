@@ -117,3 +117,11 @@ def test_errors_name_the_argument():
         decoder(features[:3])
     with pytest.raises(ShapeError, match=r"^features\[2\]: .*c: 9 != 10"):
         decoder([*features[:2], torch.randn(2, 9, 2, 2), features[3]])
+
+
+def test_a_pyramid_given_coarsest_first_is_refused():
+    decoder = FPNDecoder((8, 8, 8, 8), dim=8)
+    features = [torch.randn(1, 8, 16 >> i, 16 >> i) for i in range(4)]
+    with pytest.raises(ShapeError, match=r"^features: expected \[V1, V2, V3, V4\] high resolution first .* got sizes 2x2, 4x4, 8x8, 16x16$"):
+        decoder(features[::-1])
+    assert decoder.out_channels == 1 and FPNDecoder((8, 8, 8, 8), dim=6, num_classes=None).out_channels == 6

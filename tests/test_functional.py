@@ -10,7 +10,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from rislayers import ShapeError
-from rislayers.functional import coord_features, masked_avg_pool2d, masked_mean, sine_position_encoding_2d
+from rislayers.functional import (
+    coord_features,
+    masked_avg_pool2d,
+    masked_mean,
+    masked_softmax,
+    sine_position_encoding_2d,
+)
 
 
 @given(b=st.integers(1, 4), l=st.integers(1, 7), d=st.integers(1, 9), extra=st.integers(1, 4), data=st.data())
@@ -111,3 +117,48 @@ def test_sine_encoding_first_channels_encode_rows():
 def test_sine_encoding_rejects_bad_dim():
     with pytest.raises(ValueError, match="dim: expected a positive multiple of 4; got 6"):
         sine_position_encoding_2d(2, 2, 6)
+
+
+# -- masked_softmax: the one word softmax of the layers --------------------------------
+
+
+def _reference_softmax(scores, mask):
+    """The rule spelled out: softmax over the real words, 0 on padding, 0 for an empty sentence."""
+    out = torch.zeros_like(scores, dtype=torch.float32)
+    for i in range(scores.shape[0]):
+        keep = mask[i]
+        if keep.any():
+            out[i][..., keep] = scores[i][..., keep].float().softmax(dim=-1)
+    return out
+
+
+@given(b=st.integers(1, 3), n=st.integers(1, 4), l=st.integers(1, 6), data=st.data())
+def test_masked_softmax_matches_the_rule_and_ignores_padding_values(b, n, l, data):
+    lengths = data.draw(st.lists(st.integers(0, l), min_size=b, max_size=b))
+    mask = torch.arange(l)[None, :] < torch.tensor(lengths)[:, None]
+    scores = torch.randn(b, n, l)
+    scores = torch.where(mask[:, None, :], scores, torch.tensor(float("nan")))  # padding holds NaN
+    weights = masked_softmax(scores, mask)
+    assert torch.allclose(weights, _reference_softmax(scores, mask), atol=1e-6)
+    assert torch.isfinite(weights).all()
+
+
+def test_masked_softmax_over_another_axis_and_in_half_precision():
+    mask = torch.tensor([[True, False, True]])
+    scores = torch.zeros(1, 3, 2, dtype=torch.bfloat16)  # words on axis 1
+    weights = masked_softmax(scores, mask, dim=1)
+    assert weights.dtype == torch.float32
+    assert weights[0, :, 0].tolist() == [0.5, 0.0, 0.5]
+    assert torch.equal(masked_softmax(scores, None, dim=1), scores.float().softmax(dim=1))
+
+
+def test_masked_softmax_all_padding_row_has_finite_gradients():
+    scores = torch.randn(2, 3, 4, requires_grad=True)
+    mask = torch.tensor([[False] * 4, [True, True, False, False]])
+    masked_softmax(scores, mask).sum().backward()
+    assert torch.isfinite(scores.grad).all() and scores.grad[0].abs().sum() == 0
+
+
+def test_masked_softmax_checks_the_mask_against_the_scores():
+    with pytest.raises(ShapeError, match=r"^word_mask: expected \(b, l\)"):
+        masked_softmax(torch.zeros(2, 3, 4), torch.ones(2, 5, dtype=torch.bool))

@@ -28,75 +28,18 @@ from __future__ import annotations
 
 import torch
 
-from torch import nn
-
-from rislayers import (
-    CASGDecoder,
-    FPNDecoder,
-    PixelWordAttention,
-    ShapeError,
-    SpatialRecurrentCoparser,
-    TileConcatFusion,
-    check_shape,
-    dice_loss,
-)
-from rislayers.casg import CASGStageOptions
-from rislayers.functional import masked_mean
+from rislayers import ShapeError, SpatialRecurrentCoparser, check_shape, dice_loss
 
 from ..base import RISModel, SegmentationOutput, build_swin, build_text_encoder, foreground_logit, upsample_to
-from ..config import CoparserConfig, FpnConfig, S2rmConfig, TileConcatConfig
+from ..config import S2rmConfig
 from ..registry import register_architecture
 from .heads import SegmentationHead
+from .parts import build_neck, build_pyramid_decoder, run_neck, run_pyramid_decoder
 
 __all__ = ["S2RM"]
 
 # Swin's last stage is at stride 32 of the image; the coparser is built for that map.
 COPARSER_STRIDE = 32
-
-
-def _build_neck(config: S2rmConfig, dim: int, text_dim: int) -> nn.Module:
-    """The fusion on the stride-32 map: the paper's coparser (Table IV's options), Table IV's
-    tile-and-concatenate baseline, or Table VII's PWAM (LAVT's, one head)."""
-    neck = config.neck
-    if isinstance(neck, CoparserConfig):
-        return SpatialRecurrentCoparser(
-            dim,
-            text_dim,
-            size=config.image_size // COPARSER_STRIDE,
-            pos_dim=neck.pos_dim,
-            directions=neck.directions,
-            balance=neck.balance,
-            shift=neck.shift,
-            implementation=neck.implementation,
-            norm=config.norm,
-        )
-    if isinstance(neck, TileConcatConfig):
-        return TileConcatFusion(dim, text_dim, norm=config.norm)
-    return PixelWordAttention(dim, text_dim, norm_affine=neck.norm_affine)
-
-
-def _build_decoder(config: S2rmConfig, dims: tuple[int, ...], text_dim: int, *, num_classes: int | None) -> nn.Module:
-    """CASG with the Table V-VI options, or the FPN baseline.
-
-    The FPN is as wide as the finest Swin stage (``C_1^vis``), the width of CASG's finest
-    stage, so both hand the classifier (or SADLR's refiner) a map of the same width.
-    """
-    decoder = config.decoder
-    if isinstance(decoder, FpnConfig):
-        return FPNDecoder(dims, dim=dims[0], num_classes=num_classes, norm=config.norm)
-    return CASGDecoder(
-        dims,
-        text_dim,
-        num_classes=num_classes,
-        num_stages=decoder.stages,
-        norm=config.norm,
-        stage=CASGStageOptions(
-            gate=decoder.activation,
-            channel_attention=decoder.channel,
-            spatial_attention=decoder.spatial,
-            language=decoder.language,
-        ),
-    )
 
 
 @register_architecture("s2rm")
@@ -147,13 +90,13 @@ class S2RM(RISModel):
         self.text_encoder = build_text_encoder(config.text)
         self.backbone = build_swin(config.vision, config.image_size)
         dims, text_dim = self.backbone.out_channels, self.text_encoder.out_dim
-        neck = _build_neck(config, dims[-1], text_dim)
+        neck = build_neck(config.neck, dims[-1], text_dim, size=config.image_size // COPARSER_STRIDE, norm=config.norm)
         # The paper's fusion keeps the name `coparser`; the Table IV/VII baselines are `fusion`.
         self.coparser = neck if isinstance(neck, SpatialRecurrentCoparser) else None
         self.fusion = None if self.coparser is not None else neck
         refiner = config.head is not None
         # With SADLR the refiner replaces the final classifier, so the decoder has none.
-        self.decoder = _build_decoder(config, dims, text_dim, num_classes=None if refiner else 1)
+        self.decoder = build_pyramid_decoder(config.decoder, dims, text_dim, norm=config.norm, num_classes=None if refiner else 1)
         self.head = SegmentationHead(self.decoder.out_channels, text_dim, config.head) if refiner else None
 
     def _check_images(self, images: torch.Tensor) -> None:
@@ -173,18 +116,9 @@ class S2RM(RISModel):
         self._check_images(images)
         text = self.encode_text(input_ids, attention_mask)
         vis_1, vis_2, vis_3, vis_4 = self.backbone(images)
-        if self.coparser is not None:
-            fused_4 = self.coparser(vis_4, text.words, text.word_mask)  # F_4^cross, Eq. 1-10
-        elif isinstance(self.fusion, PixelWordAttention):
-            # Residual, as the coparser's fused product is added to V_4: only the block differs.
-            fused_4 = vis_4 + self.fusion(vis_4, text.words, text.word_mask)
-        else:
-            fused_4 = self.fusion(vis_4, text.words, text.word_mask)
-        if isinstance(self.decoder, FPNDecoder):
-            decoded = self.decoder([vis_1, vis_2, vis_3, fused_4])
-        else:
-            sentence = masked_mean(text.words, text.word_mask)  # AvgP(T), Sec. III-C
-            decoded = self.decoder([vis_1, vis_2, vis_3, fused_4], sentence)  # Eq. 11-15
+        # F_4^cross (Eq. 1-10), or a Table IV/VII baseline's fusion
+        fused_4 = run_neck(self.coparser if self.coparser is not None else self.fusion, vis_4, text)
+        decoded = run_pyramid_decoder(self.decoder, [vis_1, vis_2, vis_3, fused_4], text)  # Eq. 11-15
         size = images.shape[-2:]
         if self.head is None:
             # The decoder already ends with the paper's conv and 4x bilinear upsampling.

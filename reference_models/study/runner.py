@@ -56,8 +56,9 @@ def write_atomic(path: Path, data: bytes | str) -> None:
 def expected_measurements(folder: Path) -> tuple[str, ...]:
     """The measurements of :data:`MEASUREMENTS` that the run's model has, read from its ``config.json``.
 
-    ``"by_iteration"`` for a SADLR model (``plugin == "sadlr"``), ``"selection"`` for an
-    ASDA one; none when the folder has no readable ``config.json``.
+    ``"by_iteration"`` for a model whose head is SADLR's refiner, ``"selection"`` for an
+    ASDA one; none when the folder has no readable ``config.json``. Run folders written
+    before the configuration was composed (a flat ``"plugin"`` key) are read too.
 
     Args:
         folder: the run folder.
@@ -66,7 +67,9 @@ def expected_measurements(folder: Path) -> tuple[str, ...]:
         model = json.loads((Path(folder) / "config.json").read_text()).get("model") or {}
     except (OSError, ValueError, AttributeError):
         return ()
-    has = {"by_iteration": model.get("plugin") == "sadlr", "selection": model.get("architecture") == "asda"}
+    head = model.get("head")
+    refiner = (isinstance(head, dict) and head.get("kind") == "sadlr") or model.get("plugin") == "sadlr"
+    has = {"by_iteration": refiner, "selection": model.get("architecture") == "asda"}
     return tuple(name for name in MEASUREMENTS if has[name])
 
 

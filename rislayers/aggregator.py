@@ -142,7 +142,7 @@ class ScaleWiseAggregator(nn.Module):
 
     @property
     def out_channels(self) -> int:
-        """Channels of the coarse map: ``dim``, those of the levels."""
+        """Channels of the coarse map, ``dim``, those of the levels."""
         return self.dim
 
     @property
@@ -307,7 +307,7 @@ class PublishedScaleWiseAggregator(nn.Module):
 
     @property
     def out_channels(self) -> int:
-        """Channels of the coarse map: ``hidden_dim``."""
+        """Channels of the coarse map, ``hidden_dim``."""
         return self.hidden_dim
 
     @property

@@ -143,7 +143,7 @@ class _WordGuidedAligner(nn.Module):
 
     @property
     def out_channels(self) -> int:
-        """Channels of ``logits``: 1, the foreground logit (what a model wires the next part by)."""
+        """Channels of ``logits``, 1, the foreground logit (what a model wires the next part by)."""
         return 1
 
     @staticmethod
@@ -194,7 +194,7 @@ class _WordGuidedAligner(nn.Module):
                 but not applied when the layer was built with ``word_mask=False``.
 
         Returns:
-            :class:`AlignerOutput` ``(logits, masks, coefficients)``.
+            :class:`~rislayers.aligner.AlignerOutput` ``(logits, masks, coefficients)``.
         """
         dtype = self.mask_head.weight.dtype
         check_words_inputs(self, feats, words, word_mask, dim=self.dim, text_dim=self.text_dim, dtype=dtype)
@@ -319,7 +319,7 @@ class DualBranchAligner(_WordGuidedAligner):
         - words: ``(b, l, d)``
         - word_mask: ``(b, l)`` bool, True for real tokens; ``None`` means all real (the
           negation of a ``key_padding_mask``: pass ``~key_padding_mask``)
-        - output: :class:`AlignerOutput` with logits ``(b, 1, h*2^s, w*2^s)``, masks
+        - output: :class:`~rislayers.aligner.AlignerOutput` with logits ``(b, 1, h*2^s, w*2^s)``, masks
           ``(b, num_masks, h*2^s, w*2^s)`` and coefficients ``(b, num_masks)``
 
     Example:

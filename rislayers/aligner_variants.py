@@ -97,7 +97,7 @@ class SingleBranchAligner(_WordGuidedAligner):
 
     Shape:
         - feats: ``(b, c, h, w)``; words ``(b, l, d)``; word_mask ``(b, l)`` or ``None``
-        - output: :class:`AlignerOutput` with logits and masks ``(b, 1, h*2^s, w*2^s)`` and
+        - output: :class:`~rislayers.aligner.AlignerOutput` with logits and masks ``(b, 1, h*2^s, w*2^s)`` and
           coefficients ``(b, 0)``
 
     Example:

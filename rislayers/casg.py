@@ -225,7 +225,7 @@ class CASGStage(nn.Module):
 
     @property
     def out_channels(self) -> int:
-        """Channels of the stage's output: ``dim``."""
+        """Channels of the stage's output, ``dim``."""
         return self.dim
 
     @property
@@ -422,7 +422,7 @@ class CASGDecoder(nn.Module):
 
     @property
     def out_channels(self) -> int:
-        """Channels of what :meth:`forward` returns: ``num_classes``, or ``out_dim`` without a classifier."""
+        """Channels of what :meth:`forward` returns, ``num_classes``, or ``out_dim`` without a classifier."""
         return self.out_dim if self.num_classes is None else self.num_classes
 
     @property

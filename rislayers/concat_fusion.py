@@ -87,7 +87,7 @@ class ConcatProjectFusion(nn.Module):
 
     @property
     def out_channels(self) -> int:
-        """Channels of the fused map: ``out_dim``."""
+        """Channels of the fused map, ``out_dim``."""
         return self.out_dim
 
     @property

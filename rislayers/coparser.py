@@ -393,7 +393,7 @@ class SpatialRecurrentCoparser(nn.Module):
 
     @property
     def out_channels(self) -> int:
-        """Channels of the fused map: ``dim``, those of ``feats``."""
+        """Channels of the fused map, ``dim``, those of ``feats``."""
         return self.dim
 
     @property

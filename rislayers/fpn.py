@@ -98,7 +98,7 @@ class FPNDecoder(nn.Module):
 
     @property
     def out_channels(self) -> int:
-        """Channels of what :meth:`forward` returns: ``num_classes``, or ``dim`` without a classifier."""
+        """Channels of what :meth:`forward` returns, ``num_classes``, or ``dim`` without a classifier."""
         return self.dim if self.num_classes is None else self.num_classes
 
     @property

@@ -126,7 +126,7 @@ class PixelWordAttention(nn.Module):
 
     @property
     def out_channels(self) -> int:
-        """Channels of the multimodal map: ``dim``, those of ``feats``."""
+        """Channels of the multimodal map, ``dim``, those of ``feats``."""
         return self.dim
 
     @property

@@ -73,7 +73,7 @@ class TileConcatFusion(nn.Module):
 
     @property
     def out_channels(self) -> int:
-        """Channels of the fused map: ``dim``, those of ``feats``."""
+        """Channels of the fused map, ``dim``, those of ``feats``."""
         return self.dim
 
     @property

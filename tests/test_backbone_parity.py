@@ -3,8 +3,9 @@
 For each weight format the docs name, the reference implementation is built at random
 init (open_clip's ``ViT-B-16-quickgelu`` family, timm's Swin, transformers' BertModel) at a
 reduced size that keeps its layout and switches, saved in that format, loaded through the
-path the CLI uses (``--vision-weights``/``--text-weights`` are ``ModelConfig.vision_weights``
-and ``text_weights``, read by :func:`~reference_models.build_model`), and its features are
+path the CLI uses (``--vision-weights``/``--text-weights`` are the options ``vision_weights``
+and ``text_weights``, ``config.vision.weights`` and ``config.text.weights``, read by
+:func:`~reference_models.build_model`), and its features are
 compared with ours to 1e-5 (float32, eval mode).
 """
 
@@ -121,7 +122,7 @@ def clip_checkpoint(tmp_path_factory):
 def test_clip_quickgelu_checkpoint_loads_exactly(clip_checkpoint):
     reference, path = clip_checkpoint
     ours = _asda(path)
-    assert ours.config.clip_activation == "quick_gelu" and ours.config.to_dict()["clip_activation"] == "quick_gelu"
+    assert ours.config.vision.activation == "quick_gelu" and ours.config.to_dict()["vision"]["activation"] == "quick_gelu"
     diffs = _clip_diffs(reference, ours)
     assert max(diffs.values()) <= TOL, diffs
 
@@ -134,14 +135,14 @@ def test_clip_with_gelu_differs_from_the_quickgelu_reference(clip_checkpoint):
 
 
 def test_asda_recipes_use_quickgelu_and_old_configs_keep_gelu():
-    from reference_models.config import ModelConfig
+    from reference_models.config import ModelConfig, to_flat
     from reference_models.registry import get_config
 
-    assert get_config("asda_base").clip_activation == "quick_gelu"
-    assert get_config("asda_tiny").clip_activation == "quick_gelu"
-    # a config.json written before the field existed rebuilds what it was trained as
-    old = {k: v for k, v in get_config("asda_tiny").to_dict().items() if k != "clip_activation"}
-    assert ModelConfig.from_dict(old).clip_activation == "gelu"
+    for name in ("asda_base", "asda_tiny"):  # clip_activation: both CLIP towers
+        assert get_config(name).vision.activation == get_config(name).text.activation == "quick_gelu"
+    # a (flat) config.json written before the field existed rebuilds what it was trained as
+    old = {k: v for k, v in to_flat(get_config("asda_tiny")).items() if k != "clip_activation"}
+    assert ModelConfig.from_dict(old).vision.activation == ModelConfig.from_dict(old).text.activation == "gelu"
     with pytest.raises(ValueError, match=r"^clip_activation: expected one of \('gelu', 'quick_gelu'\); got 'relu'$"):
         get_config("asda_tiny").replace(clip_activation="relu")
 
@@ -287,7 +288,7 @@ def test_bert_directory_loads_exactly(tmp_path):
     reference = BertModel(config).eval()
     reference.save_pretrained(tmp_path)
     ours = build_model("lavt_tiny", text_dim=64, text_weights=str(tmp_path)).eval()
-    assert ours.config.text_layers == 2 and ours.config.text_intermediate == 128
+    assert ours.config.text.layers == 2 and ours.config.text.intermediate == 128
     ids = torch.randint(1000, 30000, (2, 9))
     mask = torch.tensor([[1] * 9, [1] * 5 + [0] * 4])
     with torch.no_grad():

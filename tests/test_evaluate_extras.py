@@ -22,7 +22,7 @@ from rislayers import RISMetrics
 
 from reference_models import build_model
 from reference_models.base import build_tokenizer, foreground_logit, upsample_to
-from reference_models.config import ModelConfig
+from reference_models.config import LEGACY_DEFAULTS
 from reference_models.data.samples import collate, make_sample
 from reference_models.data.synthetic import SyntheticReferDataset
 from reference_models.data.tokenizers import WordTokenizer
@@ -34,7 +34,7 @@ from reference_models.evaluation_extras import SelectionStats, iteration_logits,
 def _loader(model, length: int = 6, batch_size: int = 3, *, drop: tuple[str, ...] = ()) -> list[dict]:
     """Batches of the generated benchmark for ``model`` (3 expressions per picture)."""
     config = model.config
-    norm = {"mean": CLIP_MEAN, "std": CLIP_STD} if config.vision_encoder == "clip" else {}
+    norm = {"mean": CLIP_MEAN, "std": CLIP_STD} if config.vision.kind == "clip" else {}
     data = SyntheticReferDataset(
         "val", level=1, image_size=config.image_size, length=length, seed=0, tokenizer=build_tokenizer(config),
         keep_original_mask=True, **norm,
@@ -89,7 +89,7 @@ def test_iteration_logits_refuses_logits_that_are_not_the_last_iteration():
     with torch.no_grad():
         output = model(batch["image"], batch["input_ids"], batch["attention_mask"])
     size = tuple(output.logits.shape[-2:])
-    assert len(iteration_logits(model, output, size)) == model.config.refiner_iters
+    assert len(iteration_logits(model, output, size)) == model.config.head.iters
     shifted = output._replace(logits=output.logits + 1.0)
     assert iteration_logits(model, shifted, size) is None
 
@@ -163,7 +163,7 @@ def test_models_without_a_selector_report_no_selection():
     assert "selection" not in evaluate(model, _loader(model, length=3))
 
 
-@pytest.mark.skipif("asda_selection" not in ModelConfig.__dataclass_fields__, reason="asda_selection not built yet")
+@pytest.mark.skipif("asda_selection" not in LEGACY_DEFAULTS, reason="asda_selection not built yet")
 def test_a_fixed_selection_is_one_layer_with_no_entropy_or_sensitivity():
     model = _asda(asda_selection="fixed", asda_fixed_layers=(5, 8))
     selection = evaluate(model, _loader(model, length=6))["selection"]
@@ -287,5 +287,5 @@ def test_iterations_are_resized_as_the_model_resizes_them_with_align_corners_too
     with torch.no_grad():
         output = model(images, ids, torch.ones(2, 5, dtype=torch.long))
     maps = iteration_logits(model, output, (64, 64))
-    assert maps is not None and len(maps) == model.config.refiner_iters
+    assert maps is not None and len(maps) == model.config.head.iters
     assert torch.equal(maps[-1], output.logits)

@@ -117,6 +117,11 @@ def test_availability_is_computed_from_the_config_fields(monkeypatch):
     # a row whose fields do not exist yet says which
     row = Experiment(name="x/t/r", paper="asda", table="t", row="r", model="asda", overrides={"selector_head": "mlp", "not_a_field": 1})
     assert not row.available and "not_a_field" in row.reason and "aligner_masks" not in row.reason
+    # the composed config's dotted names are fields too; a misspelt one is not
+    dotted = {"refiner.iters": 2, "head.loss_weights": (0.5, 0.5), "aligner.masks": 4}
+    assert Experiment(name="x/t/d", paper="asda", table="t", row="d", model="asda", overrides=dotted).available
+    row = Experiment(name="x/t/e", paper="asda", table="t", row="e", model="asda", overrides={"refiner.itrs": 2})
+    assert not row.available and "refiner.itrs" in row.reason
 
 
 def test_rows_of_modules_not_built_are_unavailable_with_the_module_named():

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from rislayers import ShapeError
 from reference_models import build_model
+from reference_models.config import LEGACY_DEFAULTS, to_flat
 from reference_models.models.asda import LayerSelection
 from tests.layer_checks import (
     assert_close_outputs,
@@ -62,15 +63,18 @@ def test_loss_finite_for_empty_and_full_targets(fill):
 
 
 def test_loss_combines_focal_and_dice():
-    # focal_weight scales only the focal term: three weights give collinear losses.
+    # focal_weight scales only the focal term: three weights give collinear losses. The model
+    # reads its loss options when it is built, so each weight is a model built with it.
     model = build_model("asda_tiny").eval()
     images, ids, mask = model_inputs(2, IMAGE)
+    target = model_target(2, IMAGE)
     with torch.no_grad():
         out = model(images, ids, mask)
     losses = []
     for weight in (0.0, 1.0, 3.0):
-        model.config = model.config.replace(focal_weight=weight)
-        losses.append(model.loss(out, model_target(2, IMAGE)))
+        weighted = build_model("asda_tiny", focal_weight=weight)
+        assert weighted.config.loss.focal_weight == weighted.focal_weight == weight
+        losses.append(weighted.loss(out, target))
     dice, one, three = losses
     assert 0 < dice < 1
     assert one > dice
@@ -166,7 +170,7 @@ def test_the_neck_brings_f_coarse_to_the_aligners_width(aggregation, neck):
     _, _, maps, cls_tokens = model._encode(images, ids, mask)
     with torch.no_grad():
         coarse = model._fuse(maps[-1], maps[6], maps[3], model.encode_text(ids, mask).sentence)
-        assert coarse.shape[1] == (16 if neck == "Identity" else model.config.clip_width)
+        assert coarse.shape[1] == (16 if neck == "Identity" else model.config.vision.width)
         assert model.neck(coarse).shape == (2, 16, 8, 8)
 
 
@@ -250,8 +254,9 @@ def _perturb_layers(monkeypatch, model, layers: set[int]) -> None:
 @pytest.mark.parametrize("option", list(OPTIONS))
 def test_every_option_builds_and_trains_with_finite_gradients(option):
     model = build_model("asda_tiny", **OPTIONS[option])
+    flat = to_flat(model.config)  # the flat names of the config the model was built with
     for key, value in OPTIONS[option].items():
-        assert getattr(model.config, key) == value
+        assert flat[key] == value
     images, ids, mask = model_inputs(2, IMAGE)
     out = model(images, ids, mask)
     assert out.logits.shape == (2, 1, IMAGE, IMAGE)
@@ -423,7 +428,7 @@ def test_layer_eos_scores_each_candidate_against_its_own_text_layer(monkeypatch)
         model(images, ids, mask)
         features, layer_eos = model.text_encoder.forward_with_layer_eos(ids, mask)
     (text,) = seen
-    assert text.shape == (2, 3, model.config.text_dim)
+    assert text.shape == (2, 3, model.config.text.dim)
     torch.testing.assert_close(text, layer_eos[:, 3:6])  # layers 4-6, 1-based
 
 
@@ -434,7 +439,7 @@ def test_clip_text_encoder_layer_eos_leaves_the_default_features_alone():
     with torch.no_grad():
         plain = encoder(ids, mask)
         features, layer_eos = encoder.forward_with_layer_eos(ids, mask)
-    assert layer_eos.shape == (2, 3, model.config.text_dim)
+    assert layer_eos.shape == (2, 3, model.config.text.dim)
     for a, b in zip(plain, features):
         assert torch.equal(a, b)
     # the last layer's [EOS] (the last real token), normalised, is the words' last real one
@@ -445,14 +450,18 @@ def test_clip_text_encoder_layer_eos_leaves_the_default_features_alone():
 def test_option_errors_are_one_line():
     bad = [
         ({"asda_selection": "fixed", "asda_fixed_layers": (6, 10)}, "asda_fixed_layers: expected ViT layers within 1..clip_layers=9"),
-        ({"asda_fixed_layers": (5, 7)}, "asda_fixed_layers: only used with asda_selection='fixed'"),
+        # an option of a part this model does not build is refused, naming the part that reads it
+        ({"asda_fixed_layers": (5, 7)}, "asda_fixed_layers: no part of this asda (selector=adaptive, "),
+        ({"asda_fixed_layers": (5, 7)}, "read by: selector=fixed (asda)"),
         ({"asda_selection": "top"}, "asda_fusion: the scale-wise aggregator needs"),
-        ({"asda_selection": "fixed", "selector_head": "mlp"}, "selector_head: only used with asda_selection='adaptive'"),
-        ({"asda_selection": "top", "asda_fusion": "concat", "selector_gradient": "none"}, "selector_gradient: only used with"),
+        ({"asda_selection": "fixed", "selector_head": "mlp"}, "selector_head: no part of this asda (selector=fixed, "),
+        ({"asda_selection": "fixed", "selector_head": "mlp"}, "read by: selector=adaptive (asda)"),
+        ({"asda_selection": "top", "asda_fusion": "concat", "selector_gradient": "none"}, "selector_gradient: no part of this asda (selector=top, "),
         ({"selector_text": "layer_eos", "text_encoder": "bert", "text_layers": 9}, "selector_text: 'layer_eos' reads the CLIP text tower"),
         ({"selector_text": "layer_eos"}, "selector_text: 'layer_eos' pairs ViT layer i with text layer i, so text_layers must reach"),
         ({"aligner_branches": "visual", "aligner_word_mask": False}, "aligner_word_mask: the aligner reads no words"),
-        ({"asda_fusion": "concat", "asda_aggregator": "published"}, "asda_aggregator: only used with asda_fusion='sfa'"),
+        ({"asda_fusion": "concat", "asda_aggregator": "published"}, "asda_aggregator: no part of this asda (selector=adaptive, aggregator=concat, "),
+        ({"asda_fusion": "concat", "asda_aggregator": "published"}, "read by: aggregator=sfa (asda)"),
     ]
     for overrides, message in bad:
         with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")) as err:
@@ -464,14 +473,15 @@ def test_a_config_saved_before_the_logit_offset_builds_the_aligner_its_weights_f
     from reference_models import ModelConfig
     from reference_models.base import RISModel
 
-    saved = ModelConfig(architecture="asda", vision_encoder="clip").to_dict()
+    saved = {**LEGACY_DEFAULTS, "architecture": "asda", "vision_encoder": "clip"}  # a flat config.json of before
     del saved["aligner_output_bias"]
-    assert ModelConfig.from_dict(saved).aligner_output_bias is False
-    assert ModelConfig.from_dict(ModelConfig(architecture="asda", vision_encoder="clip").to_dict()).aligner_output_bias is True
-    # An old save_pretrained folder: its config lacks the field, its weights the offset.
+    assert ModelConfig.from_dict(saved).aligner.output_bias is False
+    assert ModelConfig.from_dict({**saved, "aligner_output_bias": True}).aligner.output_bias is True
+    assert ModelConfig.from_dict(ModelConfig.create("asda", vision_encoder="clip").to_dict()).aligner.output_bias is True
+    # An old save_pretrained folder: its flat config lacks the field, its weights the offset.
     old = build_model("asda_tiny", aligner_output_bias=False).eval()
     old.save_pretrained(tmp_path)
-    config = json.loads((tmp_path / "config.json").read_text())
+    config = to_flat(old.config)
     del config["aligner_output_bias"]
     (tmp_path / "config.json").write_text(json.dumps(config))
     loaded = RISModel.from_pretrained(tmp_path).eval()

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from layer_checks import assert_close_outputs, assert_finite, assert_model_batch_independent, pad_words
 
 from reference_models import build_model, get_config, list_models
-from reference_models.config import ModelConfig
+from reference_models.config import LEGACY_DEFAULTS, ModelConfig, to_flat
 from reference_models.models.lts import LOCALIZATION_STRIDE, RelevanceFilter, localization_target
 from reference_models.models.vlt import PyramidDecoder, QueryGeneration, TransformerLayer, masked_softmax
 from reference_models.models.vlt_parts import QueryResponseMaps, ResponseDecoder
@@ -25,7 +25,7 @@ MODULATE_CHILDREN = [
     "text_encoder", "backbone", "vis_proj", "text_proj", "query_generation",
     "encoder", "decoder", "query_balance", "mask_decoder", "head",
 ]  # fmt: skip
-# ModelConfig.vlt_response's default: the registered VLT models must build exactly it.
+# The VLT query part's response default (flat name vlt_response): the registered VLT models must build exactly it.
 DEFAULT_RESPONSE = "spatial"
 TINY_RESPONSE = "modulate"
 # "spatial" reads only the stride-16 and stride-32 Swin maps: the output norms of the
@@ -78,7 +78,8 @@ def test_forward_backward_shapes_and_finite_grads(models, name):
     loss = model.loss(out, torch.rand(2, SIZE, SIZE) > 0.5)
     assert loss.dim() == 0 and torch.isfinite(loss)
     loss.backward()
-    spatial = getattr(model.config, "vlt_response", None) == "spatial" and model.config.architecture == "vlt"
+    query = getattr(model.config, "query", None)
+    spatial = model.config.architecture == "vlt" and query is not None and query.response == "spatial"
     unread = SPATIAL_UNREAD if spatial else ()
     for pname, param in model.named_parameters():
         if pname.startswith(unread):
@@ -139,10 +140,10 @@ def test_modulate_builds_the_modules_it_built_before_the_option():
 @pytest.mark.parametrize("name", ["vlt_tiny", "vlt_sadlr_tiny"])
 def test_default_model_is_the_default_reading_bit_for_bit(name):
     hint = f"the default VLT is no longer vlt_response={DEFAULT_RESPONSE!r} (on purpose? update DEFAULT_RESPONSE)"
-    assert ModelConfig().vlt_response == DEFAULT_RESPONSE, hint
-    assert get_config(name.replace("_tiny", "_base")).vlt_response == DEFAULT_RESPONSE, hint
+    assert ModelConfig.create("vlt").query.response == DEFAULT_RESPONSE, hint
+    assert get_config(name.replace("_tiny", "_base")).query.response == DEFAULT_RESPONSE, hint
     # the tiny VLTs keep the first reading, the one that trains from random weights on a CPU
-    assert get_config(name).vlt_response == TINY_RESPONSE
+    assert get_config(name).query.response == TINY_RESPONSE
     torch.manual_seed(0)
     default = build_model(name).eval()
     torch.manual_seed(0)
@@ -270,7 +271,7 @@ def test_query_generation_shapes_and_padding(b, h, w, l, k):
 
 
 def test_all_padding_sentence_is_finite():
-    weights = masked_softmax(torch.randn(2, 4, 5), torch.zeros(2, 1, 5, dtype=torch.bool))
+    weights = masked_softmax(torch.randn(2, 4, 5), torch.zeros(2, 5, dtype=torch.bool))  # word_mask: (b, l)
     assert torch.equal(weights, torch.zeros(2, 4, 5))
     qgm = QueryGeneration(16, 12, num_queries=3)
     vis = torch.randn(2, 16, 3, 3, requires_grad=True)
@@ -376,7 +377,10 @@ def test_response_decoder_rejects_wrong_inputs():
 
 def test_a_config_saved_before_vlt_response_existed_loads_as_the_old_reading():
     # Weights saved then were built by the "modulate" architecture; the new default would not fit them.
-    saved = ModelConfig(architecture="vlt").to_dict()
+    saved = {**LEGACY_DEFAULTS, "architecture": "vlt"}  # a flat config.json of before
     del saved["vlt_response"]
-    assert ModelConfig.from_dict(saved).vlt_response == "modulate"
-    assert ModelConfig.from_dict(ModelConfig(architecture="vlt").to_dict()).vlt_response == "spatial"
+    assert ModelConfig.from_dict(saved).query.response == "modulate"
+    # a flat config saved with the field, and a nested one, keep what they hold
+    assert ModelConfig.from_dict({**saved, "vlt_response": "spatial"}).query.response == "spatial"
+    assert ModelConfig.from_dict(to_flat(ModelConfig.create("vlt"))).query.response == "spatial"
+    assert ModelConfig.from_dict(ModelConfig.create("vlt").to_dict()).query.response == "spatial"

@@ -259,7 +259,9 @@ def test_training_on_refer_data_switches_tiny_models_to_bert_vocabulary(tmp_path
     summary = train(cfg, tmp_path / "run", progress=False)
     assert summary["steps"] == 2 * 3  # 3 images x 3 refs, one sample per ref and epoch
     state = load_checkpoint(tmp_path / "run" / "last.pt")
-    assert state["model_config"]["tokenizer"] == "bert"
+    from reference_models.config import ModelConfig
+
+    assert ModelConfig.from_dict(state["model_config"]).text.tokenizer == "bert"
     assert (tmp_path / "run" / "samples.png").is_file()
 
 

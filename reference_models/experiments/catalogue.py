@@ -60,10 +60,18 @@ def figures(metrics: str, percents: str) -> dict[str, float]:
 
 
 def _config_fields() -> frozenset[str]:
-    """The flat option names the model configuration reads (``refiner_iters``, ``aligner_masks`` ...)."""
-    from ..config import LEGACY_DEFAULTS
+    """The option names the model configuration takes: the flat ones (``refiner_iters``,
+    ``aligner_masks`` ...), the slots (``head``) and the dotted ones (``head.iters``, ``refiner.iters``)."""
+    from ..config import CONFIG_CLASSES, LEGACY_DEFAULTS
 
-    return frozenset(LEGACY_DEFAULTS)
+    names = set(LEGACY_DEFAULTS)
+    for cls in CONFIG_CLASSES.values():
+        for slot, options in cls.all_slots().items():
+            names.add(slot)
+            for part in (p for p in options if p is not None):
+                prefixes = (slot,) if slot in ("vision", "text") else (slot, part.kind, *part.aliases)
+                names.update(f"{prefix}.{name}" for prefix in prefixes for name in part.field_names())
+    return frozenset(names)
 
 
 @dataclass(frozen=True)

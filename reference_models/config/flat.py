@@ -51,17 +51,18 @@ _SAVED_BEFORE_THE_FIELD = {
     "vlt_response": ("vlt", "modulate"), "lavt_last_gate": ("lavt", True), "aligner_output_bias": ("asda", False),
 }
 
-#: Flat names that choose a slot's part: name -> (slot, {value: part kind or None}).
-CHOICES: dict[str, tuple[str, dict[Any, str | None]]] = {
-    "vision_encoder": ("vision", {"swin": "swin", "clip": "clip"}),
-    "text_encoder": ("text", {"bert": "bert", "clip": "clip"}),
-    "plugin": ("head", {None: None, "sadlr": "sadlr"}),
-    "s2rm_fusion": ("neck", {"coparser": "coparser", "tile_concat": "tile_concat", "pwam": "pwam"}),
-    "s2rm_decoder": ("decoder", {"casg": "casg", "fpn": "fpn"}),
-    "asda_selection": ("selector", {"adaptive": "adaptive", "fixed": "fixed", "top": "top"}),
-    "asda_fusion": ("aggregator", {"sfa": "sfa", "concat": "concat"}),
+#: Flat names that choose a slot's part: name -> (slot, {value: part kind or None}, the
+#: architectures where it does). A slot with several parts and no flat name (LAVT's neck, say)
+#: is chosen in a flat dict by the slot's own name: ``{"neck": "coparser"}``.
+CHOICES: dict[str, tuple[str, dict[Any, str | None], tuple[str, ...] | None]] = {
+    "vision_encoder": ("vision", {"swin": "swin", "clip": "clip"}, None),
+    "text_encoder": ("text", {"bert": "bert", "clip": "clip"}, None),
+    "plugin": ("head", {None: None, "sadlr": "sadlr"}, None),
+    "s2rm_fusion": ("neck", {"coparser": "coparser", "tile_concat": "tile_concat", "pwam": "pwam"}, ("s2rm",)),
+    "s2rm_decoder": ("decoder", {"casg": "casg", "fpn": "fpn"}, ("s2rm",)),
+    "asda_selection": ("selector", {"adaptive": "adaptive", "fixed": "fixed", "top": "top"}, ("asda",)),
+    "asda_fusion": ("aggregator", {"sfa": "sfa", "concat": "concat"}, ("asda",)),
 }
-_CHOICE_OF_SLOT = {slot: name for name, (slot, _) in CHOICES.items()}
 _CORE = ("name", "architecture", "image_size", "norm")
 
 
@@ -71,20 +72,24 @@ def is_flat(data: dict[str, Any]) -> bool:
 
 
 def _choice_for(cls: type[ModelConfig], slot: str) -> str | None:
-    """The flat name that chooses ``slot``'s part in this architecture (None: it has one part)."""
-    choice = _CHOICE_OF_SLOT.get(slot)
-    if choice is None:
-        return None
-    kinds = {o.kind if o is not None else None for o in cls.all_slots()[slot]}
-    return choice if kinds & set(CHOICES[choice][1].values()) else None
+    """The flat name that chooses ``slot``'s part in this architecture (None: it has none)."""
+    for name, (chosen, _, architectures) in CHOICES.items():
+        if chosen == slot and (architectures is None or cls.architecture in architectures):
+            return name
+    return None
 
 
 def _pick(cls: type[ModelConfig], slot: str, values: dict[str, Any]) -> type[PartConfig] | None:
-    """The part class a flat dict chooses for ``slot``."""
+    """The part class a flat dict chooses for ``slot`` (by its flat name, or by the slot's name)."""
     options = cls.all_slots()[slot]
     choice = _choice_for(cls, slot)
     if choice is None:
-        return options[0]
+        if slot not in values:
+            return options[0]
+        by_kind = {o.kind if o is not None else None: o for o in options}
+        if values[slot] not in by_kind:
+            raise ValueError(f"{slot}: expected one of {list(by_kind)} for {cls.architecture}; got {values[slot]!r}")
+        return by_kind[values[slot]]
     names = CHOICES[choice][1]
     value = values[choice]
     by_kind = {o.kind if o is not None else None: o for o in options}
@@ -108,7 +113,7 @@ def from_flat(flat: dict[str, Any], *, given: set[str] | None = None, saved: boo
         saved: ``flat`` was saved by the flat config: a field it lacks whose default changed
             since takes the value it was built with.
     """
-    unknown = sorted(set(flat) - set(LEGACY_DEFAULTS))
+    unknown = sorted(set(flat) - set(LEGACY_DEFAULTS) - set(SLOT_NAMES))
     if unknown:
         raise ValueError(f"config: unknown keys {_near_misses(unknown)}")
     values = {**LEGACY_DEFAULTS, **{k: as_tuples(v) for k, v in flat.items()}}
@@ -120,7 +125,7 @@ def from_flat(flat: dict[str, Any], *, given: set[str] | None = None, saved: boo
             if architecture == reader and key not in flat:
                 values[key] = value
     cls = CONFIG_CLASSES[architecture]
-    read = set(_CORE)
+    read = set(_CORE) | {slot for slot in flat if slot in SLOT_NAMES}
     parts: dict[str, Any] = {}
     for slot in cls.all_slots():
         if _choice_for(cls, slot):
@@ -178,6 +183,8 @@ def to_flat(config: ModelConfig) -> dict[str, Any]:
         name = _choice_for(type(config), slot)
         if name:
             flat[name] = "sadlr" if isinstance(part, RefinerHeadConfig) else (None if slot == "head" else part.kind)
+        elif len(config.all_slots()[slot]) > 1:  # chosen by the slot's own name
+            flat[slot] = None if part is None else part.kind
         if part is None:
             continue
         for field, name in part.flat_names.items():

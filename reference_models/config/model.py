@@ -154,13 +154,9 @@ class ModelConfig:
             >>> ModelConfig.create("s2rm", s2rm_decoder="fpn").decoder
             FpnConfig()
         """
-        from .flat import apply_overrides, from_flat, to_flat
-
         if architecture not in CONFIG_CLASSES:
             raise ValueError(f"architecture: expected one of {tuple(CONFIG_CLASSES)}; got {architecture!r}")
-        flat, dotted = _split(options)
-        defaults = to_flat(CONFIG_CLASSES[architecture]())
-        return apply_overrides(from_flat({**defaults, **flat}, given=set(flat)), dotted)
+        return CONFIG_CLASSES[architecture]().replace(**options)
 
     def replace(self, **overrides: Any) -> ModelConfig:
         """A copy with some options changed, by flat (``refiner_iters``) or dotted (``head.iters``) names.
@@ -171,13 +167,14 @@ class ModelConfig:
         from .flat import apply_overrides, from_flat, to_flat
 
         flat, dotted = _split(overrides)
-        config = self
+        choices = {k: v for k, v in dotted.items() if "." not in k}
+        config = apply_overrides(self, choices)  # a part chosen first, so its flat names are read
         core = {k: flat.pop(k) for k in ("name", "image_size", "norm") if k in flat}
         if flat:
             config = from_flat({**to_flat(config), **flat}, given=set(flat))
         if core:
             config = dataclasses.replace(config, **core)
-        return apply_overrides(config, dotted)
+        return apply_overrides(config, {k: v for k, v in dotted.items() if "." in k})
 
 
 def _split(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -238,6 +235,9 @@ def part_from_dict(data: Any, options: tuple[type[PartConfig] | None, ...], *, w
 
 
 _SADLR_HEADS = (ClassifierHeadConfig, RefinerHeadConfig)
+#: The necks any Swin baseline can take on its coarsest map (None: none).
+_NECKS = (None, CoparserConfig, TileConcatConfig, PwamNeckConfig)
+_NECK_TYPE = CoparserConfig | TileConcatConfig | PwamNeckConfig | None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -245,9 +245,12 @@ class LavtConfig(ModelConfig):
     """LAVT: language fused into every Swin stage, its top-down decoder, a head."""
 
     architecture: ClassVar[str] = "lavt"
-    slots: ClassVar[dict[str, tuple]] = {"fusion": (PwamFusionConfig,), "decoder": (LavtDecoderConfig,), "head": _SADLR_HEADS}
+    slots: ClassVar[dict[str, tuple]] = {
+        "fusion": (PwamFusionConfig,), "neck": _NECKS, "decoder": (LavtDecoderConfig, CasgConfig, FpnConfig), "head": _SADLR_HEADS,
+    }
     fusion: PwamFusionConfig = field(default_factory=PwamFusionConfig)
-    decoder: LavtDecoderConfig = field(default_factory=LavtDecoderConfig)
+    neck: _NECK_TYPE = None
+    decoder: LavtDecoderConfig | CasgConfig | FpnConfig = field(default_factory=LavtDecoderConfig)
     head: ClassifierHeadConfig | RefinerHeadConfig = field(default_factory=ClassifierHeadConfig)
 
 
@@ -256,7 +259,10 @@ class VltConfig(ModelConfig):
     """VLT: query generation and balance, a transformer, its decoder, a head."""
 
     architecture: ClassVar[str] = "vlt"
-    slots: ClassVar[dict[str, tuple]] = {"query": (QueryTransformerConfig,), "decoder": (DecoderConfig,), "head": _SADLR_HEADS}
+    slots: ClassVar[dict[str, tuple]] = {
+        "neck": _NECKS, "query": (QueryTransformerConfig,), "decoder": (DecoderConfig,), "head": _SADLR_HEADS,
+    }
+    neck: _NECK_TYPE = None
     query: QueryTransformerConfig = field(default_factory=QueryTransformerConfig)
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
     head: ClassifierHeadConfig | RefinerHeadConfig = field(default_factory=ClassifierHeadConfig)
@@ -267,7 +273,10 @@ class LtsConfig(ModelConfig):
     """LTS: locate, then segment; its decoder and a head."""
 
     architecture: ClassVar[str] = "lts"
-    slots: ClassVar[dict[str, tuple]] = {"locate": (LocateConfig,), "decoder": (DecoderConfig,), "head": _SADLR_HEADS}
+    slots: ClassVar[dict[str, tuple]] = {
+        "neck": _NECKS, "locate": (LocateConfig,), "decoder": (DecoderConfig,), "head": _SADLR_HEADS,
+    }
+    neck: _NECK_TYPE = None
     locate: LocateConfig = field(default_factory=LocateConfig)
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
     head: ClassifierHeadConfig | RefinerHeadConfig = field(default_factory=ClassifierHeadConfig)

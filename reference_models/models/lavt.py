@@ -25,9 +25,10 @@ from rislayers import LanguageGate, PixelWordAttention
 from rislayers.norms import norm2d
 
 from ..base import RISModel, SegmentationOutput, build_swin, build_text_encoder, foreground_logit, upsample_to
-from ..config import LavtConfig
+from ..config import LavtConfig, LavtDecoderConfig
 from ..registry import register_architecture
 from .heads import SegmentationHead
+from .parts import build_neck, build_pyramid_decoder, run_neck, run_pyramid_decoder
 
 __all__ = ["LAVT", "ConvBNReLU", "SimpleDecoder"]
 
@@ -126,9 +127,16 @@ class LAVT(RISModel):
         fusion, decoder = config.fusion, config.decoder
         self.fusions = nn.ModuleList(PixelWordAttention(d, text_dim, dropout=0.0, norm_affine=fusion.norm_affine) for d in dims)
         self.gates = nn.ModuleList(LanguageGate(d) for d in (dims if fusion.last_gate else dims[:-1]))
-        self.align_corners = decoder.align_corners
-        self.decoder = SimpleDecoder(dims, decoder.dim, align_corners=decoder.align_corners, norm=config.norm)
-        self.head = SegmentationHead(self.decoder.out_channels, text_dim, config.head, align_corners=decoder.align_corners)
+        if config.neck is not None:  # a plug-in on the stride-32 map, built before the decoder
+            size = config.image_size // self.backbone.strides[-1]
+            self.neck = build_neck(config.neck, dims[-1], text_dim, size=size, norm=config.norm)
+        if isinstance(decoder, LavtDecoderConfig):
+            self.align_corners = decoder.align_corners
+            self.decoder = SimpleDecoder(dims, decoder.dim, align_corners=decoder.align_corners, norm=config.norm)
+        else:  # a plug-in decoder over the four multimodal maps (CASG or FPN)
+            self.align_corners = False
+            self.decoder = build_pyramid_decoder(decoder, dims, text_dim, norm=config.norm, num_classes=None)
+        self.head = SegmentationHead(self.decoder.out_channels, text_dim, config.head, align_corners=self.align_corners)
         if not fusion.last_gate:
             self.register_load_state_dict_pre_hook(_drop_unused_gate_hook)
 
@@ -175,7 +183,10 @@ class LAVT(RISModel):
     def forward(self, images: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> SegmentationOutput:
         self.check_inputs(images, input_ids, attention_mask)
         text = self.encode_text(input_ids, attention_mask)
-        feats = self.decoder(self.encode(images, text))
+        maps = self.encode(images, text)
+        if hasattr(self, "neck"):
+            maps[-1] = run_neck(self.neck, maps[-1], text)
+        feats = self.decoder(maps) if isinstance(self.decoder, SimpleDecoder) else run_pyramid_decoder(self.decoder, maps, text)
         logits = self.head(feats, text)
         final = upsample_to(foreground_logit(logits[-1]), images.shape[-2:], align_corners=self.align_corners)
         return SegmentationOutput(logits=final, aux_logits=logits)

@@ -30,6 +30,7 @@ from ..base import RISModel, SegmentationOutput, build_swin, build_text_encoder,
 from ..config import LtsConfig
 from ..registry import register_architecture
 from .heads import SegmentationHead
+from .parts import build_neck, run_neck
 from .lavt import ConvBNReLU
 from .vlt import FFN_RATIO, TransformerLayer, attention_heads
 
@@ -176,6 +177,9 @@ class LTS(RISModel):
             ]
         )
         self.head = SegmentationHead(dim, text_dim, config.head)
+        if config.neck is not None:  # a plug-in on the stride-32 map, after LTS's own modules
+            size = config.image_size // self.backbone.strides[-1]
+            self.neck = build_neck(config.neck, dims[-1], text_dim, size=size, norm=norm)
 
     def cross_modal_map(self, pyramid: list[torch.Tensor], sentence: torch.Tensor) -> torch.Tensor:
         """The stride-16 cross-modal map ``F`` from the stride-8/16/32 maps and the sentence."""
@@ -205,7 +209,9 @@ class LTS(RISModel):
     ) -> SegmentationOutput:
         self.check_inputs(images, input_ids, attention_mask)
         text = self.encode_text(input_ids, attention_mask)
-        pyramid = self.backbone(images)
+        pyramid = list(self.backbone(images))
+        if hasattr(self, "neck"):
+            pyramid[-1] = run_neck(self.neck, pyramid[-1], text)
         localization, refined = self.locate(self.cross_modal_map(pyramid, text.sentence), text.sentence)
         x = torch.cat([refined, torch.sigmoid(localization)], dim=1)
         for conv, skip in zip(self.segment, (pyramid[1], pyramid[0])):

@@ -42,6 +42,7 @@ from ..base import RISModel, SegmentationOutput, build_swin, build_text_encoder,
 from ..config import VltConfig
 from ..registry import register_architecture
 from .heads import SegmentationHead
+from .parts import build_neck, run_neck
 from .lavt import ConvBNReLU
 from .vlt_parts import RESPONSE_TOP_CONVS, QueryResponseMaps, ResponseDecoder
 
@@ -354,6 +355,9 @@ class VLT(RISModel):
         else:
             self.mask_decoder = PyramidDecoder((*dims[:-1], dim), dim, convs=DECODER_CONVS, norm=norm)
         self.head = SegmentationHead(dim, text_dim, config.head)
+        if config.neck is not None:  # a plug-in on the stride-32 map, after VLT's own modules
+            size = config.image_size // self.backbone.strides[-1]
+            self.neck = build_neck(config.neck, dims[-1], text_dim, size=size, norm=norm)
 
     def _answers(self, fused: torch.Tensor, text) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Queries, encoder, decoder, balance: memory ``(b, n, C)``, answers ``(b, k, C)``, confidences ``(b, k)``."""
@@ -389,7 +393,10 @@ class VLT(RISModel):
     ) -> SegmentationOutput:
         self.check_inputs(images, input_ids, attention_mask)
         text = self.encode_text(input_ids, attention_mask)
-        logits = self.head(self._decode(self.backbone(images), text), text)
+        pyramid = list(self.backbone(images))
+        if hasattr(self, "neck"):
+            pyramid[-1] = run_neck(self.neck, pyramid[-1], text)
+        logits = self.head(self._decode(pyramid, text), text)
         final = upsample_to(foreground_logit(logits[-1]), images.shape[-2:])
         return SegmentationOutput(logits=final, aux_logits=logits)
 

@@ -178,7 +178,10 @@ class RISModel(nn.Module):
     ``from_pretrained`` (config JSON + safetensors), and :meth:`encode_text`.
 
     Args:
-        config: the model's frozen configuration.
+        config: the model's frozen configuration. It records how the model was built (and
+            is what :meth:`save_pretrained` writes): the parts read it when they are built,
+            so assigning another config to ``model.config`` later changes nothing the model
+            computes; build a new model instead.
 
     Shape:
         - images: ``(b, 3, H, W)`` normalised pictures, ``H = W = config.image_size``
@@ -221,6 +224,37 @@ class RISModel(nn.Module):
     def loss(self, output: SegmentationOutput, target: torch.Tensor) -> torch.Tensor:
         """The paper's training loss for this model (``target``: ``(b, H, W)`` bool)."""
         raise NotImplementedError
+
+    def set_grad_checkpointing(self, enable: bool = True) -> list[str]:
+        """Switch activation checkpointing of every part that offers it (timm's name).
+
+        Each outermost submodule with a ``set_grad_checkpointing`` method (the Swin, CLIP
+        and BERT encoders; any layer that gains one) is switched; its own children are left
+        to it. Checkpointed blocks keep only their inputs and run again in the backward
+        pass, with the random-number state preserved: the same loss and gradients for less
+        activation memory and more time.
+
+        Args:
+            enable: switch it on (True) or off.
+
+        Returns:
+            The dotted names of the parts switched.
+
+        Example:
+            >>> from reference_models import build_model
+            >>> build_model("lavt_tiny").set_grad_checkpointing()
+            ['backbone', 'text_encoder']
+        """
+        switched: list[str] = []
+        pending = list(self.named_children())
+        while pending:
+            name, module = pending.pop(0)
+            if callable(getattr(module, "set_grad_checkpointing", None)):
+                module.set_grad_checkpointing(enable)
+                switched.append(name)
+            else:
+                pending.extend((f"{name}.{child}", sub) for child, sub in module.named_children())
+        return switched
 
     # -- persistence -----------------------------------------------------------------
     def save_pretrained(self, directory: str | os.PathLike) -> Path:

@@ -202,11 +202,6 @@ def test_config_json_round_trip_and_validation(tmp_path):
         ModelConfig.load(tmp_path / "bad.json")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the composed config names the Swin part's fields ('depths, heads: ...') where the flat names were "
-    "given; flat.py's _make maps only a single field name before ': ' to its flat name",
-)
 def test_a_swin_depth_and_head_mismatch_names_the_flat_names_given():
     with pytest.raises(ValueError, match="^swin_depths, swin_heads: expected one depth and one head count per Swin stage"):
         get_config("lavt_sadlr_base").replace(swin_depths=(1, 1))

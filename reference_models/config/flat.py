@@ -153,8 +153,9 @@ def _make(part_cls: type[PartConfig], values: dict[str, Any]) -> PartConfig:
     try:
         return part_cls(**kwargs)
     except ValueError as err:
-        field, _, rest = str(err).partition(": ")
-        raise ValueError(f"{part_cls.flat_names.get(field, field)}: {rest}") from None
+        fields, _, rest = str(err).partition(": ")
+        named = ", ".join(part_cls.flat_names.get(field, field) for field in fields.split(", "))
+        raise ValueError(f"{named}: {rest}") from None
 
 
 def _describe(cls: type[ModelConfig], parts: dict[str, Any]) -> str:

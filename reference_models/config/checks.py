@@ -14,7 +14,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["choice", "count", "switch", "number", "counts", "SIZE_LIMITS"]
+__all__ = ["choice", "count", "switch", "number", "counts", "optional_path", "SIZE_LIMITS"]
 
 #: The largest value each kind of size field accepts (far above any published model).
 SIZE_LIMITS = {
@@ -35,6 +35,11 @@ def _is_int(value: Any) -> bool:
 def choice(name: str, value: Any, allowed: Sequence[Any]) -> None:
     """``value`` must be one of ``allowed``.
 
+    Args:
+        name: the field's name, first in the message.
+        value: its value.
+        allowed: the values it may take.
+
     Example:
         >>> choice("norm", "layer", ("batch", "group"))
         Traceback (most recent call last):
@@ -48,6 +53,12 @@ def choice(name: str, value: Any, allowed: Sequence[Any]) -> None:
 def count(name: str, value: Any, *, limit: str, minimum: int = 1) -> None:
     """``value`` must be an integer from ``minimum`` to ``SIZE_LIMITS[limit]``.
 
+    Args:
+        name: the field's name, first in the message.
+        value: its value.
+        limit: which of :data:`SIZE_LIMITS` bounds it.
+        minimum: the smallest value allowed.
+
     Example:
         >>> count("max_words", 10**9, limit="words")
         Traceback (most recent call last):
@@ -60,7 +71,21 @@ def count(name: str, value: Any, *, limit: str, minimum: int = 1) -> None:
 
 
 def counts(name: str, value: Any, *, limit: str, example: str, length: int | None = None) -> None:
-    """``value`` must be a non-empty tuple of such integers (of ``length`` items when given)."""
+    """``value`` must be a non-empty tuple of such integers (of ``length`` items when given).
+
+    Args:
+        name: the field's name, first in the message.
+        value: its value.
+        limit: which of :data:`SIZE_LIMITS` bounds each item.
+        example: a valid value, shown in the message.
+        length: the number of items required, or None for any.
+
+    Example:
+        >>> counts("depths", (2, 0), limit="depth", example="[2, 2, 6, 2]")
+        Traceback (most recent call last):
+        ...
+        ValueError: depths: expected a list of integers from 1 to 256, e.g. [2, 2, 6, 2]; got (2, 0)
+    """
     upper = SIZE_LIMITS[limit]
     if (
         not isinstance(value, tuple)
@@ -74,13 +99,36 @@ def counts(name: str, value: Any, *, limit: str, example: str, length: int | Non
 
 
 def switch(name: str, value: Any) -> None:
-    """``value`` must be ``True`` or ``False`` (not 0, 1 or a string)."""
+    """``value`` must be ``True`` or ``False`` (not 0, 1 or a string).
+
+    Args:
+        name: the field's name, first in the message.
+        value: its value.
+
+    Example:
+        >>> switch("shift", "yes")
+        Traceback (most recent call last):
+        ...
+        ValueError: shift: expected true or false; got 'yes'
+    """
     if not isinstance(value, bool):
         raise ValueError(f"{name}: expected true or false; got {value!r}")
 
 
 def number(name: str, value: Any, *, upper: float | None = None) -> None:
-    """``value`` must be a finite number ``>= 0`` (and ``< upper`` when given)."""
+    """``value`` must be a finite number ``>= 0`` (and ``< upper`` when given).
+
+    Args:
+        name: the field's name, first in the message.
+        value: its value.
+        upper: the exclusive upper bound, or None for none.
+
+    Example:
+        >>> number("drop_path", 1.0, upper=1.0)
+        Traceback (most recent call last):
+        ...
+        ValueError: drop_path: expected a number in [0, 1); got 1.0
+    """
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
     if not ok or (upper is not None and value >= upper):
         bound = f"in [0, {upper:g})" if upper is not None else ">= 0"
@@ -88,6 +136,11 @@ def number(name: str, value: Any, *, upper: float | None = None) -> None:
 
 
 def optional_path(name: str, value: Any) -> None:
-    """``value`` must be ``None`` or a non-empty string (a local file or folder)."""
+    """``value`` must be ``None`` or a non-empty string (a local file or folder).
+
+    Args:
+        name: the field's name, first in the message.
+        value: its value.
+    """
     if value is not None and (not isinstance(value, str) or not value):
         raise ValueError(f"{name}: expected a local path or null; got {value!r}")

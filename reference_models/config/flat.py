@@ -23,7 +23,7 @@ from .parts import ClipTextConfig, PartConfig, RefinerHeadConfig, as_tuples
 
 __all__ = ["LEGACY_DEFAULTS", "CHOICES", "from_flat", "to_flat", "is_flat", "apply_overrides", "parse_overrides", "readers"]
 
-#: The flat config's defaults: what a flat ``config.json`` meant by a field it did not hold.
+#: The flat config's defaults, what a flat ``config.json`` meant by a field it did not hold.
 LEGACY_DEFAULTS: dict[str, Any] = {
     "name": "custom", "architecture": "lavt", "plugin": None, "image_size": 480,
     "vision_encoder": "swin", "swin_embed_dim": 128, "swin_depths": (2, 2, 18, 2), "swin_heads": (4, 8, 16, 32),
@@ -51,9 +51,9 @@ _SAVED_BEFORE_THE_FIELD = {
     "vlt_response": ("vlt", "modulate"), "lavt_last_gate": ("lavt", True), "aligner_output_bias": ("asda", False),
 }
 
-#: Flat names that choose a slot's part: name -> (slot, {value: part kind or None}, the
-#: architectures where it does). A slot with several parts and no flat name (LAVT's neck, say)
-#: is chosen in a flat dict by the slot's own name: ``{"neck": "coparser"}``.
+#: The flat names that choose a slot's part, each with its slot, its values' part kinds and
+#: the architectures where it chooses (None for all). A slot with several parts and no flat
+#: name (LAVT's neck, say) is chosen in a flat dict by the slot's own name, ``{"neck": "coparser"}``.
 CHOICES: dict[str, tuple[str, dict[Any, str | None], tuple[str, ...] | None]] = {
     "vision_encoder": ("vision", {"swin": "swin", "clip": "clip"}, None),
     "text_encoder": ("text", {"bert": "bert", "clip": "clip"}, None),
@@ -67,7 +67,15 @@ _CORE = ("name", "architecture", "image_size", "norm")
 
 
 def is_flat(data: dict[str, Any]) -> bool:
-    """Whether a ``config.json`` dict is a flat one of before (its encoders are not parts)."""
+    """Whether a ``config.json`` dict is a flat one of before (its encoders are not parts).
+
+    Args:
+        data: the file's object.
+
+    Example:
+        >>> is_flat({"architecture": "lavt", "refiner_iters": 2}), is_flat({"architecture": "lavt", "vision": {"kind": "swin"}})
+        (True, False)
+    """
     return not isinstance(data.get("vision"), dict) or any(key in LEGACY_DEFAULTS and key not in _CORE for key in data)
 
 
@@ -164,7 +172,15 @@ def _describe(cls: type[ModelConfig], parts: dict[str, Any]) -> str:
 
 
 def readers(flat_name: str) -> str:
-    """Which parts read a flat name: ``"read by: the aligner (asda)"``."""
+    """Which parts read a flat name, for the messages that refuse it.
+
+    Args:
+        flat_name: a flat option name.
+
+    Example:
+        >>> readers("aligner_masks")
+        'read by: aligner=aligner (asda)'
+    """
     where = []
     for cls in CONFIG_CLASSES.values():
         for slot, options in cls.all_slots().items():
@@ -178,7 +194,19 @@ def readers(flat_name: str) -> str:
 
 
 def to_flat(config: ModelConfig) -> dict[str, Any]:
-    """The flat names of a composed config (those its parts read), for flat overrides."""
+    """The flat names of a composed config (those its parts read), for flat overrides.
+
+    Args:
+        config: any composed config.
+
+    Returns:
+        ``{flat name: value}``; slots chosen by their own name appear under it (``"neck"``).
+
+    Example:
+        >>> from reference_models import get_config
+        >>> to_flat(get_config("lavt_sadlr_tiny"))["refiner_iters"]
+        3
+    """
     flat: dict[str, Any] = {"name": config.name, "architecture": config.architecture, "image_size": config.image_size, "norm": config.norm}
     for slot, part in config.parts().items():
         name = _choice_for(type(config), slot)
@@ -198,7 +226,7 @@ def to_flat(config: ModelConfig) -> dict[str, Any]:
     return flat
 
 
-#: Names that choose a whole part by ``kind`` (``head=sadlr``); dotted names set a field.
+#: The names that choose a whole part by ``kind`` (``head=sadlr``); dotted names set a field.
 SLOT_NAMES = ("vision", "text", "head", "fusion", "decoder", "query", "locate", "neck", "selector", "aggregator", "aligner", "loss")
 
 
@@ -207,6 +235,15 @@ def apply_overrides(config: ModelConfig, dotted: dict[str, Any]) -> ModelConfig:
 
     The fields of one part change together, so ``head.iters`` and ``head.loss_weights`` may
     be given at once and are checked as a pair.
+
+    Args:
+        config: the config to change.
+        dotted: ``{"slot": kind}`` and ``{"slot.field": value}`` entries.
+
+    Example:
+        >>> from reference_models import get_config
+        >>> apply_overrides(get_config("lavt_tiny"), {"head": "sadlr", "head.iters": 1, "head.loss_weights": [1.0]}).head.iters
+        1
     """
     slots = config.all_slots()
     fields: dict[str, dict[str, Any]] = {}

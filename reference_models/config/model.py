@@ -57,12 +57,12 @@ class ModelConfig:
         >>> config = get_config("lavt_sadlr_tiny")
         >>> config.architecture, config.head.kind, config.head.iters
         ('lavt', 'sadlr', 3)
-        >>> config.replace(**{"refiner.iters": 2, "loss_weights": [0.5, 0.5]}).head.iters
+        >>> config.replace(refiner_iters=2, loss_weights=[0.5, 0.5]).head.iters
         2
     """
 
     architecture: ClassVar[str] = ""
-    #: slot -> the part classes it may hold (None: the slot may be empty).
+    #: For each slot, the part classes it may hold (None where the slot may be empty).
     slots: ClassVar[dict[str, tuple[type[PartConfig] | None, ...]]] = {}
 
     name: str = "custom"
@@ -242,7 +242,19 @@ _NECK_TYPE = CoparserConfig | TileConcatConfig | PwamNeckConfig | None
 
 @dataclass(frozen=True, kw_only=True)
 class LavtConfig(ModelConfig):
-    """LAVT: language fused into every Swin stage, its top-down decoder, a head."""
+    """LAVT: language fused into every Swin stage, its top-down decoder, a head.
+
+    Args:
+        name: the registry name it was built from.
+        image_size: square input size in pixels.
+        norm: ``"batch"`` or ``"group"``, every part's convolution norm.
+        vision: the image encoder's part.
+        text: the text encoder's part.
+        fusion: the pixel-word attention and gates inside the backbone.
+        neck: a plug-in on the stride-32 multimodal map (coparser, tile_concat, pwam), or None.
+        decoder: LAVT's own decoder, or a plug-in one over its four maps (casg, fpn).
+        head: the 1x1 classifier or SADLR's refiner.
+    """
 
     architecture: ClassVar[str] = "lavt"
     slots: ClassVar[dict[str, tuple]] = {
@@ -256,7 +268,19 @@ class LavtConfig(ModelConfig):
 
 @dataclass(frozen=True, kw_only=True)
 class VltConfig(ModelConfig):
-    """VLT: query generation and balance, a transformer, its decoder, a head."""
+    """VLT: query generation and balance, a transformer, its decoder, a head.
+
+    Args:
+        name: the registry name it was built from.
+        image_size: square input size in pixels.
+        norm: ``"batch"`` or ``"group"``, every part's convolution norm.
+        vision: the image encoder's part.
+        text: the text encoder's part.
+        neck: a plug-in on the Swin stride-32 map (coparser, tile_concat, pwam), or None.
+        query: the query generation, balance and transformer.
+        decoder: VLT's own decoder.
+        head: the 1x1 classifier or SADLR's refiner.
+    """
 
     architecture: ClassVar[str] = "vlt"
     slots: ClassVar[dict[str, tuple]] = {
@@ -270,7 +294,19 @@ class VltConfig(ModelConfig):
 
 @dataclass(frozen=True, kw_only=True)
 class LtsConfig(ModelConfig):
-    """LTS: locate, then segment; its decoder and a head."""
+    """LTS: locate, then segment; its decoder and a head.
+
+    Args:
+        name: the registry name it was built from.
+        image_size: square input size in pixels.
+        norm: ``"batch"`` or ``"group"``, every part's convolution norm.
+        vision: the image encoder's part.
+        text: the text encoder's part.
+        neck: a plug-in on the Swin stride-32 map (coparser, tile_concat, pwam), or None.
+        locate: the locate step's transformer.
+        decoder: LTS's own segmenting decoder.
+        head: the 1x1 classifier or SADLR's refiner.
+    """
 
     architecture: ClassVar[str] = "lts"
     slots: ClassVar[dict[str, tuple]] = {
@@ -287,6 +323,16 @@ class S2rmConfig(ModelConfig):
     """S2RM: a fusion (neck) on the stride-32 map, CASG or FPN, optionally SADLR's head.
 
     With no head, the decoder's own classifier predicts.
+
+    Args:
+        name: the registry name it was built from.
+        image_size: square input size in pixels.
+        norm: ``"batch"`` or ``"group"``, every part's convolution norm.
+        vision: the image encoder's part.
+        text: the text encoder's part.
+        neck: the coparser, or Table IV/VII's tile_concat or pwam.
+        decoder: CASG, or Table IV/VII's FPN.
+        head: None, or SADLR's refiner.
     """
 
     architecture: ClassVar[str] = "s2rm"
@@ -303,6 +349,18 @@ class AsdaConfig(ModelConfig):
     """ASDA: layer selection, aggregation and the dual-branch aligner on a CLIP ViT.
 
     The aligner predicts; ASDA takes no head.
+
+    Args:
+        name: the registry name it was built from.
+        image_size: square input size in pixels.
+        norm: ``"batch"`` or ``"group"``, every part's convolution norm.
+        vision: the image encoder's part.
+        text: the text encoder's part.
+        selector: adaptive (AFS), fixed or top layers.
+        aggregator: the scale-wise aggregator (SFA) or the concat fusion.
+        aligner: the word-guided dual-branch aligner.
+        loss: the pixel loss beside Dice.
+        head: None.
     """
 
     architecture: ClassVar[str] = "asda"

@@ -60,7 +60,16 @@ def build_neck(
 
 def run_neck(neck: nn.Module, vis: torch.Tensor, text: TextFeatures) -> torch.Tensor:
     """The coarsest map with the words fused in (PWAM's product is added to the map, as the
-    coparser adds its own inside)."""
+    coparser adds its own inside).
+
+    Args:
+        neck: a module from :func:`build_neck`.
+        vis: the coarsest map ``(b, c, h, w)``.
+        text: the words and their mask.
+
+    Returns:
+        The fused map, ``vis``'s shape.
+    """
     fused = neck(vis, text.words, text.word_mask)
     return vis + fused if isinstance(neck, PixelWordAttention) else fused
 
@@ -72,6 +81,18 @@ def build_pyramid_decoder(
 
     The FPN is as wide as the finest map, the width of CASG's finest stage, so both hand the
     head a map of the same width (their ``out_channels``).
+
+    Args:
+        part: the decoder's part config.
+        dims: channels of the maps, finest first.
+        text_dim: width of the word features (CASG reads their mean).
+        norm: the convolution norm.
+        num_classes: channels of a final classifier, or None to return the decoded map.
+
+    Example:
+        >>> decoder = build_pyramid_decoder(FpnConfig(), (8, 16, 32, 64), 8, norm="group", num_classes=None)
+        >>> decoder.out_channels
+        8
     """
     dims = tuple(dims)
     if isinstance(part, FpnConfig):
@@ -83,7 +104,16 @@ def build_pyramid_decoder(
 
 
 def run_pyramid_decoder(decoder: nn.Module, maps: Sequence[torch.Tensor], text: TextFeatures) -> torch.Tensor:
-    """Decode ``maps`` (finest first); CASG also reads the mean of the real words (S2RM's ``AvgP(T)``)."""
+    """Decode ``maps`` (finest first); CASG also reads the mean of the real words (S2RM's ``AvgP(T)``).
+
+    Args:
+        decoder: a module from :func:`build_pyramid_decoder`.
+        maps: the pyramid, finest first.
+        text: the words and their mask.
+
+    Returns:
+        The decoded map (or the classifier's logits).
+    """
     if isinstance(decoder, FPNDecoder):
         return decoder(list(maps))
     return decoder(list(maps), masked_mean(text.words, text.word_mask))

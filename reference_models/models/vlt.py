@@ -172,6 +172,7 @@ class QueryGeneration(nn.Module):
         dim: channels ``c`` of the fused map and of the queries.
         text_dim: word channels ``d``.
         num_queries: ``k`` (VLT: 16).
+        norm: the spatial maps' convolution norm, ``"batch"`` or ``"group"``.
 
     Shape:
         - vis: ``(b, c, h, w)``
@@ -244,6 +245,7 @@ class PyramidDecoder(nn.Module):
         in_dims: channels of the maps, finest first (the coarsest is the decoder's input).
         dim: output and hidden width.
         convs: conv layers per stage, coarse to fine (one entry per skip map).
+        norm: the convolutions' norm, ``"batch"`` or ``"group"``.
 
     Shape:
         - feats: maps finest first, ``(b, in_dims[i], h_i, w_i)``

@@ -86,6 +86,7 @@ class ResponseDecoder(nn.Module):
         dim: output and hidden width.
         top_convs: layers before the first upsampling.
         steps: upsamplings, each followed by one layer.
+        norm: the convolutions' norm, ``"batch"`` or ``"group"``.
 
     Shape:
         - maps: ``(b, in_dim, h, w)``; sizes: ``steps`` ``(height, width)``, coarse to fine

@@ -242,7 +242,7 @@ class RISModel(nn.Module):
 
         Example:
             >>> from reference_models import build_model
-            >>> build_model("lavt_tiny").set_grad_checkpointing()
+            >>> sorted(build_model("lavt_tiny").set_grad_checkpointing())
             ['backbone', 'text_encoder']
         """
         switched: list[str] = []

@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .checkpointing import CHECKPOINT_OPTIONS
 from .text import TextFeatures
 
 __all__ = ["BertTextEncoder"]
@@ -32,6 +33,8 @@ class BertTextEncoder(nn.Module):
     Attributes:
         out_dim: width of the word features (``dim``).
         sentence_dim: width of the sentence feature ([CLS], also ``dim``).
+        grad_checkpointing: whether each BERT layer is checkpointed while training
+            (:meth:`set_grad_checkpointing`).
 
     Shape:
         - input_ids: ``(b, l)`` int
@@ -82,6 +85,33 @@ class BertTextEncoder(nn.Module):
             self.bert = BertModel(config, add_pooling_layer=False)
         self.dim = dim
         self.out_dim, self.sentence_dim = dim, dim
+        self.grad_checkpointing = False
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Checkpoint every BERT layer while training (Hugging Face's own switch, with the
+        project's options: non-reentrant, random-number state preserved for dropout).
+
+        Args:
+            enable: switch it on (True) or off.
+
+        Example:
+            >>> encoder = BertTextEncoder(8, num_layers=1, num_heads=1, intermediate=8, vocab_size=10)
+            >>> encoder.set_grad_checkpointing()
+            >>> encoder.grad_checkpointing, encoder.bert.encoder.layer[0].gradient_checkpointing
+            (True, True)
+        """
+        bert = self.bert
+        if enable:
+            bert.config.use_cache = False  # an encoder keeps no cache; HF warns when checkpointing with one
+            turn_on = getattr(bert, "activation_checkpointing_enable", None)
+            if turn_on is not None:  # transformers >= 5 names it so
+                turn_on(activation_checkpointing_kwargs=dict(CHECKPOINT_OPTIONS))
+            else:
+                bert.gradient_checkpointing_enable(gradient_checkpointing_kwargs=dict(CHECKPOINT_OPTIONS))
+        else:
+            turn_off = getattr(bert, "activation_checkpointing_disable", None) or bert.gradient_checkpointing_disable
+            turn_off()
+        self.grad_checkpointing = bool(enable)
 
     @property
     def vocab_size(self) -> int:

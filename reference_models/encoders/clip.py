@@ -14,6 +14,7 @@ from torch import nn
 
 from ..data.transforms import CLIP_MEAN, CLIP_STD
 from ..weights import WeightsError, load_weights
+from .checkpointing import checkpointed
 from .text import TextFeatures
 
 __all__ = ["ClipVisionEncoder", "ClipTextEncoder", "CLIP_ACTIVATIONS", "activation_hint"]
@@ -122,7 +123,37 @@ def _resize_grid(pos: torch.Tensor, grid: int) -> torch.Tensor:
     return torch.cat([cls, rearrange(table, "1 c h w -> (h w) c")], dim=0)
 
 
-class ClipVisionEncoder(nn.Module):
+class _TowerCheckpointing:
+    """Activation checkpointing of the open_clip tower an encoder holds as ``_tower``.
+
+    open_clip's own switch (``set_grad_checkpointing``) is the one flag: its ``Transformer``
+    reads it, and so do the encoders' layer-by-layer loops, which checkpoint through
+    :func:`~reference_models.encoders.checkpointing.checkpointed` (non-reentrant,
+    random-number state preserved).
+    """
+
+    _tower: str
+
+    @property
+    def grad_checkpointing(self) -> bool:
+        return bool(getattr(self, self._tower).transformer.grad_checkpointing)
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Checkpoint every residual block of the tower while gradients are recorded.
+
+        Args:
+            enable: switch it on (True) or off.
+
+        Example:
+            >>> encoder = ClipTextEncoder(8, layers=1, heads=1, vocab_size=10, context_length=4, embed_dim=8)
+            >>> encoder.set_grad_checkpointing()
+            >>> encoder.grad_checkpointing
+            True
+        """
+        getattr(self, self._tower).set_grad_checkpointing(bool(enable))
+
+
+class ClipVisionEncoder(_TowerCheckpointing, nn.Module):
     """open_clip's ViT, returning the patch tokens and class token of every layer.
 
     ASDA selects among intermediate layers, so :meth:`forward` returns one
@@ -150,6 +181,8 @@ class ClipVisionEncoder(nn.Module):
         pixel_std: the per-channel standard deviation, likewise.
         out_channels: channels of each layer's map (``width`` for every layer).
         strides: input pixels per map pixel of each layer (``patch_size`` for every layer).
+        grad_checkpointing: whether each residual block is checkpointed while gradients
+            are recorded (:meth:`set_grad_checkpointing`).
 
     Shape:
         - images: ``(b, 3, H, W)``
@@ -167,6 +200,7 @@ class ClipVisionEncoder(nn.Module):
 
     pixel_mean: tuple[float, float, float] = CLIP_MEAN
     pixel_std: tuple[float, float, float] = CLIP_STD
+    _tower = "visual"
 
     def __init__(
         self,
@@ -232,14 +266,18 @@ class ClipVisionEncoder(nn.Module):
         x = v.ln_pre(x)
         maps, cls_tokens = [], []
         batch_first = getattr(v.transformer, "batch_first", True)
+        keep_input_only = self.grad_checkpointing
         for block in v.transformer.resblocks:
-            x = block(x) if batch_first else block(x.transpose(0, 1)).transpose(0, 1)
+            if batch_first:
+                x = checkpointed(block, x, enabled=keep_input_only)
+            else:
+                x = checkpointed(block, x.transpose(0, 1), enabled=keep_input_only).transpose(0, 1)
             maps.append(rearrange(x[:, 1:], "b (h w) c -> b c h w", h=self.grid, w=self.grid))
             cls_tokens.append(x[:, 0])
         return maps, torch.stack(cls_tokens, dim=1)
 
 
-class ClipTextEncoder(nn.Module):
+class ClipTextEncoder(_TowerCheckpointing, nn.Module):
     """open_clip's text transformer returning word features and the [EOS] sentence feature.
 
     CLIP's attention is causal, so a real token never sees the padding after it. The
@@ -262,11 +300,15 @@ class ClipTextEncoder(nn.Module):
     Attributes:
         out_dim: width of the word features (``width``).
         sentence_dim: width of the sentence feature (``embed_dim``).
+        grad_checkpointing: whether each residual block is checkpointed while gradients
+            are recorded (:meth:`set_grad_checkpointing`).
 
     Shape:
         - input_ids: ``(b, l)`` with ``l <= context_length``
         - output: :class:`TextFeatures` with words ``(b, l, width)`` and sentence ``(b, embed_dim)``
     """
+
+    _tower = "text"
 
     def __init__(
         self,
@@ -356,11 +398,12 @@ class ClipTextEncoder(nn.Module):
             # The blocks one by one, as open_clip's Transformer.forward runs them.
             batch_first = getattr(t.transformer, "batch_first", True)
             per_layer = []
+            keep_input_only = self.grad_checkpointing
             for block in t.transformer.resblocks:
                 if batch_first:
-                    x = block(x, attn_mask=causal)
+                    x = checkpointed(block, x, attn_mask=causal, enabled=keep_input_only)
                 else:
-                    x = block(x.transpose(0, 1), attn_mask=causal).transpose(0, 1)
+                    x = checkpointed(block, x.transpose(0, 1), attn_mask=causal, enabled=keep_input_only).transpose(0, 1)
                 per_layer.append(x[batch, last])
             layer_eos = torch.stack(per_layer, dim=1)
         else:

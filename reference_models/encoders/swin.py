@@ -14,6 +14,7 @@ from torch import nn
 
 from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from ..weights import load_weights
+from .checkpointing import checkpointed
 
 __all__ = ["SwinEncoder", "WINDOW_LAYOUTS"]
 
@@ -99,6 +100,8 @@ class SwinEncoder(nn.Module):
         pixel_std: the per-channel standard deviation, likewise.
         out_channels: channels of each stage's map, ``embed_dim * 2**i``.
         strides: input pixels per map pixel of each stage, ``4 * 2**i``.
+        grad_checkpointing: whether :meth:`run_stage` checkpoints each block
+            (:meth:`set_grad_checkpointing`).
 
     Shape:
         - images: ``(b, 3, H, W)``
@@ -157,6 +160,7 @@ class SwinEncoder(nn.Module):
         self.strides: tuple[int, ...] = tuple(4 * 2**i for i in range(len(depths)))
         self.out_norms = nn.ModuleList(nn.LayerNorm(d) for d in self.dims)
         self.swin.norm = nn.Identity()
+        self.grad_checkpointing = False
         if weights is not None:
             self.load_pretrained(weights, strict=strict)
 
@@ -210,9 +214,30 @@ class SwinEncoder(nn.Module):
         """Patch embedding: ``(b, 3, H, W)`` -> NHWC ``(b, H/4, W/4, c1)``."""
         return self.swin.patch_embed(images)
 
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Checkpoint every Swin block while training: each keeps only its input, and runs
+        again in the backward pass (:func:`~reference_models.encoders.checkpointing.checkpointed`).
+
+        Args:
+            enable: switch it on (True) or off.
+
+        Example:
+            >>> encoder = SwinEncoder(32, embed_dim=8, depths=(1,), num_heads=(1,), window_size=4)
+            >>> encoder.set_grad_checkpointing()
+            >>> encoder.grad_checkpointing
+            True
+        """
+        self.grad_checkpointing = bool(enable)
+
     def run_stage(self, index: int, x: torch.Tensor) -> torch.Tensor:
         """Run stage ``index`` on an NHWC map (the previous stage's raw output)."""
-        return self.swin.layers[index](x)
+        stage = self.swin.layers[index]
+        if not self.grad_checkpointing:
+            return stage(x)
+        x = stage.downsample(x)
+        for block in stage.blocks:
+            x = checkpointed(block, x, enabled=True)
+        return x
 
     def to_nchw(self, index: int, x: torch.Tensor) -> torch.Tensor:
         """Normalise stage ``index``'s NHWC output and return it as NCHW."""

@@ -37,6 +37,7 @@ __all__ = [
     "save_checkpoint",
     "load_checkpoint",
     "find_checkpoint",
+    "read_json_object",
     "load_model",
     "load_model_and_train_config",
 ]
@@ -302,12 +303,58 @@ def _refuse_non_finite(weights: dict[str, torch.Tensor], path: Path) -> None:
         raise CheckpointError(f"{path}: the weights hold NaN or infinite values (first: {bad}); the run diverged before saving them")
 
 
-def _is_run_config(path: Path) -> bool:
+def read_json_object(path: str | os.PathLike) -> dict[str, Any]:
+    """The JSON object a file holds; anything else is one line naming the file.
+
+    Args:
+        path: the file.
+
+    Raises:
+        OSError: it cannot be read (the error names it).
+        ValueError: it is not valid JSON (truncated, not UTF-8), is nested deeper than
+            Python's parser goes, or holds something other than an object.
+
+    Example:
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     for text in ('{"a": 1}', '{"a": ', "[]"):
+        ...         _ = (Path(tmp) / "c.json").write_text(text)
+        ...         try:
+        ...             print(read_json_object(Path(tmp) / "c.json"))
+        ...         except ValueError as err:
+        ...             print(str(err).replace(tmp, "TMP"))
+        {'a': 1}
+        TMP/c.json: not valid JSON (Expecting value: line 1 column 7 (char 6))
+        TMP/c.json: expected a JSON object; got list
+    """
     try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
+        data = json.loads(Path(path).read_bytes())
+    except RecursionError:
+        raise ValueError(f"{path}: not readable as JSON (nested deeper than the parser goes)") from None
+    except ValueError as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise ValueError(f"{path}: not valid JSON ({str(err)[:120]})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object; got {type(data).__name__}")
+    return data
+
+
+def _is_run_config(path: Path) -> bool:
+    """Whether a folder's ``config.json`` is a training run's (``"model"`` and ``"train"``).
+
+    Raises:
+        ValueError: the file is not a JSON object (:func:`read_json_object`); one line naming
+            it, and the folder's checkpoint to pass instead if it has one (a run's config has
+            ``"model"`` and ``"train"``; a ``save_pretrained`` folder's is a model config).
+    """
+    if not path.is_file():
         return False
-    return isinstance(data, dict) and {"model", "train"} <= data.keys()
+    try:
+        data = read_json_object(path)
+    except ValueError as err:
+        found = [path.parent / name for name in RUN_CHECKPOINTS if (path.parent / name).is_file()]
+        instead = f"; pass the checkpoint file ({found[0]}) to skip it" if found else ""
+        raise ValueError(f"{err}{instead}") from None
+    return {"model", "train"} <= data.keys()
 
 
 def find_checkpoint(path: str | os.PathLike) -> Path:
@@ -326,6 +373,7 @@ def find_checkpoint(path: str | os.PathLike) -> Path:
     Raises:
         FileNotFoundError: a run folder without ``best.pt`` or ``last.pt``, or a folder that
             is neither kind.
+        ValueError: the folder's ``config.json`` is not a JSON object (one line naming it).
 
     Example:
         >>> import tempfile

@@ -27,6 +27,7 @@ __all__ = [
     "archive_problem",
     "expansion_budget",
     "views_problem",
+    "values_problem",
     "read_state_dict",
     "load_weights",
     "atomic_save",
@@ -47,6 +48,9 @@ _EXPANSION_SLACK = 16 << 20  # small files: headers, the RNG state and configs a
 
 def expansion_budget(size: int) -> int:
     """The most bytes a file of ``size`` bytes may expand to when read: ``4 * size + 16 MiB``.
+
+    Args:
+        size: the file's size in bytes.
 
     Example:
         >>> expansion_budget(0) == 16 * 2**20, expansion_budget(10**9) > 4 * 10**9
@@ -142,6 +146,13 @@ def views_problem(tensors: Mapping[str, torch.Tensor], size: int) -> str | None:
     that any copy, comparison or conversion makes real. Their dense bytes together may not
     exceed :func:`expansion_budget` of the file's size.
 
+    Args:
+        tensors: the tensors read, by key.
+        size: the size in bytes of the file they came from.
+
+    Returns:
+        A message naming the largest tensor (without the file name), or ``None``.
+
     Example:
         >>> views_problem({"w": torch.zeros(1).expand(2**30)}, 2000)
         'refusing tensors of 4,294,967,296 bytes in all (w alone 4,294,967,296) from a file of 2,000 bytes; more than 4 x its size + 16 MiB (views that repeat their storage?)'
@@ -160,6 +171,51 @@ def views_problem(tensors: Mapping[str, torch.Tensor], size: int) -> str | None:
 def _preview(keys: list[str], limit: int = 5) -> str:
     shown = ", ".join(keys[:limit])
     return shown + (f", ... ({len(keys)} in all)" if len(keys) > limit else "")
+
+
+def _kind(tensor: torch.Tensor) -> str:
+    if tensor.dtype == torch.bool:
+        return "bool"
+    if tensor.is_complex():
+        return "complex"
+    return "floating" if tensor.is_floating_point() else "integer"
+
+
+def values_problem(state: Mapping[str, torch.Tensor], own: Mapping[str, torch.Tensor]) -> str | None:
+    """Why tensors that fit a module by name and shape must still not be copied into it; ``None`` if they may.
+
+    ``load_state_dict`` casts what it copies, so an integer, bool or complex tensor where the
+    module holds a floating one (or the reverse) would load silently as something else. A
+    floating tensor holding NaN or infinity would make every forward non-finite (training
+    would skip every step). Both are refused, whatever ``strict`` says.
+
+    Args:
+        state: the tensors about to be copied, by the module's keys.
+        own: the module's ``state_dict()``.
+
+    Returns:
+        A message naming the first offending key (without the file name), or ``None``.
+
+    Example:
+        >>> own = {"w": torch.zeros(2), "index": torch.zeros(2, dtype=torch.long)}
+        >>> values_problem({"w": torch.ones(2, dtype=torch.int32)}, own)
+        "refusing weights whose kind differs from the model's: w (int32 where the model holds float32); copying would cast them silently"
+        >>> values_problem({"w": torch.tensor([1.0, float("nan")]), "index": torch.ones(2, dtype=torch.long)}, own)
+        'refusing weights holding NaN or infinite values: w; the model would compute non-finite outputs'
+        >>> values_problem({"w": torch.ones(2, dtype=torch.float16)}, own) is None  # same kind: cast as before
+        True
+    """
+    wrong_kind = [
+        f"{key} ({str(value.dtype).removeprefix('torch.')} where the model holds {str(own[key].dtype).removeprefix('torch.')})"
+        for key, value in state.items()
+        if key in own and _kind(value) != _kind(own[key])
+    ]
+    if wrong_kind:
+        return f"refusing weights whose kind differs from the model's: {_preview(wrong_kind)}; copying would cast them silently"
+    non_finite = [key for key, value in state.items() if value.is_floating_point() and not bool(torch.isfinite(value).all())]
+    if non_finite:
+        return f"refusing weights holding NaN or infinite values: {_preview(non_finite)}; the model would compute non-finite outputs"
+    return None
 
 
 def load_weights(
@@ -185,6 +241,21 @@ def load_weights(
             ``checkpoint_filter_fn`` resizing position tables), applied after ``prefix``.
         ignore: keys of the module that may legitimately be absent from the file
             (buffers rebuilt at construction, heads replaced by the model).
+
+    Raises:
+        WeightsError: besides the mismatches above, always (whatever ``strict``) for a
+            tensor whose kind (floating, integer, bool, complex) differs from the module's
+            or a floating one holding NaN or infinity: see :func:`values_problem`.
+
+    Example:
+        >>> layer = nn.Linear(2, 1)
+        >>> load_weights(layer, {"weight": torch.ones(1, 2), "bias": torch.zeros(1)})
+        >>> layer.weight.tolist()
+        [[1.0, 1.0]]
+        >>> load_weights(layer, {"weight": torch.ones(1, 2, dtype=torch.long), "bias": torch.zeros(1)})
+        Traceback (most recent call last):
+        ...
+        reference_models.weights.WeightsError: state dict: refusing weights whose kind differs from the model's: weight (int64 where the model holds float32); copying would cast them silently
     """
     name = str(source) if not isinstance(source, Mapping) else "state dict"
     state = dict(read_state_dict(source) if not isinstance(source, Mapping) else source)
@@ -210,6 +281,9 @@ def load_weights(
             parts.append(f"not in model: {_preview(unexpected)}")
         raise WeightsError(f"{name}: weights do not fit {type(module).__name__}; " + "; ".join(parts) + " (pass strict=False to load what fits)")
     fitting = {k: v for k, v in state.items() if k in own and v.shape == own[k].shape}
+    problem = values_problem(fitting, own)
+    if problem:
+        raise WeightsError(f"{name}: {problem}")
     module.load_state_dict(fitting, strict=False)
 
 

@@ -322,5 +322,8 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "python -m reference_
 
 
 if __name__ == "__main__":
-    # ``python -m reference_models.data.export``: the same command as ``...data.synthetic``.
-    raise SystemExit(main(prog="python -m reference_models.data.export"))
+    # ``python -m reference_models.data.export``: the same command as ``...data.synthetic``,
+    # wrapped the same way (a read-only folder, /proc or a full disk is one line)
+    from ..cli import run
+
+    raise SystemExit(run(lambda: main(prog="python -m reference_models.data.export"), "python -m reference_models.data.export"))

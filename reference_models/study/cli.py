@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ..checkpoint import read_json_object
 from ..experiments import get_experiment
 from .plan import DEFAULT_SETTINGS, QUICK_SETTINGS, StudyPlan, StudySettings, plan_study, run_folder
 from .report import write_markdown, write_plot
@@ -137,7 +138,11 @@ def _claim(out: Path, settings: StudySettings) -> None:
         raise ValueError(f"--out: {out / 'results.json'} holds a study with other settings ({', '.join(changed)}); choose another --out")
     path = out / SETTINGS_FILE
     if path.is_file():
-        if changed := _settings_differ(json.loads(path.read_text()), wanted):
+        try:
+            saved = read_json_object(path)
+        except ValueError as err:
+            raise ValueError(f"--out: {err} (the study's settings, written by this command: damaged since?)") from None
+        if changed := _settings_differ(saved, wanted):
             raise ValueError(f"--out: {out} holds a study with other settings ({', '.join(changed)}); choose another --out")
         return
     runner.write_atomic(path, json.dumps(wanted, indent=2) + "\n")
@@ -149,12 +154,40 @@ def _read_results(out: Path) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     try:
-        results = json.loads(path.read_text())
+        results = read_json_object(path)
     except ValueError as err:
-        raise ValueError(f"--out: {path} is not a study's results.json ({err})") from None
-    if not isinstance(results, dict) or not isinstance(results.get("rows"), list):
-        raise ValueError(f"--out: {path} is not a study's results.json (no rows)")
+        raise ValueError(f"--out: {path} is not a study's results.json ({str(err).removeprefix(f'{path}: ')})") from None
+    if problem := _results_problem(results):
+        raise ValueError(f"--out: {path} is not a study's results.json ({problem})")
     return results
+
+
+def _results_problem(results: dict[str, Any]) -> str | None:
+    """What keeps ``results.json``'s rows and their runs from being read, or ``None``."""
+    if not isinstance(results.get("rows"), list):
+        return "no rows"
+    if not isinstance(results.get("settings", {}), dict):
+        return f"settings: expected an object; got {type(results['settings']).__name__}"
+    for index, row in enumerate(results["rows"]):
+        if not isinstance(row, dict) or not isinstance(row.get("experiment"), str):
+            return f"rows[{index}]: expected an object with an \"experiment\" name; got {str(row)[:60]}"
+        if problem := _runs_problem(row):
+            return f"rows[{index}] ({row['experiment']}): {problem}"
+    return None
+
+
+def _runs_problem(row: dict[str, Any]) -> str | None:
+    """What keeps a ``results.json`` row's runs (:func:`runs_of_row`) from being read, or ``None``."""
+    for number, run in enumerate(row["runs"] if isinstance(row.get("runs"), list) else []):
+        seed = run.get("seed") if isinstance(run, dict) else None
+        problem = "seed: expected an integer" if not isinstance(seed, int) or isinstance(seed, bool) else runner.record_problem(run)
+        if problem:
+            return f"runs[{number}]: {problem}"
+    try:
+        runs_of_row(row)
+    except (TypeError, ValueError, AttributeError, KeyError, OverflowError) as err:  # a row of before: metrics' runs lists
+        return f"its runs cannot be read ({type(err).__name__}: {str(err)[:80]})"
+    return None
 
 
 def recorded_runs(plan: StudyPlan, out: Path) -> dict[tuple[str, int], dict[str, Any]]:
@@ -171,7 +204,7 @@ def recorded_runs(plan: StudyPlan, out: Path) -> dict[tuple[str, int], dict[str,
         return {}
     wanted = {(experiment.name, seed) for experiment, seed in plan.runs()}
     kept: dict[tuple[str, int], dict[str, Any]] = {}
-    for row in results["rows"]:
+    for row in results["rows"]:  # each checked by _read_results
         for seed, entry in runs_of_row(row).items():
             key = (row.get("experiment"), seed)
             if key in wanted and entry["metrics"] and not run_folder(out, get_experiment(key[0]), seed).exists():

@@ -27,7 +27,7 @@ from .plan import StudySettings
 
 __all__ = [
     "EVALUATION_FILE", "MEASUREMENTS", "run_state", "expected_measurements", "read_evaluation", "train_config",
-    "evaluate_run", "run_one", "write_atomic",
+    "evaluate_run", "run_one", "write_atomic", "record_problem",
 ]
 
 #: The file of a run folder that holds its evaluation, ``{"split", "checkpoint", "samples",
@@ -64,8 +64,10 @@ def expected_measurements(folder: Path) -> tuple[str, ...]:
         folder: the run folder.
     """
     try:
-        model = json.loads((Path(folder) / "config.json").read_text()).get("model") or {}
-    except (OSError, ValueError, AttributeError):
+        model = json.loads((Path(folder) / "config.json").read_bytes()).get("model")
+    except (OSError, ValueError, AttributeError, RecursionError):  # missing, damaged, deeply nested, not an object
+        return ()
+    if not isinstance(model, dict):
         return ()
     head = model.get("head")
     refiner = (isinstance(head, dict) and head.get("kind") == "sadlr") or model.get("plugin") == "sadlr"
@@ -73,17 +75,72 @@ def expected_measurements(folder: Path) -> tuple[str, ...]:
     return tuple(name for name in MEASUREMENTS if has[name])
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _selection_problem(selection: Any) -> str | None:
+    if not isinstance(selection, dict):
+        return f"selection: expected an object; got {type(selection).__name__}"
+    for level, entry in selection.items():
+        if level == "sensitivity_from":
+            continue
+        counts = entry.get("counts") if isinstance(entry, dict) else None
+        if not isinstance(counts, dict) or not all(_is_number(n) for n in counts.values()):
+            return f"selection.{level}: expected {{\"counts\": {{layer: samples}}, ...}}; got {entry!r:.80}"
+        for key in ("entropy", "sentence_sensitivity"):
+            if entry.get(key) is not None and not _is_number(entry[key]):
+                return f"selection.{level}.{key}: expected a number or null; got {entry[key]!r:.40}"
+    return None
+
+
+def record_problem(record: Any) -> str | None:
+    """What is wrong with a run's figures (an :data:`EVALUATION_FILE` or a ``results.json`` run), or ``None``.
+
+    A run's figures are ``{"metrics": {name: number}}`` with ``oIoU`` among them, plus
+    ``by_iteration`` (a list of ``{name: number}``) and ``selection`` (``{level: {"counts",
+    "entropy", "sentence_sensitivity"}}``) when its model has them.
+
+    Args:
+        record: the value read from the file.
+
+    Example:
+        >>> record_problem({"metrics": {"oIoU": 0.5}, "by_iteration": [{"oIoU": 0.4}]}) is None
+        True
+        >>> record_problem({"metrics": {"oIoU": "0.5"}})
+        "metrics.oIoU: expected a number; got '0.5'"
+        >>> record_problem({"metrics": {"oIoU": 0.5}, "by_iteration": {"oIoU": 0.4}})
+        'by_iteration: expected a list of {metric: number}; got dict'
+    """
+    metrics = record.get("metrics") if isinstance(record, dict) else None
+    if not isinstance(metrics, dict) or "oIoU" not in metrics:
+        return f"expected {{\"metrics\": {{\"oIoU\": ..., ...}}, ...}}; got {type(record).__name__} {str(record)[:60]}"
+    for name, value in metrics.items():
+        if not _is_number(value):
+            return f"metrics.{name}: expected a number; got {value!r:.40}"
+    iterations = record.get("by_iteration")
+    if iterations is not None and not (
+        isinstance(iterations, list) and all(isinstance(it, dict) and all(map(_is_number, it.values())) for it in iterations)
+    ):
+        return f"by_iteration: expected a list of {{metric: number}}; got {type(iterations).__name__}"
+    return None if record.get("selection") is None else _selection_problem(record["selection"])
+
+
 def read_evaluation(folder: Path) -> dict[str, Any] | None:
     """The run's :data:`EVALUATION_FILE`, or ``None`` when it is missing or unreadable.
+
+    An unreadable one (truncated, nested too deeply, or with figures of the wrong types:
+    :func:`record_problem`) leaves the run *trained*, so the study evaluates it again and
+    replaces the file: a damaged file never becomes a figure.
 
     Args:
         folder: the run folder.
     """
     try:
-        record = json.loads((Path(folder) / EVALUATION_FILE).read_text())
-    except (OSError, ValueError):
+        record = json.loads((Path(folder) / EVALUATION_FILE).read_bytes())
+    except (OSError, ValueError, RecursionError):
         return None
-    return record if isinstance(record, dict) and isinstance(record.get("metrics"), dict) else None
+    return None if record_problem(record) else record
 
 
 def run_state(folder: Path) -> str:

@@ -366,7 +366,12 @@ def main(argv: list[str] | None = None) -> int:
     Args:
         argv: command-line arguments (default: ``sys.argv[1:]``); see ``--help``.
     """
-    p = argparse.ArgumentParser(prog="python -m reference_models.evaluate", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m reference_models.evaluate",
+        description="Evaluate a checkpoint on one or more splits: one row per split (oIoU, mIoU, P@0.5..0.9 as "
+        "percentages); --json FILE writes the same figures as fractions. The data options default to what the "
+        "checkpoint was trained on.",
+    )
     p.add_argument(
         "--checkpoint", required=True, type=Path,
         help="a run's best.pt/last.pt, a run folder (its best.pt, else last.pt), or a save_pretrained folder",

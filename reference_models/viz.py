@@ -1,17 +1,21 @@
-"""Pictures people look at: training curves, validation grids, mask overlays."""
+"""Pictures people look at: training curves and mask overlays.
+
+Training's ``samples.png`` (best and worst samples, legend, IoU) is drawn by
+:func:`reference_models.training.pictures.sample_figure` from these overlays.
+"""
 
 from __future__ import annotations
 
 import os
-import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 
-__all__ = ["overlay", "plot_curves", "sample_grid", "save_png", "to_uint8_image"]
+__all__ = ["MASK_COLOUR", "overlay", "plot_curves", "to_uint8_image"]
 
+#: The RGB tint :func:`overlay` gives a mask by default (a red object stays visible: the rest is dimmed).
 MASK_COLOUR = (255, 64, 32)
 
 
@@ -59,21 +63,6 @@ def overlay(
     return out.round().astype(np.uint8)
 
 
-def save_png(array: np.ndarray, path: str | os.PathLike) -> Path:
-    """Write an ``(H, W)`` or ``(H, W, 3)`` uint8 array as a PNG.
-
-    Args:
-        array: the picture (grey or RGB).
-        path: the file to write; missing folders are created.
-    """
-    from PIL import Image
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(array).save(path)
-    return path
-
-
 def plot_curves(records: Sequence[dict], path: str | os.PathLike) -> Path:
     """Training loss by step and validation metrics by epoch, side by side, as a PNG.
 
@@ -105,49 +94,5 @@ def plot_curves(records: Sequence[dict], path: str | os.PathLike) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
-def sample_grid(
-    images: Sequence[np.ndarray],
-    sentences: Sequence[str],
-    targets: Sequence[np.ndarray],
-    predictions: Sequence[Sequence[np.ndarray]],
-    path: str | os.PathLike,
-    *,
-    column_titles: Sequence[str] | None = None,
-) -> Path:
-    """One row per sample: image with its sentence, ground truth, then each prediction column.
-
-    SADLR models pass one prediction column per refinement iteration (as the paper's Fig. 5).
-
-    Args:
-        images: ``(H, W, 3)`` uint8 images.
-        sentences: the referring expressions.
-        targets: ``(H, W)`` bool ground-truth masks.
-        predictions: ``predictions[j][i]`` is column ``j``'s ``(H, W)`` bool mask for sample ``i``.
-        path: where to write the PNG.
-        column_titles: titles of the prediction columns.
-    """
-    plt = _pyplot()
-    rows, cols = len(images), 2 + len(predictions)
-    titles = list(column_titles or [f"prediction {j + 1}" for j in range(len(predictions))])
-    fig, axes = plt.subplots(rows, cols, figsize=(2.2 * cols, 2.4 * rows), squeeze=False)
-    for i in range(rows):
-        panels = [images[i], overlay(images[i], targets[i], colour=(32, 200, 64))]
-        panels += [overlay(images[i], column[i]) for column in predictions]
-        for j, panel in enumerate(panels):
-            ax = axes[i][j]
-            ax.imshow(panel)
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if i == 0:
-                ax.set_title((["image", "ground truth"] + titles)[j], fontsize=9)
-        axes[i][0].set_xlabel("\n".join(textwrap.wrap(sentences[i], 28)), fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
     plt.close(fig)
     return path

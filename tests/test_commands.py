@@ -90,16 +90,9 @@ def test_every_entry_point_is_walked():
 
 
 _IDS = [f"{m} {' '.join(r[:1])}".strip() for m, r in COMMANDS]
-# evaluate's description is its docstring's first paragraph, ``markup`` included; strict, so
-# that the fix in evaluate.py turns this into a failure that asks to drop the mark.
-_HELP_CASES = [
-    pytest.param(m, r, marks=pytest.mark.xfail(strict=True, reason="evaluate --help shows the docstring's ``...``"))
-    if m == "reference_models.evaluate" else (m, r)
-    for m, r in COMMANDS
-]
 
 
-@pytest.mark.parametrize(("module", "required"), _HELP_CASES, ids=_IDS)
+@pytest.mark.parametrize(("module", "required"), COMMANDS, ids=_IDS)
 def test_help_is_a_usage_and_does_nothing_else(answers, module, required):
     argv = required[:1] + ["--help"] if module == "reference_models.bench" else ["--help"]
     result = answers[module, " ".join(argv)]

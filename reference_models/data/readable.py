@@ -87,17 +87,6 @@ def _read_ids(tokenizer: Any, text: str) -> list[int]:
     return ids[1:-1] if getattr(tokenizer, "add_special_tokens", True) else ids
 
 
-def _unknown_id(tokenizer: Any) -> int | None:
-    """The id a tokenizer gives words it cannot read, or None (CLIP's byte-level BPE has none)."""
-    if hasattr(tokenizer, "unk_id"):
-        return int(tokenizer.unk_id)
-    # BertTokenizer keeps its Hugging Face backend private; its unknown id is the backend's.
-    load = getattr(tokenizer, "_load", None)
-    backend = load() if callable(load) else None
-    unknown = getattr(backend, "unk_token_id", None)
-    return None if unknown is None else int(unknown)
-
-
 def _reads_nothing(ids: list[int], text: str) -> bool:
     """Whether a text whose content ids are ``ids`` gives the model no word to read."""
     return not ids or not any(character.isalnum() for character in text)
@@ -133,7 +122,7 @@ def unreadable_words(tokenizer: Any, text: str) -> list[str]:
     ids = _read_ids(tokenizer, text)
     if _reads_nothing(ids, text):
         return text.split() or [text]
-    unknown = _unknown_id(tokenizer)
+    unknown = tokenizer.unknown_id  # None for CLIP's byte-level BPE: every byte has a token
     if unknown is None or unknown not in ids:
         return []  # the common case costs one tokenization; only a sentence with unknowns is split
     found, read = [], 0
@@ -161,15 +150,7 @@ def token_strings(tokenizer: Any, input_ids: torch.Tensor, attention_mask: torch
         >>> token_strings(WordTokenizer(), *tokens)
         ['[CLS]', 'the', '[UNK]', 'ball', '[SEP]']
     """
-    ids = input_ids[attention_mask.bool()].tolist()
-    if hasattr(tokenizer, "vocabulary"):  # the word tokenizer: specials first, then its words
-        words = (tokenizer.PAD, tokenizer.UNK, tokenizer.CLS, tokenizer.SEP, *tokenizer.vocabulary)
-        return [words[i] for i in ids]
-    # BERT and CLIP keep their vocabularies in their (private) backends
-    backend = tokenizer._load()
-    if hasattr(backend, "convert_ids_to_tokens"):
-        return list(backend.convert_ids_to_tokens(ids))
-    return [backend.decoder[i] for i in ids]
+    return [tokenizer.token_name(i) for i in input_ids[attention_mask.bool()].tolist()]
 
 
 def text_warnings(tokenizer: Any, text: str, *, argument: str = "text") -> list[str]:

@@ -144,6 +144,13 @@ def _pack(ids: Sequence[int], max_length: int) -> TokenizedText:
     return TokenizedText(input_ids, attention_mask)
 
 
+def _checked_id(token_id: int, vocab_size: int) -> int:
+    """``token_id`` as an int when it names a token of a vocabulary of ``vocab_size``; else one line."""
+    if isinstance(token_id, bool) or not isinstance(token_id, int) or not 0 <= token_id < vocab_size:
+        raise ValueError(f"token_id: expected an integer in [0, {vocab_size}); got {token_id!r}")
+    return int(token_id)
+
+
 class WordTokenizer:
     """Word-level tokenizer over a closed vocabulary (by default the synthetic benchmark's).
 
@@ -207,6 +214,21 @@ class WordTokenizer:
         else:
             ids = ids[: self.max_length]
         return _pack(ids, self.max_length)
+
+    @property
+    def unknown_id(self) -> int:
+        """The id of words outside the vocabulary (``[UNK]``)."""
+        return self.unk_id
+
+    def token_name(self, token_id: int) -> str:
+        """The token an id stands for, specials included.
+
+        Example:
+            >>> tok = WordTokenizer()
+            >>> [tok.token_name(i) for i in tok("the crimson ball").input_ids[:4].tolist()]
+            ['[CLS]', 'the', '[UNK]', 'ball']
+        """
+        return self._words[_checked_id(token_id, self.vocab_size)]
 
     def decode(self, input_ids: torch.Tensor | Sequence[int]) -> str:
         """Words of the ids, without specials and padding."""
@@ -274,6 +296,27 @@ class BertTokenizer:
     def vocab_size(self) -> int:
         """Size of the WordPiece vocabulary."""
         return len(self._load())
+
+    @property
+    def unknown_id(self) -> int | None:
+        """The id of what WordPiece cannot spell (``[UNK]``), or ``None`` for a vocabulary without one.
+
+        Example:
+            >>> BertTokenizer(bundled_bert_path()).unknown_id
+            100
+        """
+        unknown = self._load().unk_token_id
+        return None if unknown is None else int(unknown)
+
+    def token_name(self, token_id: int) -> str:
+        """The WordPiece an id stands for (``##`` marks a piece inside a word), specials included.
+
+        Example:
+            >>> tok = BertTokenizer(bundled_bert_path())
+            >>> [tok.token_name(i) for i in (101, 1996, 100, 102)]
+            ['[CLS]', 'the', '[UNK]', '[SEP]']
+        """
+        return str(self._load().convert_ids_to_tokens(_checked_id(token_id, self.vocab_size)))
 
     def __call__(self, sentence: str) -> TokenizedText:
         encoded = self._load()(
@@ -394,6 +437,21 @@ class ClipTokenizer:
     def vocab_size(self) -> int:
         """Size of the BPE vocabulary (49408 for CLIP)."""
         return len(self._load().encoder)
+
+    @property
+    def unknown_id(self) -> None:
+        """``None``: every byte has a token, so nothing is read as unknown."""
+        return None
+
+    def token_name(self, token_id: int) -> str:
+        """The byte-pair token an id stands for (``</w>`` ends a word), specials included.
+
+        Example:
+            >>> tok = ClipTokenizer(max_length=5)
+            >>> [tok.token_name(i) for i in tok("the red").input_ids[:4].tolist()]
+            ['<start_of_text>', 'the</w>', 'red</w>', '<end_of_text>']
+        """
+        return self._load().decoder[_checked_id(token_id, self.vocab_size)]
 
     def __call__(self, sentence: str) -> TokenizedText:
         backend = self._load()

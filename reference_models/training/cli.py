@@ -118,10 +118,29 @@ def _run_flags(p: argparse.ArgumentParser, d: TrainConfig) -> None:
         "--no-sync-bn", dest="sync_bn", action="store_false",
         help="keep per-GPU BatchNorm under torchrun (by default it becomes SyncBatchNorm on several GPUs)",
     )
+    _speed_and_memory_flags(p)
     p.add_argument("--poly-power", type=float, default=d.poly_power, help="exponent of the poly schedule")
     p.add_argument(
         "--milestones", type=int, nargs="*", default=None,
         help="epochs where the step schedule divides lr by 10 (default: the recipe's; asda 18 25)",
+    )
+
+
+def _speed_and_memory_flags(p: argparse.ArgumentParser) -> None:
+    """Activation checkpointing and the GPU defaults (TF32, fused optimizer, cuDNN benchmark)."""
+    p.add_argument(
+        "--grad-checkpointing", action="store_true",
+        help="checkpoint the encoders' blocks: the same gradients for less activation memory and more time "
+        "(python -m reference_models.bench memory tells the batch that fits)",
+    )
+    p.add_argument("--no-tf32", dest="tf32", action="store_false", help="full float32 matrix products and convolutions on CUDA (by default TF32)")
+    p.add_argument(
+        "--no-fused-optimizer", dest="fused_optimizer", action="store_false",
+        help="torch's usual (unfused) Adam/AdamW on CUDA (by default the fused one)",
+    )
+    p.add_argument(
+        "--no-cudnn-benchmark", dest="cudnn_benchmark", action="store_false",
+        help="cuDNN's heuristic choice of algorithms (by default it times them for the fixed input size)",
     )
 
 

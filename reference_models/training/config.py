@@ -151,6 +151,15 @@ class TrainConfig:
             ``config.json`` is the model's (``model`` left at its default takes the folder's
             model name, another one must equal it; ``--model-arg`` changes fields) and its
             weights are loaded strictly before the first step.
+        grad_checkpointing: checkpoint the encoders' blocks
+            (:meth:`~reference_models.base.RISModel.set_grad_checkpointing`): the same
+            gradients for less activation memory and more time.
+        tf32: TensorFloat-32 for float32 matrix products and convolutions on CUDA
+            (``--no-tf32``: full float32); nothing on a CPU.
+        fused_optimizer: the fused (single-kernel) Adam/AdamW when the parameters are on
+            CUDA (``--no-fused-optimizer``: torch's default implementation).
+        cudnn_benchmark: let cuDNN time its algorithms for the fixed input size on the first
+            steps (``--no-cudnn-benchmark``).
     """
 
     model: str = DEFAULT_MODEL
@@ -193,6 +202,10 @@ class TrainConfig:
     freeze: tuple[str, ...] = ()
     backbone_lr_scale: float = 1.0
     init_from: str | None = None
+    grad_checkpointing: bool = False
+    tf32: bool = True
+    fused_optimizer: bool = True
+    cudnn_benchmark: bool = True
 
     def __post_init__(self) -> None:
         # Messages name the command-line flag: that is where most users set these fields.
@@ -259,6 +272,7 @@ class TrainConfig:
         return dataclasses.replace(self, **values)
 
     def to_dict(self) -> dict[str, Any]:
+        """The fields as ``{name: value}`` (what a run's ``config.json`` holds; :meth:`from_dict` reads it)."""
         return dataclasses.asdict(self)
 
     @classmethod
@@ -277,7 +291,8 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"unknown settings {', '.join(unknown)} (written by another version, or edited?)")
         values = {k: (tuple(v) if isinstance(v, list) else v) for k, v in data.items()}
-        return cls(**values)
+        # a run saved before a switch existed ran without it
+        return cls(**{**_SAVED_BEFORE, **values})
 
 
 def _experiment_of(name: str):
@@ -349,11 +364,20 @@ def _with_init_model(cfg: TrainConfig) -> TrainConfig:
 
 # Settings of the machine and of fault handling, not of the run: a resumed run takes them
 # from the command line (a run started on a GPU can continue on a CPU, with other worker and
-# thread counts; one stopped for bad samples can continue with a higher --max-bad-samples).
-_MACHINE_FIELDS = ("device", "workers", "threads", "compile", "checkpoint_minutes", "max_bad_samples", "max_bad_steps")
+# thread counts; one stopped for bad samples can continue with a higher --max-bad-samples;
+# one that ran out of memory can continue with --grad-checkpointing, which leaves the
+# gradients as they were). Those not given keep their saved values. ``tf32`` changes the
+# arithmetic, so like ``amp`` it stays as saved.
+_MACHINE_FIELDS = (
+    "device", "workers", "threads", "compile", "checkpoint_minutes", "max_bad_samples", "max_bad_steps",
+    "grad_checkpointing", "fused_optimizer", "cudnn_benchmark",
+)
 
 # Switches whose command-line flag turns the field off.
-_OFF_SWITCHES = {"sync_bn": "--no-sync-bn"}
+_OFF_SWITCHES = {"sync_bn": "--no-sync-bn", "tf32": "--no-tf32", "fused_optimizer": "--no-fused-optimizer", "cudnn_benchmark": "--no-cudnn-benchmark"}
+
+#: The values of the switches added later, for a configuration saved before them.
+_SAVED_BEFORE = {"grad_checkpointing": False, "tf32": False, "fused_optimizer": False, "cudnn_benchmark": False}
 
 
 def _shown(value: Any) -> str:
@@ -393,8 +417,10 @@ def _ignored_on_resume(cfg: TrainConfig, saved: TrainConfig, given: Iterable[str
 def resume_config(cfg: TrainConfig, saved: TrainConfig, given: Iterable[str] | None) -> tuple[TrainConfig, list[str]]:
     """The configuration a resumed run continues with, and the given options it ignores.
 
-    The saved configuration wins, except the settings of the machine
-    (``device``, ``workers``, ``threads``, ``compile``), which the caller may change.
+    The saved configuration wins, except the settings of the machine and of fault handling
+    (``device``, ``workers``, ``threads``, ``compile``, ``grad_checkpointing``,
+    ``fused_optimizer``, ``cudnn_benchmark``, ...), which the caller may change; those not
+    given keep their saved values.
 
     Args:
         cfg: the configuration the caller asked for.

@@ -11,7 +11,7 @@ from torch import nn
 
 from .config import TrainConfig
 
-__all__ = ["freeze_modules", "param_groups", "build_optimizer", "build_scheduler"]
+__all__ = ["freeze_modules", "param_groups", "build_optimizer", "fused_applies", "build_scheduler"]
 
 _NO_DECAY = ("relative_position_bias_table", "absolute_pos_embed", "positional_embedding", "class_embedding", "pos_embed")
 
@@ -110,17 +110,36 @@ def param_groups(model: nn.Module, weight_decay: float, *, lr: float | None = No
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     """The recipe's Adam or AdamW over :func:`param_groups`.
 
+    With ``cfg.fused_optimizer`` and every trained parameter on CUDA, the fused
+    implementation (one kernel for all parameters); elsewhere torch's default one.
+
     Args:
-        model: the model to train.
+        model: the model to train, on its device.
         cfg: the resolved training configuration (``optimizer``, ``lr``, ``weight_decay``,
-            ``backbone_lr_scale``).
+            ``backbone_lr_scale``, ``fused_optimizer``).
     """
     groups = param_groups(model, cfg.weight_decay, lr=cfg.lr, backbone_lr_scale=cfg.backbone_lr_scale)
+    options = {"fused": True} if cfg.fused_optimizer and fused_applies(model) else {}
     if cfg.optimizer == "adam":
-        return torch.optim.Adam(groups, lr=cfg.lr)
+        return torch.optim.Adam(groups, lr=cfg.lr, **options)
     if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=cfg.lr)
+        return torch.optim.AdamW(groups, lr=cfg.lr, **options)
     raise ValueError(f"--optimizer: expected 'adam' or 'adamw'; got {cfg.optimizer!r}")
+
+
+def fused_applies(model: nn.Module) -> bool:
+    """Whether the fused Adam/AdamW can run on ``model``: every trained parameter floating
+    point and on a CUDA device.
+
+    Args:
+        model: the model, on its device.
+
+    Example:
+        >>> fused_applies(nn.Linear(2, 2))  # on the CPU
+        False
+    """
+    params = [p for p in model.parameters() if p.requires_grad]
+    return bool(params) and all(p.is_cuda and p.is_floating_point() for p in params)
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int, total_steps: int):

@@ -46,6 +46,7 @@ from .distributed import init_distributed
 from .loop import LoopState, Optimisation, build_optimisation, steps_of, train_epoch
 from .model import build_run_model
 from .pictures import write_pictures
+from .precision import apply_backend_settings
 from .run_folder import MetricsLog, RunLock, append_rows, create_default_out, refuse_existing_run, write_config
 from .signals import StopRequest
 from .validation import evaluate_model
@@ -76,7 +77,8 @@ def train(
         resume: continue from ``out_dir/last.pt``; its saved configuration wins, except the
             settings of the machine and of fault handling (``device``, ``workers``,
             ``threads``, ``compile``, ``checkpoint_minutes``, ``max_bad_samples``,
-            ``max_bad_steps``), which the caller may change.
+            ``max_bad_steps``, ``grad_checkpointing``, ``fused_optimizer``,
+            ``cudnn_benchmark``), which the caller may change.
         progress: show tqdm bars (default: on the main process when stderr is a terminal
             or when not running under CI).
         given: the fields of ``cfg`` the caller set (the command line's flags); on resume,
@@ -126,6 +128,9 @@ class _Run:
         torch.manual_seed(cfg.seed)
         random.seed(cfg.seed)
         model = build_run_model(cfg, state, source=str(self.out_dir / "last.pt") if resume else "last.pt")
+        if cfg.grad_checkpointing:
+            _switch_checkpointing(model)
+        apply_backend_settings(cfg, self.device)
         self.model_config = model.config
         self.pixel_stats = pixel_statistics(model)
         model.to(self.device)
@@ -433,6 +438,14 @@ class _Run:
         if self.dist.world > 1:
             dist.barrier()
         return summary
+
+
+def _switch_checkpointing(model: nn.Module) -> None:
+    """``--grad-checkpointing``: switch it on in every part that has it, or refuse a model
+    with none (the flag would change nothing)."""
+    switch = getattr(model, "set_grad_checkpointing", None)
+    if not callable(switch) or not switch(True):
+        raise ValueError(f"--grad-checkpointing: {type(model).__name__} has no part that checkpoints")
 
 
 def _percent_figures(metrics: dict[str, float]) -> str:

@@ -66,6 +66,7 @@ _TORCH_ON_PAGES = {
     "torch.utils.data.DataLoader": ("class", "data.html"),
     "torch.utils.data.Sampler": ("class", "data.html"),
     "torch.utils.data.distributed.DistributedSampler": ("class", "data.html"),
+    "torch.nn.Module.modules": ("method", "generated/torch.nn.Module.html"),
 }
 # Other spellings of the same objects: alias -> documented name.
 _TORCH_ALIASES = {
@@ -111,6 +112,7 @@ _PYTHON = {
     "FileNotFoundError": ("exception", "library/exceptions.html"),
     "pathlib.Path": ("class", "library/pathlib.html"),
     "os.PathLike": ("class", "library/os.html"),
+    "contextlib.AbstractContextManager": ("class", "library/contextlib.html"),
     "collections.abc.Callable": ("class", "library/collections.abc.html"),
     "collections.abc.Iterable": ("class", "library/collections.abc.html"),
     "collections.abc.Iterator": ("class", "library/collections.abc.html"),

@@ -21,8 +21,8 @@ __all__ = ["LEVEL", "incomplete_beta", "t_cdf", "t_quantile", "difference_interv
 #: The confidence level of every interval of a study.
 LEVEL = 0.95
 
-#: The verdicts a row can get: against a paper's difference, or (tables with no paper
-#: figures) the sign alone; ``""`` for the default row itself.
+#: Every verdict a row can get, against a paper's difference or (tables with no paper
+#: figures) by the sign alone; ``""`` for the default row itself.
 VERDICTS = ("agrees", "disagrees", "unresolved", "higher", "lower", "")
 
 

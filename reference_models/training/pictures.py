@@ -20,7 +20,7 @@ __all__ = ["write_pictures", "sample_figure", "prediction_panel", "TARGET_COLOUR
 
 #: RGB tint of the ground truth in ``samples.png``.
 TARGET_COLOUR = (32, 200, 64)
-#: RGB tint of a prediction: far from every object colour of the generated benchmark.
+#: RGB tint of a prediction, far from every object colour of the generated benchmark.
 PREDICTION_COLOUR = (255, 0, 255)
 
 
@@ -56,7 +56,7 @@ def sample_figure(kept: Sequence[dict], mean: Sequence[float], std: Sequence[flo
         std: the pixel standard deviation.
 
     Returns:
-        A :class:`matplotlib.figure.Figure` (no window, no pyplot state).
+        A ``matplotlib.figure.Figure`` (no window, no pyplot state).
     """
     from matplotlib.figure import Figure
     from matplotlib.patches import Patch

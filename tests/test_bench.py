@@ -126,8 +126,8 @@ def test_layers_section_bf16_without_memory_or_comparison(capsys):
         (["flops", "--models", "lts_tny"], "unknown model 'lts_tny' \\(did you mean 'lts_tiny'\\?\\)"),
         (["train", "--models", "lavt_tiny", "nope"], "unknown model 'nope'"),
         (["flops", "--models", "lts_tiny", "--model-arg", "imagesize=32"], "--model-arg: unknown config key 'imagesize'"),
-        (["flops", "--models", "lts_tiny", "--model-arg", "swin_window=0"], "swin_window: expected a positive integer; got 0"),
-        (["flops", "--model-arg", "refiner_iters=2"], "loss_weights: expected one weight per refiner iteration"),
+        (["flops", "--models", "lts_tiny", "--model-arg", "swin_window=0"], "swin_window: expected an integer from 1 to 1024; got 0"),
+        (["flops", "--models", "lavt_sadlr_tiny", "--model-arg", "refiner_iters=2"], "loss_weights: expected one weight per refiner iteration"),
         (["latency", "--device", "gpu"], "--device: expected 'cpu', 'cuda', 'cuda:N' or 'mps'; got 'gpu'"),
         (["flops", "--threads", "0"], "--threads: expected a positive integer; got 0"),
     ],
@@ -177,7 +177,7 @@ def test_flops_section_tiny(tmp_path, capsys):
 
 def test_flops_parts_split_the_total_by_child_module(capsys):
     model = build_model("s2rm_tiny")
-    size, words = model.config.image_size, model.config.max_words
+    size, words = model.config.image_size, model.config.text.max_words
     parts = bench.macs_by_part(model, size, words)
     assert list(parts) == ["text_encoder", "backbone", "coparser", "decoder"]
     assert all(value > 0 for value in parts.values())

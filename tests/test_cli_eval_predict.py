@@ -382,7 +382,7 @@ def test_evaluate_cli_prints_and_writes_every_sadlr_iteration(protocol, tmp_path
     assert evaluate_main(["--checkpoint", str(run_dir), *FAST, "--protocol", protocol, "--json", str(out)]) == 0
     results = json.loads(out.read_text())["val"]
     iterations = results["by_iteration"]
-    assert len(iterations) == model.config.refiner_iters
+    assert len(iterations) == model.config.head.iters
     assert iterations[-1] == {key: results[key] for key in iterations[-1]}
     assert "selection" not in results  # no layer selector in LAVT
     printed = capsys.readouterr().out

@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from reference_models.config import to_flat
+
 from reference_models import build_model
 from reference_models.base import RISModel
 from reference_models.checkpoint import save_checkpoint
@@ -57,13 +59,13 @@ def test_converted_folder_loads_strictly_with_lavts_configuration(converted):
     folder, _ = converted
     assert (folder / "config.json").is_file() and (folder / "model.safetensors").is_file()
     model = RISModel.from_pretrained(folder).eval()  # strict
-    config = model.config
+    config = to_flat(model.config)  # the flat names the conversion sets
     for key, value in {**LAVT_COMPATIBLE, **SMALL}.items():
-        assert getattr(config, key) == value, key
+        assert config[key] == value, key
     # the sizes come from the tensors' shapes
-    assert (config.swin_embed_dim, config.swin_depths, config.swin_heads, config.swin_window) == (8, (1, 1, 2, 1), (1, 1, 2, 2), 2)
-    assert (config.text_dim, config.text_layers, config.text_heads, config.text_intermediate) == (64, 1, 1, 128)
-    assert config.decoder_dim == 32 and config.head_loss == "weighted_ce" and config.plugin is None
+    assert (config["swin_embed_dim"], config["swin_depths"], config["swin_heads"], config["swin_window"]) == (8, (1, 1, 2, 1), (1, 1, 2, 2), 2)
+    assert (config["text_dim"], config["text_layers"], config["text_heads"], config["text_intermediate"]) == (64, 1, 1, 128)
+    assert config["decoder_dim"] == 32 and config["head_loss"] == "weighted_ce" and config["plugin"] is None
     with torch.no_grad():
         logits = model(*_batch()).logits
     assert logits.shape == (2, 1, 64, 64) and torch.isfinite(logits).all()
@@ -135,7 +137,7 @@ def test_sadlr_target_keeps_lavt_and_starts_the_refiner_fresh(release, converted
     assert conversion.fresh and all(k.startswith("head.refiner.") for k in conversion.fresh)
     assert {k for k, why in conversion.dropped.items() if "classifier" in why} == {"classifier.conv1_1.weight", "classifier.conv1_1.bias"}
     model = RISModel.from_pretrained(folder)
-    assert model.config.plugin == "sadlr" and model.config.head_loss == "dice"  # SADLR trains its refiner with Dice
+    assert model.config.head.kind == "sadlr" and model.config.head.loss == "dice"  # SADLR trains its refiner with Dice
     plain = RISModel.from_pretrained(converted[0]).state_dict()
     for key, value in model.state_dict().items():
         if not key.startswith("head."):

@@ -33,12 +33,12 @@ def train_models() -> list[str]:
     return [DEFAULT_MODEL] + [n for n in list_models() if n.endswith("_tiny") and n != DEFAULT_MODEL]
 
 
-def _prebuilt_batches(cfg, config, batch: int, count: int, device: torch.device) -> tuple[list[dict], float]:
-    """``count`` batches of the generated benchmark on ``device``, and the samples/s of making them."""
+def _prebuilt_batches(cfg, model, batch: int, count: int, device: torch.device) -> tuple[list[dict], float]:
+    """``count`` batches of the generated benchmark for ``model`` on ``device``, and the samples/s of making them."""
     from ..data.samples import collate
     from ..training.data import build_datasets
 
-    train_set, _, _ = build_datasets(cfg, config)
+    train_set, _ = build_datasets(cfg, model)
     start = time.perf_counter()
     batches = [collate([train_set[i * batch + j] for j in range(batch)]) for i in range(count)]
     rate = batch * count / (time.perf_counter() - start)
@@ -78,9 +78,9 @@ def _train_row(name: str, config, *, batch: int, steps: int, warmup: int, device
 
     count = warmup + steps + (1 if memory else 0)
     cfg = TrainConfig(model=name, batch_size=batch, train_size=batch * count, val_size=1, image_size=config.image_size).resolved()
-    batches, data_rate = _prebuilt_batches(cfg, config, batch, count, device)
     torch.manual_seed(0)
     model = build_on(config, device).train()
+    batches, data_rate = _prebuilt_batches(cfg, model, batch, count, device)
     forward_model = torch.compile(model) if compile else model
     step = train_step(model, forward_model, build_optimizer(model, cfg), batches, device, dtype)
     # The warm-up is timed on its own: with torch.compile it is where the compiling happens.

@@ -242,7 +242,10 @@ def test_damaged_run_files_give_one_line(tmp_path, monkeypatch):
     with pytest.raises(CheckpointError, match=r"last.pt: its train_config is not valid \(--epochs: expected int \| None; got 'two'\)"):
         train(TrainConfig(), folder, resume=True, progress=False)
 
-    other = dict(state, model_config={**state["model_config"], "name": "vlt_tiny", "architecture": "vlt"})
+    # another model's config over these weights (the composed config of that model, so it builds)
+    from reference_models import get_config
+
+    other = dict(state, model_config=get_config("vlt_tiny").replace(image_size=state["model_config"]["image_size"]).to_dict())
     save_checkpoint(other, folder / "last.pt")
     with pytest.raises(CheckpointError, match=r"last.pt: its weights are not those of its model 'vlt_tiny' \("):
         train(TrainConfig(), folder, resume=True, progress=False)

@@ -34,7 +34,7 @@ def test_dry_run_measures_every_part(tmp_path, capsys):
     assert main(["gpu", "--dry-run", "--budget", "3600", "--json", str(path)]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("# gpu | ") and out[1].startswith("# dry run")
-    assert out[-1].startswith("gpu check: 24 ok in ")
+    assert out[-1].startswith("gpu check: 31 ok in ")
     saved = json.loads(path.read_text())
     assert saved["finished"] and saved["dry_run"] and list(saved["parts"]) == list(gpu.PARTS)
     assert set(saved["cuda"]) >= {"gpu", "driver", "driver_cuda", "cuda_build", "cudnn", "torch"}

@@ -1,4 +1,4 @@
-"""Cost reports: ``python -m reference_models.bench {flops,latency,layers,train,gpu}``.
+"""Cost reports: ``python -m reference_models.bench {flops,latency,layers,train,memory,gpu}``.
 
 Every section prints a one-line header (machine, torch version, threads, device, dtype,
 date) and a table; ``--json FILE`` writes the header's fields and the table's rows.
@@ -11,9 +11,13 @@ One module per section, each holding its measurement and its table:
 - :mod:`~reference_models.bench.layers`: every rislayers layer at its paper's size, forward
   and forward+backward, with peak memory;
 - :mod:`~reference_models.bench.train`: training samples per second of full optimisation
-  steps;
+  steps (``--grad-checkpointing``: :mod:`~reference_models.bench.checkpointing`, each step
+  without and with activation checkpointing);
+- :mod:`~reference_models.bench.memory`: the memory per image of a training step, and the
+  largest batch that fits cards of 12 to 80 GB;
 - :mod:`~reference_models.bench.gpu`: the GPU check, every measurement that needs a CUDA
-  device in one guarded run of about eight minutes (``--dry-run``: on the CPU, tiny sizes).
+  device in one guarded run of about eight minutes (``--dry-run``: on the CPU, tiny sizes);
+  its ``switches`` part is :mod:`~reference_models.bench.gpu_switches`.
 
 Shared by them: :mod:`~reference_models.bench.measure` (timing, peak memory, autocast),
 :mod:`~reference_models.bench.report` (the header, the JSON file),

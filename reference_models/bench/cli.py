@@ -15,7 +15,7 @@ import torch
 from ..config import parse_overrides
 from ..devices import resolve_device
 from ..outputs import check_output_file
-from . import coparser, flops, latency, layers, train
+from . import checkpointing, coparser, flops, latency, layers, memory, train
 from . import gpu as gpu_check
 from .measure import DTYPES
 from .report import environment, format_environment, write_json
@@ -44,6 +44,7 @@ def _parser() -> argparse.ArgumentParser:
     _latency_flags(sub.add_parser("latency", parents=[common, measured], help="batch-1 forward time, plug-ins beside their baselines"))
     _layers_flags(sub.add_parser("layers", parents=[common, measured], help="every layer at its paper's size, and the coparser gemm vs shift"))
     _train_flags(sub.add_parser("train", parents=[common, measured], help="training samples per second of the tiny models"))
+    _memory_flags(sub.add_parser("memory", parents=[common], help="memory per image of a training step, and the batch each card holds"))
     _gpu_flags(sub.add_parser("gpu", parents=[common], help="the GPU check: every part that needs a CUDA device, in about 8 minutes"))
     return parser
 
@@ -86,6 +87,23 @@ def _train_flags(train: argparse.ArgumentParser) -> None:
     train.add_argument("--steps", type=int, default=3, help="timed steps (median, default 3)")
     train.add_argument("--image-size", type=int, help="override the models' input size")
     train.add_argument("--compile", action="store_true", help="torch.compile the model (default settings)")
+    train.add_argument(
+        "--grad-checkpointing", action="store_true",
+        help="instead: each model's step without and with activation checkpointing, interleaved (kept activations, peak, time)",
+    )
+
+
+def _memory_flags(memory_parser: argparse.ArgumentParser) -> None:
+    memory_parser.add_argument("--models", nargs="+", help=f"registry names (default: {' '.join(memory.MEMORY_MODELS)})")
+    memory_parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    memory_parser.add_argument("--amp", choices=("none", "bf16"), default="none", help="autocast precision of the step (default none)")
+    memory_parser.add_argument("--grad-checkpointing", action="store_true", help="with activation checkpointing of the encoders")
+    memory_parser.add_argument("--batches", type=int, nargs=2, default=[1, 2], metavar=("B1", "B2"), help="the two batch sizes measured (default 1 2)")
+    memory_parser.add_argument("--image-size", type=int, help="override the models' input size")
+    memory_parser.add_argument(
+        "--margin", type=float, default=memory.DEFAULT_MARGIN,
+        help=f"share of each card left free, besides {memory.CONTEXT_GIB:g} GiB for the CUDA context",
+    )
 
 
 def _gpu_flags(gpu: argparse.ArgumentParser) -> None:
@@ -130,6 +148,7 @@ def _layer_cases_of(args) -> list[layers.LayerCase]:
 #: The counts each section takes, with their smallest sensible value: fewer times nothing,
 #: or a median "of -3 rounds".
 _AT_LEAST = {"repeats": 1, "warmup": 0, "batch": 1, "steps": 1, "image_size": 1, "coparser_batch": 1}
+_EACH_AT_LEAST = {"batches": 1}
 
 
 def _check_counts(args) -> None:
@@ -137,6 +156,10 @@ def _check_counts(args) -> None:
         value = getattr(args, name, None)
         if value is not None and value < low:
             raise ValueError(f"--{name.replace('_', '-')}: expected an integer >= {low}; got {value}")
+    for name, low in _EACH_AT_LEAST.items():
+        values = getattr(args, name, None) or []
+        if any(v < low for v in values):
+            raise ValueError(f"--{name}: expected integers >= {low}; got {' '.join(map(str, values))}")
     for name in ("coparser_sizes", "coparser_dims"):
         values = getattr(args, name, None) or []
         if any(v < 1 for v in values):
@@ -154,7 +177,12 @@ def _check(args) -> dict[str, Any]:
         if args.models or overrides:
             raise ValueError("--experiment: each row names its model and config; drop --models and --model-arg")
         select_experiments(args.experiments)
-    if args.section in ("flops", "train") and (args.models or overrides):
+    if args.section == "memory":
+        if args.batches[0] == args.batches[1]:
+            raise ValueError(f"--batches: expected two different sizes; got {args.batches[0]} twice")
+        if not 0 <= args.margin < 1:
+            raise ValueError(f"--margin: expected a share of the card in [0, 1); got {args.margin}")
+    if args.section in ("flops", "train", "memory") and (args.models or overrides):
         from ..registry import get_config
 
         for name in args.models or flops.flops_models():
@@ -245,7 +273,42 @@ def _run_layers(args) -> tuple[list[dict], dict[str, Any]]:
     return rows, {"batch": args.batch, "quick": args.quick, "repeats": args.repeats, "warmup": args.warmup}
 
 
+def _run_checkpointing(args) -> tuple[list[dict], dict[str, Any]]:
+    from ..registry import list_models
+
+    names = args.models or [n for n in list_models() if n.endswith("_tiny")]
+    print(f"training step without and with activation checkpointing: batch {args.batch}, {args.dtype}, median of {args.steps} "
+          f"interleaved rounds after {args.warmup} warm-up; activ = tensors saved for the backward pass, peak = extra memory of "
+          "forward + backward; goal: activ kept <= 45 % at time x <= 1.35")
+    print(checkpointing.checkpointing_header())
+    rows = checkpointing.checkpointing_table(
+        names, batch=args.batch, steps=args.steps, warmup=args.warmup, device=args.device, dtype=args.dtype,
+        image_size=args.image_size, on_row=lambda row: print(checkpointing.format_checkpointing_row(row), flush=True),
+    )
+    return rows, {"steps": args.steps, "warmup": args.warmup, "grad_checkpointing": "off and on"}
+
+
+def _run_memory(args) -> tuple[list[dict], dict[str, Any]]:
+    dtype = "bf16" if args.amp == "bf16" else "float32"
+    print(f"memory of a training step ({dtype}, checkpointing {'on' if args.grad_checkpointing else 'off'}) measured at batches "
+          f"{args.batches[0]} and {args.batches[1]}, in MiB; per img = the step's growth per image; largest batch per process "
+          f"on each card (GB = GiB) leaving {100 * args.margin:g} % of it and {memory.CONTEXT_GIB:g} GiB free")
+    print(memory.memory_header())
+    rows = memory.memory_table(
+        args.models, batches=args.batches, device=resolve_device(args.device), dtype=dtype,
+        grad_checkpointing=args.grad_checkpointing, image_size=args.image_size,
+        on_row=lambda row: print(memory.format_memory_row(row, margin=args.margin), flush=True),
+    )
+    for row in rows:
+        row["largest_batch"] = {f"{c}GB": memory.largest_batch(row, c, margin=args.margin) for c in memory.CARDS_GB}
+    print("weights, optim (optimizer state), fixed + per img x batch (forward and backward), update (gradients and the "
+          "optimizer's temporaries): memory = weights + optim + max(fixed + per img x batch, update)")
+    return rows, {"batches": args.batches, "margin": args.margin, "context_gib": memory.CONTEXT_GIB, "amp": args.amp}
+
+
 def _run_train(args) -> tuple[list[dict], dict[str, Any]]:
+    if args.grad_checkpointing:
+        return _run_checkpointing(args)
     rows = train.train_table(
         args.models, batch=args.batch, steps=args.steps, warmup=args.warmup, image_size=args.image_size,
         device=args.device, dtype=args.dtype, compile=args.compile, memory=args.memory,
@@ -288,6 +351,8 @@ def main(argv: list[str] | None = None) -> int:
         rows, extra = _run_latency(args)
     elif args.section == "layers":
         rows, extra = _run_layers(args)
+    elif args.section == "memory":
+        rows, extra = _run_memory(args)
     else:
         rows, extra = _run_train(args)
     if args.json:

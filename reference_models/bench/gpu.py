@@ -11,6 +11,9 @@ device, in about eight minutes, what the CPU tables cannot show:
   section, each increase beside the paper's (+13.0 %, +14.3 %, +14.6 %);
 - ``coparser``: the S2RM coparser's "gemm" against the literal "shift" at S2RM's size, the
   ``layers`` section's comparison;
+- ``switches``: ``train``'s GPU defaults on ``lavt_sadlr_base`` at batch 2, each on and off
+  (TF32, activation checkpointing, the fused AdamW), and the largest bf16 batch the card
+  holds by ``bench memory``'s estimate, measured (:mod:`~reference_models.bench.gpu_switches`);
 - ``train``: training throughput of ``lavt_sadlr_base`` at batch 8 in bf16 by the ``train``
   section, eager and under ``torch.compile``, the compilation's time reported apart.
 
@@ -40,6 +43,7 @@ from typing import Any
 import torch
 
 from .coparser import coparser_header, coparser_rows, coparser_targets, format_coparser_row
+from .gpu_switches import format_switch_row, switch_units
 from .guard import guarded
 from .latency import latency_table
 from .measure import MIB, autocast, median_seconds, peak_bytes
@@ -60,11 +64,11 @@ __all__ = [
 PAPER_LATENCY_INCREASE = {"lavt_sadlr": 0.130, "vlt_sadlr": 0.143, "lts_sadlr": 0.146}
 """SADLR's increase of inference time over each baseline, from Sec. 4.3 of its paper (batch 1 at 480 px on one Quadro RTX 8000)."""
 
-PARTS = ("steps", "latency", "coparser", "train")
+PARTS = ("steps", "latency", "coparser", "switches", "train")
 """The parts of the check, in the order they run."""
 
 # Shares of the whole budget; unused time passes on, so the compiling part comes last.
-_SHARES = {"steps": 0.25, "latency": 0.20, "coparser": 0.10, "train": 0.45}
+_SHARES = {"steps": 0.20, "latency": 0.15, "coparser": 0.10, "switches": 0.15, "train": 0.40}
 
 
 @dataclass(frozen=True)
@@ -292,6 +296,7 @@ def _units(plan: GpuPlan) -> dict[str, list[tuple[dict, Callable[[], Any]]]]:
             for part in ("coparse", "layer")
             for dim in plan.coparser_dims
         ],
+        "switches": switch_units(plan),
         "train": [
             ({"model": plan.train_model, "compile": compile}, lambda compile=compile: _train_unit(plan, compile))
             for compile in (False, True)
@@ -322,6 +327,8 @@ def _format_row(part: str, row: dict) -> str:
         return f"  {row['model']:<18} {row['dtype']:<7} median {row['median_ms']:.2f} ms (min {row['min_ms']:.2f}){versus} | peak {optional(row['peak_mib'], '.0f')} MiB"
     if part == "coparser":
         return "  " + format_coparser_row(row)
+    if part == "switches":
+        return format_switch_row(row)
     compiled = "eager"
     if row["compile"]:
         # With dynamo off (the dry run) nothing is compiled: a time would claim otherwise.
@@ -336,6 +343,8 @@ _TITLES = {
     "steps": "one training step of every _base model (batch {plan.step_batch}, bf16 autocast, paper's input size)",
     "latency": "SADLR pairs: batch-1 forward, {plan.latency_repeats} interleaved rounds after {plan.latency_warmup} warm-up, float32 and bf16",
     "coparser": "coparser gemm vs shift (batch {plan.coparser_batch}); times in ms, peaks in MiB, x = shift/gemm",
+    "switches": "train's GPU defaults on {plan.train_model} (batch {plan.step_batch}), each on and off in interleaved rounds, "
+    "and the largest bf16 batch this card holds",
     "train": "training throughput of {plan.train_model} (batch {plan.train_batch}, bf16, median of {plan.train_steps} steps), eager and compiled",
 }
 

@@ -145,7 +145,7 @@ def _state_bytes(optimizer: torch.optim.Optimizer) -> int:
     return sum(t.numel() * t.element_size() for state in optimizer.state.values() for t in state.values() if torch.is_tensor(t))
 
 
-def measure_step_memory(model, optimizer, batch: int, device: torch.device, dtype: str = "float32") -> dict[str, int]:
+def measure_step_memory(model, optimizer, batch: int, device: torch.device, dtype: str = "float32", *, warmup: bool = True) -> dict[str, int]:
     """The step's peak extra memory and kept activations at ``batch`` (after one warm-up step).
 
     Args:
@@ -154,6 +154,8 @@ def measure_step_memory(model, optimizer, batch: int, device: torch.device, dtyp
         batch: samples.
         device: where it computes.
         dtype: ``"float32"`` or ``"bf16"`` autocast.
+        warmup: take the warm-up step (needed once: it creates the optimizer's state and
+            the allocator's first blocks).
 
     Returns:
         ``{"batch", "peak_bytes"`` (forward and backward), ``"update_bytes"`` (the gradients
@@ -164,8 +166,9 @@ def measure_step_memory(model, optimizer, batch: int, device: torch.device, dtyp
     target = torch.rand(batch, config.image_size, config.image_size, device=device) > 0.5
     saved: list[int] = []
     forward_backward, update = training_step(model, optimizer, inputs, target, device, dtype, saved)
-    forward_backward()
-    update()
+    if warmup:
+        forward_backward()
+        update()
     synchronize(device)
     peak = peak_bytes(forward_backward, device)
     grads = sum(p.grad.numel() * p.grad.element_size() for p in model.parameters() if p.grad is not None)
@@ -223,7 +226,7 @@ def memory_fit(
         raise ValueError(f"batches: expected two different sizes >= 1; got {' '.join(map(str, batches))}")
     device = torch.device(device)
     model, optimizer = model_and_optimizer(name, device, image_size, grad_checkpointing)
-    points = [measure_step_memory(model, optimizer, b, device, dtype) for b in (low, high)]
+    points = [measure_step_memory(model, optimizer, b, device, dtype, warmup=b == low) for b in (low, high)]
     # At small batches the backward pass's peak can be set by the gradients rather than the
     # activations, and grows more slowly than it will: the slope is the larger of the two.
     activation_slope = (points[1]["activation_bytes"] - points[0]["activation_bytes"]) / (high - low)

@@ -12,6 +12,7 @@ from reference_models.config import ModelConfig
 CELLS = [
     *[(name, {"neck": neck}) for name in ("lavt_tiny", "vlt_tiny", "lts_tiny") for neck in ("coparser", "tile_concat", "pwam")],
     *[("lavt_tiny", {"decoder": decoder}) for decoder in ("casg", "fpn")],
+    *[("vlt_tiny", {"decoder": decoder}) for decoder in ("casg", "fpn")],
     ("lavt_sadlr_tiny", {"neck": "coparser", "decoder": "casg"}),
 ]
 IDS = [f"{name}:{','.join(f'{k}={v}' for k, v in slots.items())}" for name, slots in CELLS]
@@ -63,7 +64,8 @@ def test_slot_choices_and_their_options_combine_by_any_name():
     ("name", "slots", "message"),
     [
         ("lavt_tiny", {"neck": "aligner"}, r"^neck: expected a part with \"kind\" one of \['coparser', 'pwam', 'tile_concat'\]"),
-        ("vlt_tiny", {"decoder": "casg"}, r"^decoder: expected a part with \"kind\" one of \['own'\]"),
+        ("vlt_tiny", {"decoder": "casg", "vlt_response": "spatial"}, r"^decoder: casg reads a pyramid of four maps, but query.response='spatial'"),
+        ("lts_tiny", {"decoder": "casg"}, r"^decoder: expected a part with \"kind\" one of \['own'\]"),
         ("lavt_tiny", {"coparser_shift": False}, r"^coparser_shift: no part of this lavt .* reads it; read by: neck=coparser"),
         ("asda_tiny", {"neck": "coparser"}, r"^neck: asda has no part 'neck'"),
     ],

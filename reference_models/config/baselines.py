@@ -13,7 +13,7 @@ from . import checks
 from .parts import PartConfig
 
 __all__ = [
-    "PwamFusionConfig", "LavtDecoderConfig", "DecoderConfig", "QueryTransformerConfig", "LocateConfig",
+    "PwamFusionConfig", "LavtDecoderConfig", "DecoderConfig", "OwnDecoderConfig", "QueryTransformerConfig", "LocateConfig",
     "CoparserConfig", "TileConcatConfig", "PwamNeckConfig", "CasgConfig", "FpnConfig",
     "AdaptiveSelectorConfig", "FixedLayersConfig", "TopLayerConfig", "ScaleWiseConfig", "ConcatFusionConfig",
     "AlignerConfig", "AsdaLossConfig",
@@ -62,10 +62,10 @@ class LavtDecoderConfig(PartConfig):
 
 @dataclass(frozen=True)
 class DecoderConfig(PartConfig):
-    """The upsampling decoder of VLT and LTS.
+    """LTS's segmenting decoder.
 
     Args:
-        dim: its width, the stride-4 map the head reads.
+        dim: its width (and its locate step's), the stride-4 map the head reads.
     """
 
     kind: ClassVar[str] = "own"
@@ -77,10 +77,18 @@ class DecoderConfig(PartConfig):
 
 
 @dataclass(frozen=True)
+class OwnDecoderConfig(PartConfig):
+    """A baseline's own decoder, at the width its other parts set (VLT's); no options."""
+
+    kind: ClassVar[str] = "own"
+
+
+@dataclass(frozen=True)
 class QueryTransformerConfig(PartConfig):
     """VLT's query generation and balance and its transformer.
 
     Args:
+        dim: the width of VLT's transformer, of its own decoder and of the map the head reads.
         num_queries: generated queries.
         layers: transformer depth.
         response: how the weighted answers reach the decoder: ``"spatial"`` (VLT's released
@@ -89,12 +97,16 @@ class QueryTransformerConfig(PartConfig):
     """
 
     kind: ClassVar[str] = "vlt"
-    flat_names: ClassVar[dict[str, str]] = {"num_queries": "num_queries", "layers": "transformer_layers", "response": "vlt_response"}
+    flat_names: ClassVar[dict[str, str]] = {
+        "dim": "decoder_dim", "num_queries": "num_queries", "layers": "transformer_layers", "response": "vlt_response",
+    }
+    dim: int = 512
     num_queries: int = 16
     layers: int = 2
     response: str = "spatial"
 
     def check(self) -> None:
+        checks.count("dim", self.dim, limit="width")
         checks.count("num_queries", self.num_queries, limit="small")
         checks.count("layers", self.layers, limit="depth")
         checks.choice("response", self.response, ("modulate", "spatial"))

@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 from . import checks
 from .baselines import (
     AdaptiveSelectorConfig, AlignerConfig, AsdaLossConfig, CasgConfig, ConcatFusionConfig, CoparserConfig, DecoderConfig,
-    FixedLayersConfig, FpnConfig, LavtDecoderConfig, LocateConfig, PwamFusionConfig, PwamNeckConfig,
+    FixedLayersConfig, FpnConfig, LavtDecoderConfig, LocateConfig, OwnDecoderConfig, PwamFusionConfig, PwamNeckConfig,
     QueryTransformerConfig, ScaleWiseConfig, TileConcatConfig, TopLayerConfig,
 )
 from .parts import (
@@ -278,17 +278,26 @@ class VltConfig(ModelConfig):
         text: the text encoder's part.
         neck: a plug-in on the Swin stride-32 map (coparser, tile_concat, pwam), or None.
         query: the query generation, balance and transformer.
-        decoder: VLT's own decoder.
+        decoder: VLT's own decoder, or a plug-in one (casg, fpn) over the Swin maps and the
+            modulated stride-32 map (the ``modulate`` reading only).
         head: the 1x1 classifier or SADLR's refiner.
     """
 
     architecture: ClassVar[str] = "vlt"
     slots: ClassVar[dict[str, tuple]] = {
-        "neck": _NECKS, "query": (QueryTransformerConfig,), "decoder": (DecoderConfig,), "head": _SADLR_HEADS,
+        "neck": _NECKS, "query": (QueryTransformerConfig,), "decoder": (OwnDecoderConfig, CasgConfig, FpnConfig),
+        "head": _SADLR_HEADS,
     }
     neck: _NECK_TYPE = None
     query: QueryTransformerConfig = field(default_factory=QueryTransformerConfig)
-    decoder: DecoderConfig = field(default_factory=DecoderConfig)
+    decoder: OwnDecoderConfig | CasgConfig | FpnConfig = field(default_factory=OwnDecoderConfig)
+
+    def check_parts(self) -> None:
+        if self.query.response == "spatial" and not isinstance(self.decoder, OwnDecoderConfig):
+            raise ValueError(
+                f"decoder: {self.decoder.kind} reads a pyramid of four maps, but query.response='spatial' hands the "
+                "decoder per-query response maps alone; use vlt_response=modulate (query.response) with it"
+            )
     head: ClassifierHeadConfig | RefinerHeadConfig = field(default_factory=ClassifierHeadConfig)
 
 

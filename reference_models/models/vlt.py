@@ -39,10 +39,10 @@ from rislayers.functional import masked_softmax, sine_position_encoding_2d
 from rislayers.shapes import check_mask
 
 from ..base import RISModel, SegmentationOutput, build_swin, build_text_encoder, foreground_logit, upsample_to
-from ..config import VltConfig
+from ..config import OwnDecoderConfig, VltConfig
 from ..registry import register_architecture
 from .heads import SegmentationHead
-from .parts import build_neck, run_neck
+from .parts import build_neck, build_pyramid_decoder, run_neck, run_pyramid_decoder
 from .lavt import ConvBNReLU
 from .vlt_parts import RESPONSE_TOP_CONVS, QueryResponseMaps, ResponseDecoder
 
@@ -270,6 +270,8 @@ class PyramidDecoder(nn.Module):
             prev = dim
         self.blocks = nn.ModuleList(blocks)
         self.in_dims = tuple(in_dims)
+        #: channels of the decoded map.
+        self.out_channels = dim
 
     def forward(self, feats: Sequence[torch.Tensor]) -> torch.Tensor:
         if len(feats) != len(self.in_dims):
@@ -328,7 +330,7 @@ class VLT(RISModel):
 
     def __init__(self, config: VltConfig) -> None:
         super().__init__(config)
-        dim, query, norm = config.decoder.dim, config.query, config.norm
+        dim, query, norm = config.query.dim, config.query, config.norm
         if dim % 4 != 0:
             raise ValueError(f"decoder_dim: VLT needs a multiple of 4 (2-D sine position encoding); got {dim}")
         self.response = query.response
@@ -354,9 +356,11 @@ class VLT(RISModel):
         if spatial:
             self.response_maps = QueryResponseMaps(dim)
             self.mask_decoder = ResponseDecoder(query.num_queries, dim, top_convs=RESPONSE_TOP_CONVS, steps=len(dims) - 2, norm=norm)
-        else:
+        elif isinstance(config.decoder, OwnDecoderConfig):
             self.mask_decoder = PyramidDecoder((*dims[:-1], dim), dim, convs=DECODER_CONVS, norm=norm)
-        self.head = SegmentationHead(dim, text_dim, config.head)
+        else:  # a plug-in decoder over the Swin maps and the modulated stride-32 map (CASG or FPN)
+            self.mask_decoder = build_pyramid_decoder(config.decoder, (*dims[:-1], dim), text_dim, norm=norm, num_classes=None)
+        self.head = SegmentationHead(self.mask_decoder.out_channels, text_dim, config.head)
         if config.neck is not None:  # a plug-in on the stride-32 map, after VLT's own modules
             size = config.image_size // self.backbone.strides[-1]
             self.neck = build_neck(config.neck, dims[-1], text_dim, size=size, norm=norm)
@@ -388,7 +392,9 @@ class VLT(RISModel):
         memory, responses, confidence = self._answers(fused, text)
         answer = torch.einsum("bk,bkc->bc", confidence, responses) / confidence.shape[1]
         modulated = rearrange(memory * rearrange(answer, "b c -> b 1 c"), "b (h w) c -> b c h w", h=top.shape[2])
-        return self.mask_decoder([*pyramid[:-1], modulated])
+        if isinstance(self.mask_decoder, PyramidDecoder):
+            return self.mask_decoder([*pyramid[:-1], modulated])
+        return run_pyramid_decoder(self.mask_decoder, [*pyramid[:-1], modulated], text)
 
     def forward(
         self, images: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None

@@ -105,6 +105,8 @@ class ResponseDecoder(nn.Module):
         if steps < 0:
             raise ValueError(f"steps: expected a non-negative integer; got {steps}")
         self.in_dim = in_dim
+        #: channels of the decoded map.
+        self.out_channels = dim
         self.top = nn.Sequential(ConvBNReLU(in_dim, dim, norm=norm), *(ConvBNReLU(dim, dim, norm=norm) for _ in range(top_convs - 1)))
         self.steps = nn.ModuleList(ConvBNReLU(dim, dim, norm=norm) for _ in range(steps))
 

@@ -7,12 +7,13 @@ import pytest
 import torch
 
 from reference_models import RISModel, build_model
+from rislayers import CASGDecoder, FPNDecoder
 from reference_models.config import ModelConfig
 
 CELLS = [
     *[(name, {"neck": neck}) for name in ("lavt_tiny", "vlt_tiny", "lts_tiny") for neck in ("coparser", "tile_concat", "pwam")],
     *[("lavt_tiny", {"decoder": decoder}) for decoder in ("casg", "fpn")],
-    *[("vlt_tiny", {"decoder": decoder}) for decoder in ("casg", "fpn")],
+    *[(name, {"decoder": decoder}) for name in ("vlt_tiny", "lts_tiny") for decoder in ("casg", "fpn")],
     ("lavt_sadlr_tiny", {"neck": "coparser", "decoder": "casg"}),
 ]
 IDS = [f"{name}:{','.join(f'{k}={v}' for k, v in slots.items())}" for name, slots in CELLS]
@@ -39,8 +40,9 @@ def test_cell_trains_ignores_padding_and_round_trips(name, slots, tmp_path):
     loss.backward()
     grads = [p.grad for p in model.parameters() if p.requires_grad]
     assert torch.isfinite(loss) and all(g is None or torch.isfinite(g).all() for g in grads)
-    plugged = [n for n, p in model.named_parameters() if n.split(".")[0] in slots]
-    assert plugged and all(dict(model.named_parameters())[n].grad is not None for n in plugged)
+    for slot in slots:  # the plugged part is built and trains
+        part = model.neck if slot == "neck" else next(m for m in model.modules() if isinstance(m, (CASGDecoder, FPNDecoder)))
+        assert all(p.grad is not None for p in part.parameters()), slot
 
     model.eval()
     with torch.no_grad():
@@ -65,7 +67,7 @@ def test_slot_choices_and_their_options_combine_by_any_name():
     [
         ("lavt_tiny", {"neck": "aligner"}, r"^neck: expected a part with \"kind\" one of \['coparser', 'pwam', 'tile_concat'\]"),
         ("vlt_tiny", {"decoder": "casg", "vlt_response": "spatial"}, r"^decoder: casg reads a pyramid of four maps, but query.response='spatial'"),
-        ("lts_tiny", {"decoder": "casg"}, r"^decoder: expected a part with \"kind\" one of \['own'\]"),
+        ("lts_tiny", {"decoder": "aligner"}, r"^decoder: expected a part with \"kind\" one of \['casg', 'fpn', 'own'\]"),
         ("lavt_tiny", {"coparser_shift": False}, r"^coparser_shift: no part of this lavt .* reads it; read by: neck=coparser"),
         ("asda_tiny", {"neck": "coparser"}, r"^neck: asda has no part 'neck'"),
     ],

@@ -10,7 +10,7 @@ slot choices (``head=sadlr``).
 from __future__ import annotations
 
 from .baselines import (
-    AdaptiveSelectorConfig, AlignerConfig, AsdaLossConfig, CasgConfig, ConcatFusionConfig, CoparserConfig, DecoderConfig,
+    AdaptiveSelectorConfig, AlignerConfig, AsdaLossConfig, CasgConfig, ConcatFusionConfig, CoparserConfig,
     FixedLayersConfig, FpnConfig, LavtDecoderConfig, LocateConfig, OwnDecoderConfig, PwamFusionConfig, PwamNeckConfig,
     QueryTransformerConfig, ScaleWiseConfig, TileConcatConfig, TopLayerConfig,
 )
@@ -26,7 +26,7 @@ PLUGINS = (None, "sadlr")
 __all__ = [
     "ModelConfig", "LavtConfig", "VltConfig", "LtsConfig", "S2rmConfig", "AsdaConfig", "CONFIG_CLASSES", "ARCHITECTURES",
     "PLUGINS", "PartConfig", "SwinConfig", "ClipVisionConfig", "BertConfig", "ClipTextConfig", "ClassifierHeadConfig",
-    "RefinerHeadConfig", "PwamFusionConfig", "LavtDecoderConfig", "DecoderConfig", "OwnDecoderConfig", "QueryTransformerConfig",
+    "RefinerHeadConfig", "PwamFusionConfig", "LavtDecoderConfig", "OwnDecoderConfig", "QueryTransformerConfig",
     "LocateConfig", "CoparserConfig", "TileConcatConfig", "PwamNeckConfig", "CasgConfig", "FpnConfig",
     "AdaptiveSelectorConfig", "FixedLayersConfig", "TopLayerConfig", "ScaleWiseConfig", "ConcatFusionConfig",
     "AlignerConfig", "AsdaLossConfig", "parse_overrides", "from_flat", "to_flat", "LEGACY_DEFAULTS",

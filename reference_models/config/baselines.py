@@ -13,7 +13,7 @@ from . import checks
 from .parts import PartConfig
 
 __all__ = [
-    "PwamFusionConfig", "LavtDecoderConfig", "DecoderConfig", "OwnDecoderConfig", "QueryTransformerConfig", "LocateConfig",
+    "PwamFusionConfig", "LavtDecoderConfig", "OwnDecoderConfig", "QueryTransformerConfig", "LocateConfig",
     "CoparserConfig", "TileConcatConfig", "PwamNeckConfig", "CasgConfig", "FpnConfig",
     "AdaptiveSelectorConfig", "FixedLayersConfig", "TopLayerConfig", "ScaleWiseConfig", "ConcatFusionConfig",
     "AlignerConfig", "AsdaLossConfig",
@@ -61,24 +61,8 @@ class LavtDecoderConfig(PartConfig):
 
 
 @dataclass(frozen=True)
-class DecoderConfig(PartConfig):
-    """LTS's segmenting decoder.
-
-    Args:
-        dim: its width (and its locate step's), the stride-4 map the head reads.
-    """
-
-    kind: ClassVar[str] = "own"
-    flat_names: ClassVar[dict[str, str]] = {"dim": "decoder_dim"}
-    dim: int = 512
-
-    def check(self) -> None:
-        checks.count("dim", self.dim, limit="width")
-
-
-@dataclass(frozen=True)
 class OwnDecoderConfig(PartConfig):
-    """A baseline's own decoder, at the width its other parts set (VLT's); no options."""
+    """A baseline's own decoder (VLT's, LTS's), at the width its other parts set; no options."""
 
     kind: ClassVar[str] = "own"
 
@@ -117,14 +101,18 @@ class LocateConfig(PartConfig):
     """LTS's locate step (its visual-textual transformer).
 
     Args:
+        dim: the width of the cross-modal map, the transformer, LTS's own decoder and the map
+            the head reads.
         layers: transformer depth.
     """
 
     kind: ClassVar[str] = "lts"
-    flat_names: ClassVar[dict[str, str]] = {"layers": "transformer_layers"}
+    flat_names: ClassVar[dict[str, str]] = {"dim": "decoder_dim", "layers": "transformer_layers"}
+    dim: int = 512
     layers: int = 2
 
     def check(self) -> None:
+        checks.count("dim", self.dim, limit="width")
         checks.count("layers", self.layers, limit="depth")
 
 

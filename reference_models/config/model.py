@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 
 from . import checks
 from .baselines import (
-    AdaptiveSelectorConfig, AlignerConfig, AsdaLossConfig, CasgConfig, ConcatFusionConfig, CoparserConfig, DecoderConfig,
+    AdaptiveSelectorConfig, AlignerConfig, AsdaLossConfig, CasgConfig, ConcatFusionConfig, CoparserConfig,
     FixedLayersConfig, FpnConfig, LavtDecoderConfig, LocateConfig, OwnDecoderConfig, PwamFusionConfig, PwamNeckConfig,
     QueryTransformerConfig, ScaleWiseConfig, TileConcatConfig, TopLayerConfig,
 )
@@ -312,18 +312,20 @@ class LtsConfig(ModelConfig):
         vision: the image encoder's part.
         text: the text encoder's part.
         neck: a plug-in on the Swin stride-32 map (coparser, tile_concat, pwam), or None.
-        locate: the locate step's transformer.
-        decoder: LTS's own segmenting decoder.
+        locate: the locate step (its width and transformer).
+        decoder: LTS's own segmenting decoder, or a plug-in one (casg, fpn) over the Swin maps
+            of strides 4, 8 and 32 and, at stride 16, the located map with its localization.
         head: the 1x1 classifier or SADLR's refiner.
     """
 
     architecture: ClassVar[str] = "lts"
     slots: ClassVar[dict[str, tuple]] = {
-        "neck": _NECKS, "locate": (LocateConfig,), "decoder": (DecoderConfig,), "head": _SADLR_HEADS,
+        "neck": _NECKS, "locate": (LocateConfig,), "decoder": (OwnDecoderConfig, CasgConfig, FpnConfig),
+        "head": _SADLR_HEADS,
     }
     neck: _NECK_TYPE = None
     locate: LocateConfig = field(default_factory=LocateConfig)
-    decoder: DecoderConfig = field(default_factory=DecoderConfig)
+    decoder: OwnDecoderConfig | CasgConfig | FpnConfig = field(default_factory=OwnDecoderConfig)
     head: ClassifierHeadConfig | RefinerHeadConfig = field(default_factory=ClassifierHeadConfig)
 
 

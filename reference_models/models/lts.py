@@ -27,10 +27,10 @@ from rislayers import check_shape
 from rislayers.functional import coord_features, sine_position_encoding_2d
 
 from ..base import RISModel, SegmentationOutput, build_swin, build_text_encoder, foreground_logit, upsample_to
-from ..config import LtsConfig
+from ..config import LtsConfig, OwnDecoderConfig
 from ..registry import register_architecture
 from .heads import SegmentationHead
-from .parts import build_neck, run_neck
+from .parts import build_neck, build_pyramid_decoder, run_neck, run_pyramid_decoder
 from .lavt import ConvBNReLU
 from .vlt import FFN_RATIO, TransformerLayer, attention_heads
 
@@ -153,7 +153,7 @@ class LTS(RISModel):
 
     def __init__(self, config: LtsConfig) -> None:
         super().__init__(config)
-        dim, norm = config.decoder.dim, config.norm
+        dim, norm = config.locate.dim, config.norm
         if dim % 4 != 0:
             raise ValueError(f"decoder_dim: LTS needs a multiple of 4 (2-D sine position encoding); got {dim}")
         self.text_encoder = build_text_encoder(config.text)
@@ -168,15 +168,21 @@ class LTS(RISModel):
             TransformerLayer(dim, num_heads=attention_heads(dim), ffn_dim=FFN_RATIO * dim) for _ in range(config.locate.layers)
         )
         self.localize = nn.Conv2d(dim, 1, kernel_size=1)
-        self.segment = nn.ModuleList(
-            [
-                ConvBNReLU(dim + 1 + dims[1], dim, norm=norm),
-                # The light stride-4 stage: a half-width 3x3 conv, then a 1x1 back to C so the
-                # head (or SADLR's refiner) reads a C-channel map as on LAVT.
-                nn.Sequential(ConvBNReLU(dim + dims[0], dim // 2, norm=norm), ConvBNReLU(dim // 2, dim, kernel=1, norm=norm)),
-            ]
-        )
-        self.head = SegmentationHead(dim, text_dim, config.head)
+        if isinstance(config.decoder, OwnDecoderConfig):
+            self.segment = nn.ModuleList(
+                [
+                    ConvBNReLU(dim + 1 + dims[1], dim, norm=norm),
+                    # The light stride-4 stage: a half-width 3x3 conv, then a 1x1 back to C so the
+                    # head (or SADLR's refiner) reads a C-channel map as on LAVT.
+                    nn.Sequential(ConvBNReLU(dim + dims[0], dim // 2, norm=norm), ConvBNReLU(dim // 2, dim, kernel=1, norm=norm)),
+                ]
+            )
+            decoded = dim
+        else:  # a plug-in decoder: the located map (with its localization) takes the stride-16 place
+            pyramid = (dims[0], dims[1], dim + 1, dims[3])
+            self.segment = build_pyramid_decoder(config.decoder, pyramid, text_dim, norm=norm, num_classes=None)
+            decoded = self.segment.out_channels
+        self.head = SegmentationHead(decoded, text_dim, config.head)
         if config.neck is not None:  # a plug-in on the stride-32 map, after LTS's own modules
             size = config.image_size // self.backbone.strides[-1]
             self.neck = build_neck(config.neck, dims[-1], text_dim, size=size, norm=norm)
@@ -214,8 +220,11 @@ class LTS(RISModel):
             pyramid[-1] = run_neck(self.neck, pyramid[-1], text)
         localization, refined = self.locate(self.cross_modal_map(pyramid, text.sentence), text.sentence)
         x = torch.cat([refined, torch.sigmoid(localization)], dim=1)
-        for conv, skip in zip(self.segment, (pyramid[1], pyramid[0])):
-            x = conv(torch.cat([upsample_to(x, skip.shape[-2:]), skip], dim=1))
+        if isinstance(self.segment, nn.ModuleList):
+            for conv, skip in zip(self.segment, (pyramid[1], pyramid[0])):
+                x = conv(torch.cat([upsample_to(x, skip.shape[-2:]), skip], dim=1))
+        else:
+            x = run_pyramid_decoder(self.segment, [pyramid[0], pyramid[1], x, pyramid[3]], text)
         logits = self.head(x, text)
         final = upsample_to(foreground_logit(logits[-1]), images.shape[-2:])
         return SegmentationOutput(logits=final, aux_logits=[localization, *logits])

@@ -38,6 +38,7 @@ COMMANDS = [
     ("reference_models.data.synthetic", ["--out", "out"]),
     ("reference_models.data.export", ["--out", "out"]),
     ("reference_models.data.ceiling", []),
+    ("reference_models.models", []),
 ]
 
 _DRIVER = """

@@ -251,7 +251,8 @@ def apply_overrides(config: ModelConfig, dotted: dict[str, Any]) -> ModelConfig:
         name, _, field = key.partition(".")
         slot = _resolve_slot(config, name, key)
         if not field:
-            data = value if isinstance(value, dict) else {"kind": value}
+            empty = value is None or value == "none"
+            data = None if empty else value if isinstance(value, dict) else {"kind": value}
             config = dataclasses.replace(config, **{slot: part_from_dict(data, slots[slot], where=slot)})
             continue
         part = getattr(config, slot)

@@ -224,6 +224,8 @@ def part_from_dict(data: Any, options: tuple[type[PartConfig] | None, ...], *, w
     if data is None and None in options:
         return None
     by_kind = {o.kind: o for o in options if o is not None}
+    if data is None:
+        raise ValueError(f"{where}: expected a part of kind {sorted(by_kind)}; this slot cannot be empty")
     if not isinstance(data, dict) or data.get("kind") not in by_kind:
         got = data.get("kind") if isinstance(data, dict) else data
         raise ValueError(f"{where}: expected a part with \"kind\" one of {sorted(by_kind)}; got {got!r}")

@@ -83,7 +83,7 @@ def test_readme_and_guides_quote_metrics_in_percent_as_the_tools_print_them():
     pages = [ROOT / "README.md", *sorted((ROOT / "docs" / "guides").glob("*.md"))]
     fractions = [f"{p.name}: {m.group()}" for p in pages for m in re.finditer(r"\b(?:val )?[om]IoU (?:of )?0\.\d+", p.read_text())]
     assert not fractions, fractions
-    assert "val oIoU 92 (in percent" in (ROOT / "README.md").read_text()
+    assert re.search(r"val oIoU \d\d \(in percent", (ROOT / "README.md").read_text())
 
 
 def test_clip_guide_states_when_the_padding_mask_is_read():

@@ -223,6 +223,8 @@ def test_evaluate_on_refer_export_matches_direct_metrics(tmp_path):
     assert sum(b["samples"] for b in by_length.values()) == len(data)
     iterations = reported.pop("by_iteration")  # SADLR's extra: every iteration's mask scored
     assert iterations[-1] == pytest.approx(direct.compute(), abs=1e-12)
+    unreadable = reported.pop("unreadable")  # evaluate's extra: sentences with words the model cannot read
+    assert unreadable["of"] == len(data) and 0 <= unreadable["sentences"] <= len(data)
     assert reported == pytest.approx(direct.compute(), abs=1e-12)
 
 

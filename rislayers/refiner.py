@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from ._compat import autocast_output
 from .functional import _masked_mean, masked_avg_pool2d
 from .shapes import check_mask, check_shape, positive_int
 
@@ -281,4 +282,6 @@ class DynamicQueryRefiner(nn.Module):
             weights = rearrange(self._foreground(scores), "b (h w) -> b h w", h=height, w=width)
             objects = masked_avg_pool2d(feats, weights)  # O_i, Eq. 1
             query = query + objects if self.update == "sum" else objects  # Eq. 2 / Table 4c
-        return RefinerOutput(logits, queries)
+        # The layers' autocast convention: the returned queries in the autocast dtype (the
+        # pooled objects are float32); the iterations above read them as they were.
+        return RefinerOutput(logits, [autocast_output(q) for q in queries])

@@ -58,8 +58,6 @@ def _cases():
             lambda: R.AdaptiveLayerSelector(C, D, num_candidates=3, gradient="soft"),
             lambda: (torch.randn(B, 3, C, 4, 4), torch.randn(B, 3, C), torch.randn(B, D)),
         ),
-        # Its queries (RefinerOutput.queries) belong to refiner.py's own convention; the
-        # prediction is what a model reads.
         "DynamicQueryRefiner": (lambda: R.DynamicQueryRefiner(C, D, hidden_dims=(8, 8)), word_call),
     }
 
@@ -69,7 +67,7 @@ CASES = _cases()
 
 def _outputs(name, output):
     if name == "DynamicQueryRefiner":
-        return list(output.logits)
+        return [*output.logits, *output.queries]
     return float_tensors_of(output)
 
 

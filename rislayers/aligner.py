@@ -27,7 +27,7 @@ from ._aligner_blocks import (
 from ._compat import autocast_output, renamed_arguments, user_stacklevel
 from ._conv_blocks import _choice
 from .functional import sine_position_encoding_2d, zero_padding
-from .shapes import check_words_inputs
+from .shapes import check_shape, check_words_inputs
 
 __all__ = [
     "DualBranchAligner",
@@ -179,6 +179,54 @@ class _WordGuidedAligner(nn.Module):
         logits = autocast_output(self.mask_head(self.mask_decoder(decoded)))
         return AlignerOutput(logits, logits.sigmoid(), logits.new_zeros(logits.shape[0], 0))
 
+    def _visual_tokens(self, feats: torch.Tensor) -> torch.Tensor:
+        """Eq. 6: the coarse map's pixels through the attention blocks and the norm, ``F_A`` as tokens."""
+        height, width = feats.shape[-2], feats.shape[-1]
+        published = self.blocks == "published"
+        if published:  # the released code rectifies the coarse map before its encoder
+            feats = F.relu(feats)
+        # The released code's position code counts raw positions (1..h), not [0, 2 pi].
+        pos = sine_position_encoding_2d(
+            height, width, self.dim, normalize=not published, device=feats.device, dtype=feats.dtype
+        )
+        pos = rearrange(pos, "c h w -> 1 (h w) c")
+        tokens = rearrange(feats, "b c h w -> b (h w) c")
+        for block in self.visual_blocks:
+            tokens = block(tokens, pos)
+        return self.visual_norm(tokens)
+
+    @property
+    def decoded_channels(self) -> int:
+        """Channels of :meth:`decode`'s map (the segmentation decoder's width)."""
+        return self.mask_head.in_channels
+
+    def decode(self, feats: torch.Tensor) -> torch.Tensor:
+        """The coarse-to-fine branch alone (Eq. 6-7 before the mask head): ``F_A`` decoded.
+
+        What a head of one's own (SADLR's refiner, say) reads in place of the mask bases and
+        their word-guided coefficients; the words are not read.
+
+        Args:
+            feats: the coarse aligned map ``F_coarse``.
+
+        Returns:
+            The decoded map, ``decoded_channels`` wide, ``2 ** upsample_steps`` times larger.
+
+        Shape:
+            - feats: ``(b, dim, h, w)``
+            - output: ``(b, decoded_channels, h * 2**s, w * 2**s)``
+
+        Example:
+            >>> import torch
+            >>> aligner = VisualOnlyAligner(32, 16, num_layers=1, num_heads=2, upsample_steps=2)
+            >>> aligner.decode(torch.randn(2, 32, 4, 4)).shape
+            torch.Size([2, 16, 16, 16])
+        """
+        check_shape(feats, "b c h w", name="feats", c=self.dim)
+        height, width = feats.shape[-2], feats.shape[-1]
+        tokens = self._visual_tokens(feats)
+        return autocast_output(self.mask_decoder(rearrange(tokens, "b (h w) c -> b c h w", h=height, w=width)))
+
     @renamed_arguments(coarse="feats")
     def forward(
         self, feats: torch.Tensor, words: torch.Tensor, word_mask: torch.Tensor | None = None
@@ -204,18 +252,7 @@ class _WordGuidedAligner(nn.Module):
         else:
             word_mask = None  # the published code: padding words attend like real ones
 
-        published = self.blocks == "published"
-        if published:  # the released code rectifies the coarse map before its encoder
-            feats = F.relu(feats)
-        # The released code's position code counts raw positions (1..h), not [0, 2 pi].
-        pos = sine_position_encoding_2d(
-            height, width, self.dim, normalize=not published, device=feats.device, dtype=feats.dtype
-        )
-        pos = rearrange(pos, "c h w -> 1 (h w) c")
-        tokens = rearrange(feats, "b c h w -> b (h w) c")
-        for block in self.visual_blocks:
-            tokens = block(tokens, pos)
-        tokens = self.visual_norm(tokens)  # F_A
+        tokens = self._visual_tokens(feats)  # F_A
 
         visual_map = rearrange(tokens, "b (h w) c -> b c h w", h=height, w=width)
         if self.word_block is None:  # "visual": no word interaction at all

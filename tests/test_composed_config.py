@@ -92,7 +92,7 @@ def test_the_core_is_small_and_every_architecture_has_its_own_config():
     ("architecture", "option", "reader"),
     [
         ("lavt", {"aligner_masks": 4}, "aligner=aligner (asda)"),
-        ("asda", {"plugin": "sadlr"}, None),
+        ("asda", {"refiner_iters": 2}, "head=sadlr (asda)"),
         ("vlt", {"coparser_shift": False}, "neck=coparser (s2rm)"),
         ("s2rm", {"num_queries": 8}, "query=vlt (vlt)"),
         ("lts", {"decoder_align_corners": True}, "decoder=lavt (lavt)"),

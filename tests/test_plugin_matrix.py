@@ -15,6 +15,7 @@ CELLS = [
     *[("lavt_tiny", {"decoder": decoder}) for decoder in ("casg", "fpn")],
     *[(name, {"decoder": decoder}) for name in ("vlt_tiny", "lts_tiny") for decoder in ("casg", "fpn")],
     ("lavt_sadlr_tiny", {"neck": "coparser", "decoder": "casg"}),
+    ("asda_tiny", {"head": "sadlr"}),
 ]
 IDS = [f"{name}:{','.join(f'{k}={v}' for k, v in slots.items())}" for name, slots in CELLS]
 
@@ -41,7 +42,10 @@ def test_cell_trains_ignores_padding_and_round_trips(name, slots, tmp_path):
     grads = [p.grad for p in model.parameters() if p.requires_grad]
     assert torch.isfinite(loss) and all(g is None or torch.isfinite(g).all() for g in grads)
     for slot in slots:  # the plugged part is built and trains
-        part = model.neck if slot == "neck" else next(m for m in model.modules() if isinstance(m, (CASGDecoder, FPNDecoder)))
+        if slot == "decoder":
+            part = next(m for m in model.modules() if isinstance(m, (CASGDecoder, FPNDecoder)))
+        else:
+            part = getattr(model, slot)
         assert all(p.grad is not None for p in part.parameters()), slot
 
     model.eval()
@@ -70,6 +74,7 @@ def test_slot_choices_and_their_options_combine_by_any_name():
         ("lts_tiny", {"decoder": "aligner"}, r"^decoder: expected a part with \"kind\" one of \['casg', 'fpn', 'own'\]"),
         ("lavt_tiny", {"coparser_shift": False}, r"^coparser_shift: no part of this lavt .* reads it; read by: neck=coparser"),
         ("asda_tiny", {"neck": "coparser"}, r"^neck: asda has no part 'neck'"),
+        ("asda_tiny", {"plugin": "sadlr", "aligner_masks": 4}, r"^aligner_masks: no part of this asda .*head=sadlr\) model reads it"),
     ],
 )
 def test_a_combination_that_cannot_meet_is_refused_in_one_line(name, slots, message):

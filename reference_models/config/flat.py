@@ -64,6 +64,11 @@ CHOICES: dict[str, tuple[str, dict[Any, str | None], tuple[str, ...] | None]] = 
     "asda_fusion": ("aggregator", {"sfa": "sfa", "concat": "concat"}, ("asda",)),
 }
 _CORE = ("name", "architecture", "image_size", "norm")
+# With SADLR's refiner as ASDA's head, the refiner reads the aligner's decoded map: the
+# aligner's assembly and ASDA's loss are not built.
+_UNREAD_WITH_A_REFINER_ON_ASDA = {
+    "aligner_masks", "aligner_branches", "aligner_word_mask", "aligner_output_bias", "asda_loss", "focal_weight",
+}
 
 
 def is_flat(data: dict[str, Any]) -> bool:
@@ -144,6 +149,8 @@ def from_flat(flat: dict[str, Any], *, given: set[str] | None = None, saved: boo
             continue
         read.update(part_cls.flat_names.values())
         parts[slot] = _make(part_cls, values)
+    if architecture == "asda" and parts.get("head") is not None:
+        read -= _UNREAD_WITH_A_REFINER_ON_ASDA
     unread = sorted((given or set()) - read)
     if unread:
         raise ValueError(f"{unread[0]}: no part of this {_describe(cls, parts)} model reads it; {readers(unread[0])}")

@@ -361,7 +361,11 @@ class S2rmConfig(ModelConfig):
 class AsdaConfig(ModelConfig):
     """ASDA: layer selection, aggregation and the dual-branch aligner on a CLIP ViT.
 
-    The aligner predicts; ASDA takes no head.
+    The aligner predicts; with SADLR's refiner as its head, the refiner reads the aligner's
+    decoded map (:meth:`~rislayers.DualBranchAligner.decode`) in place of the mask bases and
+    their word-guided coefficients, and trains with the head's loss: the aligner's ``masks``,
+    ``branches``, ``word_mask`` and ``output_bias`` and the ``loss`` part are then not read
+    (given by flat name with ``plugin=sadlr``, they are refused).
 
     Args:
         name: the registry name it was built from.
@@ -372,15 +376,15 @@ class AsdaConfig(ModelConfig):
         selector: adaptive (AFS), fixed or top layers.
         aggregator: the scale-wise aggregator (SFA) or the concat fusion.
         aligner: the word-guided dual-branch aligner.
-        loss: the pixel loss beside Dice.
-        head: None.
+        loss: the pixel loss beside Dice (the aligner's prediction).
+        head: None, or SADLR's refiner.
     """
 
     architecture: ClassVar[str] = "asda"
     slots: ClassVar[dict[str, tuple]] = {
         "selector": (AdaptiveSelectorConfig, FixedLayersConfig, TopLayerConfig),
         "aggregator": (ScaleWiseConfig, ConcatFusionConfig), "aligner": (AlignerConfig,), "loss": (AsdaLossConfig,),
-        "head": (None,),
+        "head": (None, RefinerHeadConfig),
     }
     vision: ClipVisionConfig = field(default_factory=ClipVisionConfig)
     text: ClipTextConfig | BertConfig = field(default_factory=ClipTextConfig)

@@ -68,10 +68,11 @@ from rislayers import (
     sigmoid_focal_loss,
 )
 
-from ..base import RISModel, SegmentationOutput, build_clip_vision, build_text_encoder, upsample_to
+from ..base import RISModel, SegmentationOutput, build_clip_vision, build_text_encoder, foreground_logit, upsample_to
 from ..config import AdaptiveSelectorConfig, AsdaConfig, ConcatFusionConfig, FixedLayersConfig, TopLayerConfig
 from ..encoders import TextFeatures
 from ..registry import register_architecture
+from .heads import SegmentationHead
 
 __all__ = ["ASDA", "LayerSelection"]
 
@@ -150,6 +151,16 @@ _ALIGNERS = {
     ("single", "pre_norm"): SingleBranchAligner, ("single", "published"): PublishedSingleBranchAligner,
     ("visual", "pre_norm"): VisualOnlyAligner, ("visual", "published"): PublishedVisualOnlyAligner,
 }
+
+
+def _build_visual_aligner(config: AsdaConfig, text_dim: int) -> nn.Module:
+    """The aligner's coarse-to-fine branch alone (its visual-only class), for a head of its own."""
+    aligner = config.aligner
+    cls = _ALIGNERS["visual", aligner.blocks]
+    return cls(
+        aligner.dim, text_dim, num_layers=aligner.layers, num_heads=ALIGNER_HEADS, upsample_steps=ALIGNER_UPSAMPLE_STEPS,
+        norm=config.norm,
+    )
 
 
 def _build_aligner(config: AsdaConfig, text_dim: int) -> nn.Module:
@@ -234,7 +245,12 @@ class ASDA(RISModel):
         self.top_only = isinstance(config.selector, TopLayerConfig)
         coarse_dim, dim = self.aggregator.out_channels, config.aligner.dim
         self.neck = nn.Identity() if dim == coarse_dim else nn.Conv2d(coarse_dim, dim, 1)
-        self.aligner = _build_aligner(config, word_dim)
+        self.head = None
+        if config.head is None:
+            self.aligner = _build_aligner(config, word_dim)
+        else:  # SADLR's refiner reads the aligner's decoded map: the aligner's words and masks are not built
+            self.aligner = _build_visual_aligner(config, word_dim)
+            self.head = SegmentationHead(self.aligner.decoded_channels, word_dim, config.head)
         self.pixel_loss = config.loss.loss
         self.focal_weight = config.loss.focal_weight
         self.last_selection: LayerSelection | None = None
@@ -310,6 +326,10 @@ class ASDA(RISModel):
         low, mid = self._select(maps, cls_tokens, text.sentence, layer_eos)  # AFS, Eq. 1-3
         self.last_selection = self._as_layers(low, mid, detach=True)
         coarse = self._fuse(maps[-1], mid.features, low.features, text.sentence)  # SFA, Eq. 4-5
+        if self.head is not None:  # SADLR's refiner in place of Eq. 8-10
+            iterations = self.head(self.aligner.decode(self.neck(coarse)), text)
+            final = upsample_to(foreground_logit(iterations[-1]), images.shape[-2:])
+            return SegmentationOutput(logits=final, aux_logits=iterations)
         aligned = self.aligner(self.neck(coarse), text.words, text.word_mask)  # WGDA, Eq. 6-10
         logits = upsample_to(aligned.logits, images.shape[-2:])
         return SegmentationOutput(logits=logits, aux_logits=[aligned.logits])
@@ -330,9 +350,13 @@ class ASDA(RISModel):
             output: this model's output.
             target: the ground-truth mask ``(b, H, W)``, bool or {0, 1}.
 
+        With SADLR's refiner as the head, its own loss on every iteration instead.
+
         Returns:
             A scalar float32 loss.
         """
+        if self.head is not None:
+            return self.head.loss(output.aux_logits, target)
         logits = output.aux_logits[0]
         check_shape(target, "b H W", name="target", b=logits.shape[0])
         size = tuple(logits.shape[-2:])

@@ -20,12 +20,9 @@ from .parts import (
     BertConfig, ClassifierHeadConfig, ClipTextConfig, ClipVisionConfig, PartConfig, RefinerHeadConfig, SwinConfig,
 )
 
-#: The values of the flat ``plugin`` option.
-PLUGINS = (None, "sadlr")
-
 __all__ = [
     "ModelConfig", "LavtConfig", "VltConfig", "LtsConfig", "S2rmConfig", "AsdaConfig", "CONFIG_CLASSES", "ARCHITECTURES",
-    "PLUGINS", "PartConfig", "SwinConfig", "ClipVisionConfig", "BertConfig", "ClipTextConfig", "ClassifierHeadConfig",
+    "PartConfig", "SwinConfig", "ClipVisionConfig", "BertConfig", "ClipTextConfig", "ClassifierHeadConfig",
     "RefinerHeadConfig", "PwamFusionConfig", "LavtDecoderConfig", "OwnDecoderConfig", "QueryTransformerConfig",
     "LocateConfig", "CoparserConfig", "TileConcatConfig", "PwamNeckConfig", "CasgConfig", "FpnConfig",
     "AdaptiveSelectorConfig", "FixedLayersConfig", "TopLayerConfig", "ScaleWiseConfig", "ConcatFusionConfig",

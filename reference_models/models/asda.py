@@ -153,25 +153,18 @@ _ALIGNERS = {
 }
 
 
-def _build_visual_aligner(config: AsdaConfig, text_dim: int) -> nn.Module:
-    """The aligner's coarse-to-fine branch alone (its visual-only class), for a head of its own."""
+def _build_aligner(config: AsdaConfig, text_dim: int, *, branches: str | None = None) -> nn.Module:
+    """The configured aligner class; ``branches="visual"`` builds its coarse-to-fine branch
+    alone, for a head of its own (SADLR's refiner reads its ``decode``)."""
     aligner = config.aligner
-    cls = _ALIGNERS["visual", aligner.blocks]
-    return cls(
-        aligner.dim, text_dim, num_layers=aligner.layers, num_heads=ALIGNER_HEADS, upsample_steps=ALIGNER_UPSAMPLE_STEPS,
-        norm=config.norm,
-    )
-
-
-def _build_aligner(config: AsdaConfig, text_dim: int) -> nn.Module:
-    aligner = config.aligner
-    cls = _ALIGNERS[aligner.branches, aligner.blocks]
+    branches = aligner.branches if branches is None else branches
+    cls = _ALIGNERS[branches, aligner.blocks]
     # The mask bases and the logit offset are the dual branch's; the one-channel variants'
     # mask head has a bias of its own, and the visual-only one reads no words.
     options = {}
-    if aligner.branches != "visual":
+    if branches != "visual":
         options["word_mask"] = aligner.word_mask
-    if aligner.branches == "dual":
+    if branches == "dual":
         options.update(num_masks=aligner.masks, output_bias=aligner.output_bias)
     return cls(
         aligner.dim, text_dim, num_layers=aligner.layers, num_heads=ALIGNER_HEADS,
@@ -249,7 +242,7 @@ class ASDA(RISModel):
         if config.head is None:
             self.aligner = _build_aligner(config, word_dim)
         else:  # SADLR's refiner reads the aligner's decoded map: the aligner's words and masks are not built
-            self.aligner = _build_visual_aligner(config, word_dim)
+            self.aligner = _build_aligner(config, word_dim, branches="visual")
             self.head = SegmentationHead(self.aligner.decoded_channels, word_dim, config.head)
         self.pixel_loss = config.loss.loss
         self.focal_weight = config.loss.focal_weight

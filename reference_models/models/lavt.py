@@ -127,6 +127,7 @@ class LAVT(RISModel):
         fusion, decoder = config.fusion, config.decoder
         self.fusions = nn.ModuleList(PixelWordAttention(d, text_dim, dropout=0.0, norm_affine=fusion.norm_affine) for d in dims)
         self.gates = nn.ModuleList(LanguageGate(d) for d in (dims if fusion.last_gate else dims[:-1]))
+        self.neck = None
         if config.neck is not None:  # a plug-in on the stride-32 map, built before the decoder
             size = config.image_size // self.backbone.strides[-1]
             self.neck = build_neck(config.neck, dims[-1], text_dim, size=size, norm=config.norm)
@@ -184,7 +185,7 @@ class LAVT(RISModel):
         self.check_inputs(images, input_ids, attention_mask)
         text = self.encode_text(input_ids, attention_mask)
         maps = self.encode(images, text)
-        if hasattr(self, "neck"):
+        if self.neck is not None:
             maps[-1] = run_neck(self.neck, maps[-1], text)
         feats = self.decoder(maps) if isinstance(self.decoder, SimpleDecoder) else run_pyramid_decoder(self.decoder, maps, text)
         logits = self.head(feats, text)

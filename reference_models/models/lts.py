@@ -183,6 +183,7 @@ class LTS(RISModel):
             self.segment = build_pyramid_decoder(config.decoder, pyramid, text_dim, norm=norm, num_classes=None)
             decoded = self.segment.out_channels
         self.head = SegmentationHead(decoded, text_dim, config.head)
+        self.neck = None
         if config.neck is not None:  # a plug-in on the stride-32 map, after LTS's own modules
             size = config.image_size // self.backbone.strides[-1]
             self.neck = build_neck(config.neck, dims[-1], text_dim, size=size, norm=norm)
@@ -216,7 +217,7 @@ class LTS(RISModel):
         self.check_inputs(images, input_ids, attention_mask)
         text = self.encode_text(input_ids, attention_mask)
         pyramid = list(self.backbone(images))
-        if hasattr(self, "neck"):
+        if self.neck is not None:
             pyramid[-1] = run_neck(self.neck, pyramid[-1], text)
         localization, refined = self.locate(self.cross_modal_map(pyramid, text.sentence), text.sentence)
         x = torch.cat([refined, torch.sigmoid(localization)], dim=1)

@@ -361,6 +361,7 @@ class VLT(RISModel):
         else:  # a plug-in decoder over the Swin maps and the modulated stride-32 map (CASG or FPN)
             self.mask_decoder = build_pyramid_decoder(config.decoder, (*dims[:-1], dim), text_dim, norm=norm, num_classes=None)
         self.head = SegmentationHead(self.mask_decoder.out_channels, text_dim, config.head)
+        self.neck = None
         if config.neck is not None:  # a plug-in on the stride-32 map, after VLT's own modules
             size = config.image_size // self.backbone.strides[-1]
             self.neck = build_neck(config.neck, dims[-1], text_dim, size=size, norm=norm)
@@ -402,7 +403,7 @@ class VLT(RISModel):
         self.check_inputs(images, input_ids, attention_mask)
         text = self.encode_text(input_ids, attention_mask)
         pyramid = list(self.backbone(images))
-        if hasattr(self, "neck"):
+        if self.neck is not None:
             pyramid[-1] = run_neck(self.neck, pyramid[-1], text)
         logits = self.head(self._decode(pyramid, text), text)
         final = upsample_to(foreground_logit(logits[-1]), images.shape[-2:])

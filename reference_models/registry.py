@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import difflib
-
 from collections.abc import Callable
+from typing import Any
 
 from .config import ModelConfig
 
@@ -16,10 +16,14 @@ __all__ = [
     "build_for_loading",
     "list_models",
     "get_config",
+    "registered_preset",
 ]
 
 _ARCHITECTURES: dict[str, Callable[[ModelConfig], object]] = {}
 _CONFIGS: dict[str, ModelConfig] = {}
+# the flat options each registered config was made from, read again when a part is chosen
+# later by name: the tiny refiner on a tiny model, not the paper's
+_PRESETS: dict[str, dict[str, Any]] = {}
 
 
 def register_architecture(name: str):
@@ -37,16 +41,31 @@ def register_architecture(name: str):
     return wrap
 
 
-def register_model(config: ModelConfig) -> ModelConfig:
+def register_model(config: ModelConfig, *, preset: dict[str, Any] | None = None) -> ModelConfig:
     """Register a named configuration (its ``name`` field is the registry key).
 
     Args:
         config: the configuration; a name already registered raises ``ValueError``.
+        preset: the flat options the configuration was made from (``refiner_hidden=(16, 32)``
+            ...), including those its parts do not read: a part chosen later by name
+            (``head=sadlr``) takes its sizes from them, so ``lavt_tiny`` with ``head=sadlr``
+            is ``lavt_sadlr_tiny``.
     """
     if config.name in _CONFIGS:
         raise ValueError(f"name: {config.name!r} is already registered")
     _CONFIGS[config.name] = config
+    _PRESETS[config.name] = dict(preset or {})
     return config
+
+
+def registered_preset(name: str) -> dict[str, Any]:
+    """The flat options a registered configuration was made from (``{}`` for other names).
+
+    Args:
+        name: a config's ``name``.
+    """
+    _ensure_loaded()
+    return dict(_PRESETS.get(name, {}))
 
 
 def _ensure_loaded() -> None:

@@ -120,7 +120,19 @@ def test_flat_dotted_alias_and_slot_names_reach_the_same_field():
     alias = get_config("lavt_sadlr_tiny").replace(**{"refiner.iters": 2, "refiner.loss_weights": [0.4, 0.6]})
     assert flat == dotted == alias and flat.head.iters == 2
     swapped = get_config("lavt_tiny").replace(head="sadlr")
-    assert isinstance(swapped.head, RefinerHeadConfig) and swapped.head == RefinerHeadConfig()
+    assert isinstance(swapped.head, RefinerHeadConfig) and swapped.head == get_config("lavt_sadlr_tiny").head
+    assert ModelConfig.create("lavt", head="sadlr").head == RefinerHeadConfig()  # no registered sizes: the paper's
+
+
+@pytest.mark.parametrize("baseline", ["lavt", "vlt", "lts", "s2rm"])
+def test_a_head_chosen_by_name_on_a_tiny_model_is_the_registered_tiny_plugin_model(baseline):
+    # the statement: lavt_sadlr_tiny is lavt_tiny with head=sadlr (the tiny refiner's
+    # widths, not the paper's)
+    chosen = dataclasses.replace(get_config(f"{baseline}_tiny").replace(head="sadlr"), name="x")
+    registered = dataclasses.replace(get_config(f"{baseline}_sadlr_tiny"), name="x")
+    assert chosen == registered
+    flat = dataclasses.replace(get_config(f"{baseline}_tiny").replace(plugin="sadlr"), name="x")
+    assert flat == registered
     assert parse_overrides(["refiner.iters=2", "head=sadlr", "swin_depths=1,1,1,1"]) == {
         "refiner.iters": 2, "head": "sadlr", "swin_depths": (1, 1, 1, 1)
     }

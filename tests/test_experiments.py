@@ -39,9 +39,15 @@ EXPECTED_ROWS = {
     "s2rm/table5": ["-Lang.", "-Cha.", "-Spa.", "Full", "Sig."],
     "s2rm/table6": ["Full", "-D3", "-D2&3", "-D1&2&3"],
     "s2rm/table7": ["ACM + FPN", "PWAM + FPN", "S2RM + FPN", "ACM + CASG", "PWAM + CASG", "S2RM + CASG"],
+    **{
+        f"plugins/{b}": [label, f"{label} + SADLR head", f"{label} + CASG decoder", f"{label} + coparser neck"]
+        for b, label in (("lavt", "LAVT"), ("vlt", "VLT"), ("lts", "LTS"))
+    },
+    "plugins/s2rm": ["S2RM", "S2RM + SADLR head"],
+    "plugins/asda": ["ASDA", "ASDA + SADLR head"],
 }
 # Tables of this project, not of a paper: no figures to report.
-OWN_TABLES = {"asda/fixes"}
+OWN_TABLES = {"asda/fixes", *(t for t in EXPECTED_ROWS if t.startswith("plugins/"))}
 ALL = [get_experiment(name) for name in list_experiments()]
 AVAILABLE = [e.name for e in ALL if e.available]
 TABLES = sorted({e.name.rsplit("/", 1)[0] for e in ALL})
@@ -67,7 +73,7 @@ def test_every_row_of_every_table_in_the_papers_order():
     assert [e.name.rsplit("/", 1)[0] for e in ALL] == [t for t in EXPECTED_ROWS for _ in EXPECTED_ROWS[t]]
     for table, rows in EXPECTED_ROWS.items():
         assert [e.row for e in ALL if e.name.startswith(table + "/")] == rows, table
-    assert len(set(list_experiments())) == len(ALL) == 71
+    assert len(set(list_experiments())) == len(ALL) == 71 + 16
 
 
 def test_names_are_paper_table_row_and_papers_filter():
@@ -108,7 +114,9 @@ def test_models_are_registered_at_both_sizes_and_the_swin_t_rows_are_swint():
 
 
 def test_availability_is_computed_from_the_config_fields(monkeypatch):
-    known = set(LEGACY_DEFAULTS)  # the flat names the composed config reads
+    from reference_models.config.flat import SLOT_NAMES
+
+    known = set(LEGACY_DEFAULTS) | set(SLOT_NAMES)  # the flat names and the slot choices
     for e in ALL:
         missing = [k for k in e.overrides if k not in known]
         assert e.available == (not missing and e.unbuilt is None), e.name
@@ -143,7 +151,10 @@ def test_every_available_row_builds_at_tiny_size_with_its_overrides(name):
     model = _tiny(name)
     flat = to_flat(model.config)
     for key, value in get_experiment(name).overrides.items():
-        assert flat[key] == value
+        if key in model.config.all_slots():  # a slot chosen by its part's kind
+            assert getattr(model.config, key).kind == value
+        else:
+            assert flat[key] == value
 
 
 @pytest.mark.parametrize("table", TABLES)
@@ -403,3 +414,19 @@ def test_asda_ten_epoch_tables_keep_the_recipe_milestones():
     for name in ("asda/table3/n2", "asda/table4/nc32", "asda/table5/linear"):
         assert get_experiment(name).train_overrides == {"epochs": 10}, name
     assert RECIPES["asda"]["milestones"] == (18, 25) and RECIPES["asda"]["epochs"] == 30
+
+
+@pytest.mark.parametrize("baseline", ["lavt", "vlt", "lts", "s2rm", "asda"])
+def test_the_plugin_rows_change_one_slot_of_their_baseline(baseline):
+    rows = {e.name.rsplit("/", 1)[1]: e for e in ALL if e.name.startswith(f"plugins/{baseline}/")}
+    assert get_experiment(f"plugins/{baseline}/alone").overrides == {}
+    assert [e.name for e in select_experiments([f"plugins/{baseline}"]) if "(default)" in e.description] == [f"plugins/{baseline}/alone"]
+    alone = get_config(f"{baseline}_tiny")
+    for slug, row in rows.items():
+        config = alone.replace(**row.overrides)
+        changed = {slot for slot, part in config.parts().items() if part != alone.parts()[slot]}
+        assert changed == {k for k in row.overrides if k != "vlt_response"}, (row.name, changed)  # tiny VLT: modulate already
+    if baseline != "asda":  # the SADLR head on a tiny baseline is the registered tiny SADLR model
+        assert dataclasses.replace(alone.replace(**rows["head-sadlr"].overrides), name="x") == dataclasses.replace(
+            get_config(f"{baseline}_sadlr_tiny"), name="x"
+        )

@@ -237,15 +237,19 @@ def to_flat(config: ModelConfig) -> dict[str, Any]:
 SLOT_NAMES = ("vision", "text", "head", "fusion", "decoder", "query", "locate", "neck", "selector", "aggregator", "aligner", "loss")
 
 
-def apply_overrides(config: ModelConfig, dotted: dict[str, Any]) -> ModelConfig:
+def apply_overrides(config: ModelConfig, dotted: dict[str, Any], *, preset: dict[str, Any] | None = None) -> ModelConfig:
     """Apply ``slot=kind`` choices, then ``slot.field=value`` (or ``alias.field``) changes.
 
-    The fields of one part change together, so ``head.iters`` and ``head.loss_weights`` may
-    be given at once and are checked as a pair.
+    A part chosen by kind takes its sizes from the config's other parts where they share a
+    flat name (``decoder_dim``), then from ``preset``, then from the flat defaults. The fields
+    of one part change together, so ``head.iters`` and ``head.loss_weights`` may be given at
+    once and are checked as a pair.
 
     Args:
         config: the config to change.
         dotted: ``{"slot": kind}`` and ``{"slot.field": value}`` entries.
+        preset: flat options a chosen part reads its sizes from (a registered model's,
+            :func:`reference_models.registry.registered_preset`).
 
     Example:
         >>> from reference_models import get_config
@@ -258,9 +262,7 @@ def apply_overrides(config: ModelConfig, dotted: dict[str, Any]) -> ModelConfig:
         name, _, field = key.partition(".")
         slot = _resolve_slot(config, name, key)
         if not field:
-            empty = value is None or value == "none"
-            data = None if empty else value if isinstance(value, dict) else {"kind": value}
-            config = dataclasses.replace(config, **{slot: part_from_dict(data, slots[slot], where=slot)})
+            config = dataclasses.replace(config, **{slot: _chosen_part(config, slot, value, preset or {})})
             continue
         part = getattr(config, slot)
         if part is None or field not in part.field_names():
@@ -273,6 +275,19 @@ def apply_overrides(config: ModelConfig, dotted: dict[str, Any]) -> ModelConfig:
         except ValueError as err:
             raise ValueError(f"{slot}.{err}") from None
     return config
+
+
+def _chosen_part(config: ModelConfig, slot: str, value: Any, preset: dict[str, Any]) -> PartConfig | None:
+    """The part ``slot=value`` chooses: a whole part (a ``config.json`` dict), none, or a kind
+    sized like the config it joins."""
+    options = config.all_slots()[slot]
+    if value is None or value == "none" or isinstance(value, dict):
+        return part_from_dict(None if value == "none" else value, options, where=slot)
+    part = part_from_dict({"kind": value}, options, where=slot)  # checks the kind
+    current = getattr(config, slot)
+    if current is not None and current.kind == part.kind:
+        return current
+    return _make(type(part), {**LEGACY_DEFAULTS, **{k: as_tuples(v) for k, v in preset.items()}, **to_flat(config)})
 
 
 def _resolve_slot(config: ModelConfig, name: str, key: str) -> str:

@@ -166,12 +166,23 @@ class ModelConfig:
         """
         from .flat import apply_overrides, from_flat, to_flat
 
+        from ..registry import registered_preset
+
         flat, dotted = _split(overrides)
+        # a part chosen by name on a registered model takes that model's sizes (the tiny
+        # refiner on lavt_tiny), so lavt_tiny with head=sadlr is lavt_sadlr_tiny
+        preset = registered_preset(self.name)
         choices = {k: v for k, v in dotted.items() if "." not in k}
-        config = apply_overrides(self, choices)  # a part chosen first, so its flat names are read
         core = {k: flat.pop(k) for k in ("name", "image_size", "norm") if k in flat}
-        if flat:
-            config = from_flat({**to_flat(config), **flat}, given=set(flat))
+        # the options of the parts already there first (VLT's reading, which CASG needs),
+        # then the chosen parts, then the options only a chosen part reads (refiner_iters)
+        present = set(to_flat(self))
+        config = self
+        for batch in ({k: v for k, v in flat.items() if k in present}, None, {k: v for k, v in flat.items() if k not in present}):
+            if batch is None:
+                config = apply_overrides(config, choices, preset=preset)
+            elif batch:
+                config = from_flat({**preset, **to_flat(config), **batch}, given=set(batch))
         if core:
             config = dataclasses.replace(config, **core)
         return apply_overrides(config, {k: v for k, v in dotted.items() if "." in k})

@@ -33,8 +33,9 @@ __all__ = [
     "figures",
 ]
 
-#: The papers, in the order :func:`list_experiments` lists them.
-PAPERS = ("sadlr", "asda", "s2rm")
+#: The papers, in the order :func:`list_experiments` lists them, then ``"plugins"``: this
+#: project's study of the plug-ins on the baselines no paper put them on.
+PAPERS = ("sadlr", "asda", "s2rm", "plugins")
 
 #: The sizes :func:`build_experiment` takes: ``tiny`` (CPU, random init) or ``base`` (the
 #: size the paper ran that row at).
@@ -155,9 +156,9 @@ class Experiment:
 
 def _catalogue() -> dict[str, Experiment]:
     # imported here: the paper modules import Experiment from this one
-    from . import asda, s2rm, sadlr
+    from . import asda, plugins, s2rm, sadlr
 
-    rows = [*sadlr.EXPERIMENTS, *asda.EXPERIMENTS, *s2rm.EXPERIMENTS]
+    rows = [*sadlr.EXPERIMENTS, *asda.EXPERIMENTS, *s2rm.EXPERIMENTS, *plugins.EXPERIMENTS]
     return {experiment.name: experiment for experiment in rows}
 
 

@@ -15,6 +15,7 @@ _TITLES = {
     "sadlr": "SADLR (Yang et al., AAAI 2023): RefCOCO val, Swin-B + BERT-base, 480 px",
     "asda": "ASDA (ACM MM 2024): RefCOCO, CLIP ViT-B/16, 416 px; its IoU is a mean IoU",
     "s2rm": "S2RM: RefCOCO val, BERT-base, 512 px; ablations on Swin-T",
+    "plugins": "The plug-in matrix: each plug-in on baselines no paper put it on (this project's rows)",
 }
 
 _INTRO = """# Every ablation row, by name

@@ -28,10 +28,11 @@ BASE_480 = {"image_size": 480, **SWIN_B, **BERT_BASE, "decoder_dim": 512}
 TINY_VLT = {"vlt_response": "modulate"}
 
 
-def _config(**flat):
-    """A registered config from the flat presets below; the options its parts do not read
-    (the SADLR widths of a baseline without the refiner, say) are dropped."""
-    return from_flat(flat)
+def _register(**flat):
+    """Register the config of the flat presets below; the options its parts do not read
+    (the SADLR widths of a baseline without the refiner, say) are dropped from the config but
+    kept as the sizes of a part chosen later (``lavt_tiny`` with ``head=sadlr``)."""
+    return register_model(from_flat(flat), preset=flat)
 
 
 def _register_sadlr_family(architecture: str) -> None:
@@ -39,7 +40,7 @@ def _register_sadlr_family(architecture: str) -> None:
         for size, preset in (("tiny", TINY), ("base", BASE_480)):
             name = f"{architecture}{suffix}_{size}"
             extra = TINY_VLT if architecture == "vlt" and size == "tiny" else {}
-            register_model(_config(name=name, architecture=architecture, plugin=plugin, **preset, **extra))
+            _register(name=name, architecture=architecture, plugin=plugin, **preset, **extra)
 
 
 _register_sadlr_family("lavt")
@@ -58,14 +59,15 @@ CLIP_TINY = {"vision_encoder": "clip", "clip_width": 32, "clip_layers": 9, "clip
 CLIP_TEXT_TINY = {"text_encoder": "clip", "tokenizer": "word", "text_dim": 32, "text_layers": 2, "text_heads": 2, "text_intermediate": 128, "vocab_size": 30522}
 # ASDA Sec. 4.2: 416 px, N_c = 32 masks, n = 2 attention layers, 17 tokens with [SOS]/[EOS]
 # for RefCOCO/RefCOCO+ (pass max_words=22 for G-Ref); 512 is the published aligner width.
-register_model(_config(name="asda_base", architecture="asda", image_size=416, **CLIP_B16, **CLIP_TEXT_BASE,
-                           max_words=17, decoder_dim=512, transformer_layers=2, aligner_masks=32))
-register_model(_config(name="asda_tiny", architecture="asda", image_size=64, **CLIP_TINY, **CLIP_TEXT_TINY,
-                           max_words=20, decoder_dim=32, transformer_layers=2, aligner_masks=8))
+_register(name="asda_base", architecture="asda", image_size=416, **CLIP_B16, **CLIP_TEXT_BASE,
+          max_words=17, decoder_dim=512, transformer_layers=2, aligner_masks=32)
+# refiner_hidden: the tiny refiner's widths, for head=sadlr (the other tiny models' too)
+_register(name="asda_tiny", architecture="asda", image_size=64, **CLIP_TINY, **CLIP_TEXT_TINY,
+          max_words=20, decoder_dim=32, transformer_layers=2, aligner_masks=8, refiner_hidden=TINY["refiner_hidden"])
 # S2RM Sec. IV-B: 512 px, BERT-base (20 tokens), Swin pretrained on ImageNet-22K: Swin-B is
 # its 384-px release (window 12, as PolyFormer, whose 512-px setting S2RM follows), Swin-T its
 # only 22K release (window 7). The CASG widths are the Swin widths, so decoder_dim is unused.
-register_model(_config(name="s2rm_tiny", architecture="s2rm", **TINY))
-register_model(_config(name="s2rm_sadlr_tiny", architecture="s2rm", plugin="sadlr", **TINY))
-register_model(_config(name="s2rm_base", architecture="s2rm", image_size=512, **SWIN_B, **BERT_BASE))
-register_model(_config(name="s2rm_swint", architecture="s2rm", image_size=512, **SWIN_T, **BERT_BASE))
+_register(name="s2rm_tiny", architecture="s2rm", **TINY)
+_register(name="s2rm_sadlr_tiny", architecture="s2rm", plugin="sadlr", **TINY)
+_register(name="s2rm_base", architecture="s2rm", image_size=512, **SWIN_B, **BERT_BASE)
+_register(name="s2rm_swint", architecture="s2rm", image_size=512, **SWIN_T, **BERT_BASE)

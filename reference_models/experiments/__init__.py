@@ -4,6 +4,8 @@
   list, look up and build them;
 - :mod:`~reference_models.experiments.sadlr`, :mod:`~reference_models.experiments.asda`,
   :mod:`~reference_models.experiments.s2rm`: each paper's tables, with its figures;
+- :mod:`~reference_models.experiments.plugins`: this project's rows of the plug-ins on the
+  baselines no paper put them on;
 - :mod:`~reference_models.experiments.page`: the generated guide page listing them all.
 
 Example:

@@ -178,3 +178,16 @@ def test_a_recorded_study_copied_in_without_tests_is_refreshed(tmp_path):
     assert [p.suffix for p in written] == [".json", ".md", ".png"]
     assert json.loads(written[0].read_text())["rows"] == recorded["rows"]
     assert "ours Δ, 95 % CI" in written[1].read_text() and written[2].read_bytes()[:4] == b"\x89PNG"
+
+
+# the studies whose readings claim a direction (issue 26 item 2), and the plug-in study
+FIVE_SEED_STUDIES = ("sadlr-table3", "sadlr-table4a-2000", "asda-table2", "asda-fixes", "s2rm-table4-128px", "s2rm-table5")
+
+
+@pytest.mark.parametrize("name", FIVE_SEED_STUDIES)
+def test_the_studies_that_claim_a_direction_have_five_seeds_a_row(name):
+    results = _recorded()[name]
+    assert results["settings"]["seeds"] >= 5 and results["settings"].get("commit"), name
+    for row in results["rows"]:
+        assert sorted(run["seed"] for run in row["runs"]) == list(range(len(row["runs"]))), row["experiment"]
+        assert len(row["runs"]) >= 5, (name, row["experiment"], len(row["runs"]))

@@ -24,6 +24,7 @@ from ._aligner_blocks import (
     _SelfAttentionBlock,
     _WordAttentionBlock,
 )
+from ._checkpointing import GradCheckpointing
 from ._compat import autocast_output, renamed_arguments, user_stacklevel
 from ._conv_blocks import _choice
 from .functional import sine_position_encoding_2d, zero_padding
@@ -55,7 +56,7 @@ class AlignerOutput(NamedTuple):
     """The mask coefficients ``f_coef`` in ``[-1, 1]``, ``(b, num_masks)``; ``(b, 0)`` with one branch."""
 
 
-class _WordGuidedAligner(nn.Module):
+class _WordGuidedAligner(GradCheckpointing, nn.Module):
     """What every aligner class shares; the public subclasses fix ``_branches`` and ``_published``.
 
     ``_branches`` is ``"dual"`` (masks and coefficients), ``"single"`` (one channel from the
@@ -192,7 +193,7 @@ class _WordGuidedAligner(nn.Module):
         pos = rearrange(pos, "c h w -> 1 (h w) c")
         tokens = rearrange(feats, "b c h w -> b (h w) c")
         for block in self.visual_blocks:
-            tokens = block(tokens, pos)
+            tokens = self._checkpointed(block, tokens, pos)
         return self.visual_norm(tokens)
 
     @property
@@ -257,7 +258,7 @@ class _WordGuidedAligner(nn.Module):
         visual_map = rearrange(tokens, "b (h w) c -> b c h w", h=height, w=width)
         if self.word_block is None:  # "visual": no word interaction at all
             return self._one_channel_output(visual_map)
-        fine = self.word_block(tokens, words, word_mask)  # Eq. 8, F_fine
+        fine = self._checkpointed(self.word_block, tokens, words, word_mask)  # Eq. 8, F_fine
         fine_map = rearrange(fine, "b (h w) c -> b c h w", h=height, w=width)
         if self.coefficient_head is None:  # "single": the decoder reads the word-fused map
             return self._one_channel_output(fine_map)
@@ -314,6 +315,14 @@ class DualBranchAligner(_WordGuidedAligner):
     blocks (a LayerNorm before the attention and before the MLP), as the design asks.
     With ``norm="batch"``, training on a batch of one ``1x1`` map fails (BatchNorm needs
     more than one value per channel); use ``"group"`` there.
+
+    Activation checkpointing (``set_grad_checkpointing()``, timm's name; off by default):
+    while the layer trains with gradients recorded, each attention block (the ``num_layers``
+    self-attention blocks, in :meth:`forward` and :meth:`decode` alike, and the word block)
+    keeps only its inputs and runs again in the backward pass, with the random-number state
+    preserved so that dropout draws the same masks: the same outputs and gradients for less
+    memory. The convolutional decoders are not checkpointed (they would recompute the
+    layer's largest convolutions, at the upsampled size).
 
     Why the offset (a deliberate departure from Eq. 10, default on): the masks lie in
     ``[0, 1]`` and the coefficients in ``[-1, 1]``, so once every coefficient is negative no

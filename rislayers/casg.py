@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from einops import rearrange, reduce
 from torch import nn
 
+from ._checkpointing import GradCheckpointing
 from ._compat import user_stacklevel
 from ._conv_blocks import _NORMS, _check_pyramid, _ConvNormAct, _choice, _dims_tuple
 from .functional import coord_features
@@ -87,7 +88,7 @@ class CASGStageOptions:
         _choice("coord", self.coord, _COORDS)
 
 
-class CASGStage(nn.Module):
+class CASGStage(GradCheckpointing, nn.Module):
     """One attention-guided decoding stage of CASG (S2RM Eq. 11-15, Fig. 3).
 
     With ``I`` the re-combination of the coarser stages' outputs, ``V`` this stage's pure
@@ -101,6 +102,11 @@ class CASGStage(nn.Module):
 
     Every ``Conv`` is conv -> norm -> ReLU. Previous maps are resized (bilinear) to the exact
     size of ``vis``, so pyramids whose sizes do not halve exactly (e.g. 13, 7, 4, 2) work.
+
+    Activation checkpointing (``set_grad_checkpointing()``, off by default): while training
+    with gradients recorded, the stage keeps only its inputs and runs again in the backward
+    pass; its BatchNorms' running statistics are put back after that second run, so a step
+    moves them once, as without checkpointing.
 
     Args:
         dim: channels ``c`` of the stage (of ``I``, the gates and the output); the paper uses
@@ -247,7 +253,7 @@ class CASGStage(nn.Module):
         dtype = self.fuse_out[0].weight.dtype
         check_shape(vis, "b c h w", name="vis", c=self.vis_dim, floating=True, dtype=dtype)
         # Sizes come from the tensor, not the binding: checks may be switched off.
-        batch, height, width = vis.shape[0], vis.shape[-2], vis.shape[-1]
+        batch = vis.shape[0]
         check_shape(sentence, "b d", name="sentence", bound={"b": batch}, d=self.text_dim, floating=True, dtype=dtype)
         if isinstance(prev, torch.Tensor) or not isinstance(prev, Sequence) or len(prev) != len(self.prev_dims):
             got = f"length {len(prev)}" if isinstance(prev, Sequence) else type(prev).__name__
@@ -257,7 +263,11 @@ class CASGStage(nn.Module):
             )
         for k, (feat, channels) in enumerate(zip(prev, self.prev_dims)):
             check_shape(feat, "b c h w", name=f"prev[{k}]", bound={"b": batch}, c=channels, floating=True, dtype=dtype)
+        return self._checkpointed(self._fuse, vis, tuple(prev), sentence)
 
+    def _fuse(self, vis: torch.Tensor, prev: tuple[torch.Tensor, ...], sentence: torch.Tensor) -> torch.Tensor:
+        """Eq. 11-15 on checked inputs (checkpointed as one block when switched on)."""
+        batch, height, width = vis.shape[0], vis.shape[-2], vis.shape[-1]
         resized = [
             feat
             if feat.shape[-2:] == (height, width)
@@ -290,7 +300,7 @@ class CASGStage(nn.Module):
         return self.fuse_out(torch.cat((fused, recombined), dim=1))  # F_i^cross, Eq. 12
 
 
-class CASGDecoder(nn.Module):
+class CASGDecoder(GradCheckpointing, nn.Module):
     """S2RM's CASG decoder: three :class:`CASGStage` s from coarse to fine, then a classifier.
 
     ``F_4^cross`` (the fused coarsest map, e.g. from
@@ -302,6 +312,7 @@ class CASGDecoder(nn.Module):
     :meth:`forward_features` stops before the classifier and returns ``F_1^cross``;
     ``num_classes=None`` builds no classifier at all, for a plug-in head that reads
     ``F_1^cross`` instead (e.g. SADLR's :class:`~rislayers.DynamicQueryRefiner`).
+    ``set_grad_checkpointing()`` checkpoints each stage (see :class:`CASGStage`).
 
     Args:
         in_dims: channels ``(c1, c2, c3, c4)`` of ``V1, V2, V3, F4cross``.

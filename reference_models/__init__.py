@@ -4,6 +4,10 @@ Build any registered system by name::
 
     from reference_models import build_model, list_models
     model = build_model("lavt_sadlr_tiny")
+
+and plug a part of your own into it by name (:func:`register_part`)::
+
+    model = build_model("lavt_tiny", neck="my_neck")
 """
 
 
@@ -33,8 +37,11 @@ def _require_models_extra() -> None:
 _require_models_extra()
 
 from .base import RISModel, SegmentationOutput
-from .config import ModelConfig
-from .registry import build_model, get_config, list_models
+from .config import ModelConfig, PartConfig
+from .registry import build_model, get_config, list_models, register_part, unregister_part
 from .segmenter import Segmenter
 
-__all__ = ["RISModel", "SegmentationOutput", "ModelConfig", "build_model", "get_config", "list_models", "Segmenter"]
+__all__ = [
+    "RISModel", "SegmentationOutput", "ModelConfig", "PartConfig", "build_model", "get_config", "list_models",
+    "register_part", "unregister_part", "Segmenter",
+]

@@ -51,6 +51,7 @@ from torch.utils.data import DataLoader
 
 from rislayers import GRESMetrics, RISMetrics
 
+from .cli import add_import_option, import_modules
 from .devices import resolve_device
 from .data.refer import DATASET_SPLITS
 from .data.scenes import DEFAULT_LEVEL
@@ -376,6 +377,7 @@ def main(argv: list[str] | None = None) -> int:
         "--checkpoint", required=True, type=Path,
         help="a run's best.pt/last.pt, a run folder (its best.pt, else last.pt), or a save_pretrained folder",
     )
+    add_import_option(p)
     p.add_argument("--data", default=None, help="'synthetic' or 'refer:ROOT' (default: the checkpoint's training data, else synthetic)")
     p.add_argument(
         "--dataset", default=None, choices=sorted(DATASET_SPLITS),
@@ -412,6 +414,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--overwrite", action="store_true", help="replace the --json file when it exists (never the checkpoint)")
     args = p.parse_args(argv)
     logit_threshold(args.threshold, argument="--threshold")  # refused before anything loads
+    import_modules(args.imports)
     _check_arguments(args)
 
     from .checkpoint import find_checkpoint, load_model_and_train_config

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .cli import add_import_option, import_modules
 # re-exported: predict's public helper since before the readable-text checks had a module
 from .data.readable import token_count
 
@@ -106,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         "--checkpoint", required=True, type=Path,
         help="a run's best.pt/last.pt, a run folder (its best.pt, else last.pt), or a save_pretrained folder",
     )
+    add_import_option(p)
     p.add_argument("--image", required=True, type=Path, help="the picture to segment")
     p.add_argument("--text", required=True, help="the referring expression (cut to the model's max_words tokens)")
     p.add_argument(
@@ -115,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--overwrite", action="store_true", help="replace --out and its mask file when they exist")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="'cpu', 'cuda', 'cuda:N' or 'mps' (default: cuda when available, else cpu)")
     args = p.parse_args(argv)
+    import_modules(args.imports)
 
     from .checkpoint import find_checkpoint
     from .data.images import load_image

@@ -1,16 +1,25 @@
-"""A small registry: every reference model by name, in ``_tiny`` and ``_base`` sizes."""
+"""A small registry: every reference model by name, in ``_tiny`` and ``_base`` sizes, and the
+parts of the users' own (:func:`register_part`)."""
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
-from collections.abc import Callable
-from typing import Any
+import re
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
 
-from .config import ModelConfig
+from .config import ModelConfig, PartConfig
+from .config.model import CONFIG_CLASSES, add_user_part, remove_user_part
 
 __all__ = [
     "register_architecture",
     "register_model",
+    "register_part",
+    "unregister_part",
+    "registered_parts",
+    "user_part_module",
+    "USER_SLOTS",
     "build_model",
     "build_from_config",
     "build_for_loading",
@@ -39,6 +48,178 @@ def register_architecture(name: str):
         return cls
 
     return wrap
+
+
+#: The slots a part of one's own may fill, each with the architectures it fits by default. A
+#: neck takes the coarsest Swin map, a decoder the four maps (S2RM's decoder also classifies,
+#: so it takes none of one's own), a head the decoded map.
+USER_SLOTS: dict[str, tuple[str, ...]] = {
+    "neck": ("lavt", "vlt", "lts", "s2rm"),
+    "decoder": ("lavt", "vlt", "lts"),
+    "head": ("lavt", "vlt", "lts", "s2rm", "asda"),
+}
+# what a kind may not be called: an empty slot and the matrix's name for a baseline's own part
+_RESERVED_KINDS = ("none", "own")
+
+
+class UserPart(NamedTuple):
+    """A part of one's own: its slot, kind, module class and config class."""
+
+    slot: str
+    kind: str
+    module: type
+    config: type[PartConfig]
+
+
+_USER_PARTS: dict[tuple[str, str], UserPart] = {}
+
+
+def register_part(
+    slot: str, kind: str, *, config: type[PartConfig] | None = None, architectures: Sequence[str] | None = None
+) -> Callable[[type], type]:
+    """Class decorator: a module of one's own becomes a part of ``slot``, chosen by ``kind`` as ours are.
+
+    After it, ``build_model("lavt_tiny", neck=kind)``, ``--model-arg neck=KIND`` (with
+    ``--import MODULE``), ``config.json`` files and the plug-in matrix know the part; its
+    options go by dotted names (``neck.hidden=32``). Each slot states what it builds the
+    module with and what the module must give back:
+
+    - ``neck``: ``Module(dim, text_dim, config, *, size, norm)``; ``forward(vis, words,
+      word_mask)`` returns the coarsest map with the words fused in, of ``vis``'s shape; the
+      module states ``out_channels`` (``dim``).
+    - ``decoder``: ``Module(dims, text_dim, config, *, norm)`` with the four maps' channels,
+      finest first (strides 4, 8, 16, 32); ``forward(maps, words, word_mask)`` returns the
+      stride-4 map the head reads; the module states ``out_channels``.
+    - ``head``: ``Module(dim, text_dim, config, *, norm)``; ``forward(feats, words,
+      word_mask)`` returns 2-class logits ``(b, 2, h, w)`` (background, foreground), trained
+      with the 2-class Dice.
+
+    ``words`` is ``(b, l, text_dim)``, ``word_mask`` ``(b, l)`` bool (True on real words),
+    ``norm`` the model's convolution norm (``"batch"`` or ``"group"``).
+
+    Args:
+        slot: ``"neck"``, ``"decoder"`` or ``"head"``.
+        kind: the part's name in options and ``config.json`` (lower case, digits, ``_``).
+        config: a frozen :class:`~reference_models.config.PartConfig` dataclass of the part's
+            options, each with a default (None: a part without options); its ``kind`` is set
+            to ``kind``.
+        architectures: the baselines it goes on (default: every one with that slot in
+            :data:`USER_SLOTS`).
+
+    Returns:
+        The decorator; it returns the module class unchanged.
+
+    Example:
+        >>> from torch import nn
+        >>> @register_part("head", "plain_head")
+        ... class PlainHead(nn.Module):
+        ...     def __init__(self, dim, text_dim, config, *, norm):
+        ...         super().__init__()
+        ...         self.classify = nn.Conv2d(dim, 2, 1)
+        ...     def forward(self, feats, words, word_mask):
+        ...         return self.classify(feats)
+        >>> build_model("lavt_tiny", head="plain_head").head.user_head
+        PlainHead(
+          (classify): Conv2d(32, 2, kernel_size=(1, 1), stride=(1, 1))
+        )
+        >>> unregister_part("plain_head")
+    """
+    if slot not in USER_SLOTS:
+        raise ValueError(f"slot: expected one of {list(USER_SLOTS)}; got {slot!r}")
+    if not isinstance(kind, str) or not re.fullmatch(r"[a-z][a-z0-9_]*", kind) or kind in _RESERVED_KINDS:
+        raise ValueError(f"kind: expected a lower-case name of letters, digits and _ (not {' or '.join(_RESERVED_KINDS)}); got {kind!r}")
+    fits = USER_SLOTS[slot] if architectures is None else tuple(architectures)
+    if not fits or not set(fits) <= set(USER_SLOTS[slot]):
+        raise ValueError(f"architectures: a {slot} of one's own goes on some of {list(USER_SLOTS[slot])}; got {architectures!r}")
+    ours = {o.kind for name in fits for o in CONFIG_CLASSES[name].slots[slot] if o is not None}
+    if kind in ours:
+        raise ValueError(f"kind: {kind!r} is one of our {slot} parts; choose another name")
+
+    def wrap(module: type) -> type:
+        from torch import nn
+
+        if not (isinstance(module, type) and issubclass(module, nn.Module)):
+            raise ValueError(f"register_part: decorates a torch.nn.Module class; got {module!r}")
+        part_config = _part_config(config, kind, module)
+        before = _USER_PARTS.get((slot, kind))
+        if before is not None and _where(before.module) != _where(module):
+            raise ValueError(f"kind: {kind!r} is already a {slot} of one's own ({_where(before.module)}); choose another name")
+        _USER_PARTS[slot, kind] = UserPart(slot, kind, module, part_config)
+        for name in fits:
+            add_user_part(name, slot, part_config)
+        return module
+
+    return wrap
+
+
+def _where(module: type) -> str:
+    return f"{module.__module__}.{module.__qualname__}"
+
+
+def _part_config(config: type[PartConfig] | None, kind: str, module: type) -> type[PartConfig]:
+    """The part's config class, checked, its ``kind`` set (a new empty one for ``None``)."""
+    if config is None:
+        config = dataclasses.make_dataclass(f"{module.__name__}Config", [], bases=(PartConfig,), frozen=True)
+    if not (isinstance(config, type) and issubclass(config, PartConfig)):
+        raise ValueError(f"config: expected a @dataclass(frozen=True) subclass of reference_models.PartConfig; got {config!r}")
+    if "__dataclass_fields__" not in vars(config):  # its options would be class attributes, not fields
+        raise ValueError(f"config: decorate {config.__name__} with @dataclass(frozen=True), as every part config is")
+    needed = [f.name for f in dataclasses.fields(config) if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    if needed:
+        raise ValueError(f"config: every option needs a default (a part chosen by kind is built with them); {needed} have none")
+    if config.flat_names:
+        raise ValueError(f"config: {config.__name__}.flat_names must stay empty: options of one's own go by dotted names (neck.hidden=32)")
+    if config.kind not in ("", kind):
+        raise ValueError(f"config: {config.__name__}.kind is {config.kind!r}, but the part is registered as {kind!r}")
+    config.kind = kind
+    return config
+
+
+def unregister_part(kind: str) -> None:
+    """Forget a part of one's own (configs naming it no longer load): the inverse of :func:`register_part`.
+
+    Args:
+        kind: the part's kind; an unknown one raises ``ValueError``.
+
+    Example:
+        >>> unregister_part("never_registered")
+        Traceback (most recent call last):
+        ...
+        ValueError: kind: no part of one's own is registered as 'never_registered'
+    """
+    found = [key for key in _USER_PARTS if key[1] == kind]
+    if not found:
+        raise ValueError(f"kind: no part of one's own is registered as {kind!r}")
+    for key in found:
+        del _USER_PARTS[key]
+    remove_user_part(kind)
+
+
+def registered_parts() -> dict[str, list[str]]:
+    """The kinds of the users' own parts, by slot.
+
+    Example:
+        >>> registered_parts()
+        {'neck': [], 'decoder': [], 'head': []}
+    """
+    return {slot: sorted(kind for s, kind in _USER_PARTS if s == slot) for slot in USER_SLOTS}
+
+
+def user_part_module(part: PartConfig | None) -> type | None:
+    """The module class registered for a part config of one's own (None for ours).
+
+    Args:
+        part: a part config.
+
+    Example:
+        >>> from reference_models.config import CasgConfig
+        >>> user_part_module(CasgConfig()) is None
+        True
+    """
+    for user in _USER_PARTS.values():
+        if type(part) is user.config:
+            return user.module
+    return None
 
 
 def register_model(config: ModelConfig, *, preset: dict[str, Any] | None = None) -> ModelConfig:

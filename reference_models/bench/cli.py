@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from ..cli import add_import_option, import_modules
 from ..config import parse_overrides
 from ..devices import resolve_device
 from ..outputs import check_output_file
@@ -28,6 +29,7 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--json", type=Path, metavar="FILE", help="also write the environment and the table's rows as JSON")
     common.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
     common.add_argument("--overwrite", action="store_true", help="replace the --json file when it exists")
+    add_import_option(common)
 
     measured = argparse.ArgumentParser(add_help=False)
     measured.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
@@ -326,6 +328,7 @@ def main(argv: list[str] | None = None) -> int:
         argv: command-line arguments (default ``sys.argv[1:]``).
     """
     args = _parser().parse_args(argv)
+    import_modules(args.imports)  # parts of one's own, named by --model-arg (neck=KIND)
     # Argument errors come before the header, so a mistyped command prints only the error.
     if args.threads is not None and args.threads < 1:
         raise ValueError(f"--threads: expected a positive integer; got {args.threads}")

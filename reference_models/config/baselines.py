@@ -296,7 +296,17 @@ class ConcatFusionConfig(PartConfig):
 
 @dataclass(frozen=True)
 class AlignerConfig(PartConfig):
-    """ASDA's word-guided dual-branch aligner (WGDA).
+    """ASDA's word-guided dual-branch aligner (WGDA): ASDA's own, or the decoder of LAVT, VLT or LTS.
+
+    As a baseline's decoder (``decoder=aligner``) it reads one map and the words: the map the
+    baseline's own decoder starts from, its coarsest multimodal one after the neck (LAVT's
+    stride-32 map, VLT's modulated stride-32 map, LTS's located stride-16 map with its
+    localization channel), brought to ``dim`` channels by a 1x1 convolution, and its
+    coarse-to-fine branch upsamples it to stride 4 like the other decoders' maps. With the
+    classifier as the head, its word-guided mask assembly is the prediction (no 1x1
+    classifier; its logit takes the classifier's loss). With SADLR's refiner as the head, the
+    refiner reads its decoded map, as on ASDA, and ``masks``, ``branches``, ``word_mask`` and
+    ``output_bias`` are not read. VLT's ``response="spatial"`` gives it no such map: refused.
 
     Args:
         dim: its width.

@@ -18,10 +18,14 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from .model import CONFIG_CLASSES, ModelConfig, part_from_dict
+from .model import _USER_PARTS, CONFIG_CLASSES, ModelConfig, part_from_dict, unknown_kind_hint
+from .baselines import AlignerConfig
 from .parts import ClipTextConfig, PartConfig, RefinerHeadConfig, as_tuples
 
-__all__ = ["LEGACY_DEFAULTS", "CHOICES", "from_flat", "to_flat", "is_flat", "apply_overrides", "parse_overrides", "readers"]
+__all__ = [
+    "LEGACY_DEFAULTS", "CHOICES", "from_flat", "to_flat", "is_flat", "apply_overrides", "parse_overrides", "readers",
+    "keep_user_parts",
+]
 
 #: The flat config's defaults, what a flat ``config.json`` meant by a field it did not hold.
 LEGACY_DEFAULTS: dict[str, Any] = {
@@ -64,9 +68,10 @@ CHOICES: dict[str, tuple[str, dict[Any, str | None], tuple[str, ...] | None]] = 
     "asda_fusion": ("aggregator", {"sfa": "sfa", "concat": "concat"}, ("asda",)),
 }
 _CORE = ("name", "architecture", "image_size", "norm")
-# With SADLR's refiner as ASDA's head, the refiner reads the aligner's decoded map: the
-# aligner's assembly and ASDA's loss are not built.
-_UNREAD_WITH_A_REFINER_ON_ASDA = {
+# With SADLR's refiner as the head of a model with ASDA's aligner (ASDA, or a baseline with
+# decoder=aligner), the refiner reads the aligner's decoded map: the aligner's assembly and
+# ASDA's loss are not built.
+_UNREAD_WITH_A_REFINER_ON_THE_ALIGNER = {
     "aligner_masks", "aligner_branches", "aligner_word_mask", "aligner_output_bias", "asda_loss", "focal_weight",
 }
 
@@ -101,7 +106,7 @@ def _pick(cls: type[ModelConfig], slot: str, values: dict[str, Any]) -> type[Par
             return options[0]
         by_kind = {o.kind if o is not None else None: o for o in options}
         if values[slot] not in by_kind:
-            raise ValueError(f"{slot}: expected one of {list(by_kind)} for {cls.architecture}; got {values[slot]!r}")
+            raise ValueError(f"{slot}: expected one of {list(by_kind)} for {cls.architecture}; got {values[slot]!r}{unknown_kind_hint(values[slot], slot)}")
         return by_kind[values[slot]]
     names = CHOICES[choice][1]
     value = values[choice]
@@ -149,12 +154,46 @@ def from_flat(flat: dict[str, Any], *, given: set[str] | None = None, saved: boo
             continue
         read.update(part_cls.flat_names.values())
         parts[slot] = _make(part_cls, values)
-    if architecture == "asda" and parts.get("head") is not None:
-        read -= _UNREAD_WITH_A_REFINER_ON_ASDA
+    if isinstance(parts.get("head"), RefinerHeadConfig) and any(isinstance(p, AlignerConfig) for p in parts.values()):
+        read -= _UNREAD_WITH_A_REFINER_ON_THE_ALIGNER
     unread = sorted((given or set()) - read)
     if unread:
         raise ValueError(f"{unread[0]}: no part of this {_describe(cls, parts)} model reads it; {readers(unread[0])}")
     return _core(cls, values, parts)
+
+
+def keep_user_parts(before: ModelConfig, after: ModelConfig, changed: set[str]) -> ModelConfig:
+    """``after`` (rebuilt from flat names) with ``before``'s parts of the users' own put back.
+
+    A user's part has no flat names, so a round trip through them rebuilds it with its
+    defaults (or, for a head, as the classifier); it stays as it was unless ``changed``
+    chooses its slot again (``plugin``, ``neck`` ...).
+
+    Args:
+        before: the config before the round trip.
+        after: the config :func:`from_flat` rebuilt.
+        changed: the flat names the round trip was asked to change.
+
+    Example:
+        >>> from reference_models import get_config
+        >>> keep_user_parts(get_config("lavt_tiny"), get_config("lavt_sadlr_tiny"), {"plugin"}).head.kind
+        'sadlr'
+    """
+    user_parts = {part for options in _USER_PARTS.values() for part in options}
+    kept = {}
+    for slot, part in before.parts().items():
+        chosen_by = {slot, _choice_for(type(before), slot)}
+        if type(part) in user_parts and slot in after.all_slots() and not chosen_by & changed:
+            kept[slot] = part
+    if not kept:
+        return after
+    final = dataclasses.replace(after, **kept)
+    # the round trip's stand-in (the classifier for a head) read names the kept part does not
+    read = {name for part in final.parts().values() if part is not None for name in part.flat_names.values()}
+    unread = sorted(name for name in changed - read if name in LEGACY_DEFAULTS and name not in _CORE and name not in CHOICES)
+    if unread:
+        raise ValueError(f"{unread[0]}: no part of this {_describe(type(final), final.parts())} model reads it; {readers(unread[0])}")
+    return final
 
 
 def _core(cls: type[ModelConfig], values: dict[str, Any], parts: dict[str, Any]) -> ModelConfig:
@@ -186,7 +225,7 @@ def readers(flat_name: str) -> str:
 
     Example:
         >>> readers("aligner_masks")
-        'read by: aligner=aligner (asda)'
+        'read by: decoder=aligner (lavt), decoder=aligner (vlt), decoder=aligner (lts), aligner=aligner (asda)'
     """
     where = []
     for cls in CONFIG_CLASSES.values():

@@ -27,10 +27,18 @@ from .parts import (
     TEXT_PARTS, VISION_PARTS,
 )
 
-__all__ = ["ModelConfig", "LavtConfig", "VltConfig", "LtsConfig", "S2rmConfig", "AsdaConfig", "CONFIG_CLASSES", "ARCHITECTURES"]
+__all__ = [
+    "ModelConfig", "LavtConfig", "VltConfig", "LtsConfig", "S2rmConfig", "AsdaConfig", "CONFIG_CLASSES", "ARCHITECTURES",
+    "add_user_part", "remove_user_part", "unknown_kind_hint",
+]
 
 #: The deepest nesting a ``config.json`` may have (the core, a part, a list of layer ranges).
 MAX_DEPTH = 4
+#: What a kind no slot knows may be, a part of the user's own whose module is not imported.
+UNKNOWN_KIND_HINT = "if it is a part of your own, import the module that registers it first (--import MODULE)"
+
+# Parts of the users' own, by (architecture, slot): reference_models.register_part adds them.
+_USER_PARTS: dict[tuple[str, str], tuple[type[PartConfig], ...]] = {}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -94,7 +102,12 @@ class ModelConfig:
 
     @classmethod
     def all_slots(cls) -> dict[str, tuple[type[PartConfig] | None, ...]]:
-        return {"vision": VISION_PARTS, "text": TEXT_PARTS, **cls.slots}
+        """For every slot (the encoders first), the part classes it may hold, users' own included."""
+        return cls._with_user_parts({"vision": VISION_PARTS, "text": TEXT_PARTS, **cls.slots})
+
+    @classmethod
+    def _with_user_parts(cls, slots: dict[str, tuple]) -> dict[str, tuple]:
+        return {slot: options + _USER_PARTS.get((cls.architecture, slot), ()) for slot, options in slots.items()}
 
     def parts(self) -> dict[str, PartConfig | None]:
         """``{slot: part}`` for every slot, the encoders first."""
@@ -164,7 +177,7 @@ class ModelConfig:
         An option that no part of the resulting model reads raises ``ValueError`` naming the
         parts that read it.
         """
-        from .flat import apply_overrides, from_flat, to_flat
+        from .flat import apply_overrides, from_flat, keep_user_parts, to_flat
 
         from ..registry import registered_preset
 
@@ -182,7 +195,8 @@ class ModelConfig:
             if batch is None:
                 config = apply_overrides(config, choices, preset=preset)
             elif batch:
-                config = from_flat({**preset, **to_flat(config), **batch}, given=set(batch))
+                rebuilt = from_flat({**preset, **to_flat(config), **batch}, given=set(batch))
+                config = keep_user_parts(config, rebuilt, set(batch))
         if core:
             config = dataclasses.replace(config, **core)
         return apply_overrides(config, {k: v for k, v in dotted.items() if "." in k})
@@ -230,6 +244,29 @@ def _from_nested(data: dict[str, Any]) -> ModelConfig:
     return cls(**values)
 
 
+def unknown_kind_hint(kind: Any, slot: str) -> str:
+    """What the message refusing ``kind`` in ``slot`` adds: where a part of one's own of that kind
+    goes, or that its module must be imported (empty for a value that is no kind).
+
+    Args:
+        kind: the refused value.
+        slot: the slot it was given for.
+
+    Example:
+        >>> unknown_kind_hint("gated_neck", "neck")
+        '; if it is a part of your own, import the module that registers it first (--import MODULE)'
+        >>> unknown_kind_hint("aligner", "decoder")  # ours, where it does not go: nothing to add
+        ''
+    """
+    ours = {o.kind for cls in CONFIG_CLASSES.values() for options in cls.slots.values() for o in options if o is not None}
+    if not isinstance(kind, str) or kind in ours:  # one of ours, on a model it does not fit
+        return ""
+    fits = [architecture for (architecture, where), options in _USER_PARTS.items() if where == slot and any(o.kind == kind for o in options)]
+    if fits:
+        return f"; {kind!r} is a {slot} of your own that goes on {', '.join(fits)} only"
+    return "; " + UNKNOWN_KIND_HINT
+
+
 def part_from_dict(data: Any, options: tuple[type[PartConfig] | None, ...], *, where: str) -> PartConfig | None:
     """The part a ``config.json`` entry describes, by its ``kind``."""
     if data is None and None in options:
@@ -239,7 +276,7 @@ def part_from_dict(data: Any, options: tuple[type[PartConfig] | None, ...], *, w
         raise ValueError(f"{where}: expected a part of kind {sorted(by_kind)}; this slot cannot be empty")
     if not isinstance(data, dict) or data.get("kind") not in by_kind:
         got = data.get("kind") if isinstance(data, dict) else data
-        raise ValueError(f"{where}: expected a part with \"kind\" one of {sorted(by_kind)}; got {got!r}")
+        raise ValueError(f"{where}: expected a part with \"kind\" one of {sorted(by_kind)}; got {got!r}{unknown_kind_hint(got, where)}")
     values = {k: v for k, v in data.items() if k != "kind"}
     try:
         return by_kind[data["kind"]].from_values(values, where=where)
@@ -251,6 +288,9 @@ _SADLR_HEADS = (ClassifierHeadConfig, RefinerHeadConfig)
 #: The necks any Swin baseline can take on its coarsest map (None: none).
 _NECKS = (None, CoparserConfig, TileConcatConfig, PwamNeckConfig)
 _NECK_TYPE = CoparserConfig | TileConcatConfig | PwamNeckConfig | None
+#: VLT's and LTS's decoders: their own, a pyramid one, or ASDA's aligner on the coarse map.
+_PLUG_IN_DECODERS = (OwnDecoderConfig, CasgConfig, FpnConfig, AlignerConfig)
+_DECODER_TYPE = OwnDecoderConfig | CasgConfig | FpnConfig | AlignerConfig
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -265,17 +305,19 @@ class LavtConfig(ModelConfig):
         text: the text encoder's part.
         fusion: the pixel-word attention and gates inside the backbone.
         neck: a plug-in on the stride-32 multimodal map (coparser, tile_concat, pwam), or None.
-        decoder: LAVT's own decoder, or a plug-in one over its four maps (casg, fpn).
+        decoder: LAVT's own decoder, a plug-in one over its four maps (casg, fpn), or ASDA's
+            aligner over the stride-32 multimodal map and the words (aligner).
         head: the 1x1 classifier or SADLR's refiner.
     """
 
     architecture: ClassVar[str] = "lavt"
     slots: ClassVar[dict[str, tuple]] = {
-        "fusion": (PwamFusionConfig,), "neck": _NECKS, "decoder": (LavtDecoderConfig, CasgConfig, FpnConfig), "head": _SADLR_HEADS,
+        "fusion": (PwamFusionConfig,), "neck": _NECKS, "decoder": (LavtDecoderConfig, CasgConfig, FpnConfig, AlignerConfig),
+        "head": _SADLR_HEADS,
     }
     fusion: PwamFusionConfig = field(default_factory=PwamFusionConfig)
     neck: _NECK_TYPE = None
-    decoder: LavtDecoderConfig | CasgConfig | FpnConfig = field(default_factory=LavtDecoderConfig)
+    decoder: LavtDecoderConfig | CasgConfig | FpnConfig | AlignerConfig = field(default_factory=LavtDecoderConfig)
     head: ClassifierHeadConfig | RefinerHeadConfig = field(default_factory=ClassifierHeadConfig)
 
 
@@ -291,24 +333,25 @@ class VltConfig(ModelConfig):
         text: the text encoder's part.
         neck: a plug-in on the Swin stride-32 map (coparser, tile_concat, pwam), or None.
         query: the query generation, balance and transformer.
-        decoder: VLT's own decoder, or a plug-in one (casg, fpn) over the Swin maps and the
-            modulated stride-32 map (the ``modulate`` reading only).
+        decoder: VLT's own decoder, a plug-in one (casg, fpn) over the Swin maps and the
+            modulated stride-32 map, or ASDA's aligner over that modulated map and the words
+            (the plug-ins with the ``modulate`` reading only).
         head: the 1x1 classifier or SADLR's refiner.
     """
 
     architecture: ClassVar[str] = "vlt"
     slots: ClassVar[dict[str, tuple]] = {
-        "neck": _NECKS, "query": (QueryTransformerConfig,), "decoder": (OwnDecoderConfig, CasgConfig, FpnConfig),
-        "head": _SADLR_HEADS,
+        "neck": _NECKS, "query": (QueryTransformerConfig,), "decoder": _PLUG_IN_DECODERS, "head": _SADLR_HEADS,
     }
     neck: _NECK_TYPE = None
     query: QueryTransformerConfig = field(default_factory=QueryTransformerConfig)
-    decoder: OwnDecoderConfig | CasgConfig | FpnConfig = field(default_factory=OwnDecoderConfig)
+    decoder: _DECODER_TYPE = field(default_factory=OwnDecoderConfig)
 
     def check_parts(self) -> None:
         if self.query.response == "spatial" and not isinstance(self.decoder, OwnDecoderConfig):
+            reads = "the modulated stride-32 map and the words" if isinstance(self.decoder, AlignerConfig) else "a pyramid of four maps"
             raise ValueError(
-                f"decoder: {self.decoder.kind} reads a pyramid of four maps, but query.response='spatial' hands the "
+                f"decoder: {self.decoder.kind} reads {reads}, but query.response='spatial' hands the "
                 "decoder per-query response maps alone; use vlt_response=modulate (query.response) with it"
             )
     head: ClassifierHeadConfig | RefinerHeadConfig = field(default_factory=ClassifierHeadConfig)
@@ -326,19 +369,19 @@ class LtsConfig(ModelConfig):
         text: the text encoder's part.
         neck: a plug-in on the Swin stride-32 map (coparser, tile_concat, pwam), or None.
         locate: the locate step (its width and transformer).
-        decoder: LTS's own segmenting decoder, or a plug-in one (casg, fpn) over the Swin maps
-            of strides 4, 8 and 32 and, at stride 16, the located map with its localization.
+        decoder: LTS's own segmenting decoder, a plug-in one (casg, fpn) over the Swin maps
+            of strides 4, 8 and 32 and, at stride 16, the located map with its localization,
+            or ASDA's aligner over that located map and the words (aligner).
         head: the 1x1 classifier or SADLR's refiner.
     """
 
     architecture: ClassVar[str] = "lts"
     slots: ClassVar[dict[str, tuple]] = {
-        "neck": _NECKS, "locate": (LocateConfig,), "decoder": (OwnDecoderConfig, CasgConfig, FpnConfig),
-        "head": _SADLR_HEADS,
+        "neck": _NECKS, "locate": (LocateConfig,), "decoder": _PLUG_IN_DECODERS, "head": _SADLR_HEADS,
     }
     neck: _NECK_TYPE = None
     locate: LocateConfig = field(default_factory=LocateConfig)
-    decoder: OwnDecoderConfig | CasgConfig | FpnConfig = field(default_factory=OwnDecoderConfig)
+    decoder: _DECODER_TYPE = field(default_factory=OwnDecoderConfig)
     head: ClassifierHeadConfig | RefinerHeadConfig = field(default_factory=ClassifierHeadConfig)
 
 
@@ -406,7 +449,7 @@ class AsdaConfig(ModelConfig):
 
     @classmethod
     def all_slots(cls) -> dict[str, tuple]:
-        return {"vision": (ClipVisionConfig,), "text": TEXT_PARTS, **cls.slots}
+        return cls._with_user_parts({"vision": (ClipVisionConfig,), "text": TEXT_PARTS, **cls.slots})
 
     def check_parts(self) -> None:
         selector, depth = self.selector, self.vision.layers
@@ -440,3 +483,55 @@ CONFIG_CLASSES: dict[str, type[ModelConfig]] = {
     cls.architecture: cls for cls in (LavtConfig, VltConfig, LtsConfig, AsdaConfig, S2rmConfig)
 }
 ARCHITECTURES = tuple(CONFIG_CLASSES)
+
+
+def add_user_part(architecture: str, slot: str, part: type[PartConfig]) -> None:
+    """Let ``slot`` of ``architecture`` hold ``part``, a part of the user's own, chosen by its ``kind``.
+
+    :func:`reference_models.register_part` calls it for each architecture the part fits; a
+    part of the same kind added before is replaced (a module imported again).
+
+    Args:
+        architecture: one of :data:`ARCHITECTURES`.
+        slot: a slot of that architecture (``neck``, ``decoder``, ``head`` ...).
+        part: the part's config class.
+
+    Example:
+        >>> from dataclasses import dataclass
+        >>> @dataclass(frozen=True)
+        ... class DoubleNeckConfig(PartConfig):
+        ...     kind = "double_neck"
+        >>> add_user_part("lavt", "neck", DoubleNeckConfig)
+        >>> ModelConfig.create("lavt", neck="double_neck").neck
+        DoubleNeckConfig()
+        >>> remove_user_part("double_neck")
+        [('lavt', 'neck')]
+    """
+    if architecture not in CONFIG_CLASSES:
+        raise ValueError(f"architecture: expected one of {ARCHITECTURES}; got {architecture!r}")
+    slots = CONFIG_CLASSES[architecture].all_slots()
+    if slot not in slots:
+        raise ValueError(f"slot: {architecture} has no slot {slot!r}; its slots are {list(slots)}")
+    kept = tuple(o for o in _USER_PARTS.get((architecture, slot), ()) if o.kind != part.kind)
+    _USER_PARTS[architecture, slot] = (*kept, part)
+
+
+def remove_user_part(kind: str) -> list[tuple[str, str]]:
+    """Forget the users' parts of ``kind`` in every slot (configs holding one no longer load).
+
+    Args:
+        kind: the part's kind.
+
+    Returns:
+        The ``(architecture, slot)`` pairs it was removed from.
+
+    Example:
+        >>> remove_user_part("no_such_part")
+        []
+    """
+    removed = []
+    for where, options in list(_USER_PARTS.items()):
+        if any(o.kind == kind for o in options):
+            _USER_PARTS[where] = tuple(o for o in options if o.kind != kind)
+            removed.append(where)
+    return removed

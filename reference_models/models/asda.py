@@ -54,13 +54,7 @@ from torch import nn
 from rislayers import (
     AdaptiveLayerSelector,
     ConcatProjectFusion,
-    DualBranchAligner,
-    PublishedDualBranchAligner,
-    PublishedSingleBranchAligner,
     PublishedScaleWiseAggregator,
-    PublishedVisualOnlyAligner,
-    SingleBranchAligner,
-    VisualOnlyAligner,
     ScaleWiseAggregator,
     SelectionOutput,
     check_shape,
@@ -73,12 +67,12 @@ from ..config import AdaptiveSelectorConfig, AsdaConfig, ConcatFusionConfig, Fix
 from ..encoders import TextFeatures
 from ..registry import register_architecture
 from .heads import SegmentationHead
+from .parts import build_aligner
 
 __all__ = ["ASDA", "LayerSelection"]
 
 # The paper's fixed sizes that have no config field (Sec. 3.3-3.4, 4.2).
 AGGREGATOR_HIDDEN = 32  # SFA's reduced width ("we boldly reduce the channel dimension to 32")
-ALIGNER_HEADS = 8  # heads of WGDA's attention (the published code's nhead=8)
 ALIGNER_UPSAMPLE_STEPS = 3  # Eq. 7: i = 1, 2, 3
 FOCAL_ALPHA = 0.25  # RetinaNet's focal-loss defaults (the paper cites Lin et al. unchanged)
 FOCAL_GAMMA = 2.0
@@ -145,31 +139,10 @@ def _build_aggregator(config: AsdaConfig, sentence_dim: int) -> nn.Module:
     return ScaleWiseAggregator(width, sentence_dim, hidden_dim=AGGREGATOR_HIDDEN)
 
 
-# (branches, blocks) -> the aligner class: the paper's, its Table 2 variants, and the released code's.
-_ALIGNERS = {
-    ("dual", "pre_norm"): DualBranchAligner, ("dual", "published"): PublishedDualBranchAligner,
-    ("single", "pre_norm"): SingleBranchAligner, ("single", "published"): PublishedSingleBranchAligner,
-    ("visual", "pre_norm"): VisualOnlyAligner, ("visual", "published"): PublishedVisualOnlyAligner,
-}
-
-
 def _build_aligner(config: AsdaConfig, text_dim: int, *, branches: str | None = None) -> nn.Module:
     """The configured aligner class; ``branches="visual"`` builds its coarse-to-fine branch
     alone, for a head of its own (SADLR's refiner reads its ``decode``)."""
-    aligner = config.aligner
-    branches = aligner.branches if branches is None else branches
-    cls = _ALIGNERS[branches, aligner.blocks]
-    # The mask bases and the logit offset are the dual branch's; the one-channel variants'
-    # mask head has a bias of its own, and the visual-only one reads no words.
-    options = {}
-    if branches != "visual":
-        options["word_mask"] = aligner.word_mask
-    if branches == "dual":
-        options.update(num_masks=aligner.masks, output_bias=aligner.output_bias)
-    return cls(
-        aligner.dim, text_dim, num_layers=aligner.layers, num_heads=ALIGNER_HEADS,
-        upsample_steps=ALIGNER_UPSAMPLE_STEPS, norm=config.norm, **options,
-    )
+    return build_aligner(config.aligner, text_dim, norm=config.norm, upsample_steps=ALIGNER_UPSAMPLE_STEPS, branches=branches)
 
 
 @register_architecture("asda")
@@ -243,7 +216,7 @@ class ASDA(RISModel):
             self.aligner = _build_aligner(config, word_dim)
         else:  # SADLR's refiner reads the aligner's decoded map: the aligner's words and masks are not built
             self.aligner = _build_aligner(config, word_dim, branches="visual")
-            self.head = SegmentationHead(self.aligner.decoded_channels, word_dim, config.head)
+            self.head = SegmentationHead(self.aligner.decoded_channels, word_dim, config.head, norm=config.norm)
         self.pixel_loss = config.loss.loss
         self.focal_weight = config.loss.focal_weight
         self.last_selection: LayerSelection | None = None

@@ -13,11 +13,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rislayers import DeepSupervisionLoss, DynamicQueryRefiner, dice_loss
+from rislayers import DeepSupervisionLoss, DynamicQueryRefiner, check_shape, dice_loss
 
 from ..base import upsample_to
-from ..config import ClassifierHeadConfig, RefinerHeadConfig
+from ..config import ClassifierHeadConfig, PartConfig, RefinerHeadConfig
 from ..encoders import TextFeatures
+from ..registry import user_part_module
 
 __all__ = ["SegmentationHead", "weighted_cross_entropy"]
 
@@ -56,26 +57,52 @@ class SegmentationHead(nn.Module):
     Args:
         dim: channels of the decoder map.
         text_dim: channels of the word features (used by the refiner).
-        config: the head part: :class:`~reference_models.config.ClassifierHeadConfig` or
+        config: the head part: :class:`~reference_models.config.ClassifierHeadConfig`,
             :class:`~reference_models.config.RefinerHeadConfig` (its iterations, widths,
-            loss weights and loss).
+            loss weights and loss), or a head of one's own
+            (:func:`~reference_models.register_part`: built as ``Module(dim, text_dim,
+            config, norm=norm)``, it returns 2-class logits and trains with the 2-class Dice).
+        norm: the convolution norm handed to a head of one's own.
         align_corners: how the logits are upsampled to the target for the loss, as the model
             upsamples its prediction (LAVT's code: ``True``).
+        from_logit: the decoder already predicts (ASDA's aligner as the decoder: ``feats`` is
+            its one foreground logit): no classifier is built, and the logit ``l`` is read as
+            the 2-class pair ``(0, l)``, which the classifier's loss takes. Only with the
+            classifier's config: a refiner needs a decoded map.
 
     Shape:
-        - feats: ``(b, c, h, w)``
+        - feats: ``(b, c, h, w)`` (``c = 1`` with ``from_logit``)
         - output: list of 2-class logits ``(b, 2, h, w)``: one for the classifier, one per
           refinement iteration for SADLR (the last is the prediction)
+
+    Example:
+        >>> head = SegmentationHead(1, 8, ClassifierHeadConfig(), from_logit=True)
+        >>> text = TextFeatures(torch.randn(2, 3, 8), None, torch.randn(2, 8))
+        >>> [tuple(l.shape) for l in head(torch.randn(2, 1, 4, 4), text)], len(list(head.parameters()))
+        ([(2, 2, 4, 4)], 0)
     """
 
     def __init__(
-        self, dim: int, text_dim: int, config: ClassifierHeadConfig | RefinerHeadConfig, *, align_corners: bool = False
+        self,
+        dim: int,
+        text_dim: int,
+        config: ClassifierHeadConfig | RefinerHeadConfig | PartConfig,
+        *,
+        align_corners: bool = False,
+        from_logit: bool = False,
+        norm: str = "batch",
     ) -> None:
         super().__init__()
         self.refines = isinstance(config, RefinerHeadConfig)
+        user = user_part_module(config)
+        if from_logit and (self.refines or user is not None or dim != 1):
+            raise ValueError(f"from_logit: a decoder that predicts hands the classifier's loss one logit channel; got {config.kind} on {dim} channels")
+        self.from_logit = from_logit
         self.align_corners = align_corners
-        loss = dice_loss if config.loss == "dice" else weighted_cross_entropy
+        ours = isinstance(config, (ClassifierHeadConfig, RefinerHeadConfig))
+        loss = weighted_cross_entropy if ours and config.loss == "weighted_ce" else dice_loss
         self.criterion = DeepSupervisionLoss(config.loss_weights if self.refines else (1.0,), loss=loss)
+        self.user_head = None if user is None else user(dim, text_dim, config, norm=norm)
         if self.refines:
             self.refiner = DynamicQueryRefiner(
                 dim,
@@ -86,12 +113,18 @@ class SegmentationHead(nn.Module):
                 update=config.update,
                 pooling=config.pooling,
             )
-        else:
+        elif not from_logit and user is None:
             self.classifier = nn.Conv2d(dim, 2, kernel_size=1)
 
     def forward(self, feats: torch.Tensor, text: TextFeatures) -> list[torch.Tensor]:
         if self.refines:
             return list(self.refiner(feats, text.words, text.word_mask).logits)
+        if self.from_logit:  # background 0, foreground l: softmax gives sigmoid(l), l1 - l0 gives l
+            return [torch.cat([torch.zeros_like(feats), feats], dim=1)]
+        if self.user_head is not None:
+            logits = self.user_head(feats, text.words, text.word_mask)
+            check_shape(logits, "b 2 h w", name=f"{type(self.user_head).__name__} output (2-class logits)", b=feats.shape[0])
+            return [logits]
         return [self.classifier(feats)]
 
     def loss(self, logits: list[torch.Tensor], target: torch.Tensor) -> torch.Tensor:

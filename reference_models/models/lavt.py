@@ -25,10 +25,10 @@ from rislayers import LanguageGate, PixelWordAttention
 from rislayers.norms import norm2d
 
 from ..base import RISModel, SegmentationOutput, build_swin, build_text_encoder, foreground_logit, upsample_to
-from ..config import LavtConfig, LavtDecoderConfig
+from ..config import AlignerConfig, ClassifierHeadConfig, LavtConfig, LavtDecoderConfig
 from ..registry import register_architecture
 from .heads import SegmentationHead
-from .parts import build_neck, build_pyramid_decoder, run_neck, run_pyramid_decoder
+from .parts import AlignerDecoder, build_neck, build_pyramid_decoder, run_neck, run_pyramid_decoder
 
 __all__ = ["LAVT", "ConvBNReLU", "SimpleDecoder"]
 
@@ -131,13 +131,19 @@ class LAVT(RISModel):
         if config.neck is not None:  # a plug-in on the stride-32 map, built before the decoder
             size = config.image_size // self.backbone.strides[-1]
             self.neck = build_neck(config.neck, dims[-1], text_dim, size=size, norm=config.norm)
+        self.align_corners = isinstance(decoder, LavtDecoderConfig) and decoder.align_corners
         if isinstance(decoder, LavtDecoderConfig):
-            self.align_corners = decoder.align_corners
             self.decoder = SimpleDecoder(dims, decoder.dim, align_corners=decoder.align_corners, norm=config.norm)
+        elif isinstance(decoder, AlignerConfig):  # ASDA's aligner over the stride-32 multimodal map and the words
+            predicts = isinstance(config.head, ClassifierHeadConfig)
+            stride = self.backbone.strides[-1]
+            self.decoder = AlignerDecoder(decoder, dims[-1], text_dim, stride=stride, norm=config.norm, predicts=predicts)
         else:  # a plug-in decoder over the four multimodal maps (CASG or FPN)
-            self.align_corners = False
             self.decoder = build_pyramid_decoder(decoder, dims, text_dim, norm=config.norm, num_classes=None)
-        self.head = SegmentationHead(self.decoder.out_channels, text_dim, config.head, align_corners=self.align_corners)
+        from_logit = isinstance(self.decoder, AlignerDecoder) and self.decoder.predicts
+        self.head = SegmentationHead(
+            self.decoder.out_channels, text_dim, config.head, align_corners=self.align_corners, from_logit=from_logit, norm=config.norm
+        )
         if not fusion.last_gate:
             self.register_load_state_dict_pre_hook(_drop_unused_gate_hook)
 
@@ -187,10 +193,17 @@ class LAVT(RISModel):
         maps = self.encode(images, text)
         if self.neck is not None:
             maps[-1] = run_neck(self.neck, maps[-1], text)
-        feats = self.decoder(maps) if isinstance(self.decoder, SimpleDecoder) else run_pyramid_decoder(self.decoder, maps, text)
-        logits = self.head(feats, text)
+        logits = self.head(self._decode(maps, text), text)
         final = upsample_to(foreground_logit(logits[-1]), images.shape[-2:], align_corners=self.align_corners)
         return SegmentationOutput(logits=final, aux_logits=logits)
+
+    def _decode(self, maps: list[torch.Tensor], text) -> torch.Tensor:
+        """The decoder's stride-4 output: LAVT's own, the aligner's (from the coarsest map) or a pyramid one's."""
+        if isinstance(self.decoder, SimpleDecoder):
+            return self.decoder(maps)
+        if isinstance(self.decoder, AlignerDecoder):
+            return self.decoder(maps[-1], text)
+        return run_pyramid_decoder(self.decoder, maps, text)
 
     def loss(self, output: SegmentationOutput, target: torch.Tensor) -> torch.Tensor:
         return self.head.loss(output.aux_logits, target)

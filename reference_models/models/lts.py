@@ -27,10 +27,10 @@ from rislayers import check_shape
 from rislayers.functional import coord_features, sine_position_encoding_2d
 
 from ..base import RISModel, SegmentationOutput, build_swin, build_text_encoder, foreground_logit, upsample_to
-from ..config import LtsConfig, OwnDecoderConfig
+from ..config import AlignerConfig, ClassifierHeadConfig, LtsConfig, OwnDecoderConfig
 from ..registry import register_architecture
 from .heads import SegmentationHead
-from .parts import build_neck, build_pyramid_decoder, run_neck, run_pyramid_decoder
+from .parts import AlignerDecoder, build_neck, build_pyramid_decoder, run_neck, run_pyramid_decoder
 from .lavt import ConvBNReLU
 from .vlt import FFN_RATIO, TransformerLayer, attention_heads
 
@@ -178,11 +178,16 @@ class LTS(RISModel):
                 ]
             )
             decoded = dim
+        elif isinstance(config.decoder, AlignerConfig):  # ASDA's aligner over the located map and the words
+            predicts = isinstance(config.head, ClassifierHeadConfig)
+            self.segment = AlignerDecoder(config.decoder, dim + 1, text_dim, stride=LOCALIZATION_STRIDE, norm=norm, predicts=predicts)
+            decoded = self.segment.out_channels
         else:  # a plug-in decoder: the located map (with its localization) takes the stride-16 place
             pyramid = (dims[0], dims[1], dim + 1, dims[3])
             self.segment = build_pyramid_decoder(config.decoder, pyramid, text_dim, norm=norm, num_classes=None)
             decoded = self.segment.out_channels
-        self.head = SegmentationHead(decoded, text_dim, config.head)
+        from_logit = isinstance(self.segment, AlignerDecoder) and self.segment.predicts
+        self.head = SegmentationHead(decoded, text_dim, config.head, from_logit=from_logit, norm=norm)
         self.neck = None
         if config.neck is not None:  # a plug-in on the stride-32 map, after LTS's own modules
             size = config.image_size // self.backbone.strides[-1]
@@ -224,6 +229,8 @@ class LTS(RISModel):
         if isinstance(self.segment, nn.ModuleList):
             for conv, skip in zip(self.segment, (pyramid[1], pyramid[0])):
                 x = conv(torch.cat([upsample_to(x, skip.shape[-2:]), skip], dim=1))
+        elif isinstance(self.segment, AlignerDecoder):
+            x = self.segment(x, text)
         else:
             x = run_pyramid_decoder(self.segment, [pyramid[0], pyramid[1], x, pyramid[3]], text)
         logits = self.head(x, text)

@@ -7,7 +7,8 @@ composed configuration accepts the part (its parameters are counted on the meta 
 the base size without allocating it; ``macs=True`` also counts its multiply-accumulates with
 :func:`~reference_models.bench.flops.count_macs`, which builds it for real), or *refused* with
 the configuration's one-line reason. ``python -m reference_models.models`` prints it;
-``--markdown`` writes the docs page's table.
+``--markdown`` writes the docs page's table; ``--import MODULE`` adds the parts of one's own
+that the module registers (:func:`~reference_models.register_part`) to their slots.
 """
 
 from __future__ import annotations
@@ -16,6 +17,9 @@ import argparse
 from dataclasses import dataclass
 
 import torch
+
+from ..cli import add_import_option, import_modules
+from ..registry import registered_parts
 
 __all__ = ["SLOT_VALUES", "BASELINES", "Cell", "plugin_matrix", "format_matrix", "main"]
 
@@ -65,12 +69,14 @@ def _config(baseline: str, slot: str, value: str):
     return config.replace(**{slot: None if value == "none" else value})
 
 
-def plugin_matrix(*, baselines=BASELINES, macs: bool = False) -> list[Cell]:
+def plugin_matrix(*, baselines=BASELINES, macs: bool = False, slot_values: dict[str, tuple[str, ...]] | None = None) -> list[Cell]:
     """Every baseline with every slot value.
 
     Args:
         baselines: registry names to try.
         macs: also count each built cell's multiply-accumulates (builds it; slow at base size).
+        slot_values: the values tried per slot (default :data:`SLOT_VALUES`; :func:`main`
+            adds the kinds of one's own parts that ``--import`` registered).
 
     Returns:
         One :class:`Cell` per baseline, slot and value.
@@ -85,7 +91,7 @@ def plugin_matrix(*, baselines=BASELINES, macs: bool = False) -> list[Cell]:
 
     cells = []
     for baseline in baselines:
-        for slot, values in SLOT_VALUES.items():
+        for slot, values in (SLOT_VALUES if slot_values is None else slot_values).items():
             for value in values:
                 try:
                     config = _config(baseline, slot, value)
@@ -142,6 +148,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", nargs="+", default=list(BASELINES), metavar="NAME", help="baselines (registry names)")
     parser.add_argument("--macs", action="store_true", help="also count MACs (builds every cell: minutes on a CPU)")
     parser.add_argument("--markdown", action="store_true", help="print a Markdown table (the docs page's)")
+    add_import_option(parser)
     args = parser.parse_args(argv)
-    print(format_matrix(plugin_matrix(baselines=tuple(args.models), macs=args.macs), markdown=args.markdown))
+    import_modules(args.imports)
+    own = registered_parts()
+    values = {slot: (*kinds, *own.get(slot, ())) for slot, kinds in SLOT_VALUES.items()}
+    print(format_matrix(plugin_matrix(baselines=tuple(args.models), macs=args.macs, slot_values=values), markdown=args.markdown))
     return 0

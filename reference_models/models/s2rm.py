@@ -97,7 +97,7 @@ class S2RM(RISModel):
         refiner = config.head is not None
         # With SADLR the refiner replaces the final classifier, so the decoder has none.
         self.decoder = build_pyramid_decoder(config.decoder, dims, text_dim, norm=config.norm, num_classes=None if refiner else 1)
-        self.head = SegmentationHead(self.decoder.out_channels, text_dim, config.head) if refiner else None
+        self.head = SegmentationHead(self.decoder.out_channels, text_dim, config.head, norm=config.norm) if refiner else None
 
     def _check_images(self, images: torch.Tensor) -> None:
         size = self.config.image_size

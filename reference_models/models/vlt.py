@@ -39,10 +39,10 @@ from rislayers.functional import masked_softmax, sine_position_encoding_2d
 from rislayers.shapes import check_mask
 
 from ..base import RISModel, SegmentationOutput, build_swin, build_text_encoder, foreground_logit, upsample_to
-from ..config import OwnDecoderConfig, VltConfig
+from ..config import AlignerConfig, ClassifierHeadConfig, OwnDecoderConfig, VltConfig
 from ..registry import register_architecture
 from .heads import SegmentationHead
-from .parts import build_neck, build_pyramid_decoder, run_neck, run_pyramid_decoder
+from .parts import AlignerDecoder, build_neck, build_pyramid_decoder, run_neck, run_pyramid_decoder
 from .lavt import ConvBNReLU
 from .vlt_parts import RESPONSE_TOP_CONVS, QueryResponseMaps, ResponseDecoder
 
@@ -358,9 +358,13 @@ class VLT(RISModel):
             self.mask_decoder = ResponseDecoder(query.num_queries, dim, top_convs=RESPONSE_TOP_CONVS, steps=len(dims) - 2, norm=norm)
         elif isinstance(config.decoder, OwnDecoderConfig):
             self.mask_decoder = PyramidDecoder((*dims[:-1], dim), dim, convs=DECODER_CONVS, norm=norm)
+        elif isinstance(config.decoder, AlignerConfig):  # ASDA's aligner over the modulated stride-32 map and the words
+            predicts, stride = isinstance(config.head, ClassifierHeadConfig), self.backbone.strides[-1]
+            self.mask_decoder = AlignerDecoder(config.decoder, dim, text_dim, stride=stride, norm=norm, predicts=predicts)
         else:  # a plug-in decoder over the Swin maps and the modulated stride-32 map (CASG or FPN)
             self.mask_decoder = build_pyramid_decoder(config.decoder, (*dims[:-1], dim), text_dim, norm=norm, num_classes=None)
-        self.head = SegmentationHead(self.mask_decoder.out_channels, text_dim, config.head)
+        from_logit = isinstance(self.mask_decoder, AlignerDecoder) and self.mask_decoder.predicts
+        self.head = SegmentationHead(self.mask_decoder.out_channels, text_dim, config.head, from_logit=from_logit, norm=norm)
         self.neck = None
         if config.neck is not None:  # a plug-in on the stride-32 map, after VLT's own modules
             size = config.image_size // self.backbone.strides[-1]
@@ -395,6 +399,8 @@ class VLT(RISModel):
         modulated = rearrange(memory * rearrange(answer, "b c -> b 1 c"), "b (h w) c -> b c h w", h=top.shape[2])
         if isinstance(self.mask_decoder, PyramidDecoder):
             return self.mask_decoder([*pyramid[:-1], modulated])
+        if isinstance(self.mask_decoder, AlignerDecoder):
+            return self.mask_decoder(modulated, text)
         return run_pyramid_decoder(self.mask_decoder, [*pyramid[:-1], modulated], text)
 
     def forward(

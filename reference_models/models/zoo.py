@@ -16,7 +16,9 @@ SWIN_T = {"swin_embed_dim": 96, "swin_depths": (2, 2, 6, 2), "swin_heads": (3, 6
 SWIN_TINY = {"swin_embed_dim": 16, "swin_depths": (1, 1, 1, 1), "swin_heads": (1, 2, 4, 8), "swin_window": 4}
 BERT_BASE = {"text_encoder": "bert", "text_dim": 768, "text_layers": 12, "text_heads": 12, "text_intermediate": 3072, "max_words": 20}
 BERT_TINY = {"text_encoder": "bert", "text_dropout": 0.0, "text_dim": 32, "text_layers": 1, "text_heads": 2, "text_intermediate": 64, "max_words": 20}
-TINY = {"image_size": 64, "drop_path": 0.0, "tokenizer": "word", **SWIN_TINY, **BERT_TINY, "decoder_dim": 32, "refiner_hidden": (16, 32), "num_queries": 4, "transformer_layers": 1}
+# aligner_masks: the tiny aligner's mask bases (asda_tiny's), for decoder=aligner
+TINY = {"image_size": 64, "drop_path": 0.0, "tokenizer": "word", **SWIN_TINY, **BERT_TINY, "decoder_dim": 32, "refiner_hidden": (16, 32), "num_queries": 4, "transformer_layers": 1,
+        "aligner_masks": 8}
 BASE_480 = {"image_size": 480, **SWIN_B, **BERT_BASE, "decoder_dim": 512}
 
 

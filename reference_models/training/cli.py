@@ -7,6 +7,7 @@ import dataclasses
 import os
 from pathlib import Path
 
+from ..cli import add_import_option, import_modules
 from ..data.refer import DATASET_SPLITS
 from .config import DEFAULT_MODEL, RECIPES, TrainConfig
 from .distributed import shutdown_distributed
@@ -52,6 +53,7 @@ def _data_flags(p: argparse.ArgumentParser, d: TrainConfig) -> None:
     """The model and the data it trains on."""
     splits_by = sorted({b for splits in DATASET_SPLITS.values() for b in splits})
     p.add_argument("--model", default=d.model, help="registry name (see reference_models.list_models())")
+    add_import_option(p)
     p.add_argument("--data", default=d.data, help="'synthetic' or 'refer:ROOT' (a REFER-layout folder)")
     p.add_argument("--dataset", default=d.dataset, choices=sorted(DATASET_SPLITS), help="REFER dataset to train on (with --data refer:ROOT)")
     p.add_argument("--split-by", default=d.split_by, choices=splits_by, help="whose splits of the REFER dataset (with --data refer:ROOT)")
@@ -198,8 +200,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.resume and args.out is None:
         parser.error("--resume needs --out DIR (the run folder holding last.pt)")
+    # the user's parts register before any config names them; never kept in the run's files
+    import_modules(args.imports)
     given = _given_fields(parser, argv)
-    values = {k: v for k, v in vars(args).items() if k not in ("out", "resume", "size")}
+    values = {k: v for k, v in vars(args).items() if k not in ("out", "resume", "size", "imports")}
     if args.size is not None and args.experiment is None:
         parser.error("--size: only with --experiment (--model names a model with its size)")
     if args.experiment is not None and "model" not in given:

@@ -121,7 +121,8 @@ def test_a_saved_part_of_ones_own_needs_its_module_imported(my_parts, tmp_path, 
 
     assert run(lambda: evaluate(["--checkpoint", str(tmp_path / "saved"), "--device", "cpu"]), "evaluate") == 2
     (line,) = capsys.readouterr().err.strip().splitlines()
-    assert "got 'gated_neck'" in line and "import the module that registers it first (--import MODULE)" in line
+    quoted = re.search(r"^```text\n(.*?)\n```$", GUIDE.read_text(), re.M | re.S).group(1)
+    assert line.endswith(f"config.json: {quoted}")  # the line the guide shows, after the file's name
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,8 @@ from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 from .config import ModelConfig, PartConfig
-from .config.model import CONFIG_CLASSES, add_user_part, remove_user_part
+from .config.model import _USER_PARTS as _SLOT_OPTIONS
+from .config.model import CONFIG_CLASSES
 
 __all__ = [
     "register_architecture",
@@ -146,7 +147,7 @@ def register_part(
             raise ValueError(f"kind: {kind!r} is already a {slot} of one's own ({_where(before.module)}); choose another name")
         _USER_PARTS[slot, kind] = UserPart(slot, kind, module, part_config)
         for name in fits:
-            add_user_part(name, slot, part_config)
+            _add_to_slot(name, slot, part_config)
         return module
 
     return wrap
@@ -175,6 +176,17 @@ def _part_config(config: type[PartConfig] | None, kind: str, module: type) -> ty
     return config
 
 
+def _add_to_slot(architecture: str, slot: str, part: type[PartConfig]) -> None:
+    """Let ``slot`` of ``architecture`` hold ``part`` (a part of the same kind added before is replaced)."""
+    kept = tuple(o for o in _SLOT_OPTIONS.get((architecture, slot), ()) if o.kind != part.kind)
+    _SLOT_OPTIONS[architecture, slot] = (*kept, part)
+
+
+def _remove_from_slots(kind: str) -> None:
+    for where, options in list(_SLOT_OPTIONS.items()):
+        _SLOT_OPTIONS[where] = tuple(o for o in options if o.kind != kind)
+
+
 def unregister_part(kind: str) -> None:
     """Forget a part of one's own (configs naming it no longer load): the inverse of :func:`register_part`.
 
@@ -192,7 +204,7 @@ def unregister_part(kind: str) -> None:
         raise ValueError(f"kind: no part of one's own is registered as {kind!r}")
     for key in found:
         del _USER_PARTS[key]
-    remove_user_part(kind)
+    _remove_from_slots(kind)
 
 
 def registered_parts() -> dict[str, list[str]]:

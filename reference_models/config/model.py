@@ -29,7 +29,7 @@ from .parts import (
 
 __all__ = [
     "ModelConfig", "LavtConfig", "VltConfig", "LtsConfig", "S2rmConfig", "AsdaConfig", "CONFIG_CLASSES", "ARCHITECTURES",
-    "add_user_part", "remove_user_part", "unknown_kind_hint",
+    "unknown_kind_hint",
 ]
 
 #: The deepest nesting a ``config.json`` may have (the core, a part, a list of layer ranges).
@@ -37,7 +37,8 @@ MAX_DEPTH = 4
 #: What a kind no slot knows may be, a part of the user's own whose module is not imported.
 UNKNOWN_KIND_HINT = "if it is a part of your own, import the module that registers it first (--import MODULE)"
 
-# Parts of the users' own, by (architecture, slot): reference_models.register_part adds them.
+# Parts of the users' own, by (architecture, slot): reference_models.register_part adds them
+# (all_slots appends them to the slot's options).
 _USER_PARTS: dict[tuple[str, str], tuple[type[PartConfig], ...]] = {}
 
 
@@ -483,55 +484,3 @@ CONFIG_CLASSES: dict[str, type[ModelConfig]] = {
     cls.architecture: cls for cls in (LavtConfig, VltConfig, LtsConfig, AsdaConfig, S2rmConfig)
 }
 ARCHITECTURES = tuple(CONFIG_CLASSES)
-
-
-def add_user_part(architecture: str, slot: str, part: type[PartConfig]) -> None:
-    """Let ``slot`` of ``architecture`` hold ``part``, a part of the user's own, chosen by its ``kind``.
-
-    :func:`reference_models.register_part` calls it for each architecture the part fits; a
-    part of the same kind added before is replaced (a module imported again).
-
-    Args:
-        architecture: one of :data:`ARCHITECTURES`.
-        slot: a slot of that architecture (``neck``, ``decoder``, ``head`` ...).
-        part: the part's config class.
-
-    Example:
-        >>> from dataclasses import dataclass
-        >>> @dataclass(frozen=True)
-        ... class DoubleNeckConfig(PartConfig):
-        ...     kind = "double_neck"
-        >>> add_user_part("lavt", "neck", DoubleNeckConfig)
-        >>> ModelConfig.create("lavt", neck="double_neck").neck
-        DoubleNeckConfig()
-        >>> remove_user_part("double_neck")
-        [('lavt', 'neck')]
-    """
-    if architecture not in CONFIG_CLASSES:
-        raise ValueError(f"architecture: expected one of {ARCHITECTURES}; got {architecture!r}")
-    slots = CONFIG_CLASSES[architecture].all_slots()
-    if slot not in slots:
-        raise ValueError(f"slot: {architecture} has no slot {slot!r}; its slots are {list(slots)}")
-    kept = tuple(o for o in _USER_PARTS.get((architecture, slot), ()) if o.kind != part.kind)
-    _USER_PARTS[architecture, slot] = (*kept, part)
-
-
-def remove_user_part(kind: str) -> list[tuple[str, str]]:
-    """Forget the users' parts of ``kind`` in every slot (configs holding one no longer load).
-
-    Args:
-        kind: the part's kind.
-
-    Returns:
-        The ``(architecture, slot)`` pairs it was removed from.
-
-    Example:
-        >>> remove_user_part("no_such_part")
-        []
-    """
-    removed = []
-    for where, options in list(_USER_PARTS.items()):
-        if any(o.kind == kind for o in options):
-            _USER_PARTS[where] = tuple(o for o in options if o.kind != kind)
-            removed.append(where)
-    return removed

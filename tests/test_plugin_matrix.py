@@ -88,6 +88,22 @@ def test_the_aligner_decoder_predicts_with_the_classifier_and_feeds_the_refiner_
     assert refined.head.refiner.dim == refined.segment.out_channels == refined.segment.aligner.decoded_channels
 
 
+@pytest.mark.parametrize(
+    ("name", "dotted", "flat"),
+    [
+        ("vlt_tiny", {"decoder": "aligner", "decoder.layers": 2}, {"num_queries": 2}),
+        ("lavt_tiny", {"neck": "pwam", "neck.norm_affine": False}, {"decoder_dim": 16}),
+    ],
+)
+def test_parts_that_differ_under_one_flat_name_save_and_load(name, dotted, flat, tmp_path):
+    # VLT's transformer and the aligner both read transformer_layers; LAVT's fusion and the pwam neck pwam_norm_affine
+    model = build_model(name, **dotted)
+    model.save_pretrained(tmp_path / "saved")
+    assert RISModel.from_pretrained(tmp_path / "saved", image_size=64).config == model.config
+    with pytest.raises(ValueError, match=r"the parts of this config hold different values .*; change them by dotted names$"):
+        model.config.replace(**flat)  # a flat name has no single value to start from there
+
+
 def test_slot_choices_and_their_options_combine_by_any_name():
     config = ModelConfig.create("lavt", neck="coparser", coparser_shift=False, decoder="casg", **{"decoder.stages": 2})
     assert (config.neck.kind, config.neck.shift, config.decoder.kind, config.decoder.stages) == ("coparser", False, "casg", 2)

@@ -190,7 +190,9 @@ class ModelConfig:
         core = {k: flat.pop(k) for k in ("name", "image_size", "norm") if k in flat}
         # the options of the parts already there first (VLT's reading, which CASG needs),
         # then the chosen parts, then the options only a chosen part reads (refiner_iters)
-        present = set(to_flat(self))
+        # (read only when flat names are given: parts that hold different values under one flat
+        # name, set by dotted names, have no flat form, and loading such a config gives none)
+        present = set(to_flat(self)) if flat else set()
         config = self
         for batch in ({k: v for k, v in flat.items() if k in present}, None, {k: v for k, v in flat.items() if k not in present}):
             if batch is None:

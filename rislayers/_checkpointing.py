@@ -43,6 +43,12 @@ def _running_buffers(block: Any) -> list[torch.Tensor]:
     ]
 
 
+def _compiling() -> bool:
+    """Whether :func:`torch.compile` is tracing (``torch.compiler.is_compiling`` is newer than torch 2.1)."""
+    is_compiling = getattr(getattr(torch, "compiler", None), "is_compiling", None)
+    return bool(is_compiling is not None and is_compiling())
+
+
 @contextlib.contextmanager
 def _restored(buffers: list[torch.Tensor]) -> Iterator[None]:
     """Run the body, then put ``buffers`` back as they were when it started."""
@@ -92,7 +98,7 @@ class GradCheckpointing:
         """``block(*args)``, checkpointed when switched on, training and recording gradients."""
         if not (self.grad_checkpointing and self.training and torch.is_grad_enabled()):  # type: ignore[attr-defined]
             return block(*args)
-        buffers = [] if torch.compiler.is_compiling() else _running_buffers(block)
+        buffers = [] if _compiling() else _running_buffers(block)
         if not buffers:
             return checkpoint(block, *args, use_reentrant=False, preserve_rng_state=True)
 

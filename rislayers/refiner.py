@@ -78,7 +78,7 @@ class DynamicQueryRefiner(GradCheckpointing, nn.Module):
     ``(128, 512)``, batch 2) the refiner keeps 483 MiB for its backward pass without
     checkpointing and 57 MiB with it (the input map, which the pooling keeps anyway), for
     one more pass of its dynamic convolutions: +22 % of the refiner's own forward and
-    backward, about 1.5 % of that model's training step. Both grow with ``h*w``, so
+    backward, about 2 % of that model's training step. Both grow with ``h*w``, so
     checkpointing every iteration pays at any map size.
 
     Args:

@@ -183,3 +183,11 @@ def test_every_flat_name_is_read_by_some_part_and_every_documented_one_exists():
         assert key in LEGACY_DEFAULTS or "." in key or key in SLOT_NAMES, key
         core = key in ("name", "architecture", "image_size", "norm")
         assert core or "." in key or key in SLOT_NAMES or readers(key) != "no model reads it", key
+
+
+@pytest.mark.parametrize("name", ["lavt_tiny", "vlt_tiny", "lts_tiny", "s2rm_tiny", "asda_tiny", "lavt_base"])
+def test_decoder_own_is_the_baselines_own_decoder_on_every_model(name):
+    config = get_config(name)
+    assert config.replace(decoder="own") == config
+    if name.startswith("lavt"):  # and it swaps a plug-in decoder back
+        assert config.replace(decoder="casg").replace(decoder="own").decoder == config.decoder

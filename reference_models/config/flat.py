@@ -299,6 +299,12 @@ def apply_overrides(config: ModelConfig, dotted: dict[str, Any], *, preset: dict
     fields: dict[str, dict[str, Any]] = {}
     for key, value in sorted(dotted.items(), key=lambda kv: "." in kv[0]):
         name, _, field = key.partition(".")
+        if key == "decoder" and value == "own":
+            # the baseline's own decoder: its slot's first part (LAVT's, S2RM's CASG); ASDA's
+            # aligner is its decoder and has a slot of its own, so there it changes nothing
+            if "decoder" not in config.all_slots():
+                continue
+            value = config.all_slots()["decoder"][0].kind
         slot = _resolve_slot(config, name, key)
         if not field:
             config = dataclasses.replace(config, **{slot: _chosen_part(config, slot, value, preset or {})})

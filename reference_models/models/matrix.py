@@ -60,8 +60,8 @@ def _config(baseline: str, slot: str, value: str):
     from ..registry import get_config
 
     config = get_config(baseline)
-    if value == "own":
-        return config
+    if value == "own":  # through the config, as --model-arg decoder=own goes
+        return config.replace(decoder="own")
     current = getattr(config, slot, "absent")
     kind = getattr(current, "kind", None if current is None else "absent")
     if kind == value or (value == "none" and current is None) or (value == "classifier" and kind == "classifier"):

@@ -132,7 +132,7 @@ def _speed_and_memory_flags(p: argparse.ArgumentParser) -> None:
     """Activation checkpointing and the GPU defaults (TF32, fused optimizer, cuDNN benchmark)."""
     p.add_argument(
         "--grad-checkpointing", action="store_true",
-        help="checkpoint the encoders' blocks: the same gradients for less activation memory and more time "
+        help="checkpoint the encoders' blocks and the heavy parts (aligner blocks, CASG stages, refiner iterations): the same gradients for less activation memory and more time "
         "(python -m reference_models.bench memory tells the batch that fits)",
     )
     p.add_argument("--no-tf32", dest="tf32", action="store_false", help="full float32 matrix products and convolutions on CUDA (by default TF32)")

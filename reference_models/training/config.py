@@ -151,7 +151,7 @@ class TrainConfig:
             ``config.json`` is the model's (``model`` left at its default takes the folder's
             model name, another one must equal it; ``--model-arg`` changes fields) and its
             weights are loaded strictly before the first step.
-        grad_checkpointing: checkpoint the encoders' blocks
+        grad_checkpointing: checkpoint the encoders' blocks and the heavy parts (aligner blocks, CASG stages, refiner iterations)
             (:meth:`~reference_models.base.RISModel.set_grad_checkpointing`): the same
             gradients for less activation memory and more time.
         tf32: TensorFloat-32 for float32 matrix products and convolutions on CUDA

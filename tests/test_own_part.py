@@ -251,3 +251,36 @@ def test_parts_of_ones_own_are_refused_where_they_cannot_meet(decoder_and_head):
     assert (changed.decoder, changed.head.kind, changed.neck.shift) == (_WidthConfig(width=12), "word_head", False)
     with pytest.raises(ValueError, match=r"^head_loss: no part of this lavt \(.*head=word_head\) model reads it; read by: head=classifier"):
         config.replace(head_loss="weighted_ce")
+
+
+def test_the_guide_rows_are_studied_by_name_with_import(my_parts, tmp_path):
+    blocks = [(options, code) for options, code in _CODE_BLOCK.findall(GUIDE.read_text())]
+    rows = next(code for options, code in blocks if ":caption: my_rows.py" in options)
+    (my_parts / "my_rows.py").write_text(rows)
+    out = tmp_path / "study"
+    studied = _command("reference_models.study", "--import", "my_rows", "mine/lavt", "--quick", "--out", str(out), cwd=my_parts)
+    assert studied.returncode == 0, studied.stderr[-2000:]
+    results = json.loads((out / "results.json").read_text())
+    assert [row["experiment"] for row in results["rows"]] == ["mine/lavt/alone", "mine/lavt/gated"]
+    assert {row["default"] for row in results["rows"]} == {"mine/lavt/alone"}
+    saved = json.loads((out / "runs" / "mine-lavt-gated" / "seed-0" / "config.json").read_text())["model"]
+    assert saved["neck"]["kind"] == "gated_neck"
+    # without --import the rows are unknown, in one line
+    refused = _command("reference_models.study", "mine/lavt", "--quick", "--out", str(tmp_path / "other"), cwd=my_parts)
+    assert refused.returncode == 2 and refused.stderr.strip().count("\n") == 0 and "mine/lavt" in refused.stderr
+
+
+def test_register_experiment_refuses_bad_rows_in_one_line():
+    from reference_models.experiments import Experiment, get_experiment, register_experiment
+
+    taken = get_experiment("plugins/lavt/alone")
+    bad = [
+        (Experiment(name="sadlr/x/y", paper="sadlr", table="x", row="y", model="lavt"), "one of the catalogue's own groups"),
+        (Experiment(name="mine/x", paper="mine", table="x", row="y", model="lavt"), "expected '<paper>/<table>/<row>'"),
+        (Experiment(name="mine/x/y", paper="mine", table="z", row="y", model="lavt"), "matching paper and table"),
+        (taken, "one of the catalogue's own groups"),
+        ("mine/x/y", "expected an Experiment"),
+    ]
+    for experiment, message in bad:
+        with pytest.raises(ValueError, match=re.escape(message)):
+            register_experiment(experiment)

@@ -30,6 +30,7 @@ __all__ = [
     "get_experiment",
     "select_experiments",
     "build_experiment",
+    "register_experiment",
     "figures",
 ]
 
@@ -154,12 +155,49 @@ class Experiment:
         return f"{self.model}_{self.base_size if size == 'base' else 'tiny'}"
 
 
+#: Rows registered by users' modules (:func:`register_experiment`), after the papers'.
+_REGISTERED: dict[str, Experiment] = {}
+
+
 def _catalogue() -> dict[str, Experiment]:
     # imported here: the paper modules import Experiment from this one
     from . import asda, plugins, s2rm, sadlr
 
     rows = [*sadlr.EXPERIMENTS, *asda.EXPERIMENTS, *s2rm.EXPERIMENTS, *plugins.EXPERIMENTS]
-    return {experiment.name: experiment for experiment in rows}
+    return {**{experiment.name: experiment for experiment in rows}, **_REGISTERED}
+
+
+def register_experiment(experiment: Experiment) -> Experiment:
+    """Add a row of one's own to the catalogue, so the study tool trains it by name.
+
+    With a part of one's own (:func:`reference_models.register_part`), a module that registers
+    ``"mine/lavt/alone"`` and ``"mine/lavt/gated"`` (the latter with ``overrides={"neck":
+    "gated_neck"}`` and the former's description marked ``(default)``) is studied by
+    ``python -m reference_models.study --import MODULE mine/lavt``.
+
+    Args:
+        experiment: the row; its name is ``"<group>/<table>/<row>"`` with ``paper`` and
+            ``table`` its first two parts, the group not one of :data:`PAPERS`, the name not
+            taken.
+
+    Example:
+        >>> row = register_experiment(Experiment(name="mine/lavt/alone", paper="mine", table="lavt", row="LAVT",
+        ...                                      model="lavt", description="LAVT alone (default)"))
+        >>> get_experiment("mine/lavt/alone").model_name("tiny")
+        'lavt_tiny'
+        >>> del _REGISTERED["mine/lavt/alone"]
+    """
+    if not isinstance(experiment, Experiment):
+        raise ValueError(f"experiment: expected an Experiment; got {type(experiment).__name__}")
+    parts = experiment.name.split("/")
+    if len(parts) != 3 or not all(parts) or (parts[0], parts[1]) != (experiment.paper, experiment.table):
+        raise ValueError(f"experiment.name: expected '<paper>/<table>/<row>' matching paper and table; got {experiment.name!r}")
+    if experiment.paper in PAPERS:
+        raise ValueError(f"experiment.paper: {experiment.paper!r} is one of the catalogue's own groups {PAPERS}; choose another")
+    if experiment.name in _catalogue():
+        raise ValueError(f"experiment.name: {experiment.name!r} is already in the catalogue")
+    _REGISTERED[experiment.name] = experiment
+    return experiment
 
 
 def list_experiments(paper: str | None = None) -> list[str]:
@@ -172,8 +210,9 @@ def list_experiments(paper: str | None = None) -> list[str]:
         >>> list_experiments("sadlr")[:3]
         ['sadlr/table3/lts', 'sadlr/table3/lts-c', 'sadlr/table3/lts-s']
     """
-    if paper is not None and paper not in PAPERS:
-        raise ValueError(f"paper: expected one of {PAPERS}; got {paper!r}")
+    groups = (*PAPERS, *dict.fromkeys(e.paper for e in _REGISTERED.values()))
+    if paper is not None and paper not in groups:
+        raise ValueError(f"paper: expected one of {groups}; got {paper!r}")
     return [name for name, experiment in _catalogue().items() if paper in (None, experiment.paper)]
 
 

@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ..cli import add_import_option, import_modules
 from ..checkpoint import read_json_object
 from ..experiments import get_experiment
 from .plan import DEFAULT_SETTINGS, QUICK_SETTINGS, StudyPlan, StudySettings, plan_study, run_folder
@@ -110,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=None, help=f"DataLoader workers (default: {d.workers}; 0 with --quick)")
     p.add_argument("--device", default=None, help="'auto', 'cpu', 'cuda', 'cuda:N' (default: auto)")
     p.add_argument("--list", action="store_true", help="print the run folders, their number and a rough time, and exit")
+    add_import_option(p)  # rows (register_experiment) and parts (register_part) of one's own
     return p
 
 
@@ -279,6 +281,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        import_modules(args.imports)
         settings = settings_from_args(args)
         plan = plan_study(args.names, settings)
     except ValueError as err:

@@ -7,6 +7,7 @@ its one-line error; then the section's header, its table and (``--json``) the JS
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ from ..cli import add_import_option, import_modules
 from ..config import parse_overrides
 from ..devices import resolve_device
 from ..outputs import check_output_file
-from . import checkpointing, coparser, flops, latency, layers, memory, train
+from . import checkpointing, coparser, flops, latency, layers, memory, official, train
 from . import gpu as gpu_check
 from .measure import DTYPES
 from .report import environment, format_environment, write_json
@@ -48,6 +49,7 @@ def _parser() -> argparse.ArgumentParser:
     _train_flags(sub.add_parser("train", parents=[common, measured], help="training samples per second of the tiny models"))
     _memory_flags(sub.add_parser("memory", parents=[common], help="memory per image of a training step, and the batch each card holds"))
     _gpu_flags(sub.add_parser("gpu", parents=[common], help="the GPU check: every part that needs a CUDA device, in about 8 minutes"))
+    _official_flags(sub.add_parser("official", parents=[common], help="lavt_base and asda_base beside the released LAVT-RIS and ASDA code"))
     return parser
 
 
@@ -113,6 +115,15 @@ def _gpu_flags(gpu: argparse.ArgumentParser) -> None:
     gpu.add_argument("--device", help="the CUDA device (default cuda; the dry run uses the CPU)")
     gpu.add_argument("--budget", type=float, help="seconds for the whole check, shared among the parts (default 480; dry run 600)")
     gpu.add_argument("--parts", nargs="+", choices=gpu_check.PARTS, help="only these parts (default: all, in this order)")
+
+
+def _official_flags(official_parser: argparse.ArgumentParser) -> None:
+    official_parser.add_argument("--lavt", type=Path, metavar="PATH", help="a checkout of LAVT-RIS (github.com/yz93/LAVT-RIS)")
+    official_parser.add_argument("--asda", type=Path, metavar="PATH", help="a checkout of ASDA (github.com/swagger-coder/ASDA)")
+    official_parser.add_argument("--clip", type=Path, metavar="PATH", help="a checkout of OpenAI's CLIP, which ASDA imports (when not installed)")
+    official_parser.add_argument("--repeats", type=int, default=3, help="timed interleaved rounds (median, default 3)")
+    official_parser.add_argument("--warmup", type=int, default=1, help="untimed rounds first (default 1)")
+    official_parser.add_argument("--batch", type=int, default=2, help="samples per forward and step (default 2, at least 2)")
 
 
 def _gpu_plan(args) -> gpu_check.GpuPlan:
@@ -192,6 +203,9 @@ def _check(args) -> dict[str, Any]:
             get_config(name).replace(**overrides)
     if args.section == "layers":
         _layer_cases_of(args)
+    if args.section == "official":
+        official.check_official_paths(args.lavt, args.asda, args.clip)
+        official.check_batch(args.batch)
     return overrides
 
 
@@ -308,6 +322,25 @@ def _run_memory(args) -> tuple[list[dict], dict[str, Any]]:
     return rows, {"batches": args.batches, "margin": args.margin, "context_gib": memory.CONTEXT_GIB, "amp": args.amp}
 
 
+def _run_official(args) -> tuple[list[dict], dict[str, Any]]:
+    paths = {name: path for name, path in (("lavt", args.lavt), ("asda", args.asda)) if path is not None}
+    load = os.getloadavg()
+    print(f"ours beside the released code on the same random inputs, batch {args.batch}: forward (eval, inference_mode) and "
+          f"training step (forward, loss, backward, AdamW), median of {args.repeats} interleaved rounds after {args.warmup} "
+          "warm-up; x = ours / released (medians), paired = median of the rounds' ratios; ckpt = ours with activation "
+          f"checkpointing; load average before: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    print(official.OFFICIAL_HEADER)
+    rows = official.official_table(
+        paths, clip_path=args.clip, batch=args.batch, repeats=args.repeats, warmup=args.warmup,
+        on_row=lambda row: print(official.format_official_row(row), flush=True),
+    )
+    after = os.getloadavg()
+    print(f"load average after: {after[0]:.2f} {after[1]:.2f} {after[2]:.2f}")
+    extra = {"repeats": args.repeats, "warmup": args.warmup, "load_before": list(load), "load_after": list(after),
+             "paths": {name: str(path) for name, path in paths.items()}}
+    return rows, extra
+
+
 def _run_train(args) -> tuple[list[dict], dict[str, Any]]:
     if args.grad_checkpointing:
         return _run_checkpointing(args)
@@ -356,6 +389,8 @@ def main(argv: list[str] | None = None) -> int:
         rows, extra = _run_layers(args)
     elif args.section == "memory":
         rows, extra = _run_memory(args)
+    elif args.section == "official":
+        rows, extra = _run_official(args)
     else:
         rows, extra = _run_train(args)
     if args.json:

@@ -181,7 +181,9 @@ def test_a_recorded_study_copied_in_without_tests_is_refreshed(tmp_path):
 
 
 # the studies whose readings claim a direction (issue 26 item 2), and the plug-in study
-FIVE_SEED_STUDIES = ("sadlr-table3", "sadlr-table4a-2000", "asda-table2", "asda-fixes", "s2rm-table4-128px", "s2rm-table5")
+FIVE_SEED_STUDIES = (
+    "sadlr-table3", "sadlr-table4a-2000", "asda-table2", "asda-fixes", "s2rm-table4-128px", "s2rm-table5", "plugins",
+)
 
 
 @pytest.mark.parametrize("name", FIVE_SEED_STUDIES)

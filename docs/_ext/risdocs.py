@@ -132,9 +132,9 @@ def _inherit_through_private_bases(cls: type) -> str | None:
     so the members of private ancestors are shown on their public subclasses.
     """
     ancestors = inspect.getmro(cls)[1:]
-    if not any(_ours(a.__module__) and a.__name__.startswith("_") for a in ancestors):
+    if not any(_private(a) for a in ancestors):
         return None
-    return ", ".join(a.__name__ for a in ancestors if not (_ours(a.__module__) and a.__name__.startswith("_")))
+    return ", ".join(a.__name__ for a in ancestors if not _private(a))
 
 
 def _module_lines(module_name: str, listed: dict[tuple, str] | None = None) -> list[str]:
@@ -271,10 +271,19 @@ def resolve_reexport(app, env, node, contnode):
     return None
 
 
+def _private(cls: type) -> bool:
+    """A private class of ours, or one from a private module of ours (``rislayers._checkpointing``'s
+    mixin): shown through its public bases, its members on its public subclasses."""
+    module = cls.__module__
+    return _ours(module) and (cls.__name__.startswith("_") or any(part.startswith("_") for part in module.split(".")))
+
+
 def _public_bases(cls: type) -> list[Any]:
     bases: list[Any] = []
     for base in cls.__bases__:
-        if base.__name__.startswith("_"):
+        if base is object:
+            continue
+        if _private(base):
             bases.extend(_public_bases(base))
         else:
             bases.append(base)
@@ -285,7 +294,7 @@ def process_bases(app, name, obj, options, bases: list[Any]) -> None:
     """Hide private bases and spell torch bases by their public names."""
     from make_torch_inventory import public_torch_name  # docs/ is on sys.path
 
-    if any(getattr(b, "__name__", "").startswith("_") for b in bases if inspect.isclass(b)):
+    if any(_private(b) for b in bases if inspect.isclass(b)):
         bases[:] = _public_bases(obj)
     for i, base in enumerate(bases):
         public = public_torch_name(base) if inspect.isclass(base) else None

@@ -64,7 +64,7 @@ _EXPECTED = {
 }
 
 OFFICIAL_SYSTEMS = {"lavt": "lavt_base", "asda": "asda_base"}
-"""The released system each of ours is compared with: ``--lavt``'s and ``--asda``'s."""
+"""For each released system (``--lavt``, ``--asda``), the registry model of ours it is timed against."""
 
 _OURS_OPTIONS = {"lavt": {}, "asda": {"asda_aggregator": "published"}}
 
